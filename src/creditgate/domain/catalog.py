@@ -1,0 +1,342 @@
+"""The plan catalog: meters, the price book and plans with their pools, loaded from YAML.
+
+A *meter* is what an action is counted in (``ai_credit``, ``integration_credit``, ``llm_token``).
+Credits of one meter never pay for another. A *pool* holds credits of one meter (allowance,
+grant, overage) or money (balance, payg) that pays for any meter it has a rate for.
+Every amount in the file is a decimal in whole units; it is compiled to integer micro-units.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from creditgate.domain.errors import ConfigError
+from creditgate.domain.money import MAX_AMOUNT, MICRO, to_micro
+
+PoolKind = Literal["allowance", "grant", "balance", "overage", "payg"]
+KIND_CODE: dict[str, str] = {
+    "allowance": "A", "grant": "G", "balance": "B", "overage": "O", "payg": "P",
+}
+MAX_RATE = 1_000_000_000  # money micro-units per meter unit: keeps Lua products below 2**52
+Ident = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+ActionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
+Amount = str | int  # decimal in whole units; floats are refused (they are not exact)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScopeConfig(_Model):
+    """Which actions a pool accepts. Empty means every action of its meter."""
+
+    actions: tuple[ActionName, ...] = ()
+    attributes: dict[str, tuple[str, ...]] = {}
+
+
+class PoolConfig(_Model):
+    id: Ident
+    kind: PoolKind
+    description: str = ""
+    meter: Ident | None = None
+    unit: Ident = "usd"
+    amount: Amount | None = None
+    period: Literal["day", "month", "cycle"] | None = None
+    scope: ScopeConfig = ScopeConfig()
+    rates: dict[Ident, Amount] = {}
+    block_size: Amount = 1000
+    block_price: Amount | None = None
+    cap: Amount | None = None
+    cap_min: Amount | None = None
+    cap_max: Amount | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> PoolConfig:
+        need_meter = self.kind in ("allowance", "grant", "overage")
+        if need_meter and self.meter is None:
+            msg = f"pool {self.id}: a {self.kind} pool needs a meter"
+            raise ValueError(msg)
+        if self.kind == "allowance" and (self.amount is None or self.period is None):
+            msg = f"pool {self.id}: an allowance needs an amount and a period"
+            raise ValueError(msg)
+        if self.kind in ("balance", "payg") and not self.rates:
+            msg = f"pool {self.id}: a {self.kind} pool needs rates (money per meter unit)"
+            raise ValueError(msg)
+        if self.kind == "overage" and self.block_price is None:
+            msg = f"pool {self.id}: an overage pool needs a block_price"
+            raise ValueError(msg)
+        return self
+
+
+class VariantConfig(_Model):
+    """A price that applies when the request's attributes match (first match wins)."""
+
+    when: dict[str, tuple[str, ...]]
+    cost: Amount
+
+
+class ActionConfig(_Model):
+    meter: Ident | None = None
+    cost: Amount = 0
+    per: int = Field(default=1, ge=1, le=1_000_000_000)
+    free: bool = False
+    variants: tuple[VariantConfig, ...] = ()
+    description: str = ""
+
+
+class PlanConfig(_Model):
+    description: str = ""
+    pools: tuple[PoolConfig, ...] = ()
+    order: tuple[Ident, ...] = ()
+    prices: dict[ActionName, Amount] = {}
+
+
+class CatalogConfig(_Model):
+    meters: dict[Ident, str] = {}
+    actions: dict[ActionName, ActionConfig]
+    plans: dict[Ident, PlanConfig]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    actions: frozenset[str]
+    attributes: tuple[tuple[str, frozenset[str]], ...]
+
+    def accepts(self, action: str, attributes: dict[str, str]) -> bool:
+        if self.actions and action not in self.actions:
+            return False
+        return all(attributes.get(key) in values for key, values in self.attributes)
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """A compiled pool. Amounts are micro-units; ``cap`` -1 means no cap."""
+
+    id: str
+    kind: str
+    code: str
+    meter: str | None
+    unit: str
+    amount: int
+    period: str
+    scope: Scope
+    rates: dict[str, int]
+    block_size: int
+    block_price: int
+    cap: int
+    cap_min: int
+    cap_max: int
+    enabled: bool
+    description: str = ""
+
+    @property
+    def is_money(self) -> bool:
+        return self.kind in ("balance", "payg")
+
+    def rate_for(self, action: str, meter: str, attributes: dict[str, str]) -> int | None:
+        """The rate (money micro per meter unit; 1 for credit pools) if this pool pays, else None."""
+        if not self.scope.accepts(action, attributes):
+            return None
+        if self.is_money:
+            return self.rates.get(meter)
+        return 1 if self.meter == meter else None
+
+    @property
+    def spend_unit(self) -> str:
+        return self.unit if self.kind in ("overage", "payg") else ""
+
+    @property
+    def balance_unit(self) -> str:
+        return self.unit if self.is_money else (self.meter or "")
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """Meter micro-units per ``per`` units of an action."""
+
+    meter: str
+    unit_cost: int
+    per: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Variant:
+    when: tuple[tuple[str, frozenset[str]], ...]
+    unit_cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPrice:
+    meter: str | None
+    unit_cost: int
+    per: int
+    variants: tuple[_Variant, ...] = ()
+
+    def price(self, attributes: dict[str, str]) -> Price | None:
+        """None for a free action."""
+        if self.meter is None:
+            return None
+        cost = self.unit_cost
+        for variant in self.variants:
+            if all(attributes.get(k) in v for k, v in variant.when):
+                cost = variant.unit_cost
+                break
+        return Price(self.meter, cost, self.per)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    id: str
+    pools: tuple[Pool, ...]
+    actions: dict[str, ActionPrice]
+    # Attribute keys that any scope or price variant of this plan reads (for caching).
+    attribute_keys: tuple[str, ...]
+    description: str = ""
+    by_id: dict[str, Pool] = field(default_factory=dict)
+
+    def pool(self, pool_id: str) -> Pool | None:
+        return self.by_id.get(pool_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    plans: dict[str, Plan]
+    meters: dict[str, str]
+    actions: frozenset[str] = frozenset()
+
+    def plan(self, plan_id: str) -> Plan | None:
+        return self.plans.get(plan_id)
+
+
+def _micro(value: Amount | None, what: str, default: int = 0) -> int:
+    if value is None:
+        return default
+    if isinstance(value, float):
+        msg = f"{what}: write {value!r} as a string (floats are not exact)"
+        raise ConfigError(msg)
+    try:
+        return to_micro(value, what=what)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
+    w = f"{where} pool {cfg.id}"
+    if cfg.meter is not None and cfg.meter not in meters:
+        msg = f"{w}: unknown meter {cfg.meter!r} (declare it under meters)"
+        raise ConfigError(msg)
+    rates = {}
+    for meter, rate in cfg.rates.items():
+        if meter not in meters:
+            msg = f"{w}: rate for unknown meter {meter!r}"
+            raise ConfigError(msg)
+        rates[meter] = _micro(rate, f"{w} rate {meter}")
+        if not 0 < rates[meter] <= MAX_RATE:
+            msg = f"{w}: rate {meter} must be above 0 and at most 1000 per unit"
+            raise ConfigError(msg)
+    block_size = _micro(cfg.block_size, f"{w} block_size")
+    if cfg.kind == "overage" and block_size < MICRO:
+        msg = f"{w}: block_size must be at least 1"
+        raise ConfigError(msg)
+    return Pool(
+        id=cfg.id, kind=cfg.kind, code=KIND_CODE[cfg.kind], meter=cfg.meter, unit=cfg.unit,
+        amount=_micro(cfg.amount, f"{w} amount"),
+        period=cfg.period or ("cycle" if cfg.kind in ("overage", "payg") else ""),
+        scope=Scope(frozenset(cfg.scope.actions),
+                    tuple((k, frozenset(v)) for k, v in sorted(cfg.scope.attributes.items()))),
+        rates=rates, block_size=block_size,
+        block_price=_micro(cfg.block_price, f"{w} block_price"),
+        cap=_micro(cfg.cap, f"{w} cap", -1),
+        cap_min=_micro(cfg.cap_min, f"{w} cap_min", 0),
+        cap_max=_micro(cfg.cap_max, f"{w} cap_max", -1),
+        enabled=cfg.enabled, description=cfg.description,
+    )
+
+
+def _compile_action(name: str, cfg: ActionConfig, meters: set[str], cost: Amount | None = None,
+                    ) -> ActionPrice:
+    if cfg.free:
+        return ActionPrice(None, 0, cfg.per)
+    if cfg.meter is None or cfg.meter not in meters:
+        msg = f"action {name}: needs a declared meter (or free: true)"
+        raise ConfigError(msg)
+    variants = tuple(
+        _Variant(tuple((k, frozenset(v)) for k, v in sorted(var.when.items())),
+                 _micro(var.cost, f"action {name} variant cost"))
+        for var in cfg.variants
+    )
+    unit_cost = _micro(cfg.cost if cost is None else cost, f"action {name} cost")
+    if unit_cost < 0 or any(v.unit_cost < 0 for v in variants):
+        msg = f"action {name}: cost must not be negative"
+        raise ConfigError(msg)
+    return ActionPrice(cfg.meter, unit_cost, cfg.per, variants)
+
+
+def _compile_plan(plan_id: str, cfg: PlanConfig, catalog: CatalogConfig) -> Plan:
+    meters = set(catalog.meters)
+    pools = {p.id: _compile_pool(p, meters, f"plan {plan_id}") for p in cfg.pools}
+    if len(pools) != len(cfg.pools):
+        msg = f"plan {plan_id}: pool ids must be unique"
+        raise ConfigError(msg)
+    order = cfg.order or tuple(pools)
+    if sorted(order) != sorted(pools):
+        msg = f"plan {plan_id}: order must name every pool exactly once: {sorted(pools)}"
+        raise ConfigError(msg)
+    actions = {}
+    for name, action in catalog.actions.items():
+        override = cfg.prices.get(name)
+        if override is not None and _micro(override, "price") == 0:
+            actions[name] = ActionPrice(None, 0, action.per)
+        else:
+            actions[name] = _compile_action(name, action, meters, override)
+    for name in cfg.prices:
+        if name not in catalog.actions:
+            msg = f"plan {plan_id}: price override for unknown action {name!r}"
+            raise ConfigError(msg)
+    keys = {k for p in pools.values() for k, _ in p.scope.attributes}
+    keys |= {k for a in actions.values() for v in a.variants for k, _ in v.when}
+    ordered = tuple(pools[i] for i in order)
+    return Plan(plan_id, ordered, actions, tuple(sorted(keys)), cfg.description,
+                {p.id: p for p in ordered})
+
+
+def compile_catalog(config: CatalogConfig) -> Catalog:
+    """Check cross-references and compile every amount to micro-units."""
+    plans = {pid: _compile_plan(pid, cfg, config) for pid, cfg in config.plans.items()}
+    for plan in plans.values():
+        for pool in plan.pools:
+            if max(pool.amount, pool.cap, pool.block_price) > MAX_AMOUNT:
+                msg = f"plan {plan.id} pool {pool.id}: amount too large"
+                raise ConfigError(msg)
+    return Catalog(plans, dict(config.meters), frozenset(config.actions))
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Read and compile a plans file; ConfigError names the file and what is wrong."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return compile_catalog(CatalogConfig.model_validate(raw))
+    except OSError as exc:
+        msg = f"cannot read plans file {path}: {exc.strerror}"
+        raise ConfigError(msg) from None
+    except yaml.YAMLError as exc:
+        msg = f"plans file {path} is not valid YAML: {exc}"
+        raise ConfigError(msg) from None
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        msg = f"plans file {path} is invalid:\n" + "\n".join(lines)
+        raise ConfigError(msg) from None
+    except ConfigError as exc:
+        msg = f"plans file {path}: {exc}"
+        raise ConfigError(msg) from None
+
+
+ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+REQUEST_ID = ACCOUNT_ID

@@ -1,0 +1,73 @@
+"""Checks on request fields. Each failure says which field is wrong and what would be right."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from creditgate.domain.catalog import ACCOUNT_ID
+from creditgate.domain.errors import InvalidArgumentError
+from creditgate.domain.money import MAX_AMOUNT
+
+MAX_QUANTITY = 10**12
+MAX_ATTRIBUTES = 32
+MAX_ATTRIBUTE_VALUE = 256
+_ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+STATUSES = ("active", "trial", "suspended")
+
+
+def check_id(value: str, field: str, *, generate: bool = False) -> str:
+    """An account, request, reservation, refund or grant id."""
+    if not value:
+        if generate:
+            return uuid.uuid4().hex
+        msg = f"{field} is required"
+        raise InvalidArgumentError(msg)
+    if ACCOUNT_ID.match(value) is None:
+        shown = value if len(value) <= 40 else value[:40] + "..."  # noqa: PLR2004
+        msg = (
+            f"{field} {shown!r} is invalid: use 1-128 characters from letters, digits and "
+            "._:@/+=- starting with a letter or digit"
+        )
+        raise InvalidArgumentError(msg)
+    return value
+
+
+def check_quantity(value: int, field: str = "quantity", *, allow_zero: bool = False) -> int:
+    low = 0 if allow_zero else 1
+    if not low <= value <= MAX_QUANTITY:
+        msg = f"{field} must be between {low} and {MAX_QUANTITY:,}, got {value}"
+        raise InvalidArgumentError(msg)
+    return value
+
+
+def check_amount(value: int, field: str = "amount") -> int:
+    if not 1 <= value <= MAX_AMOUNT:
+        msg = f"{field} must be between 1 and {MAX_AMOUNT:,} micro-units, got {value}"
+        raise InvalidArgumentError(msg)
+    return value
+
+
+def check_attributes(attributes: dict[str, str]) -> dict[str, str]:
+    if len(attributes) > MAX_ATTRIBUTES:
+        msg = f"attributes: at most {MAX_ATTRIBUTES} entries, got {len(attributes)}"
+        raise InvalidArgumentError(msg)
+    for key, value in attributes.items():
+        if _ATTRIBUTE_KEY.match(key) is None:
+            msg = f"attributes: key {key[:64]!r} must be 1-64 characters of letters, digits, _.:-"
+            raise InvalidArgumentError(msg)
+        if len(value) > MAX_ATTRIBUTE_VALUE or _CONTROL.search(value):
+            msg = (
+                f"attributes: value of {key!r} must be at most {MAX_ATTRIBUTE_VALUE} characters "
+                "without control characters"
+            )
+            raise InvalidArgumentError(msg)
+    return attributes
+
+
+def check_status(value: str) -> str:
+    if value not in STATUSES:
+        msg = f"status must be one of {', '.join(STATUSES)}"
+        raise InvalidArgumentError(msg)
+    return value

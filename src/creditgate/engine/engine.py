@@ -1,0 +1,367 @@
+"""The engine: every quota and admin operation, each one script call on one account's slot."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+from creditgate.domain import requests as check
+from creditgate.domain.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from creditgate.domain.money import format_micro
+from creditgate.domain.results import (
+    AccountState,
+    Decision,
+    GrantResult,
+    Reason,
+    Refund,
+    Release,
+    Settlement,
+)
+from creditgate.engine import replies
+from creditgate.engine.core import Args, EngineCore, pool_or_error, require_plan
+
+if TYPE_CHECKING:
+    from creditgate.domain.catalog import Plan
+
+_MAX_CLOCK_STEP_S = 10 * 366 * 86_400
+_REASON_TEXT = {
+    Reason.INSUFFICIENT_CREDITS: "not enough credits in the pools that accept this action",
+    Reason.SPEND_CAP_REACHED: "the monthly spend cap would be exceeded",
+    Reason.ACCOUNT_SUSPENDED: "the account is suspended",
+    Reason.ACCOUNT_STOPPED: "the account is stopped until its renewal (a cap was lowered below "
+    "this period's spend)",
+    Reason.NOT_ENTITLED: "no pool of the plan accepts this action with these attributes",
+}
+
+
+def _fingerprint(*parts: object) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
+
+
+def _explain(d: Decision, action: str) -> str:
+    if d.allowed:
+        return ""
+    text = f"{action}: {_REASON_TEXT.get(d.reason, d.reason.name.lower())}"
+    if d.shortfall:
+        text += f" (short by {format_micro(d.shortfall)} {d.meter})"
+    if d.retry_at:
+        text += f"; it clears by itself at unix ms {d.retry_at}"
+    return text
+
+
+class Engine(EngineCore):
+    """Typed operations over the Lua scripts. Validates every input before touching Redis."""
+
+    # --- quota ---------------------------------------------------------------------------
+
+    async def consume(  # noqa: PLR0913 - mirrors the request message
+        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
+        request_id: str = "", *, dry_run: bool = False, hold_ttl_ms: int | None = None,
+    ) -> Decision:
+        """CheckAndConsume; with ``hold_ttl_ms`` a Reserve (the credits are held, not spent)."""
+        check.check_id(account_id, "account_id")
+        reserve = hold_ttl_ms is not None
+        rid = check.check_id(request_id, "reservation_id" if reserve else "request_id",
+                             generate=True)
+        check.check_quantity(quantity)
+        check.check_attributes(attributes)
+        if action not in self.catalog.actions:
+            check.check_id(action, "action")
+            return Decision(False, Reason.UNKNOWN_ACTION, 0, "", (), (), rid, message=(
+                f"action {action!r} is not in the price book; add it to the plans file"))
+        mode = "R" if reserve else "C"
+        fp = _fingerprint(mode, action, quantity, sorted(attributes.items()))
+        at = json.dumps(attributes, sort_keys=True, separators=(",", ":")) if attributes else ""
+        keys = (*self.keys.account(account_id), self.keys.record(account_id, rid))
+        meter = ""
+
+        def build(plan: Plan | None) -> Args:
+            nonlocal meter
+            if plan is None:
+                return self.header(account_id, None, [])
+            pool_args, price = self.consume_args(plan, action, attributes)
+            uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
+            return [*self.header(account_id, plan, pool_args), mode, rid, fp, quantity, uc, per,
+                    action, at, "1" if dry_run else "0", self.idempotency_ttl_ms,
+                    hold_ttl_ms or 0, meter]
+
+        plan, reply = await self.run(self._scripts.consume, account_id, keys, build)
+        if reply[0] == b"IDEM_MISMATCH":
+            msg = (f"request_id {rid!r} was already used on this account for a different "
+                   "request; use a new id for a new request")
+            raise FailedPreconditionError(msg)
+        self._too_large(reply)
+        d = replies.decision(require_plan(plan), reply, rid, meter, dry_run=dry_run)
+        return dataclasses.replace(d, message=_explain(d, action)) if not d.allowed else d
+
+    async def reserve(  # noqa: PLR0913 - mirrors the request message
+        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
+        reservation_id: str = "", ttl_seconds: int = 0, *, dry_run: bool = False,
+    ) -> Decision:
+        max_ttl = self.idempotency_ttl_ms // 1000
+        if not 0 <= ttl_seconds <= max_ttl:
+            msg = f"ttl_seconds must be between 1 and {max_ttl} (0 for the default)"
+            raise InvalidArgumentError(msg)
+        ttl_ms = ttl_seconds * 1000 if ttl_seconds else self.hold_ttl_ms
+        return await self.consume(account_id, action, quantity, attributes, reservation_id,
+                                  dry_run=dry_run, hold_ttl_ms=ttl_ms)
+
+    async def settle(self, account_id: str, reservation_id: str, quantity: int) -> Settlement:
+        check.check_id(account_id, "account_id")
+        check.check_id(reservation_id, "reservation_id")
+        check.check_quantity(quantity, allow_zero=True)
+        keys = (*self.keys.account(account_id), self.keys.record(account_id, reservation_id))
+
+        def build(plan: Plan | None) -> Args:
+            args = self.plain_args(plan) if plan else []
+            return [*self.header(account_id, plan, args), quantity, reservation_id]
+
+        plan, reply = await self.run(self._scripts.settle, account_id, keys, build)
+        self._hold_errors(reply, reservation_id)
+        self._too_large(reply)
+        plan = require_plan(plan)
+        debits, at = replies.movements(plan, reply, 9)
+        reason = Reason(reply[6])
+        return Settlement(
+            reservation_id=reservation_id, cost=reply[1], meter=reply[8].decode(),
+            held=reply[2], fully_charged=reply[4] == 1, shortfall=reply[5], reason=reason,
+            debits=debits, balances=replies.remaining(plan, reply, at), replayed=reply[7] == 1,
+            message="" if reply[4] == 1 else (
+                f"the actual cost exceeded the hold and the extra could not be charged: "
+                f"{_REASON_TEXT.get(reason, reason.name.lower())}"),
+        )
+
+    async def release(self, account_id: str, reservation_id: str) -> Release:
+        check.check_id(account_id, "account_id")
+        check.check_id(reservation_id, "reservation_id")
+        keys = (*self.keys.account(account_id), self.keys.record(account_id, reservation_id))
+
+        def build(plan: Plan | None) -> Args:
+            args = self.plain_args(plan) if plan else []
+            return [*self.header(account_id, plan, args), reservation_id]
+
+        plan, reply = await self.run(self._scripts.release, account_id, keys, build)
+        self._hold_errors(reply, reservation_id)
+        plan = require_plan(plan)
+        returns, at = replies.movements(plan, reply, 4)
+        return Release(reservation_id, reply[1] == 1, reply[2], returns,
+                       replies.remaining(plan, reply, at), reply[3].decode())
+
+    async def refund(self, account_id: str, request_id: str, refund_id: str, quantity: int = 0,
+                     ) -> Refund:
+        check.check_id(account_id, "account_id")
+        check.check_id(request_id, "request_id")
+        check.check_id(refund_id, "refund_id")
+        check.check_quantity(quantity, allow_zero=True)
+        if refund_id == request_id:
+            msg = "refund_id must differ from the request_id of the charge it refunds"
+            raise InvalidArgumentError(msg)
+        fp = _fingerprint("F", request_id, quantity)
+        keys = (*self.keys.account(account_id), self.keys.record(account_id, refund_id),
+                self.keys.record(account_id, request_id))
+
+        def build(plan: Plan | None) -> Args:
+            args = self.plain_args(plan) if plan else []
+            return [*self.header(account_id, plan, args), refund_id, fp, quantity,
+                    self.idempotency_ttl_ms, request_id]
+
+        plan, reply = await self.run(self._scripts.refund, account_id, keys, build)
+        code = reply[0]
+        if code == b"IDEM_MISMATCH":
+            msg = f"refund_id {refund_id!r} was already used for a different refund"
+            raise FailedPreconditionError(msg)
+        if code == b"NOT_FOUND":
+            msg = (f"no charge with request_id {request_id!r} on account {account_id!r} "
+                   "(charges stay refundable for the idempotency TTL)")
+            raise NotFoundError(msg)
+        if code == b"NOT_SETTLED":
+            msg = f"reservation {request_id!r} is not settled: settle or release it instead"
+            raise FailedPreconditionError(msg)
+        if code == b"EXCEEDS":
+            msg = f"only {format_micro(reply[1])} of the meter is left to refund on {request_id!r}"
+            raise FailedPreconditionError(msg)
+        self._too_large(reply)
+        plan = require_plan(plan)
+        returns, at = replies.movements(plan, reply, 5)
+        return Refund(refund_id, reply[1], reply[4].decode(), reply[2], returns,
+                      replies.remaining(plan, reply, at), reply[3] == 1)
+
+    async def balance(self, account_id: str) -> AccountState:
+        """Every pool of the account, brought up to date (resets, expiries, expired holds)."""
+        check.check_id(account_id, "account_id")
+
+        def build(plan: Plan | None) -> Args:
+            return self.header(account_id, plan, self.plain_args(plan) if plan else [])
+
+        plan, reply = await self.run(self._scripts.balance, account_id,
+                                     self.keys.account(account_id), build)
+        return replies.account_state(account_id, plan, reply)
+
+    # --- admin ---------------------------------------------------------------------------
+
+    async def create_account(self, account_id: str, plan_id: str, anchor_day: int = 0,
+                             status: str = "active") -> AccountState:
+        check.check_id(account_id, "account_id")
+        check.check_status(status)
+        plan = self._known_plan(plan_id)
+        if not 0 <= anchor_day <= 31:  # noqa: PLR2004
+            msg = f"anchor_day must be 1-31 (0: today), got {anchor_day}"
+            raise InvalidArgumentError(msg)
+        args = [*self.header(account_id, plan, self.plain_args(plan)), "create", status,
+                anchor_day]
+        reply = await self.call(self._scripts.account, self.keys.account(account_id), args)
+        if reply[0] == b"EXISTS":
+            msg = f"account {account_id!r} already exists: use UpdateAccount to change it"
+            raise AlreadyExistsError(msg)
+        self.remember(account_id, plan.id)
+        return await self.balance(account_id)
+
+    async def update_account(self, account_id: str, plan_id: str = "", anchor_day: int = 0,
+                             status: str = "") -> AccountState:
+        """Change plan, anchor or status. Allowances shared by both plans keep this period's use."""
+        check.check_id(account_id, "account_id")
+        if status:
+            check.check_status(status)
+        new = self._known_plan(plan_id) if plan_id else None
+        if not 0 <= anchor_day <= 31:  # noqa: PLR2004
+            msg = f"anchor_day must be 1-31 (0 keeps it), got {anchor_day}"
+            raise InvalidArgumentError(msg)
+
+        def build(old: Plan | None) -> Args:
+            if old is None:
+                return self.header(account_id, None, [])
+            target = new or old
+            deltas: Args = []
+            for p in target.pools:
+                before = old.pool(p.id)
+                if p.kind == "allowance" and before is not None and before.kind == "allowance":
+                    deltas += [p.id, p.amount - before.amount]
+            header = self.header(account_id, target, self.plain_args(target))
+            header[1] = old.id
+            return [*header, "update", target.id, status, anchor_day, len(deltas) // 2, *deltas]
+
+        await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
+        if new is not None:
+            self.remember(account_id, new.id)
+        return await self.balance(account_id)
+
+    async def set_pool_settings(self, account_id: str, pool_id: str, cap: int | None = None,
+                                enabled: bool | None = None) -> AccountState:  # noqa: FBT001
+        check.check_id(account_id, "account_id")
+
+        def build(plan: Plan | None) -> Args:
+            if plan is None:
+                return self.header(account_id, None, [])
+            pool_or_error(plan, pool_id, ("overage", "payg"))
+            pool = plan.by_id[pool_id]
+            if cap is not None:
+                self._check_cap(pool.id, cap, pool.cap_min, pool.cap_max)
+            return [*self.header(account_id, plan, self.plain_args(plan)), "settings", pool_id,
+                    "" if cap is None else cap, "" if enabled is None else ("1" if enabled else "0")]
+
+        await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
+        return await self.balance(account_id)
+
+    async def grant(  # noqa: PLR0913 - mirrors the request message
+        self, account_id: str, pool_id: str, amount: int, grant_id: str,
+        expires_at: int = 0, note: str = "",
+    ) -> GrantResult:
+        check.check_id(account_id, "account_id")
+        check.check_id(grant_id, "grant_id")
+        check.check_amount(amount)
+        if expires_at < 0 or len(note) > 256 or "\x00" in note:  # noqa: PLR2004
+            msg = "expires_at must be 0 (never) or a unix time in ms; note at most 256 characters"
+            raise InvalidArgumentError(msg)
+        fp = _fingerprint("G", pool_id, amount, expires_at)
+        keys = (*self.keys.account(account_id), self.keys.record(account_id, grant_id))
+        unit = ""
+
+        def build(plan: Plan | None) -> Args:
+            nonlocal unit
+            if plan is None:
+                return self.header(account_id, None, [])
+            pool_or_error(plan, pool_id, ("grant", "balance"))
+            pool = plan.by_id[pool_id]
+            unit = pool.balance_unit
+            if expires_at and pool.kind != "grant":
+                msg = "expires_at applies to grant pools only; money balances never expire"
+                raise InvalidArgumentError(msg)
+            return [*self.header(account_id, plan, self.plain_args(plan)), pool_id, amount,
+                    grant_id, expires_at, note, self.idempotency_ttl_ms, fp]
+
+        _, reply = await self.run(self._scripts.grant, account_id, keys, build)
+        if reply[0] == b"IDEM_MISMATCH":
+            msg = f"grant_id {grant_id!r} was already used for a different grant"
+            raise FailedPreconditionError(msg)
+        if reply[0] == b"PAST_EXPIRY":
+            msg = f"expires_at is not in the future (the account's clock reads {reply[1]} ms)"
+            raise InvalidArgumentError(msg)
+        self._too_large(reply)
+        return GrantResult(grant_id, reply[1], unit, reply[2] == 1)
+
+    async def advance_clock(self, account_id: str, seconds: int) -> AccountState:
+        check.check_id(account_id, "account_id")
+        if not self.test_clock:
+            msg = "the test clock is off: start the server with CREDITGATE_TEST_CLOCK=true"
+            raise FailedPreconditionError(msg)
+        if not 1 <= seconds <= _MAX_CLOCK_STEP_S:
+            msg = f"seconds must be between 1 and {_MAX_CLOCK_STEP_S} (the clock only moves on)"
+            raise InvalidArgumentError(msg)
+
+        def build(plan: Plan | None) -> Args:
+            args = self.plain_args(plan) if plan else []
+            return [*self.header(account_id, plan, args), "clock", seconds * 1000]
+
+        await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
+        return await self.balance(account_id)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _known_plan(self, plan_id: str) -> Plan:
+        plan = self.catalog.plan(plan_id)
+        if plan is None:
+            names = ", ".join(sorted(self.catalog.plans))
+            msg = f"unknown plan {plan_id!r}; the catalog has: {names}"
+            raise InvalidArgumentError(msg)
+        return plan
+
+    @staticmethod
+    def _check_cap(pool_id: str, cap: int, low: int, high: int) -> None:
+        if cap == -1 and high == -1:
+            return
+        if cap < 0 or cap < low or (high >= 0 and cap > high):
+            top = "no upper limit (-1 removes the cap)" if high < 0 else format_micro(high)
+            msg = (f"cap for {pool_id} must be between {format_micro(low)} and {top}, "
+                   f"in micro-units; got {cap}")
+            raise InvalidArgumentError(msg)
+
+    @staticmethod
+    def _too_large(reply: list[Any]) -> None:
+        if reply[0] == b"TOO_LARGE":
+            msg = "quantity x price is beyond the exact range (2^52 micro-units); split it"
+            raise InvalidArgumentError(msg)
+
+    @staticmethod
+    def _hold_errors(reply: list[Any], reservation_id: str) -> None:
+        code = reply[0]
+        texts = {
+            b"NOT_FOUND": (NotFoundError, "no reservation {id!r} on this account"),
+            b"NOT_RESERVATION": (FailedPreconditionError,
+                                 "{id!r} is a charge, not a reservation: use Refund"),
+            b"RELEASED": (FailedPreconditionError, "reservation {id!r} was released"),
+            b"SETTLED": (FailedPreconditionError,
+                         "reservation {id!r} is already settled: use Refund to give credits back"),
+            b"EXPIRED": (FailedPreconditionError,
+                         "reservation {id!r} expired and its credits went back to the pools; "
+                         "reserve again"),
+        }
+        if code in texts:
+            cls, text = texts[code]
+            raise cls(text.format(id=reservation_id))

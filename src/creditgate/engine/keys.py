@@ -1,0 +1,50 @@
+"""Every Redis key creditgate uses, built in one place.
+
+All keys of an account carry the hash tag of its shard, ``{<prefix>:<shard>}``, so each script
+touches one slot and runs unchanged on Redis Cluster. The shard's event stream carries the same
+tag: an account's state change and its event are written by the same script, atomically.
+The shard count must be the same for every sidecar and worker sharing a Redis.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+DEFAULT_PREFIX = "cg"
+DEFAULT_SHARDS = 16
+# Separates account and request id in record keys; ACCOUNT_ID never contains it.
+_SEP = "|"
+
+
+class KeySpace:
+    """Key names for one deployment (a prefix and a fixed number of shards)."""
+
+    def __init__(self, prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS) -> None:
+        if shards < 1:
+            msg = "shards must be at least 1"
+            raise ValueError(msg)
+        self.prefix = prefix
+        self.shards = shards
+        self._tags = [f"{{{prefix}:{i}}}" for i in range(shards)]
+
+    def shard_of(self, account_id: str) -> int:
+        return zlib.crc32(account_id.encode()) % self.shards
+
+    def tag(self, account_id: str) -> str:
+        return self._tags[self.shard_of(account_id)]
+
+    def account(self, account_id: str) -> tuple[str, str, str, str]:
+        """KEYS[1..4] of every script: account hash, shard stream, holds hash, hold expiries."""
+        tag = self._tags[zlib.crc32(account_id.encode()) % self.shards]
+        return (f"{tag}:a:{account_id}", f"{tag}:ev", f"{tag}:h:{account_id}",
+                f"{tag}:x:{account_id}")
+
+    def record(self, account_id: str, request_id: str) -> str:
+        """Idempotency record of a charge, reservation, refund or grant."""
+        return f"{self.tag(account_id)}:r:{account_id}{_SEP}{request_id}"
+
+    def stream(self, shard: int) -> str:
+        return f"{self._tags[shard]}:ev"
+
+    def streams(self) -> list[str]:
+        return [self.stream(i) for i in range(self.shards)]

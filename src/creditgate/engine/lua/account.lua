@@ -1,0 +1,88 @@
+-- account.lua: create an account, change its plan, status or anchor, its pool settings, or its
+-- test clock.
+-- KEYS: [1..4] as in lib.lua. ARGV: common (lib.lua; the pools are those of the plan the account
+--   has after the change, ARGV[2] the plan it has before), then [ARG0] operation and:
+--   create:   [+1] status, [+2] anchor day (0: today's day of month)
+--   update:   [+1] new plan, [+2] status or '', [+3] anchor day or '0', [+4] n, then n x
+--             (allowance pool id, new amount - old amount)
+--   settings: [+1] pool id, [+2] cap or '', [+3] enabled '1'/'0' or ''
+--   clock:    [+1] milliseconds to move the account's test clock forward
+-- Returns {'OK', stopped until ms, now ms}, or {'NO_ACCOUNT'}, {'EXISTS'}, {'PLAN', plan}.
+local op = ARGV[ARG0]
+if op == 'create' then
+  if EXISTS then return {'EXISTS'} end
+  ANCHOR = tonumber(ARGV[ARG0 + 2])
+  if ANCHOR == 0 then
+    local _, _, d = civil_from_days(math.floor(NOW / DAY))
+    ANCHOR = d
+  end
+  put('plan', ARGV[2])
+  put('st', ARGV[ARG0 + 1])
+  put('anc', ANCHOR)
+  put('created', NOW)
+  emit('account', {}, {'op', 'create', 'plan', ARGV[2], 'status', ARGV[ARG0 + 1],
+    'anchor', fmt(ANCHOR)}, '')
+  maintain_all()
+  flush()
+  return {'OK', 0, NOW}
+end
+
+local err = check_plan()
+if err then return err end
+
+if op == 'update' then
+  local plan, st, anc = ARGV[ARG0 + 1], ARGV[ARG0 + 2], tonumber(ARGV[ARG0 + 3])
+  if anc > 0 then
+    put('anc', anc)
+    ANCHOR = anc
+  end
+  if st ~= '' then put('st', st) end
+  put('plan', plan)
+  maintain_all()
+  local moves = {}
+  local n = tonumber(ARGV[ARG0 + 4])
+  for i = 0, n - 1 do
+    local p = BYID[ARGV[ARG0 + 5 + i * 2]]
+    local delta = tonumber(ARGV[ARG0 + 6 + i * 2])
+    if p and not p.fresh then
+      local before = p.b
+      p.b = math.max(0, p.b + delta)
+      p.dirty = true
+      if p.b ~= before then moves[#moves + 1] = mv(p, p.b - before) end
+    end
+  end
+  emit('account', moves, {'op', 'update', 'plan', plan, 'status', A.st, 'anchor', fmt(ANCHOR)},
+    '')
+  flush()
+  return {'OK', tonumber(A.stop) or 0, NOW}
+end
+
+maintain_all()
+if op == 'settings' then
+  local p = BYID[ARGV[ARG0 + 1]]
+  local cap, en = ARGV[ARG0 + 2], ARGV[ARG0 + 3]
+  local extra = {'op', 'settings', 'pool', p.id}
+  if cap ~= '' then
+    p.c = tonumber(cap)
+    put('c:' .. p.id, p.c)
+    extra[#extra + 1] = 'cap'; extra[#extra + 1] = cap
+  end
+  if en ~= '' then
+    p.en = en == '1'
+    put('e:' .. p.id, en)
+    extra[#extra + 1] = 'enabled'; extra[#extra + 1] = en
+  end
+  emit('account', {}, extra, '')
+  -- A cap lowered below this period's spend stops the whole account until the period renews.
+  if p.c >= 0 and p.c < p.s and p.r and p.r > (tonumber(A.stop) or 0) then
+    put('stop', p.r)
+    emit('stop', {}, {'until', fmt(p.r), 'pool', p.id, 'spent', fmt(p.s), 'cap', fmt(p.c)}, '')
+  end
+elseif op == 'clock' then
+  local ms = tonumber(ARGV[ARG0 + 1])
+  put('clk', (tonumber(A.clk) or 0) + ms)
+  emit('clock', {}, {'advance_ms', fmt(ms)}, '')
+  NOW = NOW + ms
+end
+flush()
+return {'OK', tonumber(A.stop) or 0, NOW}

@@ -1,0 +1,25 @@
+-- balance.lua: bring an account up to date (resets, expiries, expired holds) and describe it.
+-- KEYS: [1..4] as in lib.lua. ARGV: common (lib.lua); ARGV[2] may be '' to skip the plan check
+--   (GetAccount reads the plan from here).
+-- Returns {'OK', plan, status, anchor day, stopped until ms, now ms, created ms, test clock ms,
+--   then per plan pool: balance/remaining, next reset ms, spent, cap, enabled 0/1, n lots,
+--   n x (lot id, balance, expires ms)}, or {'NO_ACCOUNT'}, {'PLAN', plan}.
+if not EXISTS then return {'NO_ACCOUNT'} end
+if ARGV[2] ~= '' and A.plan ~= ARGV[2] then return {'PLAN', A.plan} end
+if ARGV[2] ~= '' then maintain_all() end
+local out = {'OK', A.plan, A.st, ANCHOR, tonumber(A.stop) or 0, NOW, tonumber(A.created) or 0,
+  tonumber(A.clk) or 0}
+for _, p in ipairs(POOLS) do
+  out[#out + 1] = remaining(p)
+  out[#out + 1] = p.r or 0
+  out[#out + 1] = p.s
+  out[#out + 1] = p.c
+  out[#out + 1] = p.en and 1 or 0
+  local lots = p.lots or {}
+  out[#out + 1] = #lots
+  for _, l in ipairs(lots) do
+    out[#out + 1] = l[1]; out[#out + 1] = l[2]; out[#out + 1] = l[3]
+  end
+end
+flush()
+return out

@@ -1,0 +1,529 @@
+-- lib.lua: the prelude every creditgate script starts with (the loader prepends it).
+--
+-- Units: every amount is an integer count of micro-units (1 credit or 1 USD = 1,000,000).
+-- Lua 5.1 numbers are doubles, exact for integers below 2^53; the Python side keeps every
+-- input below MAX (2^52) so that products checked here stay exact. Numbers are written back with
+-- string.format('%d') because tostring() would print 15-digit amounts in exponent form.
+--
+-- Common KEYS: [1] account hash, [2] the shard's event stream, [3] the account's holds hash,
+--              [4] the account's hold-expiry sorted set, [5..] per script.
+-- Common ARGV: [1] account id, [2] plan id the caller priced with, [3] '1' to honour the
+--              account's test clock, [4] pool count N, then 10 fields per pool in consumption
+--              order: id, kind (A allowance, G grant, B money balance, O overage, P payg),
+--              period (day|month|cycle|''), amount, rate (money micro-units per meter unit for
+--              this call's meter, 0 if none), block size, block price, default cap (-1: none),
+--              eligible ('1'/'0'), enabled by default ('1'/'0'). Script arguments follow.
+-- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
+
+local MICRO = 1000000
+local MAX = 4503599627370495
+local DAY = 86400000
+
+local function fmt(n) return string.format('%d', n) end
+
+-- floor(a / b) for 0 <= a, 0 < b, both below 2^52; the float quotient can be off by one.
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  while q * b > a do q = q - 1 end
+  while (q + 1) * b <= a do q = q + 1 end
+  return q
+end
+
+local function ceil_div(a, b)
+  local q = idiv(a, b)
+  if q * b < a then q = q + 1 end
+  return q
+end
+
+-- Money for `m` meter micro-units at `rate` money micro-units per meter unit, rounded up
+-- (never in the caller's favour). Split so that no product exceeds 2^53.
+local function money_ceil(m, rate)
+  local q = idiv(m, MICRO)
+  return q * rate + ceil_div((m - q * MICRO) * rate, MICRO)
+end
+
+-- The same, rounded down: what a refund returns for part of a money debit.
+local function money_floor(m, rate)
+  local q = idiv(m, MICRO)
+  return q * rate + idiv((m - q * MICRO) * rate, MICRO)
+end
+
+-- Meter micro-units that `money` pays for at `rate`, rounded down.
+local function meter_floor(money, rate)
+  local q = idiv(money, rate)
+  return q * MICRO + idiv((money - q * rate) * MICRO, rate)
+end
+
+-- Calendar (Howard Hinnant's days_from_civil / civil_from_days), UTC.
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+local function month_start(y, m, anchor)
+  local ny, nm = y, m + 1
+  if nm == 13 then ny, nm = y + 1, 1 end
+  local dim = days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)
+  return days_from_civil(y, m, math.min(anchor, dim)) * DAY
+end
+
+-- The first period boundary strictly after `now` (ms). 'month' renews on the 1st, 'cycle' on
+-- the account's anchor day, clamped to the month's last day.
+local function next_reset(period, now, anchor)
+  if period == 'day' then return (math.floor(now / DAY) + 1) * DAY end
+  if period == 'month' then anchor = 1 end
+  local y, m = civil_from_days(math.floor(now / DAY))
+  local cand = month_start(y, m, anchor)
+  if cand > now then return cand end
+  m = m + 1
+  if m == 13 then y, m = y + 1, 1 end
+  return month_start(y, m, anchor)
+end
+
+-- Account state ---------------------------------------------------------------------------
+
+local ACCT = ARGV[1]
+local A = {}
+do
+  local raw = redis.call('HGETALL', KEYS[1])
+  for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
+end
+local EXISTS = A.plan ~= nil
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if ARGV[3] == '1' then NOW = NOW + (tonumber(A.clk) or 0) end
+end
+local ANCHOR = tonumber(A.anc) or 1
+local W = {}            -- account fields to write back
+local function put(f, v) A[f] = v; W[f] = true end
+
+local POOLS, BYID = {}, {}
+local NP = tonumber(ARGV[4])
+local ARG0 = 5 + NP * 10  -- first script-specific ARGV
+
+local function load_lots(p)
+  local raw = A['L:' .. p.id]
+  p.lots = raw and cmsgpack.unpack(raw) or {}
+  local b = 0
+  for _, l in ipairs(p.lots) do b = b + l[2] end
+  p.b = b
+end
+
+for i = 0, NP - 1 do
+  local j = 5 + i * 10
+  local id = ARGV[j]
+  local p = {
+    id = id, kind = ARGV[j + 1], period = ARGV[j + 2], amount = tonumber(ARGV[j + 3]),
+    rate = tonumber(ARGV[j + 4]), bs = tonumber(ARGV[j + 5]), bp = tonumber(ARGV[j + 6]),
+    elig = ARGV[j + 8] == '1',
+    b = tonumber(A['b:' .. id]) or 0, r = tonumber(A['r:' .. id]), s = tonumber(A['s:' .. id]) or 0,
+    c = tonumber(A['c:' .. id]) or tonumber(ARGV[j + 7]),
+  }
+  local e = A['e:' .. id]
+  if e == nil then e = ARGV[j + 9] end
+  p.en = e == '1'
+  if p.kind == 'G' then load_lots(p) end
+  POOLS[i + 1] = p
+  BYID[id] = p
+end
+
+-- A pool a hold or charge names that the current plan no longer has: its money is kept in the
+-- account hash, its credits can only expire.
+local function ghost(id, kind)
+  local p = {id = id, kind = kind, ghost = true, b = tonumber(A['b:' .. id]) or 0, s = 0, c = -1,
+    period = '', amount = 0, rate = 0, bs = 0, bp = 0, en = false, elig = false}
+  if kind == 'G' then load_lots(p) end
+  BYID[id] = p
+  return p
+end
+
+local function remaining(p)
+  if p.kind == 'P' then
+    if p.c < 0 then return -1 end
+    return math.max(0, p.c - p.s)
+  end
+  return p.b
+end
+
+-- Events ----------------------------------------------------------------------------------
+
+local EV = {}
+local CTX = {rid = '', act = '', q = '', at = ''}
+
+-- A move is 'pool,delta,balance_after[,lot]' in the pool's unit.
+local function mv(p, delta, lot)
+  local s = p.id .. ',' .. fmt(delta) .. ',' .. fmt(remaining(p))
+  if lot then s = s .. ',' .. lot end
+  return s
+end
+
+local function emit(kind, moves, extra, rid)
+  EV[#EV + 1] = {kind, moves, extra, rid}
+end
+
+local function flush()
+  for _, p in ipairs(POOLS) do
+    if p.dirty then
+      if p.kind == 'G' then put('L:' .. p.id, cmsgpack.pack(p.lots))
+      elseif p.kind ~= 'P' then put('b:' .. p.id, p.b) end
+      if p.r then put('r:' .. p.id, p.r) end
+      if p.kind == 'O' or p.kind == 'P' then put('s:' .. p.id, p.s) end
+    end
+  end
+  for id, p in pairs(BYID) do
+    if p.ghost and p.dirty then
+      if p.kind == 'G' then put('L:' .. id, cmsgpack.pack(p.lots)) else put('b:' .. id, p.b) end
+    end
+  end
+  local args = {}
+  for f in pairs(W) do
+    local v = A[f]
+    if type(v) == 'number' then v = fmt(v) end
+    if v == nil then redis.call('HDEL', KEYS[1], f)
+    else args[#args + 1] = f; args[#args + 1] = v end
+  end
+  if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
+  for _, e in ipairs(EV) do
+    local f = {'v', '1', 'k', e[1], 'a', ACCT, 'r', e[4] or CTX.rid, 't', fmt(NOW),
+      'm', table.concat(e[2], ';')}
+    if e[4] == nil and CTX.act ~= '' then
+      f[#f + 1] = 'act'; f[#f + 1] = CTX.act
+      f[#f + 1] = 'q'; f[#f + 1] = CTX.q
+      f[#f + 1] = 'at'; f[#f + 1] = CTX.at
+    end
+    if e[3] then for _, x in ipairs(e[3]) do f[#f + 1] = x end end
+    redis.call('XADD', KEYS[2], '*', unpack(f))
+  end
+end
+
+-- Lazy maintenance: period resets, expired lots, the end of a stop ----------------------
+
+local function maintain(p)
+  local k = p.kind
+  if k == 'A' or k == 'O' or k == 'P' then
+    if p.r == nil then
+      p.r = next_reset(p.period, NOW, ANCHOR)
+      p.dirty = true
+      if k == 'A' then
+        p.b = p.amount
+        p.fresh = true
+        emit('reset', {mv(p, p.amount)}, nil, '')
+      end
+    elseif NOW >= p.r then
+      local spent = p.s
+      p.dirty = true
+      if k ~= 'P' and p.b > 0 then
+        local left = p.b
+        p.b = 0
+        emit('expire', {mv(p, -left)}, nil, '')
+      end
+      p.r = next_reset(p.period, NOW, ANCHOR)
+      p.s = 0
+      if k == 'A' then
+        p.b = p.amount
+        p.fresh = true
+        emit('reset', {mv(p, p.amount)}, nil, '')
+      else
+        emit('reset', {mv(p, 0)}, {'spent', fmt(spent)}, '')
+      end
+    end
+  elseif k == 'G' then
+    local kept = {}
+    for _, l in ipairs(p.lots) do
+      if l[3] > 0 and l[3] <= NOW then
+        p.b = p.b - l[2]
+        p.dirty = true
+        emit('expire', {mv(p, -l[2], l[1])}, nil, '')
+      else
+        kept[#kept + 1] = l
+      end
+    end
+    p.lots = kept
+  end
+end
+
+-- Grant lots are used soonest-expiring first; lots that never expire go last.
+local function sort_lots(lots)
+  table.sort(lots, function(a, b)
+    local ea = a[3] == 0 and MAX or a[3]
+    local eb = b[3] == 0 and MAX or b[3]
+    if ea == eb then return a[1] < b[1] end
+    return ea < eb
+  end)
+end
+
+-- Give `R` meter micro-units back to the pools a charge or hold took them from, newest first.
+-- Mutates `debits` (each {pool, kind, amount, covered, period mark, rate, lots}) so that later
+-- partial returns see what is left. A return to a period that has ended, or to an expired lot,
+-- is recorded and expires at once. Returns the moves, per-pool returns and the total returned.
+local function give_back(debits, R)
+  local moves, rets, total = {}, {}, 0
+  local expired = {}
+  for i = #debits, 1, -1 do
+    if R <= 0 then break end
+    local d = debits[i]
+    if d[4] > 0 then
+      local c = math.min(R, d[4])
+      local amt
+      if c == d[4] then amt = d[3]
+      elseif d[2] == 'B' or d[2] == 'P' then amt = money_floor(c, d[6])
+      else amt = c end
+      d[3] = d[3] - amt
+      d[4] = d[4] - c
+      R = R - c
+      total = total + c
+      local p = BYID[d[1]] or ghost(d[1], d[2])
+      p.dirty = true
+      local k = d[2]
+      if k == 'G' then
+        local left = amt
+        for li = #d[7], 1, -1 do
+          local dl = d[7][li]
+          if left <= 0 then break end
+          local la = math.min(left, dl[2])
+          dl[2] = dl[2] - la
+          left = left - la
+          if dl[3] == 0 or dl[3] > NOW then
+            local found = nil
+            for _, l in ipairs(p.lots) do if l[1] == dl[1] then found = l end end
+            if found then found[2] = found[2] + la
+            else
+              p.lots[#p.lots + 1] = {dl[1], la, dl[3]}
+              sort_lots(p.lots)
+            end
+            p.b = p.b + la
+            moves[#moves + 1] = mv(p, la, dl[1])
+          else
+            expired[#expired + 1] = {p, la, dl[1]}
+          end
+        end
+      elseif k == 'B' or (not p.ghost and p.r ~= nil and p.r == d[5]) then
+        if k == 'P' then p.s = p.s - amt else p.b = p.b + amt end
+        moves[#moves + 1] = mv(p, amt)
+      elseif k == 'P' then
+        -- Pay-as-you-go money billed in an earlier period: owed back by billing, not re-capped.
+        emit('billing_credit', {p.id .. ',' .. fmt(amt) .. ',' .. fmt(remaining(p))},
+          {'period', fmt(d[5])})
+      else
+        expired[#expired + 1] = {p, amt}
+      end
+      rets[#rets + 1] = {p.id, -amt, remaining(p), -c}
+    end
+  end
+  return moves, rets, total, expired
+end
+
+-- Returned credits that land after their period or lot ended expire straight away; called
+-- after the event that gave them back so the ledger sees both movements in order.
+local function expire_returns(expired)
+  for _, x in ipairs(expired) do
+    local p = x[1]
+    emit('expire', {p.id .. ',' .. fmt(x[2]) .. ',' .. fmt(remaining(p) + x[2]) ..
+      (x[3] and (',' .. x[3]) or ''), mv(p, -x[2], x[3])}, {'late_return', '1'}, '')
+  end
+end
+
+-- Holds past their expiry give their credits back (bounded work per call).
+local function expire_holds()
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW, 'LIMIT', 0, 32)
+  for _, hid in ipairs(ids) do
+    local raw = redis.call('HGET', KEYS[3], hid)
+    if raw then
+      local h = cmsgpack.unpack(raw)
+      local moves, _, _, expired = give_back(h.d, h.cov)
+      emit('hold_expired', moves, nil, hid)
+      expire_returns(expired)
+      redis.call('HDEL', KEYS[3], hid)
+    end
+    redis.call('ZREM', KEYS[4], hid)
+  end
+end
+
+local function maintain_all()
+  local stop = tonumber(A.stop) or 0
+  if stop > 0 and NOW >= stop then
+    put('stop', nil)
+    emit('resume', {}, nil, '')
+  end
+  for _, p in ipairs(POOLS) do maintain(p) end
+  expire_holds()
+end
+
+-- Pricing and the consumption walk ---------------------------------------------------------
+
+-- Meter micro-units for `q` units at `uc` micro-units per `per` units, rounded up.
+local function demand(q, uc, per)
+  local prod = q * uc
+  if prod > MAX then return nil end
+  return ceil_div(prod, per)
+end
+
+local function take_lots(p, amt)
+  local taken = {}
+  for _, l in ipairs(p.lots) do
+    if amt <= 0 then break end
+    local t = math.min(amt, l[2])
+    if t > 0 then
+      l[2] = l[2] - t
+      amt = amt - t
+      taken[#taken + 1] = {l[1], t, l[3]}
+    end
+  end
+  local kept = {}
+  for _, l in ipairs(p.lots) do if l[2] > 0 then kept[#kept + 1] = l end end
+  p.lots = kept
+  return taken
+end
+
+-- Plan (without changing anything) how `D` meter micro-units would be covered by `elig`, a list
+-- of {pool, rate}. Returns the takes, what is left uncovered, and whether a cap stopped it.
+local function plan_charge(elig, D)
+  local takes, rem, capped = {}, D, false
+  for _, e in ipairs(elig) do
+    if rem <= 0 then break end
+    local p, rate = e[1], e[2]
+    local k = p.kind
+    if k == 'A' or k == 'G' then
+      local t = math.min(p.b, rem)
+      if t > 0 then takes[#takes + 1] = {p, t, t, 0, rate}; rem = rem - t end
+    elseif k == 'B' or k == 'P' then
+      local avail
+      if k == 'B' then avail = p.b
+      elseif not p.en or A.st == 'trial' then avail = 0
+      elseif p.c >= 0 then avail = math.max(0, p.c - p.s) end
+      local need = money_ceil(rem, rate)
+      if avail == nil or avail >= need then
+        takes[#takes + 1] = {p, need, rem, 0, rate}
+        rem = 0
+      else
+        local cov = meter_floor(avail, rate)
+        if cov > 0 then
+          takes[#takes + 1] = {p, money_ceil(cov, rate), cov, 0, rate}
+          rem = rem - cov
+        end
+        if k == 'P' and p.en and A.st ~= 'trial' then capped = true end
+      end
+    elseif k == 'O' then
+      local t = math.min(p.b, rem)
+      local blocks = 0
+      if rem > t then
+        local n = ceil_div(rem - t, p.bs)
+        local price = n * p.bp
+        if price > MAX or (p.c >= 0 and p.s + price > p.c) then capped = true
+        else blocks = n; t = rem end
+      end
+      if t > 0 then takes[#takes + 1] = {p, t, t, blocks, rate}; rem = rem - t end
+    end
+  end
+  return takes, rem, capped
+end
+
+-- Carry out planned takes: returns the debit records and the moves.
+local function apply(takes)
+  local debits, moves = {}, {}
+  for _, t in ipairs(takes) do
+    local p, amt, cov, blocks, rate = t[1], t[2], t[3], t[4], t[5]
+    local lots = {}
+    p.dirty = true
+    if blocks > 0 then
+      local credits, price = blocks * p.bs, blocks * p.bp
+      p.b = p.b + credits
+      p.s = p.s + price
+      emit('overage_block', {mv(p, credits)}, {'price', fmt(price), 'blocks', fmt(blocks)})
+    end
+    if p.kind == 'G' then
+      lots = take_lots(p, amt)
+      p.b = p.b - amt
+      for _, l in ipairs(lots) do moves[#moves + 1] = mv(p, -l[2], l[1]) end
+    else
+      if p.kind == 'P' then p.s = p.s + amt else p.b = p.b - amt end
+      moves[#moves + 1] = mv(p, -amt)
+    end
+    debits[#debits + 1] = {p.id, p.kind, amt, cov, p.r or 0, rate, lots}
+  end
+  return debits, moves
+end
+
+-- When a denial ends by itself: the earliest reset among refilling or capped pools in scope.
+local function retry_at(elig, capped)
+  local best = 0
+  for _, e in ipairs(elig) do
+    local p = e[1]
+    if p.r and (p.kind == 'A' or (capped and (p.kind == 'O' or p.kind == 'P'))) then
+      if best == 0 or p.r < best then best = p.r end
+    end
+  end
+  return best
+end
+
+local function eligible()
+  local elig = {}
+  for _, p in ipairs(POOLS) do if p.elig then elig[#elig + 1] = {p, p.rate} end end
+  return elig
+end
+
+-- Appends each plan pool's remaining balance to `out`, in plan order.
+local function balances(out)
+  for _, p in ipairs(POOLS) do out[#out + 1] = remaining(p) end
+  return out
+end
+
+local function debit_rows(out, debits)
+  local n0 = #out + 1
+  out[n0] = 0
+  for _, d in ipairs(debits) do
+    if d[3] ~= 0 or d[4] ~= 0 then
+      out[n0] = out[n0] + 1
+      out[#out + 1] = d[1]; out[#out + 1] = d[3]; out[#out + 1] = remaining(BYID[d[1]])
+      out[#out + 1] = d[4]
+    end
+  end
+  return out
+end
+
+local function rows(out, rets)
+  out[#out + 1] = #rets
+  for _, r in ipairs(rets) do
+    for _, v in ipairs(r) do out[#out + 1] = v end
+  end
+  return out
+end
+
+-- Reasons (proto Reason numbers).
+local R_ALLOWED, R_INSUFFICIENT, R_CAP, R_SUSPENDED, R_STOPPED, R_NOT_ENTITLED = 1, 2, 3, 4, 5, 6
+
+-- Account-level blocks, checked before any pool: returns reason, retry_at or nil.
+local function account_block()
+  if A.st == 'suspended' then return R_SUSPENDED, 0 end
+  local stop = tonumber(A.stop) or 0
+  if stop > NOW then return R_STOPPED, stop end
+  return nil
+end
+
+local function check_plan()
+  if not EXISTS then return {'NO_ACCOUNT'} end
+  if A.plan ~= ARGV[2] then return {'PLAN', A.plan} end
+  return nil
+end

@@ -1,0 +1,49 @@
+-- refund.lua: return a charge (or a settled reservation), fully or in part, to its pools.
+-- KEYS: [1..4] as in lib.lua, [5] this refund's idempotency record, [6] the charge's record.
+-- ARGV: common (lib.lua), then [ARG0] refund id, [+1] fingerprint, [+2] quantity (0: all that
+--   is left), [+3] idempotency TTL ms, [+4] the charge's request id.
+-- Newest debits are returned first; money is returned rounded down except for the last part of
+-- a debit, which returns exactly what is left of it.
+-- Returns {'OK', refunded, still refundable, replayed 0/1, meter, n,
+--   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool},
+--   or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH'}, {'NOT_SETTLED'}, {'EXCEEDS', left},
+--   {'TOO_LARGE'}.
+local err = check_plan()
+if err then return err end
+local fid, fp = ARGV[ARG0], ARGV[ARG0 + 1]
+local rec = redis.call('GET', KEYS[5])
+if rec then
+  local r = cmsgpack.unpack(rec)
+  if r.fp ~= fp then return {'IDEM_MISMATCH', 'F'} end
+  local rep = r.rep
+  rep[4] = 1
+  return rep
+end
+local orec = redis.call('GET', KEYS[6])
+if not orec then return {'NOT_FOUND'} end
+local o = cmsgpack.unpack(orec)
+if o.m == 'R' and o.st ~= 'settled' then return {'NOT_SETTLED'} end
+
+CTX.rid = fid
+maintain_all()
+local left = o.cov - o.ref
+local R = left
+local q = tonumber(ARGV[ARG0 + 2])
+if q > 0 then R = demand(q, o.uc, o.per) end
+if R == nil then
+  flush()
+  return {'TOO_LARGE'}
+end
+if R > left then
+  flush()
+  return {'EXCEEDS', left}
+end
+local moves, rets, total, expired = give_back(o.d, R)
+emit('refund', moves, {'of', ARGV[ARG0 + 4]})
+expire_returns(expired)
+o.ref = o.ref + total
+redis.call('SET', KEYS[6], cmsgpack.pack(o), 'KEEPTTL')
+local out = balances(rows({'OK', total, left - total, 0, o.mt}, rets))
+redis.call('SET', KEYS[5], cmsgpack.pack({fp = fp, rep = out}), 'PX', ARGV[ARG0 + 3])
+flush()
+return out

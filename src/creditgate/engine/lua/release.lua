@@ -1,0 +1,33 @@
+-- release.lua: drop a hold, giving its credits back to the pools it came from.
+-- KEYS: [1..4] as in lib.lua, [5] the reservation's record.
+-- ARGV: common (lib.lua), then [ARG0] reservation id.
+-- Returns {'OK', released 0/1, returned meter micro-units, state, n,
+--   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool};
+--   released is 0 when the hold had already been released or had expired. Errors:
+--   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'SETTLED'}.
+local err = check_plan()
+if err then return err end
+local rid = ARGV[ARG0]
+CTX.rid = rid
+local rec = redis.call('GET', KEYS[5])
+if not rec then return {'NOT_FOUND'} end
+local r = cmsgpack.unpack(rec)
+if r.m ~= 'R' then return {'NOT_RESERVATION'} end
+if r.st == 'settled' then return {'SETTLED'} end
+
+maintain_all()
+local raw = redis.call('HGET', KEYS[3], rid)
+if r.st == 'released' or not raw then
+  flush()
+  return balances({'OK', 0, 0, r.st == 'released' and 'released' or 'expired', 0})
+end
+local h = cmsgpack.unpack(raw)
+local moves, rets, total, expired = give_back(h.d, h.cov)
+emit('release', moves)
+expire_returns(expired)
+redis.call('HDEL', KEYS[3], rid)
+redis.call('ZREM', KEYS[4], rid)
+r.st = 'released'
+redis.call('SET', KEYS[5], cmsgpack.pack(r), 'KEEPTTL')
+flush()
+return balances(rows({'OK', 1, total, 'released'}, rets))

@@ -1,0 +1,71 @@
+-- settle.lua: charge the real quantity against a hold.
+-- KEYS: [1..4] as in lib.lua, [5] the reservation's record.
+-- ARGV: common (lib.lua), then [ARG0] quantity, [+1] reservation id.
+-- Less than held gives the rest back to the pools it came from (newest first); more charges the
+-- extra, all or nothing, through the pools that were in scope at Reserve time.
+-- Returns {'OK', cost, held, fully_charged 0/1, shortfall, reason, replayed 0/1, meter, n,
+--   n x (pool, amount, remaining, covered) net per debit, remaining of each plan pool}, or
+--   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'RELEASED'}, {'EXPIRED', expires_at},
+--   {'TOO_LARGE'}. A second Settle returns the first one's answer.
+local err = check_plan()
+if err then return err end
+local rid = ARGV[ARG0 + 1]
+CTX.rid = rid
+local rec = redis.call('GET', KEYS[5])
+if not rec then return {'NOT_FOUND'} end
+local r = cmsgpack.unpack(rec)
+if r.m ~= 'R' then return {'NOT_RESERVATION'} end
+if r.st == 'settled' then
+  local rep = r.srep
+  rep[7] = 1
+  return rep
+end
+if r.st == 'released' then return {'RELEASED'} end
+
+maintain_all()
+local raw = redis.call('HGET', KEYS[3], rid)
+if not raw then
+  flush()
+  return {'EXPIRED', r.rep[9]}
+end
+local h = cmsgpack.unpack(raw)
+local Da = demand(tonumber(ARGV[ARG0]), h.uc, h.per)
+if Da == nil then
+  flush()
+  return {'TOO_LARGE'}
+end
+
+local charged, fully, shortfall, reason = Da, 1, 0, R_ALLOWED
+if Da <= h.cov then
+  local moves, _, _, expired = give_back(h.d, h.cov - Da)
+  emit('settle', moves, {'held', fmt(h.cov), 'charged', fmt(Da)})
+  expire_returns(expired)
+else
+  local elig = {}
+  for _, e in ipairs(h.el) do
+    local p = BYID[e[1]]
+    if p and not p.ghost then elig[#elig + 1] = {p, e[2]} end
+  end
+  local extra = Da - h.cov
+  local block = account_block()
+  local takes, rem, capped = {}, extra, false
+  if block == nil then takes, rem, capped = plan_charge(elig, extra) end
+  local moves = {}
+  if rem == 0 then
+    local debits
+    debits, moves = apply(takes)
+    for _, d in ipairs(debits) do h.d[#h.d + 1] = d end
+  else
+    charged, fully, shortfall = h.cov, 0, extra
+    reason = block or (capped and R_CAP or R_INSUFFICIENT)
+  end
+  emit('settle', moves, {'held', fmt(h.cov), 'charged', fmt(charged), 'shortfall', fmt(shortfall)})
+end
+
+redis.call('HDEL', KEYS[3], rid)
+redis.call('ZREM', KEYS[4], rid)
+local out = balances(debit_rows({'OK', charged, h.cov, fully, shortfall, reason, 0, h.mt}, h.d))
+r.st, r.d, r.cov, r.uc, r.per, r.ref, r.srep = 'settled', h.d, charged, h.uc, h.per, 0, out
+redis.call('SET', KEYS[5], cmsgpack.pack(r), 'KEEPTTL')
+flush()
+return out

@@ -1,0 +1,55 @@
+"""Shared fixtures: a real Redis for the whole session, a clean database for each test.
+
+Set ``CREDITGATE_TEST_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/15``) to test against a
+server you run yourself. That database is FLUSHDB-ed at session start and before every
+test that uses the ``redis`` fixture, so point it at a database you can lose. Without the
+variable a private ``EmbeddedRedis`` is started once per session and stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+import pytest_asyncio
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from creditgate.embedded import EmbeddedRedis
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+REDIS_URL_ENV = "CREDITGATE_TEST_REDIS_URL"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """Return the URL of a Redis server that lives for the whole test session.
+
+    Guarantees: the server answers PING and its database is empty at session start.
+    """
+    external = os.environ.get(REDIS_URL_ENV)
+    if external:
+        with Redis.from_url(external) as client:
+            client.flushdb()
+        yield external
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest_asyncio.fixture(name="redis")
+async def redis_client(redis_url: str) -> AsyncIterator[AsyncRedis]:
+    """Yield an asyncio client on an empty database; it is closed after the test.
+
+    Guarantees: FLUSHDB ran just before the test, so no key from an earlier test is
+    visible. Responses are bytes (``decode_responses`` is off).
+    """
+    client = AsyncRedis.from_url(redis_url)
+    try:
+        await client.flushdb()
+        yield client
+    finally:
+        await client.aclose()
