@@ -125,7 +125,7 @@ class AccountState:
     anchor_day: int
     stopped_until: int
     created: int
-    test_clock_offset_ms: int
+    test_clock: int
     now: int
     pools: tuple[PoolState, ...]
 

@@ -127,13 +127,14 @@ class Engine(EngineCore):
         self._hold_errors(reply, reservation_id)
         self._too_large(reply)
         plan = require_plan(plan)
-        debits, at = replies.movements(plan, reply, 9)
-        reason = Reason(reply[6])
+        debits, at = replies.movements(plan, reply, 8)
+        debits = replies.net_by_pool(debits)
+        reason = Reason(reply[5])
         return Settlement(
-            reservation_id=reservation_id, cost=reply[1], meter=reply[8].decode(),
-            held=reply[2], fully_charged=reply[4] == 1, shortfall=reply[5], reason=reason,
-            debits=debits, balances=replies.remaining(plan, reply, at), replayed=reply[7] == 1,
-            message="" if reply[4] == 1 else (
+            reservation_id=reservation_id, cost=reply[1], meter=reply[7].decode(),
+            held=reply[2], fully_charged=reply[3] == 1, shortfall=reply[4], reason=reason,
+            debits=debits, balances=replies.remaining(plan, reply, at), replayed=reply[6] == 1,
+            message="" if reply[3] == 1 else (
                 f"the actual cost exceeded the hold and the extra could not be charged: "
                 f"{_REASON_TEXT.get(reason, reason.name.lower())}"),
         )
@@ -306,20 +307,27 @@ class Engine(EngineCore):
         self._too_large(reply)
         return GrantResult(grant_id, reply[1], unit, reply[2] == 1)
 
-    async def advance_clock(self, account_id: str, seconds: int) -> AccountState:
+    async def advance_clock(self, account_id: str, seconds: int = 0, to_ms: int = 0,
+                            ) -> AccountState:
+        """Move an account's frozen test clock forward by ``seconds`` or to ``to_ms``."""
         check.check_id(account_id, "account_id")
         if not self.test_clock:
             msg = "the test clock is off: start the server with CREDITGATE_TEST_CLOCK=true"
             raise FailedPreconditionError(msg)
-        if not 1 <= seconds <= _MAX_CLOCK_STEP_S:
-            msg = f"seconds must be between 1 and {_MAX_CLOCK_STEP_S} (the clock only moves on)"
+        if (seconds == 0) == (to_ms == 0) or not 0 <= seconds <= _MAX_CLOCK_STEP_S or to_ms < 0:
+            msg = (f"give either seconds (1-{_MAX_CLOCK_STEP_S}) or to_unix_ms (a time after the "
+                   "account's clock); the test clock only moves forward")
             raise InvalidArgumentError(msg)
 
         def build(plan: Plan | None) -> Args:
             args = self.plain_args(plan) if plan else []
-            return [*self.header(account_id, plan, args), "clock", seconds * 1000]
+            return [*self.header(account_id, plan, args), "clock", seconds * 1000, to_ms]
 
-        await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
+        _, reply = await self.run(self._scripts.account, account_id,
+                                  self.keys.account(account_id), build)
+        if reply[0] == b"CLOCK_BACKWARDS":
+            msg = f"to_unix_ms is before the account's clock ({reply[1]} ms); it only moves forward"
+            raise InvalidArgumentError(msg)
         return await self.balance(account_id)
 
     # --- helpers -------------------------------------------------------------------------

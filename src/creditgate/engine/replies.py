@@ -36,6 +36,16 @@ def movements(plan: Plan, reply: list[Any], at: int) -> tuple[tuple[Movement, ..
     return tuple(rows), i
 
 
+def net_by_pool(rows: tuple[Movement, ...]) -> tuple[Movement, ...]:
+    """One movement per pool, in first-seen order (a settled hold plus its extra charge)."""
+    merged: dict[str, Movement] = {}
+    for m in rows:
+        prev = merged.get(m.pool_id)
+        merged[m.pool_id] = m if prev is None else Movement(
+            m.pool_id, prev.amount + m.amount, m.unit, m.remaining, prev.covered + m.covered)
+    return tuple(merged.values())
+
+
 def remaining(plan: Plan, reply: list[Any], at: int) -> tuple[Remaining, ...]:
     return tuple(
         Remaining(p.id, reply[at + i], p.balance_unit) for i, p in enumerate(plan.pools)
@@ -71,5 +81,5 @@ def account_state(account_id: str, plan: Plan | None, reply: list[Any]) -> Accou
     return AccountState(
         account_id=account_id, plan_id=_text(reply[1]), status=_text(reply[2]),
         anchor_day=reply[3], stopped_until=reply[4], now=reply[5], created=reply[6],
-        test_clock_offset_ms=reply[7], pools=tuple(pools),
+        test_clock=reply[7], pools=tuple(pools),
     )

@@ -6,7 +6,8 @@
 --   update:   [+1] new plan, [+2] status or '', [+3] anchor day or '0', [+4] n, then n x
 --             (allowance pool id, new amount - old amount)
 --   settings: [+1] pool id, [+2] cap or '', [+3] enabled '1'/'0' or ''
---   clock:    [+1] milliseconds to move the account's test clock forward
+--   clock:    [+1] milliseconds to move the account's test clock forward, [+2] or an absolute
+--             time in ms to move it to (0: none); it never moves back ({'CLOCK_BACKWARDS', now})
 -- Returns {'OK', stopped until ms, now ms}, or {'NO_ACCOUNT'}, {'EXISTS'}, {'PLAN', plan}.
 local op = ARGV[ARG0]
 if op == 'create' then
@@ -20,6 +21,7 @@ if op == 'create' then
   put('st', ARGV[ARG0 + 1])
   put('anc', ANCHOR)
   put('created', NOW)
+  if ARGV[3] == '1' then put('clk', NOW) end
   emit('account', {}, {'op', 'create', 'plan', ARGV[2], 'status', ARGV[ARG0 + 1],
     'anchor', fmt(ANCHOR)}, '')
   maintain_all()
@@ -79,10 +81,19 @@ if op == 'settings' then
     emit('stop', {}, {'until', fmt(p.r), 'pool', p.id, 'spent', fmt(p.s), 'cap', fmt(p.c)}, '')
   end
 elseif op == 'clock' then
-  local ms = tonumber(ARGV[ARG0 + 1])
-  put('clk', (tonumber(A.clk) or 0) + ms)
-  emit('clock', {}, {'advance_ms', fmt(ms)}, '')
-  NOW = NOW + ms
+  local target = NOW + tonumber(ARGV[ARG0 + 1])
+  local to = tonumber(ARGV[ARG0 + 2])
+  if to > 0 then
+    if to < NOW then
+      flush()
+      return {'CLOCK_BACKWARDS', NOW}
+    end
+    target = to
+  end
+  put('clk', target)
+  emit('clock', {}, {'from', fmt(NOW), 'to', fmt(target)}, '')
+  flush()
+  return {'OK', tonumber(A.stop) or 0, target}
 end
 flush()
 return {'OK', tonumber(A.stop) or 0, NOW}

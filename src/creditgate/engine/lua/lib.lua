@@ -7,8 +7,8 @@
 --
 -- Common KEYS: [1] account hash, [2] the shard's event stream, [3] the account's holds hash,
 --              [4] the account's hold-expiry sorted set, [5..] per script.
--- Common ARGV: [1] account id, [2] plan id the caller priced with, [3] '1' to honour the
---              account's test clock, [4] pool count N, then 10 fields per pool in consumption
+-- Common ARGV: [1] account id, [2] plan id the caller priced with, [3] '1' on a test-clock
+--              server (the account's time is its frozen 'clk' field), [4] pool count N, then 10 fields per pool in consumption
 --              order: id, kind (A allowance, G grant, B money balance, O overage, P payg),
 --              period (day|month|cycle|''), amount, rate (money micro-units per meter unit for
 --              this call's meter, 0 if none), block size, block price, default cap (-1: none),
@@ -113,7 +113,8 @@ local NOW
 do
   local t = redis.call('TIME')
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  if ARGV[3] == '1' then NOW = NOW + (tonumber(A.clk) or 0) end
+  -- A test clock is frozen per account (like Stripe's test clocks): it moves only when advanced.
+  if ARGV[3] == '1' and A.clk then NOW = tonumber(A.clk) end
 end
 local ANCHOR = tonumber(A.anc) or 1
 local W = {}            -- account fields to write back
