@@ -22,7 +22,7 @@ from creditgate.engine.keys import KeySpace
 from creditgate.engine.scripts import Scripts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
@@ -59,6 +59,9 @@ class EngineCore:
         self._plans: dict[str, str] = {}
         self._consume_args: dict[tuple[object, ...], tuple[Args, Price | None]] = {}
         self._plain_args: dict[str, Args] = {}
+        # Set by the ledger: loads an account missing from Redis (after a restart or eviction)
+        # and answers whether it did; the call is then made again.
+        self.on_missing: Callable[[str], Awaitable[bool]] | None = None
 
     # --- arguments -----------------------------------------------------------------------
 
@@ -115,7 +118,8 @@ class EngineCore:
     ) -> tuple[Plan | None, list[Any]]:
         """Run ``script`` with arguments built for the account's plan, learning it if needed."""
         plan_id = self._plans.get(account_id, "")
-        for _ in range(3):
+        hydrated = False
+        for _ in range(4):
             plan = self.plan_of(plan_id) if plan_id else None
             reply = await self.call(script, keys, build(plan))
             code = reply[0]
@@ -125,6 +129,11 @@ class EngineCore:
                 continue
             if code == b"NO_ACCOUNT":
                 self._plans.pop(account_id, None)
+                if not hydrated and self.on_missing is not None:
+                    hydrated = True
+                    if await self.on_missing(account_id):
+                        plan_id = ""
+                        continue
                 msg = f"account {account_id!r} does not exist: create it with AdminService"
                 raise NotFoundError(msg)
             return plan, reply

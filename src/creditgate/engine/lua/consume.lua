@@ -72,10 +72,8 @@ if mode == 'R' then
   exp = NOW + tonumber(ARGV[ARG0 + 10])
   local el = {}
   for _, e in ipairs(elig) do el[#el + 1] = {e[1].id, e[2]} end
-  redis.call('HSET', KEYS[3], rid,
-    cmsgpack.pack({d = debits, cov = D, uc = uc, per = per, el = el, exp = exp,
-      mt = ARGV[ARG0 + 11]}))
-  redis.call('ZADD', KEYS[4], exp, rid)
+  set_hold(rid, cmsgpack.pack({d = debits, cov = D, uc = uc, per = per, el = el, exp = exp,
+    mt = ARGV[ARG0 + 11]}), exp)
   emit('hold', moves, {'expires', fmt(exp)})
   recd.st = 'held'
 else
@@ -84,6 +82,6 @@ else
 end
 local out = balances(debit_rows({'OK', 1, R_ALLOWED, D, 0, NOW, 0, 0, exp}, debits))
 recd.rep = out
-redis.call('SET', KEYS[5], cmsgpack.pack(recd), 'PX', ARGV[ARG0 + 9])
+set_record(KEYS[5], cmsgpack.pack(recd), ARGV[ARG0 + 9])
 flush()
 return out

@@ -172,6 +172,30 @@ end
 
 local EV = {}
 local CTX = {rid = '', act = '', q = '', at = ''}
+-- What this call changed besides account fields, carried by its last event so that the ledger
+-- can rebuild Redis exactly: holds (id -> packed hold, false when gone) and idempotency records
+-- (key -> {packed record, TTL ms or -1 to keep the previous expiry}).
+local SNAP_H, SNAP_R = {}, {}
+local SNAPPED = false
+
+local function set_record(key, value, ttl)
+  if ttl then redis.call('SET', key, value, 'PX', ttl)
+  else redis.call('SET', key, value, 'KEEPTTL') end
+  SNAP_R[key] = {value, tonumber(ttl) or -1}
+  SNAPPED = true
+end
+
+local function set_hold(id, value, exp)
+  if value then
+    redis.call('HSET', KEYS[3], id, value)
+    redis.call('ZADD', KEYS[4], exp, id)
+  else
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+  end
+  SNAP_H[id] = value or false
+  SNAPPED = true
+end
 
 -- A move is 'pool,delta,balance_after[,lot]' in the pool's unit.
 local function mv(p, delta, lot)
@@ -198,15 +222,22 @@ local function flush()
       if p.kind == 'G' then put('L:' .. id, cmsgpack.pack(p.lots)) else put('b:' .. id, p.b) end
     end
   end
-  local args = {}
+  local args, snap_a = {}, {}
   for f in pairs(W) do
     local v = A[f]
     if type(v) == 'number' then v = fmt(v) end
-    if v == nil then redis.call('HDEL', KEYS[1], f)
-    else args[#args + 1] = f; args[#args + 1] = v end
+    if v == nil then
+      redis.call('HDEL', KEYS[1], f)
+      snap_a[f] = false
+    else
+      args[#args + 1] = f; args[#args + 1] = v
+      snap_a[f] = v
+    end
+    SNAPPED = true
   end
   if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
-  for _, e in ipairs(EV) do
+  if SNAPPED and #EV == 0 then EV[1] = {'state', {}, nil, ''} end
+  for i, e in ipairs(EV) do
     local f = {'v', '1', 'k', e[1], 'a', ACCT, 'r', e[4] or CTX.rid, 't', fmt(NOW),
       'm', table.concat(e[2], ';')}
     if e[4] == nil and CTX.act ~= '' then
@@ -215,6 +246,10 @@ local function flush()
       f[#f + 1] = 'at'; f[#f + 1] = CTX.at
     end
     if e[3] then for _, x in ipairs(e[3]) do f[#f + 1] = x end end
+    if i == #EV and SNAPPED then
+      f[#f + 1] = 'st'
+      f[#f + 1] = cmsgpack.pack({a = snap_a, h = SNAP_H, r = SNAP_R})
+    end
     redis.call('XADD', KEYS[2], '*', unpack(f))
   end
 end
@@ -356,9 +391,8 @@ local function expire_holds()
       local moves, _, _, expired = give_back(h.d, h.cov)
       emit('hold_expired', moves, nil, hid)
       expire_returns(expired)
-      redis.call('HDEL', KEYS[3], hid)
     end
-    redis.call('ZREM', KEYS[4], hid)
+    set_hold(hid, nil)
   end
 end
 

@@ -42,8 +42,8 @@ local moves, rets, total, expired = give_back(o.d, R)
 emit('refund', moves, {'of', ARGV[ARG0 + 4]})
 expire_returns(expired)
 o.ref = o.ref + total
-redis.call('SET', KEYS[6], cmsgpack.pack(o), 'KEEPTTL')
+set_record(KEYS[6], cmsgpack.pack(o))
 local out = balances(rows({'OK', total, left - total, 0, o.mt}, rets))
-redis.call('SET', KEYS[5], cmsgpack.pack({fp = fp, rep = out}), 'PX', ARGV[ARG0 + 3])
+set_record(KEYS[5], cmsgpack.pack({fp = fp, rep = out}), ARGV[ARG0 + 3])
 flush()
 return out

@@ -62,10 +62,9 @@ else
   emit('settle', moves, {'held', fmt(h.cov), 'charged', fmt(charged), 'shortfall', fmt(shortfall)})
 end
 
-redis.call('HDEL', KEYS[3], rid)
-redis.call('ZREM', KEYS[4], rid)
+set_hold(rid, nil)
 local out = balances(debit_rows({'OK', charged, h.cov, fully, shortfall, reason, 0, h.mt}, h.d))
 r.st, r.d, r.cov, r.uc, r.per, r.ref, r.srep = 'settled', h.d, charged, h.uc, h.per, 0, out
-redis.call('SET', KEYS[5], cmsgpack.pack(r), 'KEEPTTL')
+set_record(KEYS[5], cmsgpack.pack(r))
 flush()
 return out

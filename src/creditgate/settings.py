@@ -1,0 +1,50 @@
+"""The one settings object: every knob, its environment variable and its default.
+
+Environment names are ``CREDITGATE_<FIELD>`` (``CREDITGATE_REDIS_URL``...). Connection URLs pick
+the backend: ``redis://``, ``rediss://``, ``unix://`` or ``embedded`` for Redis;
+``sqlite:///path`` or ``postgresql://`` for the ledger.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CREDITGATE_", extra="ignore")
+
+    # --- serving -------------------------------------------------------------------------
+    listen: str = Field("0.0.0.0:50051", description="gRPC listen address (host:port)")
+    config: Path = Field(Path("examples/demo.yaml"), description="plans file (YAML)")
+    metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0: off")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    uvloop: bool = Field(default=True, description="run the event loop on uvloop")
+    grace_seconds: float = Field(5.0, ge=0, description="drain time for in-flight RPCs on stop")
+    # --- Redis ---------------------------------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0",
+                           description="Redis URL, or 'embedded' for a private redis-server")
+    redis_max_connections: int = Field(64, ge=1, description="connection pool size")
+    redis_timeout_seconds: float = Field(2.0, gt=0, description="socket timeout per command")
+    key_prefix: str = Field("cg", pattern=r"^[a-z0-9_]{1,16}$", description="Redis key prefix")
+    shards: int = Field(16, ge=1, le=16384,
+                        description="event-stream shards; fixed for the life of the data")
+    data_dir: Path = Field(Path("var"), description="embedded Redis and SQLite files")
+    # --- rules ---------------------------------------------------------------------------
+    idempotency_ttl_seconds: int = Field(86_400, ge=86_400,
+                                         description="how long request ids are remembered")
+    hold_ttl_seconds: int = Field(300, ge=1, description="default Reserve hold lifetime")
+    test_clock: bool = Field(default=False,
+                             description="freeze each account's clock; AdvanceTestClock moves it")
+    # --- ledger --------------------------------------------------------------------------
+    ledger_url: str = Field("sqlite:///var/creditgate.db",
+                            description="durable ledger: sqlite:///path or postgresql://...")
+    worker_batch: int = Field(500, ge=1, description="events per ledger transaction")
+    worker_block_ms: int = Field(1000, ge=0, description="how long a worker waits for events")
+    worker_claim_idle_ms: int = Field(30_000, ge=1000,
+                                      description="claim events a dead worker left pending")
+    worker_name: str = Field("", description="consumer name; default host-pid")
+    hydrate: bool = Field(default=True,
+                          description="load accounts missing from Redis out of the ledger")
