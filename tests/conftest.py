@@ -9,14 +9,22 @@ variable a private ``EmbeddedRedis`` is started once per session and stopped at 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+import grpc
 
 import pytest
 import pytest_asyncio
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.embedded import EmbeddedRedis
+from creditgate.engine import Engine
+from creditgate.server import build_server
+from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -53,3 +61,37 @@ async def redis_client(redis_url: str) -> AsyncIterator[AsyncRedis]:
         yield client
     finally:
         await client.aclose()
+
+
+@dataclass
+class Sidecar:
+    """A real creditgate gRPC server on a free port, its channel and stubs."""
+
+    engine: Engine
+    channel: grpc.aio.Channel
+    quota: quota_pb2_grpc.QuotaServiceStub
+    admin: admin_pb2_grpc.AdminServiceStub
+    target: str
+
+
+@pytest.fixture(scope="session")
+def demo_catalog() -> Catalog:
+    """The catalog of examples/demo.yaml: every seed product as plans."""
+    return load_catalog(Path(__file__).parent.parent / "examples" / "demo.yaml")
+
+
+@pytest_asyncio.fixture
+async def sidecar(redis: AsyncRedis, demo_catalog: Catalog) -> AsyncIterator[Sidecar]:
+    """A test-clock sidecar (each account's time frozen until AdvanceTestClock) on the demo
+    catalog, served by a real grpc.aio server on port 0 over a real channel."""
+    engine = Engine(redis, demo_catalog, test_clock=True)
+    server, _health, port = await build_server(engine, "127.0.0.1:0")
+    await server.start()
+    target = f"127.0.0.1:{port}"
+    channel = grpc.aio.insecure_channel(target)
+    try:
+        yield Sidecar(engine, channel, quota_pb2_grpc.QuotaServiceStub(channel),
+                      admin_pb2_grpc.AdminServiceStub(channel), target)
+    finally:
+        await channel.close()
+        await server.stop(None)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from creditgate.domain import requests as check
 from creditgate.domain.errors import (
     AlreadyExistsError,
+    CreditgateError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -28,6 +29,8 @@ from creditgate.engine import replies
 from creditgate.engine.core import Args, EngineCore, pool_or_error, require_plan
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from creditgate.domain.catalog import Plan
 
 _MAX_CLOCK_STEP_S = 10 * 366 * 86_400
@@ -39,6 +42,18 @@ _REASON_TEXT = {
     "this period's spend)",
     Reason.NOT_ENTITLED: "no pool of the plan accepts this action with these attributes",
 }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Consume:
+    """A validated CheckAndConsume/Reserve, ready to run against any plan."""
+
+    keys: tuple[str, ...]
+    build: Callable[[Plan | None], Args]
+    rid: str
+    action: str
+    attributes: dict[str, str]
+    dry_run: bool
 
 
 def _fingerprint(*parts: object) -> str:
@@ -66,6 +81,56 @@ class Engine(EngineCore):
         request_id: str = "", *, dry_run: bool = False, hold_ttl_ms: int | None = None,
     ) -> Decision:
         """CheckAndConsume; with ``hold_ttl_ms`` a Reserve (the credits are held, not spent)."""
+        call = self._prepare(account_id, action, quantity, attributes, request_id,
+                             dry_run=dry_run, hold_ttl_ms=hold_ttl_ms)
+        if isinstance(call, Decision):
+            return call
+        plan, reply = await self.run(self._scripts.consume, account_id, call.keys, call.build)
+        return self._decide(call, require_plan(plan), reply)
+
+    async def consume_many(
+        self, requests: Sequence[tuple[str, str, int, dict[str, str], str, bool]],
+    ) -> list[Decision | CreditgateError]:
+        """Independent CheckAndConsume decisions in one Redis pipeline (one round trip).
+
+        Each is its own atomic script call; a request that fails gets its error in its slot.
+        Accounts whose plan this sidecar has not seen yet go through consume() one by one.
+        """
+        out: list[Decision | CreditgateError | None] = [None] * len(requests)
+        pending: list[tuple[int, _Consume, Plan]] = []
+        pipe = self.redis.pipeline(transaction=False)
+        for i, (account_id, action, quantity, attributes, rid, dry_run) in enumerate(requests):
+            try:
+                call = self._prepare(account_id, action, quantity, attributes, rid,
+                                     dry_run=dry_run, hold_ttl_ms=None)
+            except CreditgateError as exc:
+                out[i] = exc
+                continue
+            plan_id = self._plans.get(account_id)
+            plan = self.catalog.plan(plan_id) if plan_id else None
+            if isinstance(call, Decision) or plan is None:
+                out[i] = call if isinstance(call, Decision) else None
+                continue
+            await self._scripts.consume(keys=call.keys, args=call.build(plan), client=pipe)
+            pending.append((i, call, plan))
+        replies = await pipe.execute(raise_on_error=False) if pending else []
+        for (i, call, plan), reply in zip(pending, replies, strict=True):
+            if isinstance(reply, list) and reply[0] not in (b"PLAN", b"NO_ACCOUNT"):
+                out[i] = self._decide(call, plan, reply)
+        for i, slot in enumerate(out):
+            if slot is None:
+                account_id, action, quantity, attributes, rid, dry_run = requests[i]
+                try:
+                    out[i] = await self.consume(account_id, action, quantity, attributes, rid,
+                                                dry_run=dry_run)
+                except CreditgateError as exc:
+                    out[i] = exc
+        return [r for r in out if r is not None]
+
+    def _prepare(  # noqa: PLR0913 - mirrors the request message
+        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
+        request_id: str, *, dry_run: bool, hold_ttl_ms: int | None,
+    ) -> _Consume | Decision:
         check.check_id(account_id, "account_id")
         reserve = hold_ttl_ms is not None
         rid = check.check_id(request_id, "reservation_id" if reserve else "request_id",
@@ -79,27 +144,30 @@ class Engine(EngineCore):
         mode = "R" if reserve else "C"
         fp = _fingerprint(mode, action, quantity, sorted(attributes.items()))
         at = json.dumps(attributes, sort_keys=True, separators=(",", ":")) if attributes else ""
-        keys = (*self.keys.account(account_id), self.keys.record(account_id, rid))
-        meter = ""
+        tail: Args = [mode, rid, fp, quantity]
+        flags: Args = [action, at, "1" if dry_run else "0", self.idempotency_ttl_ms,
+                       hold_ttl_ms or 0]
 
         def build(plan: Plan | None) -> Args:
-            nonlocal meter
             if plan is None:
                 return self.header(account_id, None, [])
             pool_args, price = self.consume_args(plan, action, attributes)
             uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
-            return [*self.header(account_id, plan, pool_args), mode, rid, fp, quantity, uc, per,
-                    action, at, "1" if dry_run else "0", self.idempotency_ttl_ms,
-                    hold_ttl_ms or 0, meter]
+            return [*self.header(account_id, plan, pool_args), *tail, uc, per, *flags, meter]
 
-        plan, reply = await self.run(self._scripts.consume, account_id, keys, build)
+        keys = (*self.keys.account(account_id), self.keys.record(account_id, rid))
+        return _Consume(keys, build, rid, action, attributes, dry_run=dry_run)
+
+    def _decide(self, call: _Consume, plan: Plan, reply: list[Any]) -> Decision:
         if reply[0] == b"IDEM_MISMATCH":
-            msg = (f"request_id {rid!r} was already used on this account for a different "
+            msg = (f"request_id {call.rid!r} was already used on this account for a different "
                    "request; use a new id for a new request")
             raise FailedPreconditionError(msg)
         self._too_large(reply)
-        d = replies.decision(require_plan(plan), reply, rid, meter, dry_run=dry_run)
-        return dataclasses.replace(d, message=_explain(d, action)) if not d.allowed else d
+        price = self.consume_args(plan, call.action, call.attributes)[1]
+        d = replies.decision(plan, reply, call.rid, price.meter if price else "",
+                             dry_run=call.dry_run)
+        return dataclasses.replace(d, message=_explain(d, call.action)) if not d.allowed else d
 
     async def reserve(  # noqa: PLR0913 - mirrors the request message
         self, account_id: str, action: str, quantity: int, attributes: dict[str, str],

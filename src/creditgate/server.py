@@ -1,0 +1,150 @@
+"""Wiring: settings -> Redis -> engine -> gRPC server (quota, admin, health, reflection, metrics).
+
+``serve()`` runs until SIGTERM/SIGINT, then reports NOT_SERVING, drains in-flight RPCs for
+``grace_seconds`` and closes Redis (and stops a private embedded Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from creditgate import metrics
+from creditgate.domain.catalog import Catalog, load_catalog
+from creditgate.embedded import EmbeddedRedis
+from creditgate.engine import Engine, KeySpace
+from creditgate.transport.admin import AdminService
+from creditgate.transport.quota import QuotaService
+from creditgate.transport.registry import add_service
+from creditgate.v1 import admin_pb2, quota_pb2
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from google.protobuf.message import Message
+
+    from creditgate.settings import Settings
+
+log = logging.getLogger("creditgate")
+SERVICES = ("creditgate.v1.QuotaService", "creditgate.v1.AdminService")
+_HEALTH_PERIOD_S = 2.0
+
+
+def _messages() -> dict[str, type[Message]]:
+    found: dict[str, type[Message]] = {}
+    for module in (quota_pb2, admin_pb2):
+        for name in module.DESCRIPTOR.message_types_by_name:
+            found[name] = getattr(module, name)
+    return found
+
+
+@dataclass
+class Backends:
+    redis: Redis
+    engine: Engine
+    embedded: EmbeddedRedis | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def open_backends(settings: Settings, catalog: Catalog | None = None,
+                        ) -> AsyncIterator[Backends]:
+    """Redis (embedded when asked) and the engine; closed on exit."""
+    embedded = None
+    url = settings.redis_url
+    if url == "embedded":
+        embedded = EmbeddedRedis(data_dir=settings.data_dir / "redis", appendonly=True)
+        await asyncio.to_thread(embedded.start)
+        url = embedded.url
+        log.info("embedded redis-server started at %s", url)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=settings.redis_max_connections,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds, timeout=settings.redis_timeout_seconds,
+    )
+    redis = Redis(connection_pool=pool)
+    engine = Engine(
+        redis, catalog or load_catalog(settings.config),
+        keys=KeySpace(settings.key_prefix, settings.shards), test_clock=settings.test_clock,
+        idempotency_ttl_ms=settings.idempotency_ttl_seconds * 1000,
+        hold_ttl_ms=settings.hold_ttl_seconds * 1000,
+    )
+    try:
+        yield Backends(redis, engine, embedded)
+    finally:
+        await redis.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+async def _watch_redis(redis: Redis, health: HealthServicer) -> None:
+    """SERVING while Redis answers PING; NOT_SERVING (for load balancers) while it does not."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    down = health_pb2.HealthCheckResponse.NOT_SERVING
+    while True:
+        try:
+            await redis.ping()
+            ok = True
+        except Exception:  # noqa: BLE001 - any failure means not serving
+            ok = False
+        metrics.REDIS_UP.set(1 if ok else 0)
+        for name in ("", *SERVICES):
+            await health.set(name, serving if ok else down)
+        await asyncio.sleep(_HEALTH_PERIOD_S)
+
+
+async def build_server(engine: Engine, listen: str) -> tuple[grpc.aio.Server, HealthServicer, int]:
+    """A started-ready (not yet started) server; returns it, its health servicer and the port."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    messages = _messages()
+    add_service(server, quota_pb2.DESCRIPTOR.services_by_name["QuotaService"],
+                QuotaService(engine), messages)
+    add_service(server, admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
+                AdminService(engine), messages)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        msg = f"cannot listen on {listen}"
+        raise OSError(msg)
+    return server, health, port
+
+
+async def serve(settings: Settings, *, demo: bool = False) -> None:
+    """Run the sidecar until a termination signal."""
+    async with open_backends(settings) as backends:
+        await backends.redis.ping()
+        if demo:
+            from creditgate.demo import provision  # noqa: PLC0415
+
+            await provision(backends.engine)
+        server, health, port = await build_server(backends.engine, settings.listen)
+        if settings.metrics_port:
+            start_http_server(settings.metrics_port)
+        await server.start()
+        watcher = asyncio.create_task(_watch_redis(backends.redis, health))
+        log.info("creditgate serving on %s (port %d), catalog %s, %d plans", settings.listen,
+                 port, settings.config, len(backends.engine.catalog.plans))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: draining for up to %.1f s", settings.grace_seconds)
+        watcher.cancel()
+        await health.enter_graceful_shutdown()
+        await server.stop(settings.grace_seconds)

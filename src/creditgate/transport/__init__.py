@@ -1,0 +1,1 @@
+"""gRPC transport: servicers, request decoding and the one error-to-status boundary."""

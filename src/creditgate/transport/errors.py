@@ -1,0 +1,78 @@
+"""The one place where errors become gRPC status codes.
+
+Quota denials never come here: they are answers (``allowed = false``). A backend that cannot be
+reached is UNAVAILABLE, never UNKNOWN, so callers know a retry may succeed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from redis.exceptions import RedisError
+
+from creditgate.domain import errors
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("creditgate.transport")
+
+STATUS: dict[type[errors.CreditgateError], grpc.StatusCode] = {
+    errors.InvalidArgumentError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFoundError: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    errors.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+
+class Malformed:
+    """Stands in for a request whose bytes are not a valid message (bad UTF-8, truncation)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(exc, errors.CreditgateError):
+        for cls in type(exc).__mro__:
+            code = STATUS.get(cls)  # type: ignore[call-overload]
+            if code is not None:
+                return code, str(exc)
+        return grpc.StatusCode.INTERNAL, str(exc)
+    if isinstance(exc, RedisError | OSError):
+        return grpc.StatusCode.UNAVAILABLE, f"Redis failed ({exc}); nothing was charged, retry"
+    return grpc.StatusCode.INTERNAL, "internal error; see the server log"
+
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def boundary(
+    fn: Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
+) -> Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
+    """Wrap a servicer method: malformed requests and errors become statuses here."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp],  # noqa: ANN401
+                      ) -> Resp:
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"the request is not a valid message: {request.reason}")
+        try:
+            return await fn(self, request, context)
+        except Exception as exc:  # noqa: BLE001 - this is the boundary
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            code, message = status_of(exc)
+            if code is grpc.StatusCode.INTERNAL:
+                log.exception("unexpected error in %s", fn.__name__)
+            await context.abort(code, message)
+
+    return wrapper

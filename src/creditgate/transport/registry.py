@@ -1,0 +1,47 @@
+"""Registers servicers with decoders that turn undecodable bytes into a clear INVALID_ARGUMENT.
+
+The generated ``add_*_to_server`` helpers decode with ``FromString``; a request with invalid UTF-8
+in a string field then fails inside grpc with INTERNAL before our code runs. These handlers decode
+the same messages, but hand a ``Malformed`` marker to the servicer instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from creditgate.transport.errors import Malformed
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from google.protobuf.descriptor import ServiceDescriptor
+    from google.protobuf.message import Message
+
+
+def _decoder(cls: type[Message]) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Message | Malformed:
+        try:
+            return cls.FromString(data)
+        except DecodeError as exc:
+            return Malformed(str(exc) or "cannot be decoded")
+
+    return decode
+
+
+def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object,
+                messages: dict[str, type[Message]]) -> None:
+    """Serve every method of ``service`` from the same-named coroutine of ``servicer``."""
+    handlers = {}
+    for method in service.methods:
+        request_cls = messages[method.input_type.name]
+        response_cls = messages[method.output_type.name]
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=_decoder(request_cls),
+            response_serializer=response_cls.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
