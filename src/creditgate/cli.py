@@ -131,10 +131,19 @@ def _client(service: str, method: str, build: Callable[[argparse.Namespace], Mes
     return run
 
 
-def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from creditgate.v1 import admin_pb2, quota_pb2  # noqa: PLC0415
+Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
+_STATUS = ("active", "trial", "suspended")
 
-    status = {"active": 1, "trial": 2, "suspended": 3}
+
+def _status(name: str | None) -> str | None:
+    """The proto enum name for a status (protobuf accepts enum names)."""
+    return f"ACCOUNT_STATUS_{name.upper()}" if name else None
+
+
+def _add_account_commands(sub: Sub[argparse.ArgumentParser]) -> None:
+    from creditgate.v1 import admin_pb2  # noqa: PLC0415
+
+    status = _STATUS
     account = sub.add_parser("account", help="create, show or change accounts")
     acc = account.add_subparsers(dest="op", required=True)
     p = acc.add_parser("create", help="create an account on a plan")
@@ -144,7 +153,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--status", choices=status, default="active")
     p.set_defaults(func=_client("admin", "CreateAccount", lambda a: admin_pb2.CreateAccountRequest(
         account_id=a.account_id, plan_id=a.plan, anchor_day=a.anchor_day,
-        status=status[a.status])))
+        status=_status(a.status))))
     p = acc.add_parser("get", help="show an account and its caps")
     p.add_argument("account_id")
     p.set_defaults(func=_client("admin", "GetAccount",
@@ -156,7 +165,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--status", choices=status)
     p.set_defaults(func=_client("admin", "UpdateAccount", lambda a: admin_pb2.UpdateAccountRequest(
         account_id=a.account_id, plan_id=a.plan, anchor_day=a.anchor_day,
-        status=status.get(a.status or "", 0))))
+        status=_status(a.status))))
     p = acc.add_parser("settings", help="set a pool's monthly cap or enable/disable it")
     p.add_argument("account_id")
     p.add_argument("pool_id")
@@ -177,6 +186,10 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
                                     account_id=a.account_id, seconds=a.seconds,
                                     to_unix_ms=a.to)))
 
+
+def _add_money_commands(sub: Sub[argparse.ArgumentParser]) -> None:
+    from creditgate.v1 import admin_pb2, quota_pb2  # noqa: PLC0415
+
     p = sub.add_parser("grant", help="grant credits (grant pool) or money (balance pool)")
     p.add_argument("account_id")
     p.add_argument("pool_id")
@@ -192,6 +205,18 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("account_id")
     p.set_defaults(func=_client("quota", "GetBalance",
                                 lambda a: quota_pb2.GetBalanceRequest(account_id=a.account_id)))
+    p = sub.add_parser("refund", help="return a charge, fully or partly")
+    p.add_argument("account_id")
+    p.add_argument("request_id")
+    p.add_argument("-q", "--quantity", type=int, default=0, help="units (0: all)")
+    p.add_argument("--refund-id", default="")
+    p.set_defaults(func=_client("quota", "Refund", lambda a: quota_pb2.RefundRequest(
+        account_id=a.account_id, request_id=a.request_id, quantity=a.quantity,
+        refund_id=a.refund_id or os.urandom(8).hex())))
+
+
+def _add_quota_commands(sub: Sub[argparse.ArgumentParser]) -> None:
+    from creditgate.v1 import quota_pb2  # noqa: PLC0415
 
     p = sub.add_parser("check", help="CheckAndConsume: may this action run now? charge it")
     p.add_argument("account_id")
@@ -200,7 +225,8 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("-a", "--attr", action="append", default=[], help="key=value (repeatable)")
     p.add_argument("--request-id", default="")
     p.add_argument("--dry-run", action="store_true")
-    p.set_defaults(func=_client("quota", "CheckAndConsume", lambda a: quota_pb2.CheckAndConsumeRequest(
+    p.set_defaults(func=_client("quota", "CheckAndConsume", lambda a: (
+        quota_pb2.CheckAndConsumeRequest)(
         account_id=a.account_id, action=a.action, quantity=a.quantity,
         attributes=_attrs(a.attr), request_id=a.request_id, dry_run=a.dry_run)))
 
@@ -227,15 +253,6 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("reservation_id")
     p.set_defaults(func=_client("quota", "Release", lambda a: quota_pb2.ReleaseRequest(
         account_id=a.account_id, reservation_id=a.reservation_id)))
-
-    p = sub.add_parser("refund", help="return a charge, fully or partly")
-    p.add_argument("account_id")
-    p.add_argument("request_id")
-    p.add_argument("-q", "--quantity", type=int, default=0, help="units (0: all)")
-    p.add_argument("--refund-id", default="")
-    p.set_defaults(func=_client("quota", "Refund", lambda a: quota_pb2.RefundRequest(
-        account_id=a.account_id, request_id=a.request_id, quantity=a.quantity,
-        refund_id=a.refund_id or os.urandom(8).hex())))
 
 
 def _plans(args: argparse.Namespace) -> int:
@@ -271,7 +288,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plans", help="list the plans of a plans file")
     p.add_argument("--config", default=os.environ.get("CREDITGATE_CONFIG", "examples/demo.yaml"))
     p.set_defaults(func=_plans)
-    _add_client_commands(sub)
+    _add_account_commands(sub)
+    _add_money_commands(sub)
+    _add_quota_commands(sub)
     try:
         from creditgate import cli_ledger  # noqa: PLC0415
     except ImportError:  # pragma: no cover - the ledger commands ship with the ledger

@@ -71,7 +71,8 @@ async def open_backends(settings: Settings, catalog: Catalog | None = None,
     pool = BlockingConnectionPool.from_url(
         url, max_connections=settings.redis_max_connections,
         socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds, timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        timeout=settings.redis_timeout_seconds,
     )
     redis = Redis(connection_pool=pool)
     engine = Engine(

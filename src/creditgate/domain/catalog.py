@@ -141,7 +141,7 @@ class Pool:
         return self.kind in ("balance", "payg")
 
     def rate_for(self, action: str, meter: str, attributes: dict[str, str]) -> int | None:
-        """The rate (money micro per meter unit; 1 for credit pools) if this pool pays, else None."""
+        """Money micro per meter unit (1 for credit pools) if this pool pays, else None."""
         if not self.scope.accepts(action, attributes):
             return None
         if self.is_money:

@@ -10,14 +10,14 @@ MICRO = 1_000_000
 MAX_AMOUNT = 2**52 - 1
 
 
-def to_micro(value: str | int | float | Decimal, *, what: str = "amount") -> int:
+def to_micro(value: str | float | Decimal, *, what: str = "amount") -> int:
     """Parse a decimal amount (``"0.10"``, ``5``) into micro-units, exactly.
 
     Raises ValueError when it has more than six decimals, is not finite, or is too large.
     """
     if isinstance(value, bool):
         msg = f"{what}: expected a number, got {value!r}"
-        raise ValueError(msg)
+        raise TypeError(msg)
     try:
         dec = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
     except InvalidOperation:
@@ -52,7 +52,7 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def money_ceil(meter: int, rate: int) -> int:
-    """Money (micro) for ``meter`` micro-units at ``rate`` money micro per meter unit, rounded up."""
+    """Money (micro) for ``meter`` micro-units at ``rate`` money micro per unit, rounded up."""
     return ceil_div(meter * rate, MICRO)
 
 

@@ -139,7 +139,8 @@ class Engine(EngineCore):
         check.check_attributes(attributes)
         if action not in self.catalog.actions:
             check.check_id(action, "action")
-            return Decision(False, Reason.UNKNOWN_ACTION, 0, "", (), (), rid, message=(
+            return Decision(allowed=False, reason=Reason.UNKNOWN_ACTION, cost=0, meter="",
+                            debits=(), balances=(), request_id=rid, message=(
                 f"action {action!r} is not in the price book; add it to the plans file"))
         mode = "R" if reserve else "C"
         fp = _fingerprint(mode, action, quantity, sorted(attributes.items()))
@@ -169,7 +170,7 @@ class Engine(EngineCore):
                              dry_run=call.dry_run)
         return dataclasses.replace(d, message=_explain(d, call.action)) if not d.allowed else d
 
-    async def reserve(  # noqa: PLR0913 - mirrors the request message
+    async def reserve(  # noqa: PLR0913, PLR0917 - mirrors the request message
         self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
         reservation_id: str = "", ttl_seconds: int = 0, *, dry_run: bool = False,
     ) -> Decision:
@@ -223,8 +224,9 @@ class Engine(EngineCore):
         return Release(reservation_id, reply[1] == 1, reply[2], returns,
                        replies.remaining(plan, reply, at), reply[3].decode())
 
-    async def refund(self, account_id: str, request_id: str, refund_id: str, quantity: int = 0,
-                     ) -> Refund:
+    async def refund(
+        self, account_id: str, request_id: str, refund_id: str, quantity: int = 0,
+    ) -> Refund:
         check.check_id(account_id, "account_id")
         check.check_id(request_id, "request_id")
         check.check_id(refund_id, "refund_id")
@@ -321,8 +323,10 @@ class Engine(EngineCore):
             self.remember(account_id, new.id)
         return await self.balance(account_id)
 
-    async def set_pool_settings(self, account_id: str, pool_id: str, cap: int | None = None,
-                                enabled: bool | None = None) -> AccountState:  # noqa: FBT001
+    async def set_pool_settings(
+        self, account_id: str, pool_id: str, cap: int | None = None,
+        enabled: bool | None = None,  # noqa: FBT001 - None means "leave as is"
+    ) -> AccountState:
         check.check_id(account_id, "account_id")
 
         def build(plan: Plan | None) -> Args:
@@ -333,12 +337,13 @@ class Engine(EngineCore):
             if cap is not None:
                 self._check_cap(pool.id, cap, pool.cap_min, pool.cap_max)
             return [*self.header(account_id, plan, self.plain_args(plan)), "settings", pool_id,
-                    "" if cap is None else cap, "" if enabled is None else ("1" if enabled else "0")]
+                     "" if cap is None else cap,
+                    "" if enabled is None else ("1" if enabled else "0")]
 
         await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
         return await self.balance(account_id)
 
-    async def grant(  # noqa: PLR0913 - mirrors the request message
+    async def grant(  # noqa: PLR0913, PLR0917 - mirrors the request message
         self, account_id: str, pool_id: str, amount: int, grant_id: str,
         expires_at: int = 0, note: str = "",
     ) -> GrantResult:
@@ -433,10 +438,10 @@ class Engine(EngineCore):
                                  "{id!r} is a charge, not a reservation: use Refund"),
             b"RELEASED": (FailedPreconditionError, "reservation {id!r} was released"),
             b"SETTLED": (FailedPreconditionError,
-                         "reservation {id!r} is already settled: use Refund to give credits back"),
+                         "reservation {id!r} is already settled: use Refund to give back credits"),
             b"EXPIRED": (FailedPreconditionError,
-                         "reservation {id!r} expired and its credits went back to the pools; "
-                         "reserve again"),
+                         ("reservation {id!r} expired and its credits went back to the pools; "
+                          "reserve again")),
         }
         if code in texts:
             cls, text = texts[code]

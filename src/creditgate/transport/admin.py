@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import grpc
+
 from creditgate.domain.errors import InvalidArgumentError
 from creditgate.transport import convert
 from creditgate.transport.errors import boundary
 from creditgate.v1 import admin_pb2
-
-import grpc
 
 if TYPE_CHECKING:
 
@@ -36,15 +36,15 @@ class AdminService:
     async def CreateAccount(self, request: admin_pb2.CreateAccountRequest, context: Ctx,
                             ) -> admin_pb2.Account:
         return convert.account(await self.engine.create_account(
-            request.account_id, request.plan_id, request.anchor_day,
-            _status(request.status, default="active")))
+            request.account_id, request.plan_id, anchor_day=request.anchor_day,
+            status=_status(request.status, default="active")))
 
     @boundary
     async def UpdateAccount(self, request: admin_pb2.UpdateAccountRequest, context: Ctx,
                             ) -> admin_pb2.Account:
         return convert.account(await self.engine.update_account(
-            request.account_id, request.plan_id, request.anchor_day,
-            _status(request.status, default="")))
+            request.account_id, request.plan_id, anchor_day=request.anchor_day,
+            status=_status(request.status, default="")))
 
     @boundary
     async def GetAccount(self, request: admin_pb2.GetAccountRequest, context: Ctx,
@@ -55,7 +55,8 @@ class AdminService:
     async def Grant(self, request: admin_pb2.GrantRequest, context: Ctx,
                     ) -> admin_pb2.GrantResponse:
         g = await self.engine.grant(request.account_id, request.pool_id, request.amount,
-                                    request.grant_id, request.expires_at_unix_ms, request.note)
+                                    request.grant_id, expires_at=request.expires_at_unix_ms,
+                                    note=request.note)
         return admin_pb2.GrantResponse(grant_id=g.grant_id, balance=g.balance, unit=g.unit,
                                        replayed=g.replayed)
 
@@ -68,11 +69,11 @@ class AdminService:
             msg = "give cap or enabled (or both); nothing to change"
             raise InvalidArgumentError(msg)
         return convert.account(await self.engine.set_pool_settings(
-            request.account_id, request.pool_id, cap, enabled))
+            request.account_id, request.pool_id, cap=cap, enabled=enabled))
 
     @boundary
     async def AdvanceTestClock(self, request: admin_pb2.AdvanceTestClockRequest, context: Ctx,
                                ) -> admin_pb2.Account:
         return convert.account(await self.engine.advance_clock(
-            request.account_id, request.seconds, request.to_unix_ms))
+            request.account_id, seconds=request.seconds, to_ms=request.to_unix_ms))
 

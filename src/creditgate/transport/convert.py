@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from creditgate.v1 import admin_pb2, quota_pb2
 
@@ -24,7 +24,11 @@ _STATUS = {
     "trial": admin_pb2.ACCOUNT_STATUS_TRIAL,
     "suspended": admin_pb2.ACCOUNT_STATUS_SUSPENDED,
 }
-STATUS_NAMES = {v: k for k, v in _STATUS.items()}
+STATUS_NAMES: dict[int, str] = {int(v): k for k, v in _STATUS.items()}
+
+
+def _reason(value: int) -> quota_pb2.Reason:
+    return cast("quota_pb2.Reason", value)
 
 
 def _moves(rows: Iterable[Movement]) -> list[quota_pb2.Debit]:
@@ -39,7 +43,7 @@ def _left(rows: Iterable[Remaining]) -> list[quota_pb2.Remaining]:
 
 def decision(d: Decision) -> quota_pb2.Decision:
     return quota_pb2.Decision(
-        allowed=d.allowed, reason=int(d.reason), cost=d.cost, meter=d.meter,
+        allowed=d.allowed, reason=_reason(int(d.reason)), cost=d.cost, meter=d.meter,
         debits=_moves(d.debits), balances=_left(d.balances), retry_at_unix_ms=d.retry_at,
         request_id=d.request_id, replayed=d.replayed, shortfall=d.shortfall,
         expires_at_unix_ms=d.expires_at, message=d.message, now_unix_ms=d.now, dry_run=d.dry_run,
@@ -49,7 +53,7 @@ def decision(d: Decision) -> quota_pb2.Decision:
 def settlement(s: Settlement) -> quota_pb2.SettleResponse:
     return quota_pb2.SettleResponse(
         reservation_id=s.reservation_id, cost=s.cost, meter=s.meter, held=s.held,
-        fully_charged=s.fully_charged, shortfall=s.shortfall, reason=int(s.reason),
+        fully_charged=s.fully_charged, shortfall=s.shortfall, reason=_reason(int(s.reason)),
         debits=_moves(s.debits), balances=_left(s.balances), replayed=s.replayed,
         message=s.message,
     )

@@ -41,7 +41,7 @@ class Malformed:
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, errors.CreditgateError):
         for cls in type(exc).__mro__:
-            code = STATUS.get(cls)  # type: ignore[call-overload]
+            code = STATUS.get(cls)
             if code is not None:
                 return code, str(exc)
         return grpc.StatusCode.INTERNAL, str(exc)
@@ -67,7 +67,7 @@ def boundary(
                                 f"the request is not a valid message: {request.reason}")
         try:
             return await fn(self, request, context)
-        except Exception as exc:  # noqa: BLE001 - this is the boundary
+        except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             code, message = status_of(exc)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+import grpc
+
 from creditgate import metrics
 from creditgate.domain.errors import CreditgateError
-from creditgate.domain.results import Reason
 from creditgate.transport import convert
 from creditgate.transport.errors import boundary, status_of
 from creditgate.v1 import quota_pb2
-
-import grpc
 
 if TYPE_CHECKING:
 
@@ -53,7 +52,7 @@ class QuotaService:
             if isinstance(result, CreditgateError):
                 code, message = status_of(result)
                 decisions.append(quota_pb2.Decision(
-                    allowed=False, reason=Reason.UNSPECIFIED,
+                    allowed=False, reason=quota_pb2.REASON_UNSPECIFIED,
                     message=f"{code.name}: {message}"))
             else:
                 metrics.DECISIONS.labels("batch", result.reason.name).inc()
@@ -85,7 +84,8 @@ class QuotaService:
     async def Refund(self, request: quota_pb2.RefundRequest, context: Ctx,
                      ) -> quota_pb2.RefundResponse:
         return convert.refund(await self.engine.refund(
-            request.account_id, request.request_id, request.refund_id, request.quantity))
+            request.account_id, request.request_id, request.refund_id,
+            quantity=request.quantity))
 
     @boundary
     async def GetBalance(self, request: quota_pb2.GetBalanceRequest, context: Ctx,

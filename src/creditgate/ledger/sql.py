@@ -1,0 +1,212 @@
+"""The SQL both backends share: the batch write and the reads, written once with ``?``.
+
+A backend supplies a transaction, plain queries and the one statement whose form differs
+(insert the events and return the ids that were new).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import abstractmethod
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+
+from creditgate.ledger.events import ADD_KINDS, USAGE_KINDS, BatchRows, collect, event_row
+from creditgate.ledger.store import (
+    AccountMirror,
+    ApplyResult,
+    LedgerStore,
+    Page,
+    Period,
+    PoolTotals,
+    Transaction,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from creditgate.ledger.events import Event
+
+Row = tuple[Any, ...]
+DAY_MS = 86_400_000
+
+UPSERT = {
+    "movements": "INSERT INTO movements (event_id, seq, ver, account, pool, delta, balance_after,"
+    " lot, kind, request_id, origin, time_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+    " ON CONFLICT (event_id, seq) DO NOTHING",
+    "requests": "INSERT INTO requests (account, request_id, action, quantity, attributes)"
+    " VALUES (?,?,?,?,?) ON CONFLICT (account, request_id) DO NOTHING",
+    "accounts": "INSERT INTO accounts (account, stream, first_ver, last_ver) VALUES (?,?,?,?)"
+    " ON CONFLICT (account) DO UPDATE SET"
+    " first_ver = CASE WHEN excluded.first_ver < accounts.first_ver"
+    " THEN excluded.first_ver ELSE accounts.first_ver END,"
+    " last_ver = CASE WHEN excluded.last_ver > accounts.last_ver"
+    " THEN excluded.last_ver ELSE accounts.last_ver END",
+    "balances": "INSERT INTO pool_balances (account, pool, balance, ver) VALUES (?,?,?,?)"
+    " ON CONFLICT (account, pool) DO UPDATE SET balance = excluded.balance, ver = excluded.ver"
+    " WHERE excluded.ver > pool_balances.ver",
+    "fields": "INSERT INTO account_fields (account, field, value, ver) VALUES (?,?,?,?)"
+    " ON CONFLICT (account, field) DO UPDATE SET value = excluded.value, ver = excluded.ver"
+    " WHERE excluded.ver > account_fields.ver",
+    "holds": "INSERT INTO holds (account, hold_id, value, expires_at, ver) VALUES (?,?,?,?,?)"
+    " ON CONFLICT (account, hold_id) DO UPDATE SET value = excluded.value,"
+    " expires_at = excluded.expires_at, ver = excluded.ver WHERE excluded.ver > holds.ver",
+    # A record written with KEEPTTL (expires_at NULL) keeps the expiry it had.
+    "records": "INSERT INTO records (key, account, value, expires_at, ver) VALUES (?,?,?,?,?)"
+    " ON CONFLICT (key) DO UPDATE SET"
+    " value = CASE WHEN excluded.ver > records.ver THEN excluded.value ELSE records.value END,"
+    " expires_at = CASE WHEN excluded.ver > records.ver"
+    " THEN COALESCE(excluded.expires_at, records.expires_at)"
+    " ELSE COALESCE(records.expires_at, excluded.expires_at) END,"
+    " ver = CASE WHEN excluded.ver > records.ver THEN excluded.ver ELSE records.ver END",
+}
+
+_HISTORY = (
+    "SELECT m.ver, m.seq, m.event_id, m.kind, m.pool, m.delta, m.balance_after, m.lot,"
+    " m.request_id, r.action, m.time_ms FROM movements m"
+    " LEFT JOIN requests r ON r.account = m.account AND r.request_id = m.origin"
+    " WHERE m.account = ? AND (m.ver < ? OR (m.ver = ? AND m.seq < ?))"
+    " ORDER BY m.ver DESC, m.seq DESC LIMIT ?"
+)
+_USAGE = (
+    "SELECT r.action, m.pool, m.time_ms / 86400000 AS day, CAST(SUM(-m.delta) AS BIGINT)"
+    " FROM movements m JOIN requests r ON r.account = m.account AND r.request_id = m.origin"
+    " WHERE m.account = ? AND m.time_ms >= ? AND m.time_ms < ? AND m.kind IN ({kinds})"
+    " GROUP BY r.action, m.pool, m.time_ms / 86400000"
+)
+_TOTALS = (
+    "SELECT pool, kind, CAST(SUM(CASE WHEN delta > 0 THEN delta ELSE 0 END) AS BIGINT),"
+    " CAST(SUM(CASE WHEN delta < 0 THEN -delta ELSE 0 END) AS BIGINT)"
+    " FROM movements WHERE account = ? GROUP BY pool, kind"
+)
+_MAX_VER = 2**63 - 1
+
+
+class Conn(Protocol):
+    """One connection inside a transaction."""
+
+    async def executemany(self, sql: str, rows: Sequence[Row]) -> None: ...
+
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]: ...
+
+
+class SqlLedger(LedgerStore):
+    """Everything but connection handling and dialect details."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Conn]:
+        """A connection inside one transaction, committed on a clean exit."""
+
+    @abstractmethod
+    async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
+        """Run one read query outside a transaction."""
+
+    @abstractmethod
+    async def insert_new_events(self, conn: Conn, rows: list[Row]) -> set[str]:
+        """Insert event rows, skipping ids already present; return the ids that were new."""
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def apply(self, events: Sequence[Event]) -> ApplyResult:
+        unique = list({e.event_id: e for e in events}.values())
+        if not unique:
+            return ApplyResult(0, 0)
+        async with self.transaction() as conn:
+            new_ids = await self.insert_new_events(conn, [event_row(e) for e in unique])
+            fresh = [e for e in unique if e.event_id in new_ids]
+            await self._write(conn, collect(fresh))
+        return ApplyResult(len(fresh), len(events) - len(fresh))
+
+    @staticmethod
+    async def _write(conn: Conn, rows: BatchRows) -> None:
+        # Sorted keys give concurrent writers one lock order, which avoids deadlocks.
+        tables: list[tuple[str, Sequence[Row]]] = [
+            ("movements", rows.movements),
+            ("requests", rows.requests),
+            ("accounts", [rows.accounts[k] for k in sorted(rows.accounts)]),
+            ("balances", [rows.balances[k] for k in sorted(rows.balances)]),
+            ("fields", [rows.fields[k] for k in sorted(rows.fields)]),
+            ("holds", [rows.holds[k] for k in sorted(rows.holds)]),
+            ("records", [rows.records[k] for k in sorted(rows.records)]),
+        ]
+        for table, data in tables:
+            if data:
+                await conn.executemany(UPSERT[table], data)
+
+    async def prune_records(self, before_ms: int) -> int:
+        async with self.transaction() as conn:
+            rows = await conn.fetch(
+                "DELETE FROM records WHERE expires_at < ? RETURNING key", (before_ms,))
+        return len(rows)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def load_account(self, account: str, now_ms: int) -> AccountMirror | None:
+        fields = await self.fetch("SELECT field, value FROM account_fields"
+                                  " WHERE account = ? AND value IS NOT NULL", (account,))
+        if not fields:
+            return None
+        holds = await self.fetch("SELECT hold_id, value, expires_at FROM holds"
+                                 " WHERE account = ? AND value IS NOT NULL", (account,))
+        records = await self.fetch(
+            "SELECT key, value, expires_at FROM records WHERE account = ?"
+            " AND (expires_at IS NULL OR expires_at > ?)", (account, now_ms))
+        return AccountMirror(
+            account,
+            {f: bytes(v) for f, v in fields},
+            {h: (bytes(v), int(x or 0)) for h, v, x in holds},
+            {k: (bytes(v), None if x is None else int(x)) for k, v, x in records},
+        )
+
+    async def accounts(self) -> list[str]:
+        return [r[0] for r in await self.fetch("SELECT account FROM accounts ORDER BY account")]
+
+    async def pool_balances(self, account: str) -> dict[str, int]:
+        rows = await self.fetch("SELECT pool, balance FROM pool_balances WHERE account = ?",
+                                (account,))
+        return {p: int(b) for p, b in rows}
+
+    async def movement_sums(self, account: str) -> dict[str, int]:
+        rows = await self.fetch("SELECT pool, CAST(SUM(delta) AS BIGINT) FROM movements"
+                                " WHERE account = ? GROUP BY pool", (account,))
+        return {p: int(s) for p, s in rows}
+
+    async def transactions(self, account: str, limit: int = 50, cursor: str | None = None,
+                           ) -> Page:
+        ver, seq = (_MAX_VER, 0) if cursor is None else map(int, cursor.split("."))
+        rows = await self.fetch(_HISTORY, (account, ver, ver, seq, limit + 1))
+        items = tuple(
+            Transaction(f"{r[0]}.{r[1]}", r[2], r[3], r[4], int(r[5]), int(r[6]), r[7], r[8],
+                        r[9], int(r[10]))
+            for r in rows[:limit])
+        return Page(items, items[-1].cursor if len(rows) > limit else None)
+
+    async def totals(self, account: str) -> list[PoolTotals]:
+        acc: dict[str, list[int]] = {}
+        for pool, kind, plus, minus in await self.fetch(_TOTALS, (account,)):
+            t = acc.setdefault(pool, [0, 0, 0])
+            if kind in ADD_KINDS:
+                t[0] += int(plus)
+            elif kind in USAGE_KINDS:
+                t[1] += int(minus) - int(plus)
+            elif kind == "expire":
+                t[2] += int(minus) - int(plus)
+        return [PoolTotals(p, *v) for p, v in sorted(acc.items())]
+
+    async def usage(self, account: str, period: Period = "day", since_ms: int = 0,
+                    until_ms: int | None = None) -> list[Usage]:
+        sql = _USAGE.format(kinds=",".join("?" * len(USAGE_KINDS)))
+        until = _MAX_VER if until_ms is None else until_ms
+        rows = await self.fetch(sql, (account, since_ms, until, *USAGE_KINDS))
+        acc: dict[tuple[str, str, str], int] = {}
+        for action, pool, day, amount in rows:
+            date = dt.datetime.fromtimestamp(int(day) * DAY_MS / 1000, tz=dt.UTC).date()
+            label = date.isoformat() if period == "day" else date.strftime("%Y-%m")
+            key = (action, pool, label)
+            acc[key] = acc.get(key, 0) + int(amount)
+        return [Usage(a, p, lbl, n) for (a, p, lbl), n in sorted(acc.items())]
+
+    async def event_counts(self) -> dict[str, int]:
+        rows = await self.fetch("SELECT kind, COUNT(*) FROM events GROUP BY kind")
+        return {k: int(n) for k, n in rows}

@@ -1,0 +1,151 @@
+"""The backend-neutral ledger interface and the values its reads return.
+
+Amounts are integer micro-units of the pool's unit. ``open_ledger`` picks the backend from the
+DSN: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://...``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from creditgate.ledger.events import Event
+
+Period = Literal["day", "month"]
+
+
+class LedgerError(RuntimeError):
+    """The ledger database cannot be reached or refused a write; retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int
+    duplicates: int
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One movement of one pool, with that pool's balance right after it."""
+
+    cursor: str
+    event_id: str
+    kind: str
+    pool: str
+    delta: int
+    balance_after: int
+    lot: str | None
+    request_id: str
+    action: str | None
+    time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: tuple[Transaction, ...]
+    next_cursor: str | None  # pass back to get the next (older) page; None: no more
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTotals:
+    """Lifetime figures of one pool: credits or money added, spent (net of returns), expired."""
+
+    pool: str
+    added: int
+    spent: int
+    expired: int
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    action: str
+    pool: str
+    period: str  # 'YYYY-MM-DD' or 'YYYY-MM' (UTC, on the account's clock)
+    amount: int  # net of refunds and released holds
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMirror:
+    """What the ledger knows of an account's Redis keys, enough to rebuild them."""
+
+    account: str
+    fields: dict[str, bytes]
+    holds: dict[str, tuple[bytes, int]]  # hold id -> (packed hold, expires ms)
+    records: dict[str, tuple[bytes, int | None]]  # Redis key -> (value, expires ms or None)
+
+
+class LedgerStore(ABC):
+    """A durable ledger. Every write is idempotent on the event id."""
+
+    @abstractmethod
+    async def migrate(self) -> int:
+        """Apply the pending migrations; return the schema version now in place."""
+
+    @abstractmethod
+    async def apply(self, events: Sequence[Event]) -> ApplyResult:
+        """Write a batch in one transaction; events already present are skipped entirely."""
+
+    @abstractmethod
+    async def load_account(self, account: str, now_ms: int) -> AccountMirror | None:
+        """The mirrored state of one account (records expiring after ``now_ms``), or None."""
+
+    @abstractmethod
+    async def accounts(self) -> list[str]:
+        """Every account the ledger has seen, sorted."""
+
+    @abstractmethod
+    async def pool_balances(self, account: str) -> dict[str, int]:
+        """Each pool's balance after its latest movement (payg: what the cap still allows)."""
+
+    @abstractmethod
+    async def movement_sums(self, account: str) -> dict[str, int]:
+        """The sum of every movement per pool (equals the balance for non-payg pools)."""
+
+    @abstractmethod
+    async def transactions(self, account: str, limit: int = 50, cursor: str | None = None,
+                           ) -> Page:
+        """Movements, newest first, each with its pool's running balance."""
+
+    @abstractmethod
+    async def totals(self, account: str) -> list[PoolTotals]:
+        """Lifetime added, spent and expired per pool."""
+
+    @abstractmethod
+    async def usage(self, account: str, period: Period = "day", since_ms: int = 0,
+                    until_ms: int | None = None) -> list[Usage]:
+        """Net consumption grouped by action, pool and period."""
+
+    @abstractmethod
+    async def event_counts(self) -> dict[str, int]:
+        """How many events of each kind the ledger holds."""
+
+    @abstractmethod
+    async def prune_records(self, before_ms: int) -> int:
+        """Forget idempotency records that expired before ``before_ms``."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections."""
+
+
+async def open_ledger(url: str, *, migrate: bool = False) -> LedgerStore:
+    """Connect to the ledger named by ``url``; run migrations first when asked."""
+    store: LedgerStore
+    if url.startswith("sqlite:"):
+        from creditgate.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - optional backend
+
+        store = await SqliteLedger.connect(url)
+    elif url.startswith(("postgresql:", "postgres:")):
+        from creditgate.ledger.postgres import PostgresLedger  # noqa: PLC0415 - optional backend
+
+        store = await PostgresLedger.connect(url)
+    else:
+        msg = f"ledger URL {url!r}: use sqlite:///path or postgresql://..."
+        raise ValueError(msg)
+    if migrate:
+        await store.migrate()
+    return store

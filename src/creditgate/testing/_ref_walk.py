@@ -1,0 +1,246 @@
+"""The pool rules of the reference model: lazy maintenance, the consumption walk, returns.
+
+Written from the rules in engine/lua/lib.lua, with exact Python integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from creditgate.domain.calendar import next_reset
+from creditgate.domain.money import MAX_AMOUNT, ceil_div, meter_floor, money_ceil, money_floor
+from creditgate.domain.results import Movement, Reason
+from creditgate.testing._ref_state import Debit, LotRec
+
+if TYPE_CHECKING:
+    from creditgate.testing._ref_state import Live, Op
+
+HOLD_EXPIRIES_PER_CALL = 32  # the engine gives back at most this many expired holds per call
+
+
+@dataclass
+class Take:
+    """A planned debit: ``amount`` in the pool's unit covering ``covered`` meter micro-units."""
+
+    pool: Live
+    amount: int
+    covered: int
+    blocks: int
+    rate: int
+
+
+# --- maintenance ---------------------------------------------------------------------------
+
+def _maintain(op: Op, p: Live) -> None:
+    rec = p.rec
+    if p.code == "G":
+        rec.lots = [lot for lot in rec.lots if not 0 < lot.expires_at <= op.now]
+        return
+    if p.code not in "AOP" or p.config is None:
+        return
+    period, anchor = p.config.period, op.account.anchor
+    if rec.next_reset is not None and op.now < rec.next_reset:
+        return
+    if rec.next_reset is not None:
+        if p.code != "P":
+            rec.balance = 0  # what is left of an ended period expires
+        rec.spent = 0
+    rec.next_reset = next_reset(period, op.now, anchor)
+    if p.code == "A":
+        rec.balance = p.config.amount
+        p.fresh = True
+
+
+def maintain_all(op: Op) -> None:
+    """Bring the account up to date: end a stop, reset periods, drop lots, expire holds."""
+    acct = op.account
+    if 0 < acct.stopped_until <= op.now:
+        acct.stopped_until = 0
+    for p in op.pools:
+        _maintain(op, p)
+    due = sorted((h.expires_at, rid) for rid, h in acct.holds.items() if h.expires_at <= op.now)
+    for _, rid in due[:HOLD_EXPIRIES_PER_CALL]:
+        hold = acct.holds.pop(rid)
+        give_back(op, hold.debits, hold.covered)
+
+
+def account_block(op: Op) -> tuple[Reason, int] | None:
+    """Account-level refusals, checked before any pool: the reason and when it clears."""
+    if op.account.status == "suspended":
+        return Reason.ACCOUNT_SUSPENDED, 0
+    if op.account.stopped_until > op.now:
+        return Reason.ACCOUNT_STOPPED, op.account.stopped_until
+    return None
+
+
+# --- the consumption walk ------------------------------------------------------------------
+
+def _money_take(op: Op, p: Live, rate: int, rem: int) -> tuple[Take | None, int, bool]:
+    """A money pool pays for ``rem`` in full if it can, else for what it can afford."""
+    avail: int | None
+    if p.code == "B":
+        avail = p.rec.balance
+    elif not p.enabled or op.account.status == "trial":
+        avail = 0
+    else:
+        avail = None if p.cap < 0 else max(0, p.cap - p.rec.spent)
+    need = money_ceil(rem, rate)
+    if avail is None or avail >= need:
+        return Take(p, need, rem, 0, rate), 0, False
+    covered = meter_floor(avail, rate)
+    take = Take(p, money_ceil(covered, rate), covered, 0, rate) if covered > 0 else None
+    capped = p.code == "P" and p.enabled and op.account.status != "trial"
+    return take, rem - covered, capped
+
+
+def _overage_take(p: Live, rate: int, rem: int) -> tuple[Take | None, int, bool]:
+    """Bought credits first; the rest in whole blocks if the spend cap allows all of them."""
+    cfg = p.config
+    assert cfg is not None  # noqa: S101 - only plan pools are walked
+    t, blocks, capped = min(p.rec.balance, rem), 0, False
+    if rem > t:
+        n = ceil_div(rem - t, cfg.block_size)
+        price = n * cfg.block_price
+        if price > MAX_AMOUNT or (p.cap >= 0 and p.rec.spent + price > p.cap):
+            capped = True
+        else:
+            blocks, t = n, rem
+    return (Take(p, t, t, blocks, rate) if t > 0 else None), rem - t, capped
+
+
+def plan_charge(op: Op, eligible: list[tuple[Live, int]], demand: int,
+                ) -> tuple[list[Take], int, bool]:
+    """How ``demand`` would be covered, changing nothing: takes, what is left, capped."""
+    takes: list[Take] = []
+    rem, capped = demand, False
+    for p, rate in eligible:
+        if rem <= 0:
+            break
+        take: Take | None
+        if p.code in "AG":
+            t = min(p.remaining(), rem)
+            take, rem, hit = (Take(p, t, t, 0, rate) if t > 0 else None), rem - t, False
+        elif p.code in "BP":
+            take, rem, hit = _money_take(op, p, rate, rem)
+        else:
+            take, rem, hit = _overage_take(p, rate, rem)
+        capped = capped or hit
+        if take is not None:
+            takes.append(take)
+    return takes, rem, capped
+
+
+def _take_lots(p: Live, amount: int) -> list[LotRec]:
+    taken = []
+    for lot in p.rec.lots:
+        if amount <= 0:
+            break
+        t = min(amount, lot.amount)
+        if t > 0:
+            lot.amount -= t
+            amount -= t
+            taken.append(LotRec(lot.lot_id, t, lot.expires_at))
+    p.rec.lots = [lot for lot in p.rec.lots if lot.amount > 0]
+    return taken
+
+
+def apply(takes: list[Take]) -> list[Debit]:
+    """Carry out planned takes (buying overage blocks first)."""
+    debits = []
+    for t in takes:
+        p, rec, lots = t.pool, t.pool.rec, []
+        if t.blocks and p.config is not None:
+            rec.balance += t.blocks * p.config.block_size
+            rec.spent += t.blocks * p.config.block_price
+        if p.code == "G":
+            lots = _take_lots(p, t.amount)
+        elif p.code == "P":
+            rec.spent += t.amount
+        else:
+            rec.balance -= t.amount
+        debits.append(Debit(p.pool_id, p.code, t.amount, t.covered, rec.next_reset or 0,
+                            t.rate, lots))
+    return debits
+
+
+def dry_rows(op: Op, takes: list[Take]) -> tuple[Movement, ...]:
+    """What a charge would take, with each pool's balance as it would be afterwards."""
+    rows = []
+    for t in takes:
+        after = t.pool.remaining()
+        if t.pool.code == "O" and t.pool.config is not None:
+            after += t.blocks * t.pool.config.block_size - t.amount
+        elif after >= 0:
+            after -= t.amount
+        rows.append(op.movement(t.pool.pool_id, t.amount, after, t.covered))
+    return tuple(rows)
+
+
+def retry_at(eligible: list[tuple[Live, int]], *, capped: bool) -> int:
+    """When a denial ends by itself: the earliest reset among refilling or capped pools."""
+    resets = [
+        p.rec.next_reset for p, _ in eligible
+        if p.rec.next_reset is not None and (p.code == "A" or (capped and p.code in "OP"))
+    ]
+    return min(resets, default=0)
+
+
+# --- returns -------------------------------------------------------------------------------
+
+def _return_lots(op: Op, p: Live, debit: Debit, amount: int) -> None:
+    """Credits go back to the lots they came from, newest first; expired lots lose them."""
+    left = amount
+    for taken in reversed(debit.lots):
+        if left <= 0:
+            break
+        back = min(left, taken.amount)
+        taken.amount -= back
+        left -= back
+        if back == 0 or 0 < taken.expires_at <= op.now:
+            continue
+        lot = next((x for x in p.rec.lots if x.lot_id == taken.lot_id), None)
+        if lot is not None:
+            lot.amount += back
+        else:
+            p.rec.lots.append(LotRec(taken.lot_id, back, taken.expires_at))
+            p.rec.lots.sort(key=LotRec.sort_key)
+
+
+def _return_amount(debit: Debit, covered: int) -> int:
+    """Money for part of a debit is rounded down; the last part returns exactly what is left."""
+    if covered == debit.covered:
+        return debit.amount
+    if debit.code in "BP":
+        return money_floor(covered, debit.rate)
+    return covered
+
+
+def give_back(op: Op, debits: list[Debit], meter: int) -> tuple[list[Movement], int]:
+    """Return ``meter`` micro-units to the pools the debits took them from, newest first.
+
+    A return to a period that has ended, or to an expired lot, expires at once; pay-as-you-go
+    money of an ended period is owed back by billing and leaves the cap alone.
+    """
+    rows, total = [], 0
+    for d in reversed(debits):
+        if meter <= 0:
+            break
+        if d.covered <= 0:
+            continue
+        c = min(meter, d.covered)
+        amount = _return_amount(d, c)
+        d.amount -= amount
+        d.covered -= c
+        meter -= c
+        total += c
+        p = op.pool(d.pool_id, d.code)
+        if d.code == "G":
+            _return_lots(op, p, d, amount)
+        elif d.code == "B" or (not p.ghost and p.rec.next_reset == d.mark):
+            if d.code == "P":
+                p.rec.spent -= amount
+            else:
+                p.rec.balance += amount
+        rows.append(op.movement(d.pool_id, -amount, p.remaining(), -c))
+    return rows, total
