@@ -50,12 +50,17 @@ def _decode(entry_id: bytes, raw: dict[bytes, bytes]) -> Event:
     # Some fields (a state snapshot) are binary; only the text ones are read here.
     fields = {k.decode(): v.decode(errors="backslashreplace") for k, v in raw.items()}
     moves = tuple(tuple(m.split(",")) for m in fields["m"].split(";") if m)
-    return Event(entry_id.decode(), fields["k"], fields["a"], fields["r"], int(fields["t"]),
-                 moves, fields)
+    return Event(
+        entry_id.decode(), fields["k"], fields["a"], fields["r"], int(fields["t"]), moves, fields
+    )
 
 
-async def read_events(redis: AsyncRedis, engine: Engine, account_id: str, after: str = "-",
-                      ) -> list[Event]:
+async def read_events(
+    redis: AsyncRedis,
+    engine: Engine,
+    account_id: str,
+    after: str = "-",
+) -> list[Event]:
     """The account's events on its shard stream, oldest first, after stream id ``after``."""
     stream = engine.keys.account(account_id)[1]
     start = after if after == "-" else f"({after}"
@@ -74,8 +79,8 @@ async def stream_mark(redis: AsyncRedis, engine: Engine, account_id: str) -> str
 def make_engine(redis: AsyncRedis) -> Callable[..., Engine]:
     """Build an Engine (test clock on) on the per-test Redis from a catalog's YAML text."""
 
-    def build(text: str, **settings: int) -> Engine:
-        return Engine(redis, catalog_from(text), test_clock=True, **settings)
+    def build(text: str) -> Engine:
+        return Engine(redis, catalog_from(text), test_clock=True)
 
     return build
 

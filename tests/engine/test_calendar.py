@@ -97,8 +97,9 @@ def _engine(redis: AsyncRedis) -> Engine:
 
 
 @pytest.mark.parametrize(("period", "anchor", "now", "expected"), CASES, ids=IDS)
-def test_python_next_reset_matches_hand_computed(period: str, anchor: int, now: str,
-                                                 expected: str) -> None:
+def test_python_next_reset_matches_hand_computed(
+    period: str, anchor: int, now: str, expected: str
+) -> None:
     """The reference gives the first boundary strictly after now, anchors clamped."""
     assert next_reset(period, ms(now), anchor) == ms(expected)
 
@@ -129,8 +130,10 @@ def _around_boundaries(anchor: int, years: range) -> list[int]:
 
 
 @pytest.mark.parametrize("anchor", [1, 15, 28, 29, 30, 31])
-async def test_lua_and_python_agree_around_every_boundary(redis: AsyncRedis, anchor: int,
-                                                          ) -> None:
+async def test_lua_and_python_agree_around_every_boundary(
+    redis: AsyncRedis,
+    anchor: int,
+) -> None:
     """Walking one account across three years (one a leap year), both sides agree at each edge."""
     engine = _engine(redis)
     acct = f"walk-{anchor}"

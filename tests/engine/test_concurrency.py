@@ -55,8 +55,10 @@ plans:
 
 
 @pytest_asyncio.fixture
-async def engines(redis_url: str, make_engine: Callable[..., Engine],
-                  ) -> AsyncIterator[list[Engine]]:
+async def engines(
+    redis_url: str,
+    make_engine: Callable[..., Engine],
+) -> AsyncIterator[list[Engine]]:
     """Four engines, each with its own client and pool, like four sidecars on one Redis.
 
     ``make_engine`` brings the per-test ``redis`` fixture, so the database starts empty.
@@ -83,8 +85,10 @@ async def _balances(engine: Engine) -> dict[str, int]:
     return {p.pool_id: p.balance for p in (await engine.balance(ACCT)).pools}
 
 
-def _spread(engines: list[Engine], calls: Iterable[Callable[[Engine], Awaitable[_T]]],
-               ) -> Awaitable[list[_T]]:
+def _spread(
+    engines: list[Engine],
+    calls: Iterable[Callable[[Engine], Awaitable[_T]]],
+) -> Awaitable[list[_T]]:
     """Run every call at once, dealt round-robin over the engines."""
     return asyncio.gather(*(call(engines[i % len(engines)]) for i, call in enumerate(calls)))
 
@@ -101,18 +105,21 @@ def _spent(start: dict[str, int], end: dict[str, int]) -> Counter[str]:
 
 
 async def _reserve_all(engines: list[Engine]) -> list[str]:
-    holds = await _spread(engines, (
-        lambda e, i=i: e.reserve(ACCT, "work", 3, {}, f"h{i}", 600) for i in range(N)))
+    holds = await _spread(
+        engines, (lambda e, i=i: e.reserve(ACCT, "work", 3, {}, f"h{i}", 600) for i in range(N))
+    )
     return [h.request_id for h in holds if h.allowed]
 
 
 async def test_parallel_consumes_allow_exactly_the_affordable_ones(
-    engines: list[Engine], events: Callable[..., Awaitable[list]],
+    engines: list[Engine],
+    events: Callable[..., Awaitable[list]],
 ) -> None:
     """200 parallel charges spanning allowance, grant and money: exactly K pass, sums agree."""
     start = await _mix_account(engines[0])
-    decisions = await _spread(engines, (
-        lambda e, i=i: e.consume(ACCT, "work", 3, {}, f"c{i}") for i in range(N)))
+    decisions = await _spread(
+        engines, (lambda e, i=i: e.consume(ACCT, "work", 3, {}, f"c{i}") for i in range(N))
+    )
     end = await _balances(engines[0])
 
     allowed = [d for d in decisions if d.allowed]
@@ -133,7 +140,8 @@ async def test_parallel_consumes_allow_exactly_the_affordable_ones(
 
 
 async def test_parallel_reserves_then_settles_never_overspend(
-    engines: list[Engine], events: Callable[..., Awaitable[list]],
+    engines: list[Engine],
+    events: Callable[..., Awaitable[list]],
 ) -> None:
     """K of 200 holds pass; settling less, equal and more at once keeps every sum exact."""
     start = await _mix_account(engines[0])
@@ -142,8 +150,9 @@ async def test_parallel_reserves_then_settles_never_overspend(
     assert await _balances(engines[0]) == {"daily": 0, "bonus": 0, "wallet": 1_100_000}
 
     quantities = {rid: (1, 3, 5)[i % 3] for i, rid in enumerate(held)}
-    settled = await _spread(engines, (
-        lambda e, rid=rid: e.settle(ACCT, rid, quantities[rid]) for rid in held))
+    settled = await _spread(
+        engines, (lambda e, rid=rid: e.settle(ACCT, rid, quantities[rid]) for rid in held)
+    )
     end = await _balances(engines[0])
 
     assert all(v >= 0 for v in end.values())
@@ -168,7 +177,8 @@ async def test_parallel_reserves_then_settles_never_overspend(
 
 
 async def test_interleaved_reserve_and_settle_keeps_the_ledger_exact(
-    engines: list[Engine], events: Callable[..., Awaitable[list]],
+    engines: list[Engine],
+    events: Callable[..., Awaitable[list]],
 ) -> None:
     """Each of 200 tasks reserves then settles at once; pools, answers and stream agree."""
     start = await _mix_account(engines[0])
@@ -179,8 +189,7 @@ async def test_interleaved_reserve_and_settle_keeps_the_ledger_exact(
             return None
         return await engine.settle(ACCT, hold.request_id, (1, 2, 3, 4)[i % 4])
 
-    results = await _spread(engines, (
-        lambda e, i=i: reserve_then_settle(e, i) for i in range(N)))
+    results = await _spread(engines, (lambda e, i=i: reserve_then_settle(e, i) for i in range(N)))
     settled = [s for s in results if s is not None]
     end = await _balances(engines[0])
 
@@ -200,35 +209,42 @@ async def test_interleaved_reserve_and_settle_keeps_the_ledger_exact(
 
 
 async def test_parallel_releases_return_everything_exactly_once(
-    engines: list[Engine], events: Callable[..., Awaitable[list]],
+    engines: list[Engine],
+    events: Callable[..., Awaitable[list]],
 ) -> None:
     """Releasing each of K holds twice at once frees each once; then exactly K fit again."""
     start = await _mix_account(engines[0])
     held = await _reserve_all(engines)
     assert len(held) == K
 
-    released = await _spread(engines, (
-        lambda e, rid=rid: e.release(ACCT, rid) for rid in held + held))
+    released = await _spread(
+        engines, (lambda e, rid=rid: e.release(ACCT, rid) for rid in held + held)
+    )
     assert Counter(r.released for r in released) == {True: K, False: K}
     assert sum(r.returned for r in released) == K * 3 * M
     assert await _balances(engines[0]) == start
 
     log = await events(engines[0], ACCT)
     assert Counter(e.kind for e in log if e.kind in ("hold", "release")) == {
-        "hold": K, "release": K}
+        "hold": K,
+        "release": K,
+    }
 
-    again = await _spread(engines, (
-        lambda e, i=i: e.consume(ACCT, "work", 3, {}, f"again{i}") for i in range(N)))
+    again = await _spread(
+        engines, (lambda e, i=i: e.consume(ACCT, "work", 3, {}, f"again{i}") for i in range(N))
+    )
     assert sum(d.allowed for d in again) == K
 
 
 async def test_parallel_overage_blocks_never_pass_the_spend_cap(
-    engines: list[Engine], events: Callable[..., Awaitable[list]],
+    engines: list[Engine],
+    events: Callable[..., Awaitable[list]],
 ) -> None:
     """Blocks of 7 credits at 2.50 under a 21.00 cap: at most 8 blocks, 16 requests of 4."""
     await engines[0].create_account(ACCT, "capped")
-    decisions = await _spread(engines, (
-        lambda e, i=i: e.consume(ACCT, "work", 4, {}, f"o{i}") for i in range(N)))
+    decisions = await _spread(
+        engines, (lambda e, i=i: e.consume(ACCT, "work", 4, {}, f"o{i}") for i in range(N))
+    )
     state = await engines[0].balance(ACCT)
     base, overage = state.pools
 
@@ -244,7 +260,10 @@ async def test_parallel_overage_blocks_never_pass_the_spend_cap(
 
 @pytest.mark.parametrize("reserve", [False, True], ids=["consume", "reserve"])
 async def test_parallel_duplicates_of_one_request_id_charge_once(
-    engines: list[Engine], events: Callable[..., Awaitable[list]], *, reserve: bool,
+    engines: list[Engine],
+    events: Callable[..., Awaitable[list]],
+    *,
+    reserve: bool,
 ) -> None:
     """200 identical requests with one request_id at once: one charge, 199 replays."""
     start = await _mix_account(engines[0])
@@ -261,5 +280,4 @@ async def test_parallel_duplicates_of_one_request_id_charge_once(
     end = await _balances(engines[0])
     assert end == {**start, "daily": 7 * M}
     kind = "hold" if reserve else "charge"
-    assert [e.request_id for e in await events(engines[0], ACCT) if e.kind == kind] == [
-        "same-id"]
+    assert [e.request_id for e in await events(engines[0], ACCT) if e.kind == kind] == ["same-id"]

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from creditgate.domain.errors import ConfigError
 from creditgate.domain.money import MAX_AMOUNT, MICRO, to_micro
@@ -26,7 +33,19 @@ KIND_CODE: dict[str, str] = {
 MAX_RATE = 1_000_000_000  # money micro-units per meter unit: keeps Lua products below 2**52
 Ident = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 ActionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
-Amount = str | int  # decimal in whole units; floats are refused (they are not exact)
+def _exact(value: object) -> object:
+    """Refuse floats and booleans where an amount belongs: YAML's 0.1 is not exact."""
+    if isinstance(value, bool):
+        msg = f"{value!r} is not an amount"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic turns ValueError into a field error
+    if isinstance(value, float):
+        msg = f"write {value!r} as a string (\"{value}\"): floats are not exact"
+        raise ValueError(msg)  # noqa: TRY004
+    return value
+
+
+# A decimal in whole units, written as an integer or a string.
+Amount = Annotated[str | int, BeforeValidator(_exact)]
 
 
 class _Model(BaseModel):

@@ -13,7 +13,8 @@ MAX_AMOUNT = 2**52 - 1
 def to_micro(value: str | float | Decimal, *, what: str = "amount") -> int:
     """Parse a decimal amount (``"0.10"``, ``5``) into micro-units, exactly.
 
-    Raises ValueError when it has more than six decimals, is not finite, or is too large.
+    Raises ValueError when it has more than six decimals, is not finite, or is too large, and
+    TypeError for a bool.
     """
     if isinstance(value, bool):
         msg = f"{what}: expected a number, got {value!r}"

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # no stubs; TODO: mypy override in pyproject
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -163,8 +163,10 @@ def event_row(e: Event) -> tuple[Any, ...]:
 
 
 def _newer(table: dict[Any, tuple[Any, ...]], key: Any, row: tuple[Any, ...]) -> None:  # noqa: ANN401
+    # The version is always the last column. Equal versions are moves of one event, in order:
+    # the later move carries the pool's balance after the whole event.
     old = table.get(key)
-    if old is None or row[-1] > old[-1]:  # the version is always the last column
+    if old is None or row[-1] >= old[-1]:
         table[key] = row
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import abstractmethod
-from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
 from creditgate.ledger.events import ADD_KINDS, USAGE_KINDS, BatchRows, collect, event_row
@@ -25,6 +24,7 @@ from creditgate.ledger.store import (
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from contextlib import AbstractAsyncContextManager
 
     from creditgate.ledger.events import Event
 

@@ -47,8 +47,11 @@ if op == 'update' then
     local p = BYID[ARGV[ARG0 + 5 + i * 2]]
     local delta = tonumber(ARGV[ARG0 + 6 + i * 2])
     if p and not p.fresh then
+      -- Usage carries over: what the smaller allowance cannot absorb is kept as debt.
       local before = p.b
-      p.b = math.max(0, p.b + delta)
+      local left = p.b - p.o + delta
+      p.b = math.max(0, left)
+      p.o = math.max(0, -left)
       p.dirty = true
       if p.b ~= before then moves[#moves + 1] = mv(p, p.b - before) end
     end

@@ -140,6 +140,9 @@ for i = 0, NP - 1 do
     rate = tonumber(ARGV[j + 4]), bs = tonumber(ARGV[j + 5]), bp = tonumber(ARGV[j + 6]),
     elig = ARGV[j + 8] == '1',
     b = tonumber(A['b:' .. id]) or 0, r = tonumber(A['r:' .. id]), s = tonumber(A['s:' .. id]) or 0,
+    -- An allowance's debt: this period's use beyond its amount after a plan change to a
+    -- smaller allowance; returns pay it off first, the next reset clears it.
+    o = tonumber(A['o:' .. id]) or 0,
     c = tonumber(A['c:' .. id]) or tonumber(ARGV[j + 7]),
   }
   local e = A['e:' .. id]
@@ -213,6 +216,7 @@ local function flush()
     if p.dirty then
       if p.kind == 'G' then put('L:' .. p.id, cmsgpack.pack(p.lots))
       elseif p.kind ~= 'P' then put('b:' .. p.id, p.b) end
+      if p.o > 0 or A['o:' .. p.id] then put('o:' .. p.id, p.o > 0 and p.o or nil) end
       if p.r then put('r:' .. p.id, p.r) end
       if p.kind == 'O' or p.kind == 'P' then put('s:' .. p.id, p.s) end
     end
@@ -277,6 +281,7 @@ local function maintain(p)
       end
       p.r = next_reset(p.period, NOW, ANCHOR)
       p.s = 0
+      p.o = 0
       if k == 'A' then
         p.b = p.amount
         p.fresh = true
@@ -356,7 +361,12 @@ local function give_back(debits, R)
           end
         end
       elseif k == 'B' or (not p.ghost and p.r ~= nil and p.r == d[5]) then
-        if k == 'P' then p.s = p.s - amt else p.b = p.b + amt end
+        if k == 'P' then p.s = p.s - amt
+        else
+          local paid = math.min(p.o, amt)
+          p.o = p.o - paid
+          p.b = p.b + amt - paid
+        end
         moves[#moves + 1] = mv(p, amt)
       elseif k == 'P' then
         -- Pay-as-you-go money billed in an earlier period: owed back by billing, not re-capped.
@@ -381,9 +391,10 @@ local function expire_returns(expired)
   end
 end
 
--- Holds past their expiry give their credits back (bounded work per call).
+-- Every hold past its expiry gives its credits back before anything else is decided, so no
+-- balance is understated and no charge is refused for credits that are free again.
 local function expire_holds()
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW, 'LIMIT', 0, 32)
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW)
   for _, hid in ipairs(ids) do
     local raw = redis.call('HGET', KEYS[3], hid)
     if raw then

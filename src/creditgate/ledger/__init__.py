@@ -1,0 +1,29 @@
+"""The durable ledger: every event of the Redis streams, and a mirror that can rebuild Redis."""
+
+from creditgate.ledger.events import Event, EventError, parse_entry
+from creditgate.ledger.store import (
+    AccountMirror,
+    ApplyResult,
+    LedgerError,
+    LedgerStore,
+    Page,
+    PoolTotals,
+    Transaction,
+    Usage,
+    open_ledger,
+)
+
+__all__ = [
+    "AccountMirror",
+    "ApplyResult",
+    "Event",
+    "EventError",
+    "LedgerError",
+    "LedgerStore",
+    "Page",
+    "PoolTotals",
+    "Transaction",
+    "Usage",
+    "open_ledger",
+    "parse_entry",
+]

@@ -1,0 +1,79 @@
+"""Stream ids and the per-stream housekeeping: trimming and lag."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+StreamId = tuple[int, int]
+_DEAD_CONSUMER_IDLE_MS = 86_400_000
+
+
+def sid(raw: bytes | str) -> StreamId:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def fmt(s: StreamId) -> str:
+    return f"{s[0]}-{s[1]}"
+
+
+def after(s: StreamId) -> StreamId:
+    return s[0], s[1] + 1
+
+
+def _get(info: dict[Any, Any], name: str) -> Any:  # noqa: ANN401 - raw XINFO reply
+    value = info.get(name, info.get(name.encode()))
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def safe_minid(redis: Redis, stream: str) -> StreamId | None:
+    """The smallest id that some consumer group still needs; everything below may go.
+
+    For each group: its oldest pending (delivered, unacknowledged) entry, else the entry after
+    the last one it was given. Entries appended meanwhile have larger ids, so the answer stays
+    safe however long ago it was computed.
+    """
+    groups = await redis.xinfo_groups(stream)
+    if not groups:
+        return None
+    floor: StreamId | None = None
+    for g in groups:
+        if int(_get(g, "pending")) > 0:
+            summary = await redis.xpending(stream, _get(g, "name"))
+            need = sid(summary["min"])
+        else:
+            need = after(sid(_get(g, "last-delivered-id")))
+        floor = need if floor is None else min(floor, need)
+    return floor
+
+
+async def trim(redis: Redis, stream: str) -> None:
+    """XTRIM MINID below what every group still needs; never drops an unacknowledged entry."""
+    floor = await safe_minid(redis, stream)
+    if floor is not None:
+        await redis.xtrim(stream, minid=fmt(floor), approximate=False)
+
+
+async def oldest_unapplied(redis: Redis, stream: str, group: str) -> StreamId | None:
+    """The oldest entry ``group`` has not acknowledged (pending or not yet delivered)."""
+    for g in await redis.xinfo_groups(stream):
+        if _get(g, "name") != group:
+            continue
+        if int(_get(g, "pending")) > 0:
+            return sid((await redis.xpending(stream, group))["min"])
+        nxt = await redis.xrange(
+            stream, min=fmt(after(sid(_get(g, "last-delivered-id")))), count=1)
+        first = nxt[0][0] if nxt else None
+        return sid(first) if first is not None else None
+    return None
+
+
+async def forget_dead_consumers(redis: Redis, stream: str, group: str) -> None:
+    """Drop consumers with nothing pending that have been idle for a day (old worker names)."""
+    for c in await redis.xinfo_consumers(stream, group):
+        if int(_get(c, "pending")) == 0 and int(_get(c, "idle")) > _DEAD_CONSUMER_IDLE_MS:
+            await redis.xgroup_delconsumer(stream, group, _get(c, "name"))
