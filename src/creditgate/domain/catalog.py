@@ -75,6 +75,9 @@ class PoolConfig(_Model):
     cap_min: Amount | None = None
     cap_max: Amount | None = None
     enabled: bool = True
+    # Lowering the cap below this period's spend: seed 000 stops every action until renewal,
+    # seed 004 only stops pay-as-you-go. Default: stop_account for overage, block_pool for payg.
+    on_cap_below_spend: Literal["stop_account", "block_pool"] | None = None
 
     @model_validator(mode="after")
     def _check_kind(self) -> PoolConfig:
@@ -154,6 +157,7 @@ class Pool:
     cap_max: int
     enabled: bool
     description: str = ""
+    stops_account: bool = False
 
     @property
     def is_money(self) -> bool:
@@ -264,6 +268,9 @@ def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
     if cfg.kind == "overage" and block_size < MICRO:
         msg = f"{w}: block_size must be at least 1"
         raise ConfigError(msg)
+    if cfg.kind == "overage" and _micro(cfg.block_price, f"{w} block_price") <= 0:
+        msg = f"{w}: block_price must be above 0"
+        raise ConfigError(msg)
     return Pool(
         id=cfg.id, kind=cfg.kind, code=KIND_CODE[cfg.kind], meter=cfg.meter, unit=cfg.unit,
         amount=_micro(cfg.amount, f"{w} amount"),
@@ -276,6 +283,8 @@ def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
         cap_min=_micro(cfg.cap_min, f"{w} cap_min", 0),
         cap_max=_micro(cfg.cap_max, f"{w} cap_max", -1),
         enabled=cfg.enabled, description=cfg.description,
+        stops_account=(cfg.on_cap_below_spend or (
+            "stop_account" if cfg.kind == "overage" else "block_pool")) == "stop_account",
     )
 
 

@@ -337,8 +337,9 @@ class Engine(EngineCore):
             if cap is not None:
                 self._check_cap(pool.id, cap, pool.cap_min, pool.cap_max)
             return [*self.header(account_id, plan, self.plain_args(plan)), "settings", pool_id,
-                     "" if cap is None else cap,
-                    "" if enabled is None else ("1" if enabled else "0")]
+                    "" if cap is None else cap,
+                    "" if enabled is None else ("1" if enabled else "0"),
+                    "1" if pool.stops_account else "0"]
 
         await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
         return await self.balance(account_id)

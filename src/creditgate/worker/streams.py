@@ -42,13 +42,18 @@ async def safe_minid(redis: Redis, stream: str) -> StreamId | None:
         return None
     floor: StreamId | None = None
     for g in groups:
-        if int(_get(g, "pending")) > 0:
-            summary = await redis.xpending(stream, _get(g, "name"))
-            need = sid(summary["min"])
-        else:
-            need = after(sid(_get(g, "last-delivered-id")))
+        # Acknowledged since XINFO (min None): the entry after last-delivered is still safe.
+        pending = await _oldest_pending(redis, stream, g)
+        need = pending or after(sid(_get(g, "last-delivered-id")))
         floor = need if floor is None else min(floor, need)
     return floor
+
+
+async def _oldest_pending(redis: Redis, stream: str, group: dict[Any, Any]) -> StreamId | None:
+    if int(_get(group, "pending")) == 0:
+        return None
+    first = (await redis.xpending(stream, _get(group, "name")))["min"]
+    return sid(first) if first is not None else None
 
 
 async def trim(redis: Redis, stream: str) -> None:
@@ -63,8 +68,9 @@ async def oldest_unapplied(redis: Redis, stream: str, group: str) -> StreamId | 
     for g in await redis.xinfo_groups(stream):
         if _get(g, "name") != group:
             continue
-        if int(_get(g, "pending")) > 0:
-            return sid((await redis.xpending(stream, group))["min"])
+        pending = await _oldest_pending(redis, stream, g)
+        if pending is not None:
+            return pending
         nxt = await redis.xrange(
             stream, min=fmt(after(sid(_get(g, "last-delivered-id")))), count=1)
         first = nxt[0][0] if nxt else None

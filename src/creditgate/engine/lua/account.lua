@@ -5,7 +5,8 @@
 --   create:   [+1] status, [+2] anchor day (0: today's day of month)
 --   update:   [+1] new plan, [+2] status or '', [+3] anchor day or '0', [+4] n, then n x
 --             (allowance pool id, new amount - old amount)
---   settings: [+1] pool id, [+2] cap or '', [+3] enabled '1'/'0' or ''
+--   settings: [+1] pool id, [+2] cap or '', [+3] enabled '1'/'0' or '', [+4] '1' when a cap
+--             below this period's spend stops the whole account (else only the pool stops)
 --   clock:    [+1] milliseconds to move the account's test clock forward, [+2] or an absolute
 --             time in ms to move it to (0: none); it never moves back ({'CLOCK_BACKWARDS', now})
 -- Returns {'OK', stopped until ms, now ms}, or {'NO_ACCOUNT'}, {'EXISTS'}, {'PLAN', plan}.
@@ -78,8 +79,10 @@ if op == 'settings' then
     extra[#extra + 1] = 'enabled'; extra[#extra + 1] = en
   end
   emit('account', {}, extra, '')
-  -- A cap lowered below this period's spend stops the whole account until the period renews.
-  if p.c >= 0 and p.c < p.s and p.r and p.r > (tonumber(A.stop) or 0) then
+  -- A cap lowered below this period's spend stops the whole account until the period renews
+  -- (seed 000); otherwise the pool alone has nothing left until then (seed 004).
+  if ARGV[ARG0 + 4] == '1' and p.c >= 0 and p.c < p.s and p.r and p.r > (tonumber(A.stop) or 0)
+  then
     put('stop', p.r)
     emit('stop', {}, {'until', fmt(p.r), 'pool', p.id, 'spent', fmt(p.s), 'cap', fmt(p.c)}, '')
   end

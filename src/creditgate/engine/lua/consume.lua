@@ -41,7 +41,7 @@ if reason == nil then
     takes, rem, capped = plan_charge(elig, D)
     if rem > 0 then
       reason = capped and R_CAP or R_INSUFFICIENT
-      retry = retry_at(elig, capped)
+      retry = retry_at(elig, D)
     end
   end
 end

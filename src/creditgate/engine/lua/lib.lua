@@ -512,16 +512,42 @@ local function apply(takes)
   return debits, moves
 end
 
--- When a denial ends by itself: the earliest reset among refilling or capped pools in scope.
-local function retry_at(elig, capped)
-  local best = 0
+-- Meter micro-units pool `p` could cover (at `rate`) once every reset due by time `t` has
+-- happened.
+local function capacity(p, rate, t)
+  local fresh = p.r ~= nil and p.r <= t
+  local k = p.kind
+  if k == 'A' then return fresh and p.amount or p.b end
+  if k == 'G' then return p.b end
+  if k == 'B' then return meter_floor(p.b, rate) end
+  local spent = fresh and 0 or p.s
+  if k == 'O' then
+    local b = fresh and 0 or p.b
+    if p.c < 0 then return MAX end
+    return b + idiv(math.max(0, p.c - spent), p.bp) * p.bs
+  end
+  if not p.en or A.st == 'trial' then return 0 end
+  if p.c < 0 then return MAX end
+  return meter_floor(math.max(0, p.c - spent), rate)
+end
+
+-- When a denial of `D` ends by itself: the first reset of a pool in scope after which the pools
+-- could cover it; 0 when no reset would (only a top-up or a settings change can).
+local function retry_at(elig, D)
+  local times = {}
   for _, e in ipairs(elig) do
     local p = e[1]
-    if p.r and (p.kind == 'A' or (capped and (p.kind == 'O' or p.kind == 'P'))) then
-      if best == 0 or p.r < best then best = p.r end
+    if p.r and p.kind ~= 'B' and p.kind ~= 'G' then times[#times + 1] = p.r end
+  end
+  table.sort(times)
+  for _, t in ipairs(times) do
+    local total = 0
+    for _, e in ipairs(elig) do
+      total = total + capacity(e[1], e[2], t)
+      if total >= D then return t end
     end
   end
-  return best
+  return 0
 end
 
 local function eligible()
