@@ -272,7 +272,7 @@ async def test_refund_partial_then_full_then_over_refund(engine: Engine) -> None
     assert (rest.refunded, rest.refundable) == (11 * M, 0)
     assert await _pools(engine) == {"daily": 10 * M, "bonus": 0, "wallet": M}
 
-    with pytest.raises(FailedPreconditionError, match="only 0 of the meter is left"):
+    with pytest.raises(FailedPreconditionError, match="nothing is left to refund"):
         await engine.refund("acct-1", "c1", "f3", 1)
     replay = await engine.refund("acct-1", "c1", "f1", 1)
     assert (replay.replayed, replay.refunded) == (True, 1 * M)

@@ -39,7 +39,7 @@ def _exact(value: object) -> object:
         msg = f"{value!r} is not an amount"
         raise ValueError(msg)  # noqa: TRY004 - pydantic turns ValueError into a field error
     if isinstance(value, float):
-        msg = f"write {value!r} as a string (\"{value}\"): floats are not exact"
+        msg = f'write {value!r} as a string ("{value}"): floats are not exact'
         raise ValueError(msg)  # noqa: TRY004
     return value
 

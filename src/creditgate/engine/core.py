@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
     from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
     from redis.commands.core import AsyncScript
 
     from creditgate.domain.catalog import Catalog, Plan, Price
@@ -149,9 +150,24 @@ class EngineCore:
         try:
             reply: list[Any] = await script(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            msg = f"Redis is unreachable ({exc}); nothing was charged, retry later"
-            raise UnavailableError(msg) from exc
+            raise _unavailable(exc) from exc
         return reply
+
+    async def execute(self, pipe: Pipeline) -> list[Any]:
+        """Run a pipeline; per-command errors come back in their slots."""
+        try:
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        for reply in replies:
+            if isinstance(reply, RedisConnectionError | RedisTimeoutError):
+                raise _unavailable(reply)
+        return replies
+
+
+def _unavailable(exc: Exception) -> UnavailableError:
+    return UnavailableError(f"Redis did not answer ({exc}); retry with the same request_id, "
+                            "which never charges twice")
 
 
 def require_plan(plan: Plan | None) -> Plan:
@@ -169,5 +185,7 @@ def pool_or_error(plan: Plan, pool_id: str, kinds: tuple[str, ...]) -> None:
         msg = f"plan {plan.id} has no pool {pool_id!r}; its pools are: {names}"
         raise NotFoundError(msg)
     if pool.kind not in kinds:
-        msg = f"pool {pool_id!r} is a {pool.kind} pool; this needs a {' or '.join(kinds)} pool"
+        article = "an" if pool.kind[0] in "aeiou" else "a"
+        msg = (f"pool {pool_id!r} is {article} {pool.kind} pool; this needs a "
+               f"{' or '.join(kinds)} pool")
         raise InvalidArgumentError(msg)

@@ -14,6 +14,7 @@ from creditgate.domain.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    UnavailableError,
 )
 from creditgate.domain.money import format_micro
 from creditgate.domain.results import (
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from creditgate.domain.catalog import Plan
 
 _MAX_CLOCK_STEP_S = 10 * 366 * 86_400
+_MAX_CLOCK_MS = 32_503_680_000_000  # 3000-01-01: far enough for any test, exact in Lua
 _REASON_TEXT = {
     Reason.INSUFFICIENT_CREDITS: "not enough credits in the pools that accept this action",
     Reason.SPEND_CAP_REACHED: "the monthly spend cap would be exceeded",
@@ -54,6 +56,7 @@ class _Consume:
     action: str
     attributes: dict[str, str]
     dry_run: bool
+    reserve: bool
 
 
 def _fingerprint(*parts: object) -> str:
@@ -93,8 +96,9 @@ class Engine(EngineCore):
     ) -> list[Decision | CreditgateError]:
         """Independent CheckAndConsume decisions in one Redis pipeline (one round trip).
 
-        Each is its own atomic script call; a request that fails gets its error in its slot.
-        Accounts whose plan this sidecar has not seen yet go through consume() one by one.
+        Each is its own atomic script call; a request that fails gets its error in its slot, but
+        an unreachable Redis fails the whole batch. Accounts whose plan this sidecar has not
+        seen yet go through consume() one by one.
         """
         out: list[Decision | CreditgateError | None] = [None] * len(requests)
         pending: list[tuple[int, _Consume, Plan]] = []
@@ -113,19 +117,35 @@ class Engine(EngineCore):
                 continue
             await self._scripts.consume(keys=call.keys, args=call.build(plan), client=pipe)
             pending.append((i, call, plan))
-        replies = await pipe.execute(raise_on_error=False) if pending else []
+        replies = await self.execute(pipe) if pending else []
         for (i, call, plan), reply in zip(pending, replies, strict=True):
-            if isinstance(reply, list) and reply[0] not in (b"PLAN", b"NO_ACCOUNT"):
-                out[i] = self._decide(call, plan, reply)
+            if isinstance(reply, Exception):
+                raise reply
+            if reply[0] not in (b"PLAN", b"NO_ACCOUNT"):
+                out[i] = self._settled_or_error(call, plan, reply)
         for i, slot in enumerate(out):
             if slot is None:
-                account_id, action, quantity, attributes, rid, dry_run = requests[i]
-                try:
-                    out[i] = await self.consume(account_id, action, quantity, attributes, rid,
-                                                dry_run=dry_run)
-                except CreditgateError as exc:
-                    out[i] = exc
+                out[i] = await self._consume_or_error(*requests[i])
         return [r for r in out if r is not None]
+
+    def _settled_or_error(self, call: _Consume, plan: Plan, reply: list[Any],
+                          ) -> Decision | CreditgateError:
+        try:
+            return self._decide(call, plan, reply)
+        except CreditgateError as exc:
+            return exc
+
+    async def _consume_or_error(  # noqa: PLR0913, PLR0917 - one batch item
+        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
+        request_id: str, dry_run: bool,  # noqa: FBT001
+    ) -> Decision | CreditgateError:
+        try:
+            return await self.consume(account_id, action, quantity, attributes, request_id,
+                                      dry_run=dry_run)
+        except UnavailableError:
+            raise  # Redis is gone for the whole batch, not for one request
+        except CreditgateError as exc:
+            return exc
 
     def _prepare(  # noqa: PLR0913 - mirrors the request message
         self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
@@ -157,11 +177,12 @@ class Engine(EngineCore):
             return [*self.header(account_id, plan, pool_args), *tail, uc, per, *flags, meter]
 
         keys = (*self.keys.account(account_id), self.keys.record(account_id, rid))
-        return _Consume(keys, build, rid, action, attributes, dry_run=dry_run)
+        return _Consume(keys, build, rid, action, attributes, dry_run=dry_run, reserve=reserve)
 
     def _decide(self, call: _Consume, plan: Plan, reply: list[Any]) -> Decision:
         if reply[0] == b"IDEM_MISMATCH":
-            msg = (f"request_id {call.rid!r} was already used on this account for a different "
+            field = "reservation_id" if call.reserve else "request_id"
+            msg = (f"{field} {call.rid!r} was already used on this account for a different "
                    "request; use a new id for a new request")
             raise FailedPreconditionError(msg)
         self._too_large(reply)
@@ -176,7 +197,8 @@ class Engine(EngineCore):
     ) -> Decision:
         max_ttl = self.idempotency_ttl_ms // 1000
         if not 0 <= ttl_seconds <= max_ttl:
-            msg = f"ttl_seconds must be between 1 and {max_ttl} (0 for the default)"
+            msg = (f"ttl_seconds must be between 1 and {max_ttl} (the idempotency TTL), or 0 for "
+                   f"the default of {self.hold_ttl_ms // 1000}")
             raise InvalidArgumentError(msg)
         ttl_ms = ttl_seconds * 1000 if ttl_seconds else self.hold_ttl_ms
         return await self.consume(account_id, action, quantity, attributes, reservation_id,
@@ -252,11 +274,17 @@ class Engine(EngineCore):
             msg = (f"no charge with request_id {request_id!r} on account {account_id!r} "
                    "(charges stay refundable for the idempotency TTL)")
             raise NotFoundError(msg)
+        if code == b"NOT_CHARGE":
+            msg = f"{request_id!r} names a grant or a refund, not a charge; nothing to refund"
+            raise FailedPreconditionError(msg)
         if code == b"NOT_SETTLED":
             msg = f"reservation {request_id!r} is not settled: settle or release it instead"
             raise FailedPreconditionError(msg)
         if code == b"EXCEEDS":
-            msg = f"only {format_micro(reply[1])} of the meter is left to refund on {request_id!r}"
+            left = reply[1]
+            msg = (f"nothing is left to refund on {request_id!r}" if left == 0 else
+                   f"only {format_micro(left)} units of the charge's meter ({left} micro-units) "
+                   f"are left to refund on {request_id!r}")
             raise FailedPreconditionError(msg)
         self._too_large(reply)
         plan = require_plan(plan)
@@ -318,6 +346,9 @@ class Engine(EngineCore):
             header[1] = old.id
             return [*header, "update", target.id, status, anchor_day, len(deltas) // 2, *deltas]
 
+        if not (plan_id or anchor_day or status):
+            msg = "give plan_id, anchor_day or status; nothing to change"
+            raise InvalidArgumentError(msg)
         await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
         if new is not None:
             self.remember(account_id, new.id)
@@ -372,6 +403,9 @@ class Engine(EngineCore):
                     grant_id, expires_at, note, self.idempotency_ttl_ms, fp]
 
         _, reply = await self.run(self._scripts.grant, account_id, keys, build)
+        if reply[0] == b"TOO_LARGE":
+            msg = f"the grant would take pool {pool_id!r} beyond the exact range (2^52 micro-units)"
+            raise InvalidArgumentError(msg)
         if reply[0] == b"IDEM_MISMATCH":
             msg = f"grant_id {grant_id!r} was already used for a different grant"
             raise FailedPreconditionError(msg)
@@ -388,9 +422,10 @@ class Engine(EngineCore):
         if not self.test_clock:
             msg = "the test clock is off: start the server with CREDITGATE_TEST_CLOCK=true"
             raise FailedPreconditionError(msg)
-        if (seconds == 0) == (to_ms == 0) or not 0 <= seconds <= _MAX_CLOCK_STEP_S or to_ms < 0:
+        if ((seconds == 0) == (to_ms == 0) or not 0 <= seconds <= _MAX_CLOCK_STEP_S
+                or not 0 <= to_ms < _MAX_CLOCK_MS):
             msg = (f"give either seconds (1-{_MAX_CLOCK_STEP_S}) or to_unix_ms (a time after the "
-                   "account's clock); the test clock only moves forward")
+                   "account's clock and before the year 3000); the test clock only moves forward")
             raise InvalidArgumentError(msg)
 
         def build(plan: Plan | None) -> Args:
@@ -436,7 +471,9 @@ class Engine(EngineCore):
         texts = {
             b"NOT_FOUND": (NotFoundError, "no reservation {id!r} on this account"),
             b"NOT_RESERVATION": (FailedPreconditionError,
-                                 "{id!r} is a charge, not a reservation: use Refund"),
+                                 ("{id!r} is a charge, not a reservation: use Refund to give back "
+                                  "credits") if reply[1:2] == [b"C"] else
+                                 "{id!r} names a grant or a refund, not a reservation"),
             b"RELEASED": (FailedPreconditionError, "reservation {id!r} was released"),
             b"SETTLED": (FailedPreconditionError,
                          "reservation {id!r} is already settled: use Refund to give back credits"),

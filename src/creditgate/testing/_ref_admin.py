@@ -136,16 +136,19 @@ class AdminModel:
         acct.plan_id = target.id
         op = self._op(acct)
         for pool_id, delta in deltas.items():
-            live = op.by_id[pool_id]
-            if not live.fresh:
-                live.rec.balance = max(0, live.rec.balance + delta)
+            rec = op.by_id[pool_id].rec
+            if not op.by_id[pool_id].fresh:
+                # Usage carries over: what a smaller allowance cannot absorb is kept as debt.
+                left = rec.balance - rec.debt + delta
+                rec.balance, rec.debt = max(0, left), max(0, -left)
         return self.balance(account_id)
 
     def set_pool_settings(self, account_id: str, pool_id: str, cap: int | None = None,
                           enabled: bool | None = None) -> AccountState:  # noqa: FBT001
         """Cap or switch an overage or pay-as-you-go pool.
 
-        A cap below this period's spend stops the account until that pool's next reset.
+        A cap below this period's spend stops the account until that pool's next reset when
+        the pool says so (``stops_account``); else the pool alone has nothing left till then.
         """
         check.check_id(account_id, "account_id")
         acct = self._account(account_id)
@@ -159,7 +162,9 @@ class AdminModel:
         if enabled is not None:
             live.rec.enabled = enabled
         reset = live.rec.next_reset
-        if 0 <= live.cap < live.rec.spent and reset and reset > acct.stopped_until:
+        # Seed 000 stops every action until renewal; otherwise (seed 004) only the pool is out.
+        if (pool.stops_account and 0 <= live.cap < live.rec.spent and reset
+                and reset > acct.stopped_until):
             acct.stopped_until = reset
         return self.balance(account_id)
 

@@ -44,6 +44,9 @@ class PoolRec:
     balance: int = 0
     next_reset: int | None = None
     spent: int = 0
+    # An allowance's debt: this period's use beyond its amount after a plan change to a smaller
+    # allowance; returns pay it off first, the next reset clears it.
+    debt: int = 0
     cap: int | None = None  # an override set with set_pool_settings
     enabled: bool | None = None  # likewise
     lots: list[LotRec] = field(default_factory=list)

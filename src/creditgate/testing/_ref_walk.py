@@ -16,8 +16,6 @@ from creditgate.testing._ref_state import Debit, LotRec
 if TYPE_CHECKING:
     from creditgate.testing._ref_state import Live, Op
 
-HOLD_EXPIRIES_PER_CALL = 32  # the engine gives back at most this many expired holds per call
-
 
 @dataclass
 class Take:
@@ -46,6 +44,7 @@ def _maintain(op: Op, p: Live) -> None:
         if p.code != "P":
             rec.balance = 0  # what is left of an ended period expires
         rec.spent = 0
+        rec.debt = 0
     rec.next_reset = next_reset(period, op.now, anchor)
     if p.code == "A":
         rec.balance = p.config.amount
@@ -53,14 +52,17 @@ def _maintain(op: Op, p: Live) -> None:
 
 
 def maintain_all(op: Op) -> None:
-    """Bring the account up to date: end a stop, reset periods, drop lots, expire holds."""
+    """Bring the account up to date: end a stop, reset periods, drop lots, expire holds.
+
+    Every expired hold gives its credits back (after the resets) before anything is decided.
+    """
     acct = op.account
     if 0 < acct.stopped_until <= op.now:
         acct.stopped_until = 0
     for p in op.pools:
         _maintain(op, p)
     due = sorted((h.expires_at, rid) for rid, h in acct.holds.items() if h.expires_at <= op.now)
-    for _, rid in due[:HOLD_EXPIRIES_PER_CALL]:
+    for _, rid in due:
         hold = acct.holds.pop(rid)
         give_back(op, hold.debits, hold.covered)
 
@@ -177,13 +179,46 @@ def dry_rows(op: Op, takes: list[Take]) -> tuple[Movement, ...]:
     return tuple(rows)
 
 
-def retry_at(eligible: list[tuple[Live, int]], *, capped: bool) -> int:
-    """When a denial ends by itself: the earliest reset among refilling or capped pools."""
-    resets = [
-        p.rec.next_reset for p, _ in eligible
-        if p.rec.next_reset is not None and (p.code == "A" or (capped and p.code in "OP"))
-    ]
-    return min(resets, default=0)
+def _capacity(op: Op, p: Live, rate: int, t: int) -> int:
+    """Meter micro-units ``p`` could cover at ``rate`` once every reset due by ``t`` happened."""
+    rec, cfg = p.rec, p.config
+    fresh = rec.next_reset is not None and rec.next_reset <= t
+    if p.code == "A":
+        return cfg.amount if fresh and cfg is not None else rec.balance
+    if p.code in "GB":
+        return p.remaining() if p.code == "G" else meter_floor(rec.balance, rate)
+    return _spend_capacity(op, p, rate, fresh=fresh)
+
+
+def _spend_capacity(op: Op, p: Live, rate: int, *, fresh: bool) -> int:
+    """The same for an overage or pay-as-you-go pool: what its cap still allows."""
+    rec, cfg = p.rec, p.config
+    spent = 0 if fresh else rec.spent
+    if p.code == "O":
+        if p.cap < 0 or cfg is None:
+            return MAX_AMOUNT
+        bought = 0 if fresh else rec.balance
+        return bought + max(0, p.cap - spent) // cfg.block_price * cfg.block_size
+    if not p.enabled or op.account.status == "trial":
+        return 0
+    return MAX_AMOUNT if p.cap < 0 else meter_floor(max(0, p.cap - spent), rate)
+
+
+def retry_at(op: Op, eligible: list[tuple[Live, int]], demand: int) -> int:
+    """When a denial of ``demand`` ends by itself, or 0 if no reset would end it.
+
+    That is the first reset of a pool in scope after which the pools could cover it; without
+    one only a top-up or a settings change can.
+    """
+    times = sorted(p.rec.next_reset for p, _ in eligible
+                   if p.rec.next_reset is not None and p.code not in "BG")
+    for t in times:
+        total = 0
+        for p, rate in eligible:
+            total += _capacity(op, p, rate, t)
+            if total >= demand:
+                return t
+    return 0
 
 
 # --- returns -------------------------------------------------------------------------------
@@ -216,6 +251,16 @@ def _return_amount(debit: Debit, covered: int) -> int:
     return covered
 
 
+def _return_to_pool(p: Live, code: str, amount: int) -> None:
+    """Money back under the cap, or credits back to the balance (paying off debt first)."""
+    if code == "P":
+        p.rec.spent -= amount
+        return
+    paid = min(p.rec.debt, amount)
+    p.rec.debt -= paid
+    p.rec.balance += amount - paid
+
+
 def give_back(op: Op, debits: list[Debit], meter: int) -> tuple[list[Movement], int]:
     """Return ``meter`` micro-units to the pools the debits took them from, newest first.
 
@@ -238,9 +283,6 @@ def give_back(op: Op, debits: list[Debit], meter: int) -> tuple[list[Movement], 
         if d.code == "G":
             _return_lots(op, p, d, amount)
         elif d.code == "B" or (not p.ghost and p.rec.next_reset == d.mark):
-            if d.code == "P":
-                p.rec.spent -= amount
-            else:
-                p.rec.balance += amount
+            _return_to_pool(p, d.code, amount)
         rows.append(op.movement(d.pool_id, -amount, p.remaining(), -c))
     return rows, total

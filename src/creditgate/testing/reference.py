@@ -213,7 +213,7 @@ def _deny(op: Op, eligible: list[tuple[Live, int]], need: int,
     _, rem, capped = plan_charge(op, eligible, need)
     if rem > 0:
         reason = Reason.SPEND_CAP_REACHED if capped else Reason.INSUFFICIENT_CREDITS
-        return reason, retry_at(eligible, capped=capped), rem
+        return reason, retry_at(op, eligible, need), rem
     return None
 
 

@@ -11,7 +11,9 @@ import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain import errors
 
@@ -45,8 +47,11 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
             if code is not None:
                 return code, str(exc)
         return grpc.StatusCode.INTERNAL, str(exc)
-    if isinstance(exc, RedisError | OSError):
-        return grpc.StatusCode.UNAVAILABLE, f"Redis failed ({exc}); nothing was charged, retry"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ReadOnlyError | OSError):
+        # Unreachable, timed out, loading, or a replica after failover: a retry may succeed.
+        return grpc.StatusCode.UNAVAILABLE, f"Redis failed ({exc}); retry"
+    if isinstance(exc, RedisError):
+        return grpc.StatusCode.INTERNAL, "Redis refused a script call; see the server log"
     return grpc.StatusCode.INTERNAL, "internal error; see the server log"
 
 

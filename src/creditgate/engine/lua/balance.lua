@@ -1,12 +1,11 @@
 -- balance.lua: bring an account up to date (resets, expiries, expired holds) and describe it.
--- KEYS: [1..4] as in lib.lua. ARGV: common (lib.lua); ARGV[2] may be '' to skip the plan check
---   (GetAccount reads the plan from here).
+-- KEYS: [1..4] as in lib.lua. ARGV: common (lib.lua).
 -- Returns {'OK', plan, status, anchor day, stopped until ms, now ms, created ms, test clock ms,
 --   then per plan pool: balance/remaining, next reset ms, spent, cap, enabled 0/1, n lots,
 --   n x (lot id, balance, expires ms)}, or {'NO_ACCOUNT'}, {'PLAN', plan}.
-if not EXISTS then return {'NO_ACCOUNT'} end
-if ARGV[2] ~= '' and A.plan ~= ARGV[2] then return {'PLAN', A.plan} end
-if ARGV[2] ~= '' then maintain_all() end
+local err = check_plan()
+if err then return err end
+maintain_all()
 local out = {'OK', A.plan, A.st, ANCHOR, tonumber(A.stop) or 0, NOW, tonumber(A.created) or 0,
   tonumber(A.clk) or 0}
 for _, p in ipairs(POOLS) do

@@ -38,6 +38,6 @@ if p.kind == 'G' then
 end
 emit('grant', {mv(p, amt, lot)}, {'note', ARGV[ARG0 + 4], 'expires', fmt(exp)})
 local out = {'OK', remaining(p), 0}
-set_record(KEYS[5], cmsgpack.pack({fp = fp, rep = out}), ARGV[ARG0 + 5])
+set_record(KEYS[5], cmsgpack.pack({fp = fp, rep = out, m = 'G'}), ARGV[ARG0 + 5])
 flush()
 return out

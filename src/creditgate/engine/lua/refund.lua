@@ -6,7 +6,8 @@
 -- a debit, which returns exactly what is left of it.
 -- Returns {'OK', refunded, still refundable, replayed 0/1, meter, n,
 --   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool},
---   or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH'}, {'NOT_SETTLED'}, {'EXCEEDS', left},
+--   or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH'}, {'NOT_CHARGE'} (the id names a grant
+--   or a refund), {'NOT_SETTLED'}, {'EXCEEDS', left} (also when nothing is left),
 --   {'TOO_LARGE'}.
 local err = check_plan()
 if err then return err end
@@ -22,6 +23,7 @@ end
 local orec = redis.call('GET', KEYS[6])
 if not orec then return {'NOT_FOUND'} end
 local o = cmsgpack.unpack(orec)
+if o.m ~= 'C' and o.m ~= 'R' then return {'NOT_CHARGE'} end
 if o.m == 'R' and o.st ~= 'settled' then return {'NOT_SETTLED'} end
 
 CTX.rid = fid
@@ -34,7 +36,7 @@ if R == nil then
   flush()
   return {'TOO_LARGE'}
 end
-if R > left then
+if R > left or left == 0 then
   flush()
   return {'EXCEEDS', left}
 end
@@ -44,6 +46,6 @@ expire_returns(expired)
 o.ref = o.ref + total
 set_record(KEYS[6], cmsgpack.pack(o))
 local out = balances(rows({'OK', total, left - total, 0, o.mt}, rets))
-set_record(KEYS[5], cmsgpack.pack({fp = fp, rep = out}), ARGV[ARG0 + 3])
+set_record(KEYS[5], cmsgpack.pack({fp = fp, rep = out, m = 'F'}), ARGV[ARG0 + 3])
 flush()
 return out

@@ -14,7 +14,7 @@ CTX.rid = rid
 local rec = redis.call('GET', KEYS[5])
 if not rec then return {'NOT_FOUND'} end
 local r = cmsgpack.unpack(rec)
-if r.m ~= 'R' then return {'NOT_RESERVATION'} end
+if r.m ~= 'R' then return {'NOT_RESERVATION', r.m or ''} end
 if r.st == 'settled' then
   local rep = r.srep
   rep[7] = 1

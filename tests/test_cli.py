@@ -1,0 +1,291 @@
+"""Acceptance test of ``make run``: the real ``creditgate serve --embedded --demo`` process.
+
+The sidecar runs as a subprocess with its private redis-server in a temporary data directory;
+the CLI's client commands run as subprocesses against it and their JSON is parsed. At the end
+SIGTERM must stop the sidecar (exit status 0) and the redis-server it started, and a restart
+on the same data directory must find the data again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+CREDITGATE = Path(sys.executable).parent / "creditgate"
+READY_TRIES = 150  # x up to ~0.1 s each
+STOP_SECONDS = 5.0
+MICRO = 1_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    """The caller's environment without CREDITGATE_* settings, plus the test's own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
+    env |= {"CREDITGATE_METRICS_PORT": "0", "CREDITGATE_DATA_DIR": str(data_dir),
+            "CREDITGATE_LEDGER_URL": f"sqlite:///{data_dir / 'ledger.db'}"}
+    return env
+
+
+def _redis_servers(socket_path: Path) -> list[int]:
+    """Pids of live redis-server processes serving ``socket_path`` (read from /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue  # exited while we looked
+        if "redis-server" in cmdline and str(socket_path) in cmdline and state != "Z":
+            pids.append(int(proc.name))
+    return pids
+
+
+@dataclass
+class Served:
+    """One ``creditgate serve --embedded --demo`` subprocess."""
+
+    data_dir: Path
+    port: int = field(default_factory=_free_port)
+    process: subprocess.Popen[bytes] | None = None
+    returncode: int | None = None
+    stop_seconds: float | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.data_dir / f"serve-{self.port}.log"
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.data_dir / "redis" / "redis.sock"
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+
+    def start(self) -> None:
+        """Start the server and return once health says SERVING (bounded number of tries)."""
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
+                [str(CREDITGATE), "serve", "--embedded", "--demo", "--config",
+                 "examples/demo.yaml", "--listen", self.target],
+                cwd=ROOT, env=_env(self.data_dir), stdout=log, stderr=subprocess.STDOUT)
+        request = health_pb2.HealthCheckRequest(service="")
+        with grpc.insecure_channel(self.target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for _ in range(READY_TRIES):
+                if self.process.poll() is not None:
+                    pytest.fail(f"creditgate serve exited with {self.process.returncode}:\n"
+                                f"{self.log_tail()}")
+                try:
+                    status = stub.Check(request, timeout=0.1).status
+                except grpc.RpcError:
+                    time.sleep(0.05)
+                    continue
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                time.sleep(0.05)
+        self.stop()
+        pytest.fail(f"creditgate serve never reported SERVING:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then wait; records the exit status and how long it took. Idempotent."""
+        if self.process is None or self.returncode is not None:
+            return
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.returncode = self.process.wait(timeout=STOP_SECONDS + 5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.returncode = self.process.wait()
+        self.stop_seconds = time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The sidecar as `make run` starts it, on a fresh data directory."""
+    server = Served(tmp_path_factory.mktemp("cli"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def restarted(served: Served) -> Iterator[Served]:
+    """The sidecar started again on the data directory of ``served`` (stopped first)."""
+    served.stop()
+    server = Served(served.data_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _run(target: str, commands: list[tuple[str, ...]]) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``creditgate --target <target> <command>`` for each command, all at once.
+
+    Each client command pays the CLI's import time (about a second), so independent ones run
+    side by side.
+    """
+    running = [subprocess.Popen(  # noqa: S603 - fixed argument list
+        [str(CREDITGATE), "--target", target, *args], cwd=ROOT, env=_env(ROOT / "var"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in commands]
+    done = []
+    for args, process in zip(commands, running, strict=True):
+        stdout, stderr = process.communicate(timeout=30)
+        done.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
+    return done
+
+
+def cli(target: str, *args: str) -> Any:  # noqa: ANN401
+    """Run ``creditgate --target <target> <args>``, require exit 0, return the parsed JSON."""
+    (done,) = _run(target, [args])
+    assert done.returncode == 0, (args, done.returncode, done.stderr)
+    return json.loads(done.stdout)
+
+
+def pool(balance: dict[str, Any], pool_id: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = [p for p in balance["pools"] if p["pool_id"] == pool_id]
+    assert found, (pool_id, balance)
+    return found[0]
+
+
+# --- against the running sidecar -----------------------------------------------------------
+
+def test_reflection_lists_services_and_methods(served: Served) -> None:
+    """Reflection names both services; QuotaService's file describes the quota methods."""
+    with grpc.insecure_channel(served.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="creditgate.v1.QuotaService"),
+            reflection_pb2.ServerReflectionRequest(
+                file_containing_symbol="creditgate.v1.AdminService"),
+        ]
+        responses = list(stub.ServerReflectionInfo(iter(requests), timeout=10))
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {"creditgate.v1.QuotaService", "creditgate.v1.AdminService",
+            "grpc.health.v1.Health"} <= names
+
+    methods: dict[str, set[str]] = {}
+    for response in responses[1:]:
+        assert not response.HasField("error_response"), response.error_response
+        for raw in response.file_descriptor_response.file_descriptor_proto:
+            proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
+            for service in proto.service:
+                methods[f"{proto.package}.{service.name}"] = {m.name for m in service.method}
+    assert {"CheckAndConsume", "Reserve", "Settle", "Release", "Refund",
+            "GetBalance"} <= methods["creditgate.v1.QuotaService"]
+    assert {"CreateAccount", "Grant", "SetPoolSettings"} <= methods["creditgate.v1.AdminService"]
+
+
+def test_check_charges_and_balance_shows_it(served: Served) -> None:
+    """`check` on a demo account charges 5 integration credits; `balance` shows the pool down."""
+    decision = cli(served.target, "check", "demo-zite-free", "zite.email.send",
+                   "--request-id", "cli-1")
+    assert decision["allowed"] is True
+    assert decision["reason"] == "REASON_ALLOWED"
+    assert int(decision["cost"]) == 5 * MICRO
+    assert decision["meter"] == "integration_credit"
+    assert [(d["pool_id"], int(d["amount"])) for d in decision["debits"]] == [
+        ("integration", 5 * MICRO)]
+    after = pool(cli(served.target, "balance", "demo-zite-free"), "integration")
+    assert int(after["balance"]) == (1000 - 5) * MICRO  # the demo plan's 1,000 a month
+
+
+def test_grant_adds_to_the_bonus_pool(served: Served) -> None:
+    """`grant` adds credits to the demo bonus (50 from --demo) and `balance` shows the lot."""
+    granted = cli(served.target, "grant", "demo-agent-team", "bonus", "5", "--grant-id", "cli-g",
+                  "--note", "cli test")
+    assert granted["grant_id"] == "cli-g"
+    assert int(granted["balance"]) == 55 * MICRO
+    assert granted["unit"] == "agent_credit"
+    assert granted["replayed"] is False
+    bonus = pool(cli(served.target, "balance", "demo-agent-team"), "bonus")
+    assert int(bonus["balance"]) == 55 * MICRO
+    assert {lot["lot_id"] for lot in bonus["lots"]} == {"demo-welcome", "cli-g"}
+
+
+def test_account_create_then_charge(served: Served) -> None:
+    """`account create` makes an account on a plan; it can be charged right away."""
+    account = cli(served.target, "account", "create", "cli-new", "--plan", "zite_free")
+    assert account["account_id"] == "cli-new"
+    assert account["plan_id"] == "zite_free"
+    assert account["status"] == "ACCOUNT_STATUS_ACTIVE"
+    decision = cli(served.target, "check", "cli-new", "zite.document.generate")
+    assert decision["allowed"] is True
+    assert int(decision["cost"]) == 10 * MICRO
+
+
+def test_errors_go_to_stderr_with_the_status(served: Served) -> None:
+    """A refused call exits 1 and prints `creditgate: <STATUS>: <message>` on stderr."""
+    ghost, again = _run(served.target, [
+        ("check", "ghost", "zite.email.send"),
+        ("account", "create", "demo-zite-free", "--plan", "zite_free"),
+    ])
+    assert (ghost.returncode, ghost.stdout) == (1, "")
+    assert ghost.stderr.startswith("creditgate: NOT_FOUND: ")
+    assert "'ghost'" in ghost.stderr
+    assert (again.returncode, again.stdout) == (1, "")
+    assert again.stderr.startswith("creditgate: ALREADY_EXISTS: ")
+    assert "'demo-zite-free'" in again.stderr
+
+
+def test_sigterm_exits_zero_and_stops_embedded_redis(served: Served) -> None:
+    """SIGTERM: exit status 0 within a few seconds, and the private redis-server is gone."""
+    assert _redis_servers(served.redis_socket), "the embedded redis-server is not running"
+    served.stop()
+    assert served.returncode == 0, served.log_tail()
+    assert served.stop_seconds is not None
+    assert served.stop_seconds < STOP_SECONDS, served.stop_seconds
+    assert _redis_servers(served.redis_socket) == []
+    assert "stopping" in served.log_tail()
+
+
+# --- after a restart on the same data directory --------------------------------------------
+
+def test_restart_keeps_the_data(restarted: Served) -> None:
+    """Started again, the sidecar finds the accounts and the charge of the first run."""
+    decision = cli(restarted.target, "check", "demo-zite-free", "zite.email.send",
+                   "--request-id", "cli-1")
+    assert decision["replayed"] is True
+    remaining = {b["pool_id"]: int(b["remaining"]) for b in decision["balances"]}
+    assert remaining["integration"] == 995 * MICRO
+
+
+def test_balance_after_restart_lists_the_pools(restarted: Served) -> None:
+    """`balance` right after a restart shows every pool with its balance."""
+    integration = pool(cli(restarted.target, "balance", "demo-zite-pro"), "integration")
+    assert int(integration["balance"]) == 50_000 * MICRO
