@@ -28,13 +28,17 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CREDITGATE_LISTEN=0.0.0.0:50051 \
     CREDITGATE_METRICS_PORT=9464 \
-    CREDITGATE_DATA_DIR=/var/lib/creditgate
+    CREDITGATE_DATA_DIR=/var/lib/creditgate \
+    CREDITGATE_CONFIG=/etc/creditgate/plans.yaml \
+    CREDITGATE_LEDGER_URL=sqlite:////var/lib/creditgate/ledger.db
 
 RUN groupadd --system --gid 10001 creditgate \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
       --home-dir /var/lib/creditgate --shell /usr/sbin/nologin creditgate \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/creditgate
 
+# The demo catalog as a default; mount your own plans file over it (or set CREDITGATE_CONFIG).
+COPY examples/demo.yaml /etc/creditgate/plans.yaml
 COPY --from=builder /dist/ /tmp/dist/
 RUN python -m pip install /tmp/dist/*.whl && rm -rf /tmp/dist
 
