@@ -91,9 +91,11 @@ def _serve(args: argparse.Namespace) -> int:
             runner = uvloop.run
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             pass
+    from creditgate.ledger.store import LedgerError  # noqa: PLC0415
+
     try:
         runner(serve(settings, demo=args.demo))
-    except ConfigError as exc:
+    except (ConfigError, LedgerError) as exc:
         print(f"creditgate: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     return 0

@@ -12,21 +12,19 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
-
-from creditgate.engine.keys import KeySpace
-from creditgate.ledger.store import LedgerError, open_ledger
-from creditgate.settings import Settings
-from creditgate.worker import streams
-from creditgate.worker.reconcile import Difference, Reconciler
-from creditgate.worker.worker import GROUP, Worker
-
+# The modules behind these commands load only when one runs, so `creditgate --help` and the
+# client commands start fast.
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Coroutine
     from typing import Any
 
+    from redis.asyncio import Redis
+
     from creditgate.ledger.store import LedgerStore
+    from creditgate.settings import Settings
+    from creditgate.worker.reconcile import Difference
+    from creditgate.worker.worker import Worker
 
     Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -59,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _redis(settings: Settings) -> Redis:
+    from redis.asyncio import Redis  # noqa: PLC0415
+
     if settings.redis_url == "embedded":
         msg = ("CREDITGATE_REDIS_URL=embedded: the embedded Redis lives inside `creditgate serve`;"
                " the ledger commands need a Redis URL (redis://, rediss:// or unix://)")
@@ -67,6 +67,9 @@ def _redis(settings: Settings) -> Redis:
 
 
 def _main(command: Command, args: argparse.Namespace) -> int:
+    from creditgate.ledger.store import LedgerError  # noqa: PLC0415
+    from creditgate.settings import Settings  # noqa: PLC0415
+
     overrides: dict[str, Any] = {}  # everything from the environment
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(),
@@ -95,12 +98,17 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def build_worker(redis: Redis, store: LedgerStore, settings: Settings) -> Worker:
+    from creditgate.engine.keys import KeySpace  # noqa: PLC0415
+    from creditgate.worker.worker import Worker  # noqa: PLC0415
+
     return Worker(redis, store, KeySpace(settings.key_prefix, settings.shards),
                   batch=settings.worker_batch, block_ms=settings.worker_block_ms,
                   claim_idle_ms=settings.worker_claim_idle_ms, name=settings.worker_name)
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from creditgate.ledger.store import open_ledger  # noqa: PLC0415
+
     redis = _redis(settings)
     store = await open_ledger(settings.ledger_url, migrate=args.migrate)
     try:
@@ -118,6 +126,8 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from creditgate.ledger.store import open_ledger  # noqa: PLC0415
+
     store = await open_ledger(settings.ledger_url)
     try:
         version = await store.migrate()
@@ -128,6 +138,12 @@ async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from creditgate.engine.keys import KeySpace  # noqa: PLC0415
+    from creditgate.ledger.store import open_ledger  # noqa: PLC0415
+    from creditgate.worker import streams  # noqa: PLC0415
+    from creditgate.worker.reconcile import Reconciler  # noqa: PLC0415
+    from creditgate.worker.worker import GROUP  # noqa: PLC0415
+
     redis = _redis(settings)
     store = await open_ledger(settings.ledger_url)
     keys = KeySpace(settings.key_prefix, settings.shards)

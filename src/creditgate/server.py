@@ -125,9 +125,39 @@ async def build_server(engine: Engine, listen: str) -> tuple[grpc.aio.Server, He
     return server, health, port
 
 
+@contextlib.asynccontextmanager
+async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[None]:
+    """Open the ledger: hydration, migrations and (embedded, or when asked) the worker."""
+    if not settings.ledger_url:
+        yield
+        return
+    from creditgate.cli_ledger import build_worker  # noqa: PLC0415
+    from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
+    from creditgate.ledger.store import open_ledger  # noqa: PLC0415
+
+    embedded = backends.embedded is not None
+    store = await open_ledger(settings.ledger_url,
+                              migrate=settings.migrate_on_start or embedded)
+    worker, task = None, None
+    try:
+        if settings.hydrate:
+            install_hydration(backends.engine, store)
+        if settings.run_worker or embedded:
+            worker = build_worker(backends.redis, store, settings)
+            await worker.setup()
+            task = asyncio.create_task(worker.run())
+            log.info("ledger worker running in-process on %s", settings.ledger_url)
+        yield
+    finally:
+        if worker is not None and task is not None:
+            worker.stop()
+            await task
+        await store.close()
+
+
 async def serve(settings: Settings, *, demo: bool = False) -> None:
     """Run the sidecar until a termination signal."""
-    async with open_backends(settings) as backends:
+    async with open_backends(settings) as backends, ledger_for(settings, backends):
         await backends.redis.ping()
         if demo:
             from creditgate.demo import provision  # noqa: PLC0415

@@ -40,7 +40,14 @@ class Settings(BaseSettings):
                              description="freeze each account's clock; AdvanceTestClock moves it")
     # --- ledger --------------------------------------------------------------------------
     ledger_url: str = Field("sqlite:///var/creditgate.db",
-                            description="durable ledger: sqlite:///path or postgresql://...")
+                            description="durable ledger: sqlite:///path, postgresql://..., or "
+                                        "empty for none (no hydration)")
+    migrate_on_start: bool = Field(default=False,
+                                   description="serve runs the ledger migrations first "
+                                               "(always with embedded Redis)")
+    run_worker: bool = Field(default=False,
+                             description="serve also runs the ledger worker in-process "
+                                         "(always with embedded Redis)")
     worker_batch: int = Field(500, ge=1, description="events per ledger transaction")
     worker_block_ms: int = Field(1000, ge=0, description="how long a worker waits for events")
     worker_claim_idle_ms: int = Field(30_000, ge=1000,

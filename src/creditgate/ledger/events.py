@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgpack  # type: ignore[import-untyped]  # no stubs; TODO: mypy override in pyproject
+import msgpack
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping

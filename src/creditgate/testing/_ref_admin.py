@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 DAY_MS = 86_400_000
 MAX_CLOCK_STEP_S = 10 * 366 * 86_400
 MAX_ANCHOR = 31
+MAX_CLOCK_MS = 32_503_680_000_000  # 3000-01-01
 
 
 class AdminModel:
@@ -121,6 +122,9 @@ class AdminModel:
             check.check_status(status)
         new = self._plan(plan_id) if plan_id else None
         self._anchor(anchor_day)
+        if not (plan_id or anchor_day or status):
+            msg = "give plan_id, anchor_day or status; nothing to change"
+            raise InvalidArgumentError(msg)
         acct = self._account(account_id)
         old = self._plan(acct.plan_id)
         target = new or old
@@ -208,7 +212,8 @@ class AdminModel:
     def advance_clock(self, account_id: str, seconds: int = 0, to_ms: int = 0) -> AccountState:
         """Move an account's clock forward by ``seconds`` or to ``to_ms``; never back."""
         check.check_id(account_id, "account_id")
-        if (seconds == 0) == (to_ms == 0) or not 0 <= seconds <= MAX_CLOCK_STEP_S or to_ms < 0:
+        if (seconds == 0) == (to_ms == 0) or not 0 <= seconds <= MAX_CLOCK_STEP_S or not (
+                0 <= to_ms < MAX_CLOCK_MS):
             msg = "give either seconds or to_ms; the test clock only moves forward"
             raise InvalidArgumentError(msg)
         acct = self._account(account_id)

@@ -178,7 +178,7 @@ class ReferenceModel(AdminModel):
         op = self._op(acct)
         left = charge.covered - charge.refunded
         amount = _demand(quantity, charge.unit_cost, charge.per) if quantity else left
-        if amount > left:
+        if amount > left or left == 0:
             msg = f"only {left} micro-units of the meter are left to refund on {request_id!r}"
             raise FailedPreconditionError(msg)
         rows, total = give_back(op, charge.debits, amount)
@@ -249,9 +249,12 @@ def _reservation(acct: Account, reservation_id: str) -> Record:
 
 def _charge(acct: Account, request_id: str) -> Record:
     rec = acct.records.get(request_id)
-    if rec is None or rec.kind not in "CR":
+    if rec is None:
         msg = f"no charge with request_id {request_id!r} on this account"
         raise NotFoundError(msg)
+    if rec.kind not in "CR":
+        msg = f"{request_id!r} names a grant or a refund, not a charge"
+        raise FailedPreconditionError(msg)
     if rec.kind == "R" and rec.state != "settled":
         msg = f"reservation {request_id!r} is not settled: settle or release it instead"
         raise FailedPreconditionError(msg)

@@ -78,7 +78,8 @@ if op == 'settings' then
     put('e:' .. p.id, en)
     extra[#extra + 1] = 'enabled'; extra[#extra + 1] = en
   end
-  emit('account', {}, extra, '')
+  -- The zero move carries what the pool can still spend under its new settings.
+  emit('account', {mv(p, 0)}, extra, '')
   -- A cap lowered below this period's spend stops the whole account until the period renews
   -- (seed 000); otherwise the pool alone has nothing left until then (seed 004).
   if ARGV[ARG0 + 4] == '1' and p.c >= 0 and p.c < p.s and p.r and p.r > (tonumber(A.stop) or 0)

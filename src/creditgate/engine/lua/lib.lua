@@ -270,6 +270,8 @@ local function maintain(p)
         p.b = p.amount
         p.fresh = true
         emit('reset', {mv(p, p.amount)}, nil, '')
+      elseif k == 'P' then
+        emit('reset', {mv(p, 0)}, {'spent', '0'}, '')
       end
     elseif NOW >= p.r then
       local spent = p.s
