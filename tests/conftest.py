@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
-
 import pytest
 import pytest_asyncio
 from redis import Redis
@@ -23,6 +22,7 @@ from redis.asyncio import Redis as AsyncRedis
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
+from creditgate.engine.fastpath import FastRedis
 from creditgate.server import build_server
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
 
@@ -81,10 +81,15 @@ def demo_catalog() -> Catalog:
 
 
 @pytest_asyncio.fixture
-async def sidecar(redis: AsyncRedis, demo_catalog: Catalog) -> AsyncIterator[Sidecar]:
-    """A test-clock sidecar (each account's time frozen until AdvanceTestClock) on the demo
-    catalog, served by a real grpc.aio server on port 0 over a real channel."""
-    engine = Engine(redis, demo_catalog, test_clock=True)
+async def sidecar(redis_url: str, redis: AsyncRedis, demo_catalog: Catalog,
+                  ) -> AsyncIterator[Sidecar]:
+    """Serve a test-clock sidecar on the demo catalog.
+
+    Each account's time is frozen until AdvanceTestClock. A real grpc.aio server on port 0
+    and a real channel, with the same pipelined CheckAndConsume path as production.
+    """
+    fast = FastRedis(redis_url)
+    engine = Engine(redis, demo_catalog, test_clock=True, fast=fast)
     server, _health, port = await build_server(engine, "127.0.0.1:0")
     await server.start()
     target = f"127.0.0.1:{port}"
@@ -95,3 +100,4 @@ async def sidecar(redis: AsyncRedis, demo_catalog: Catalog) -> AsyncIterator[Sid
     finally:
         await channel.close()
         await server.stop(None)
+        await fast.aclose()

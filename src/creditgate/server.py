@@ -24,6 +24,7 @@ from creditgate import metrics
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine, KeySpace
+from creditgate.engine.fastpath import FastRedis
 from creditgate.transport.admin import AdminService
 from creditgate.transport.quota import QuotaService
 from creditgate.transport.registry import add_service
@@ -75,15 +76,18 @@ async def open_backends(settings: Settings, catalog: Catalog | None = None,
         timeout=settings.redis_timeout_seconds,
     )
     redis = Redis(connection_pool=pool)
+    fast = FastRedis(url, timeout=settings.redis_timeout_seconds) if settings.fast_path else None
     engine = Engine(
         redis, catalog or load_catalog(settings.config),
         keys=KeySpace(settings.key_prefix, settings.shards), test_clock=settings.test_clock,
         idempotency_ttl_ms=settings.idempotency_ttl_seconds * 1000,
-        hold_ttl_ms=settings.hold_ttl_seconds * 1000,
+        hold_ttl_ms=settings.hold_ttl_seconds * 1000, fast=fast,
     )
     try:
         yield Backends(redis, engine, embedded)
     finally:
+        if fast is not None:
+            await fast.aclose()
         await redis.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
                            description="Redis URL, or 'embedded' for a private redis-server")
     redis_max_connections: int = Field(64, ge=1, description="connection pool size")
     redis_timeout_seconds: float = Field(2.0, gt=0, description="socket timeout per command")
+    fast_path: bool = Field(default=True,
+                            description="CheckAndConsume over one pipelined connection that "
+                                        "coalesces each event-loop tick's calls")
     key_prefix: str = Field("cg", pattern=r"^[a-z0-9_]{1,16}$", description="Redis key prefix")
     shards: int = Field(16, ge=1, le=16384,
                         description="event-stream shards; fixed for the life of the data")

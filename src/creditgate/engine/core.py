@@ -18,6 +18,7 @@ from creditgate.domain.errors import (
     NotFoundError,
     UnavailableError,
 )
+from creditgate.engine.fastpath import FastRedis, encode
 from creditgate.engine.keys import KeySpace
 from creditgate.engine.scripts import Scripts
 
@@ -48,6 +49,7 @@ class EngineCore:
         test_clock: bool = False,
         idempotency_ttl_ms: int = DAY_MS,
         hold_ttl_ms: int = 300_000,
+        fast: FastRedis | None = None,
     ) -> None:
         self.redis = redis
         self.catalog = catalog
@@ -58,7 +60,8 @@ class EngineCore:
         self._clock = "1" if test_clock else "0"
         self._scripts = Scripts(redis)
         self._plans: dict[str, str] = {}
-        self._consume_args: dict[tuple[object, ...], tuple[Args, Price | None]] = {}
+        self.fast = fast
+        self._consume_args: dict[tuple[object, ...], tuple[Args, Price | None, bytes]] = {}
         self._plain_args: dict[str, Args] = {}
         # Set by the ledger: loads an account missing from Redis (after a restart or eviction)
         # and answers whether it did; the call is then made again.
@@ -83,8 +86,12 @@ class EngineCore:
         return args
 
     def consume_args(self, plan: Plan, action: str, attributes: dict[str, str],
-                     ) -> tuple[Args, Price | None]:
-        """Pool descriptors with eligibility and rates for one action, and its price."""
+                     ) -> tuple[Args, Price | None, bytes]:
+        """Pool descriptors with eligibility and rates for one action, and its price.
+
+        The third item is ARGV[2..] (plan id, clock flag, count, descriptors) as RESP, for the
+        fast path.
+        """
         key = (plan.id, action, *(attributes.get(k) for k in plan.attribute_keys))
         hit = self._consume_args.get(key)
         if hit is not None:
@@ -97,8 +104,9 @@ class EngineCore:
                      p.cap, "0" if rate is None else "1", "1" if p.enabled else "0"]
         if len(self._consume_args) >= _ARGS_CACHE_SIZE:
             self._consume_args.clear()
-        self._consume_args[key] = (args, price)
-        return args, price
+        encoded = encode([plan.id, self._clock, len(plan.pools), *args])
+        self._consume_args[key] = (args, price, encoded)
+        return args, price, encoded
 
     # --- running scripts -----------------------------------------------------------------
 

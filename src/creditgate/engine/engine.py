@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -28,6 +29,7 @@ from creditgate.domain.results import (
 )
 from creditgate.engine import replies
 from creditgate.engine.core import Args, EngineCore, pool_or_error, require_plan
+from creditgate.engine.fastpath import command, encode
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -52,6 +54,7 @@ class _Consume:
 
     keys: tuple[str, ...]
     build: Callable[[Plan | None], Args]
+    encoded: Callable[[Plan, str], bytes]
     rid: str
     action: str
     attributes: dict[str, str]
@@ -88,8 +91,31 @@ class Engine(EngineCore):
                              dry_run=dry_run, hold_ttl_ms=hold_ttl_ms)
         if isinstance(call, Decision):
             return call
+        if self.fast is not None:
+            plan_id = self._plans.get(account_id)
+            plan = self.catalog.plan(plan_id) if plan_id else None
+            if plan is not None:
+                reply = await self._fast(call, plan)
+                if reply is not None:
+                    return self._decide(call, plan, reply)
         plan, reply = await self.run(self._scripts.consume, account_id, call.keys, call.build)
         return self._decide(call, require_plan(plan), reply)
+
+    async def _fast(self, call: _Consume, plan: Plan) -> list[Any] | None:
+        """Run the consume script over the pipelined connection.
+
+        None sends the call down the regular path: an unknown plan or account, NOSCRIPT after a
+        Redis restart, any other error reply.
+        """
+        assert self.fast is not None  # noqa: S101 - checked by the caller
+        try:
+            reply = await self.fast.call(call.encoded(plan, self._scripts.consume.sha))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            msg = f"Redis did not answer ({exc}); retry with the same request_id"
+            raise UnavailableError(msg) from exc
+        if not isinstance(reply, list) or reply[0] in (b"PLAN", b"NO_ACCOUNT"):
+            return None
+        return reply
 
     async def consume_many(
         self, requests: Sequence[tuple[str, str, int, dict[str, str], str, bool]],
@@ -100,6 +126,9 @@ class Engine(EngineCore):
         an unreachable Redis fails the whole batch. Accounts whose plan this sidecar has not
         seen yet go through consume() one by one.
         """
+        if self.fast is not None:
+            # The fast connection pipelines everything issued in one tick by itself.
+            return list(await asyncio.gather(*(self._consume_or_error(*r) for r in requests)))
         out: list[Decision | CreditgateError | None] = [None] * len(requests)
         pending: list[tuple[int, _Consume, Plan]] = []
         pipe = self.redis.pipeline(transaction=False)
@@ -172,12 +201,22 @@ class Engine(EngineCore):
         def build(plan: Plan | None) -> Args:
             if plan is None:
                 return self.header(account_id, None, [])
-            pool_args, price = self.consume_args(plan, action, attributes)
+            pool_args, price, _ = self.consume_args(plan, action, attributes)
             uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
             return [*self.header(account_id, plan, pool_args), *tail, uc, per, *flags, meter]
 
         keys = (*self.keys.account(account_id), self.keys.record(account_id, rid))
-        return _Consume(keys, build, rid, action, attributes, dry_run=dry_run, reserve=reserve)
+
+        def encoded(plan: Plan, sha: str) -> bytes:
+            pool_args, price, static = self.consume_args(plan, action, attributes)
+            uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
+            # EVALSHA sha 5 keys... account_id [plan clock n pools...] tail...
+            count = 3 + len(keys) + 4 + len(pool_args) + len(tail) + 3 + len(flags)
+            return command(count, encode(["EVALSHA", sha, len(keys), *keys, account_id])
+                           + static + encode([*tail, uc, per, *flags, meter]))
+
+        return _Consume(keys, build, encoded, rid, action, attributes, dry_run=dry_run,
+                        reserve=reserve)
 
     def _decide(self, call: _Consume, plan: Plan, reply: list[Any]) -> Decision:
         if reply[0] == b"IDEM_MISMATCH":
