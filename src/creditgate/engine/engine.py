@@ -225,9 +225,12 @@ class Engine(EngineCore):
                    "request; use a new id for a new request")
             raise FailedPreconditionError(msg)
         self._too_large(reply)
-        price = self.consume_args(plan, call.action, call.attributes)[1]
-        d = replies.decision(plan, reply, call.rid, price.meter if price else "",
-                             dry_run=call.dry_run)
+        if reply[0] == b"REPLAY":
+            plan, meter, reply = self._recorded(plan, reply)
+        else:
+            price = self.consume_args(plan, call.action, call.attributes)[1]
+            meter = price.meter if price else ""
+        d = replies.decision(plan, reply, call.rid, meter, dry_run=call.dry_run)
         return dataclasses.replace(d, message=_explain(d, call.action)) if not d.allowed else d
 
     async def reserve(  # noqa: PLR0913, PLR0917 - mirrors the request message
@@ -257,6 +260,8 @@ class Engine(EngineCore):
         self._hold_errors(reply, reservation_id)
         self._too_large(reply)
         plan = require_plan(plan)
+        if reply[0] == b"REPLAY":
+            plan, _, reply = self._recorded(plan, reply)
         debits, at = replies.movements(plan, reply, 8)
         debits = replies.net_by_pool(debits)
         reason = Reason(reply[5])
@@ -327,6 +332,8 @@ class Engine(EngineCore):
             raise FailedPreconditionError(msg)
         self._too_large(reply)
         plan = require_plan(plan)
+        if reply[0] == b"REPLAY":
+            plan, _, reply = self._recorded(plan, reply)
         returns, at = replies.movements(plan, reply, 5)
         return Refund(refund_id, reply[1], reply[4].decode(), reply[2], returns,
                       replies.remaining(plan, reply, at), reply[3] == 1)
@@ -497,6 +504,11 @@ class Engine(EngineCore):
             msg = (f"cap for {pool_id} must be between {format_micro(low)} and {top}, "
                    f"in micro-units; got {cap}")
             raise InvalidArgumentError(msg)
+
+    def _recorded(self, plan: Plan, reply: list[Any]) -> tuple[Plan, str, list[Any]]:
+        """A replayed answer, read with the plan it was given under (plans can change)."""
+        then = self.catalog.plan(reply[1].decode()) or plan
+        return then, reply[2].decode(), reply[3]
 
     @staticmethod
     def _too_large(reply: list[Any]) -> None:

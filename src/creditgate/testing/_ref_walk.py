@@ -101,7 +101,7 @@ def _overage_take(p: Live, rate: int, rem: int) -> tuple[Take | None, int, bool]
     cfg = p.config
     assert cfg is not None  # noqa: S101 - only plan pools are walked
     t, blocks, capped = min(p.rec.balance, rem), 0, False
-    if rem > t:
+    if rem > t and p.enabled:
         n = ceil_div(rem - t, cfg.block_size)
         price = n * cfg.block_price
         if price > MAX_AMOUNT or (p.cap >= 0 and p.rec.spent + price > p.cap):
@@ -195,9 +195,11 @@ def _spend_capacity(op: Op, p: Live, rate: int, *, fresh: bool) -> int:
     rec, cfg = p.rec, p.config
     spent = 0 if fresh else rec.spent
     if p.code == "O":
+        bought = 0 if fresh else rec.balance
+        if not p.enabled:
+            return bought
         if p.cap < 0 or cfg is None:
             return MAX_AMOUNT
-        bought = 0 if fresh else rec.balance
         return bought + max(0, p.cap - spent) // cfg.block_price * cfg.block_size
     if not p.enabled or op.account.status == "trial":
         return 0

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from creditgate.domain import requests as check
 from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.money import demand as meter_demand
 from creditgate.domain.results import Decision, Reason, Refund, Release, Settlement
 from creditgate.testing._ref_admin import AdminModel
@@ -29,6 +30,15 @@ from creditgate.testing._ref_walk import (
 if TYPE_CHECKING:
     from creditgate.domain.catalog import Price
     from creditgate.testing._ref_state import Account, Live
+
+
+def _refund_value(quantity: int, unit_cost: int, per: int) -> int:
+    """Part of a charge is valued rounded down (the charge was rounded up)."""
+    product = quantity * unit_cost
+    if product > MAX_AMOUNT:
+        msg = "quantity x price is beyond the exact range (2^52 micro-units)"
+        raise InvalidArgumentError(msg)
+    return product // per
 
 
 def _demand(quantity: int, unit_cost: int, per: int) -> int:
@@ -177,7 +187,7 @@ class ReferenceModel(AdminModel):
         charge = _charge(acct, request_id)
         op = self._op(acct)
         left = charge.covered - charge.refunded
-        amount = _demand(quantity, charge.unit_cost, charge.per) if quantity else left
+        amount = _refund_value(quantity, charge.unit_cost, charge.per) if quantity else left
         if amount > left or left == 0:
             msg = f"only {left} micro-units of the meter are left to refund on {request_id!r}"
             raise FailedPreconditionError(msg)

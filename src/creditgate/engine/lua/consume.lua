@@ -6,7 +6,8 @@
 --   [+9] idempotency TTL ms, [+10] hold TTL ms (mode 'R'), [+11] the action's meter.
 -- Returns {'OK', allowed 0/1, reason, cost, retry_at ms, now ms, replayed 0/1, shortfall,
 --   hold expires_at ms, n, n x (pool, amount, remaining, covered), remaining of each plan pool}
---   in micro-units, or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', mode}, {'TOO_LARGE'}.
+--   in micro-units, or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', mode}, {'TOO_LARGE'};
+--   a repeated request id answers {'REPLAY', plan then, meter, the first reply}.
 -- Only allowed, non-dry-run answers are recorded: a denied request may be retried as is.
 local err = check_plan()
 if err then return err end
@@ -19,7 +20,7 @@ if rec then
   if r.fp ~= fp then return {'IDEM_MISMATCH', r.m} end
   local rep = r.rep
   rep[7] = 1
-  return rep
+  return {'REPLAY', r.pl or ARGV[2], r.mt or '', rep}
 end
 
 CTX.rid, CTX.act, CTX.q, CTX.at = rid, ARGV[ARG0 + 6], ARGV[ARG0 + 3], ARGV[ARG0 + 7]
@@ -67,7 +68,7 @@ end
 
 local debits, moves = apply(takes)
 local exp = 0
-local recd = {fp = fp, m = mode, mt = ARGV[ARG0 + 11]}
+local recd = {fp = fp, m = mode, mt = ARGV[ARG0 + 11], pl = ARGV[2]}
 if mode == 'R' then
   exp = NOW + tonumber(ARGV[ARG0 + 10])
   local el = {}

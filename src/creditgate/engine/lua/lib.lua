@@ -156,7 +156,7 @@ end
 -- A pool a hold or charge names that the current plan no longer has: its money is kept in the
 -- account hash, its credits can only expire.
 local function ghost(id, kind)
-  local p = {id = id, kind = kind, ghost = true, b = tonumber(A['b:' .. id]) or 0, s = 0, c = -1,
+  local p = {id = id, kind = kind, ghost = true, b = tonumber(A['b:' .. id]) or 0, s = 0, c = -1, o = 0,
     period = '', amount = 0, rate = 0, bs = 0, bp = 0, en = false, elig = false}
   if kind == 'G' then load_lots(p) end
   BYID[id] = p
@@ -348,7 +348,9 @@ local function give_back(debits, R)
           local la = math.min(left, dl[2])
           dl[2] = dl[2] - la
           left = left - la
-          if dl[3] == 0 or dl[3] > NOW then
+          if la == 0 then
+            -- nothing of this lot to give back
+          elseif dl[3] == 0 or dl[3] > NOW then
             local found = nil
             for _, l in ipairs(p.lots) do if l[1] == dl[1] then found = l end end
             if found then found[2] = found[2] + la
@@ -476,7 +478,7 @@ local function plan_charge(elig, D)
     elseif k == 'O' then
       local t = math.min(p.b, rem)
       local blocks = 0
-      if rem > t then
+      if rem > t and p.en then
         local n = ceil_div(rem - t, p.bs)
         local price = n * p.bp
         if price > MAX or (p.c >= 0 and p.s + price > p.c) then capped = true
@@ -525,6 +527,7 @@ local function capacity(p, rate, t)
   local spent = fresh and 0 or p.s
   if k == 'O' then
     local b = fresh and 0 or p.b
+    if not p.en then return b end
     if p.c < 0 then return MAX end
     return b + idiv(math.max(0, p.c - spent), p.bp) * p.bs
   end
@@ -570,7 +573,8 @@ local function debit_rows(out, debits)
   for _, d in ipairs(debits) do
     if d[3] ~= 0 or d[4] ~= 0 then
       out[n0] = out[n0] + 1
-      out[#out + 1] = d[1]; out[#out + 1] = d[3]; out[#out + 1] = remaining(BYID[d[1]])
+      local p = BYID[d[1]] or ghost(d[1], d[2])
+      out[#out + 1] = d[1]; out[#out + 1] = d[3]; out[#out + 1] = remaining(p)
       out[#out + 1] = d[4]
     end
   end

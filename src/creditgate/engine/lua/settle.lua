@@ -6,7 +6,7 @@
 -- Returns {'OK', cost, held, fully_charged 0/1, shortfall, reason, replayed 0/1, meter, n,
 --   n x (pool, amount, remaining, covered) net per debit, remaining of each plan pool}, or
 --   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'RELEASED'}, {'EXPIRED', expires_at},
---   {'TOO_LARGE'}. A second Settle returns the first one's answer.
+--   {'TOO_LARGE'}. A second Settle returns {'REPLAY', plan then, meter, the first answer}.
 local err = check_plan()
 if err then return err end
 local rid = ARGV[ARG0 + 1]
@@ -18,7 +18,7 @@ if r.m ~= 'R' then return {'NOT_RESERVATION', r.m or ''} end
 if r.st == 'settled' then
   local rep = r.srep
   rep[7] = 1
-  return rep
+  return {'REPLAY', r.spl or ARGV[2], rep[8], rep}
 end
 if r.st == 'released' then return {'RELEASED'} end
 
@@ -65,6 +65,7 @@ end
 set_hold(rid, nil)
 local out = balances(debit_rows({'OK', charged, h.cov, fully, shortfall, reason, 0, h.mt}, h.d))
 r.st, r.d, r.cov, r.uc, r.per, r.ref, r.srep = 'settled', h.d, charged, h.uc, h.per, 0, out
+r.spl = ARGV[2]
 set_record(KEYS[5], cmsgpack.pack(r))
 flush()
 return out
