@@ -14,9 +14,19 @@ import grpc
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
 
 ANSWER = quota_pb2.Decision(
-    allowed=True, reason=quota_pb2.REASON_ALLOWED, cost=1_000_000, meter="agent_credit",
-    debits=[quota_pb2.Debit(pool_id="premium", amount=1_000_000, unit="agent_credit",
-                            remaining=999_000_000, covered=1_000_000)],
+    allowed=True,
+    reason=quota_pb2.REASON_ALLOWED,
+    cost=1_000_000,
+    meter="agent_credit",
+    debits=[
+        quota_pb2.Debit(
+            pool_id="premium",
+            amount=1_000_000,
+            unit="agent_credit",
+            remaining=999_000_000,
+            covered=1_000_000,
+        )
+    ],
     balances=[quota_pb2.Remaining(pool_id="premium", remaining=999_000_000, unit="agent_credit")],
     request_id="r",
 )

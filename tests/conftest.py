@@ -81,8 +81,11 @@ def demo_catalog() -> Catalog:
 
 
 @pytest_asyncio.fixture
-async def sidecar(redis_url: str, redis: AsyncRedis, demo_catalog: Catalog,
-                  ) -> AsyncIterator[Sidecar]:
+async def sidecar(
+    redis_url: str,
+    redis: AsyncRedis,
+    demo_catalog: Catalog,
+) -> AsyncIterator[Sidecar]:
     """Serve a test-clock sidecar on the demo catalog.
 
     Each account's time is frozen until AdvanceTestClock. A real grpc.aio server on port 0
@@ -95,8 +98,13 @@ async def sidecar(redis_url: str, redis: AsyncRedis, demo_catalog: Catalog,
     target = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(target)
     try:
-        yield Sidecar(engine, channel, quota_pb2_grpc.QuotaServiceStub(channel),
-                      admin_pb2_grpc.AdminServiceStub(channel), target)
+        yield Sidecar(
+            engine,
+            channel,
+            quota_pb2_grpc.QuotaServiceStub(channel),
+            admin_pb2_grpc.AdminServiceStub(channel),
+            target,
+        )
     finally:
         await channel.close()
         await server.stop(None)

@@ -44,8 +44,11 @@ def _free_port() -> int:
 def _env(data_dir: Path) -> dict[str, str]:
     """The caller's environment without CREDITGATE_* settings, plus the test's own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
-    env |= {"CREDITGATE_METRICS_PORT": "0", "CREDITGATE_DATA_DIR": str(data_dir),
-            "CREDITGATE_LEDGER_URL": f"sqlite:///{data_dir / 'ledger.db'}"}
+    env |= {
+        "CREDITGATE_METRICS_PORT": "0",
+        "CREDITGATE_DATA_DIR": str(data_dir),
+        "CREDITGATE_LEDGER_URL": f"sqlite:///{data_dir / 'ledger.db'}",
+    }
     return env
 
 
@@ -94,16 +97,30 @@ class Served:
         """Start the server and return once health says SERVING (bounded number of tries)."""
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
-                [str(CREDITGATE), "serve", "--embedded", "--demo", "--config",
-                 "examples/demo.yaml", "--listen", self.target],
-                cwd=ROOT, env=_env(self.data_dir), stdout=log, stderr=subprocess.STDOUT)
+                [
+                    str(CREDITGATE),
+                    "serve",
+                    "--embedded",
+                    "--demo",
+                    "--config",
+                    "examples/demo.yaml",
+                    "--listen",
+                    self.target,
+                ],
+                cwd=ROOT,
+                env=_env(self.data_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         request = health_pb2.HealthCheckRequest(service="")
         with grpc.insecure_channel(self.target) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             for _ in range(READY_TRIES):
                 if self.process.poll() is not None:
-                    pytest.fail(f"creditgate serve exited with {self.process.returncode}:\n"
-                                f"{self.log_tail()}")
+                    pytest.fail(
+                        f"creditgate serve exited with {self.process.returncode}:\n"
+                        f"{self.log_tail()}"
+                    )
                 try:
                     status = stub.Check(request, timeout=0.1).status
                 except grpc.RpcError:
@@ -158,9 +175,17 @@ def _run(target: str, commands: list[tuple[str, ...]]) -> list[subprocess.Comple
     Each client command pays the CLI's import time (about a second), so independent ones run
     side by side.
     """
-    running = [subprocess.Popen(  # noqa: S603 - fixed argument list
-        [str(CREDITGATE), "--target", target, *args], cwd=ROOT, env=_env(ROOT / "var"),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for args in commands]
+    running = [
+        subprocess.Popen(  # noqa: S603 - fixed argument list
+            [str(CREDITGATE), "--target", target, *args],
+            cwd=ROOT,
+            env=_env(ROOT / "var"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args in commands
+    ]
     done = []
     for args, process in zip(commands, running, strict=True):
         stdout, stderr = process.communicate(timeout=30)
@@ -183,6 +208,7 @@ def pool(balance: dict[str, Any], pool_id: str) -> dict[str, Any]:
 
 # --- against the running sidecar -----------------------------------------------------------
 
+
 def test_reflection_lists_services_and_methods(served: Served) -> None:
     """Reflection names both services; QuotaService's file describes the quota methods."""
     with grpc.insecure_channel(served.target) as channel:
@@ -190,14 +216,19 @@ def test_reflection_lists_services_and_methods(served: Served) -> None:
         requests = [
             reflection_pb2.ServerReflectionRequest(list_services=""),
             reflection_pb2.ServerReflectionRequest(
-                file_containing_symbol="creditgate.v1.QuotaService"),
+                file_containing_symbol="creditgate.v1.QuotaService"
+            ),
             reflection_pb2.ServerReflectionRequest(
-                file_containing_symbol="creditgate.v1.AdminService"),
+                file_containing_symbol="creditgate.v1.AdminService"
+            ),
         ]
         responses = list(stub.ServerReflectionInfo(iter(requests), timeout=10))
     names = {s.name for s in responses[0].list_services_response.service}
-    assert {"creditgate.v1.QuotaService", "creditgate.v1.AdminService",
-            "grpc.health.v1.Health"} <= names
+    assert {
+        "creditgate.v1.QuotaService",
+        "creditgate.v1.AdminService",
+        "grpc.health.v1.Health",
+    } <= names
 
     methods: dict[str, set[str]] = {}
     for response in responses[1:]:
@@ -206,29 +237,41 @@ def test_reflection_lists_services_and_methods(served: Served) -> None:
             proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
             for service in proto.service:
                 methods[f"{proto.package}.{service.name}"] = {m.name for m in service.method}
-    assert {"CheckAndConsume", "Reserve", "Settle", "Release", "Refund",
-            "GetBalance"} <= methods["creditgate.v1.QuotaService"]
+    assert {"CheckAndConsume", "Reserve", "Settle", "Release", "Refund", "GetBalance"} <= methods[
+        "creditgate.v1.QuotaService"
+    ]
     assert {"CreateAccount", "Grant", "SetPoolSettings"} <= methods["creditgate.v1.AdminService"]
 
 
 def test_check_charges_and_balance_shows_it(served: Served) -> None:
     """`check` on a demo account charges 5 integration credits; `balance` shows the pool down."""
-    decision = cli(served.target, "check", "demo-zite-free", "zite.email.send",
-                   "--request-id", "cli-1")
+    decision = cli(
+        served.target, "check", "demo-zite-free", "zite.email.send", "--request-id", "cli-1"
+    )
     assert decision["allowed"] is True
     assert decision["reason"] == "REASON_ALLOWED"
     assert int(decision["cost"]) == 5 * MICRO
     assert decision["meter"] == "integration_credit"
     assert [(d["pool_id"], int(d["amount"])) for d in decision["debits"]] == [
-        ("integration", 5 * MICRO)]
+        ("integration", 5 * MICRO)
+    ]
     after = pool(cli(served.target, "balance", "demo-zite-free"), "integration")
     assert int(after["balance"]) == (1000 - 5) * MICRO  # the demo plan's 1,000 a month
 
 
 def test_grant_adds_to_the_bonus_pool(served: Served) -> None:
     """`grant` adds credits to the demo bonus (50 from --demo) and `balance` shows the lot."""
-    granted = cli(served.target, "grant", "demo-agent-team", "bonus", "5", "--grant-id", "cli-g",
-                  "--note", "cli test")
+    granted = cli(
+        served.target,
+        "grant",
+        "demo-agent-team",
+        "bonus",
+        "5",
+        "--grant-id",
+        "cli-g",
+        "--note",
+        "cli test",
+    )
     assert granted["grant_id"] == "cli-g"
     assert int(granted["balance"]) == 55 * MICRO
     assert granted["unit"] == "agent_credit"
@@ -251,10 +294,13 @@ def test_account_create_then_charge(served: Served) -> None:
 
 def test_errors_go_to_stderr_with_the_status(served: Served) -> None:
     """A refused call exits 1 and prints `creditgate: <STATUS>: <message>` on stderr."""
-    ghost, again = _run(served.target, [
-        ("check", "ghost", "zite.email.send"),
-        ("account", "create", "demo-zite-free", "--plan", "zite_free"),
-    ])
+    ghost, again = _run(
+        served.target,
+        [
+            ("check", "ghost", "zite.email.send"),
+            ("account", "create", "demo-zite-free", "--plan", "zite_free"),
+        ],
+    )
     assert (ghost.returncode, ghost.stdout) == (1, "")
     assert ghost.stderr.startswith("creditgate: NOT_FOUND: ")
     assert "'ghost'" in ghost.stderr
@@ -276,10 +322,12 @@ def test_sigterm_exits_zero_and_stops_embedded_redis(served: Served) -> None:
 
 # --- after a restart on the same data directory --------------------------------------------
 
+
 def test_restart_keeps_the_data(restarted: Served) -> None:
     """Started again, the sidecar finds the accounts and the charge of the first run."""
-    decision = cli(restarted.target, "check", "demo-zite-free", "zite.email.send",
-                   "--request-id", "cli-1")
+    decision = cli(
+        restarted.target, "check", "demo-zite-free", "zite.email.send", "--request-id", "cli-1"
+    )
     assert decision["replayed"] is True
     remaining = {b["pool_id"]: int(b["remaining"]) for b in decision["balances"]}
     assert remaining["integration"] == 995 * MICRO

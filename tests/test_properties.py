@@ -93,11 +93,17 @@ DAY_S = 86_400
 MICRO = 1_000_000
 # Clocks start in the future of any machine running this, on edges of months and years.
 _UTC = dt.UTC
-STARTS = tuple(int(t.timestamp() * 1000) for t in (
-    dt.datetime(2031, 1, 31, 23, 59, 59, tzinfo=_UTC), dt.datetime(2032, 2, 29, tzinfo=_UTC),
-    dt.datetime(2031, 12, 31, 23, tzinfo=_UTC), dt.datetime(2033, 3, 15, 8, 30, tzinfo=_UTC),
-    dt.datetime(2032, 1, 30, 12, tzinfo=_UTC), dt.datetime(2031, 4, 30, 23, 59, 59, tzinfo=_UTC),
-))
+STARTS = tuple(
+    int(t.timestamp() * 1000)
+    for t in (
+        dt.datetime(2031, 1, 31, 23, 59, 59, tzinfo=_UTC),
+        dt.datetime(2032, 2, 29, tzinfo=_UTC),
+        dt.datetime(2031, 12, 31, 23, tzinfo=_UTC),
+        dt.datetime(2033, 3, 15, 8, 30, tzinfo=_UTC),
+        dt.datetime(2032, 1, 30, 12, tzinfo=_UTC),
+        dt.datetime(2031, 4, 30, 23, 59, 59, tzinfo=_UTC),
+    )
+)
 
 
 def _catalog(name: str) -> Catalog:
@@ -122,56 +128,112 @@ class Op:
 
 def _quantity() -> st.SearchStrategy[int]:
     return st.one_of(
-        st.integers(1, 12), st.integers(1, 60), st.integers(61, 5000),
+        st.integers(1, 12),
+        st.integers(1, 60),
+        st.integers(61, 5000),
         st.sampled_from([10**9, 3 * 10**9, 10**12]),
     )
 
 
-def _quota_ops(catalog: Catalog, attrs: dict[str, list[str]],
-               account: st.SearchStrategy[int]) -> list[st.SearchStrategy[Op]]:
+def _quota_ops(
+    catalog: Catalog, attrs: dict[str, list[str]], account: st.SearchStrategy[int]
+) -> list[st.SearchStrategy[Op]]:
     rid = st.sampled_from([f"q{i}" for i in range(4)])
-    attributes = st.dictionaries(st.sampled_from(sorted(attrs)),
-                                 st.sampled_from(sorted({v for vs in attrs.values() for v in vs})),
-                                 max_size=2)
+    attributes = st.dictionaries(
+        st.sampled_from(sorted(attrs)),
+        st.sampled_from(sorted({v for vs in attrs.values() for v in vs})),
+        max_size=2,
+    )
     action = st.sampled_from(sorted(catalog.actions))
     relative = st.tuples(st.sampled_from(["eq", "less", "more", "zero", "abs"]), _quantity())
-    consume = st.builds(lambda a, *x: Op("consume", a, x), account, action, _quantity(),
-                        attributes, rid, st.booleans())
-    reserve = st.builds(lambda a, *x: Op("reserve", a, x), account, action, _quantity(),
-                        attributes, rid, st.sampled_from([0, 1, 60, 3600]), st.booleans())
+    consume = st.builds(
+        lambda a, *x: Op("consume", a, x),
+        account,
+        action,
+        _quantity(),
+        attributes,
+        rid,
+        st.booleans(),
+    )
+    reserve = st.builds(
+        lambda a, *x: Op("reserve", a, x),
+        account,
+        action,
+        _quantity(),
+        attributes,
+        rid,
+        st.sampled_from([0, 1, 60, 3600]),
+        st.booleans(),
+    )
     return [
-        consume, consume, reserve, reserve,
+        consume,
+        consume,
+        reserve,
+        reserve,
         st.builds(lambda a, *x: Op("settle", a, x), account, rid, relative),
         st.builds(lambda a, *x: Op("release", a, x), account, rid),
-        st.builds(lambda a, *x: Op("refund", a, x), account, rid,
-                  st.sampled_from([f"f{i}" for i in range(4)]),
-                  st.tuples(st.sampled_from(["all", "part", "over", "abs"]), _quantity())),
+        st.builds(
+            lambda a, *x: Op("refund", a, x),
+            account,
+            rid,
+            st.sampled_from([f"f{i}" for i in range(4)]),
+            st.tuples(st.sampled_from(["all", "part", "over", "abs"]), _quantity()),
+        ),
     ]
 
 
-def _admin_ops(catalog: Catalog, account: st.SearchStrategy[int],
-               ) -> list[st.SearchStrategy[Op]]:
-    money = st.one_of(st.integers(1, 30 * MICRO), st.integers(1, 999),
-                      st.sampled_from([MICRO, 5 * MICRO, 100 * MICRO, 2**52 - 1]))
-    seconds = st.one_of(st.sampled_from([1, 59, 3600, DAY_S - 1, DAY_S, 7 * DAY_S, 31 * DAY_S,
-                                         400 * DAY_S]), st.integers(1, 90 * DAY_S))
+def _admin_ops(
+    catalog: Catalog,
+    account: st.SearchStrategy[int],
+) -> list[st.SearchStrategy[Op]]:
+    money = st.one_of(
+        st.integers(1, 30 * MICRO),
+        st.integers(1, 999),
+        st.sampled_from([MICRO, 5 * MICRO, 100 * MICRO, 2**52 - 1]),
+    )
+    seconds = st.one_of(
+        st.sampled_from([1, 59, 3600, DAY_S - 1, DAY_S, 7 * DAY_S, 31 * DAY_S, 400 * DAY_S]),
+        st.integers(1, 90 * DAY_S),
+    )
     pool = st.integers(0, 9)  # an index into the plan's pools of the right kinds; 9: any pool
     return [
-        st.builds(lambda a, *x: Op("grant", a, x), account, pool, money,
-                  st.sampled_from([f"g{i}" for i in range(4)]),
-                  st.sampled_from([None, -1, 0, 1, 3_600_000, 86_400_000, 40 * 86_400_000])),
-        st.builds(lambda a, *x: Op("settings", a, x), account, pool,
-                  st.one_of(st.none(), money, st.sampled_from([-1, 0, MICRO]),
-                            st.integers(1, 120).map(lambda n: n * MICRO)),
-                  st.one_of(st.none(), st.booleans())),
-        st.builds(lambda a, *x: Op("update", a, x), account,
-                  st.sampled_from(["", *sorted(catalog.plans)]),
-                  st.sampled_from(["", "", "active", "trial", "suspended"]),
-                  st.sampled_from([0, 0, 0, 1, 15, 29, 31])),
-        st.builds(lambda a, *x: Op("advance", a, x), account,
-                  st.one_of(seconds.map(lambda s: ("seconds", s)),
-                            st.tuples(st.sampled_from(["boundary", "before", "now", "back"]),
-                                      st.integers(0, 7)))),
+        st.builds(
+            lambda a, *x: Op("grant", a, x),
+            account,
+            pool,
+            money,
+            st.sampled_from([f"g{i}" for i in range(4)]),
+            st.sampled_from([None, -1, 0, 1, 3_600_000, 86_400_000, 40 * 86_400_000]),
+        ),
+        st.builds(
+            lambda a, *x: Op("settings", a, x),
+            account,
+            pool,
+            st.one_of(
+                st.none(),
+                money,
+                st.sampled_from([-1, 0, MICRO]),
+                st.integers(1, 120).map(lambda n: n * MICRO),
+            ),
+            st.one_of(st.none(), st.booleans()),
+        ),
+        st.builds(
+            lambda a, *x: Op("update", a, x),
+            account,
+            st.sampled_from(["", *sorted(catalog.plans)]),
+            st.sampled_from(["", "", "active", "trial", "suspended"]),
+            st.sampled_from([0, 0, 0, 1, 15, 29, 31]),
+        ),
+        st.builds(
+            lambda a, *x: Op("advance", a, x),
+            account,
+            st.one_of(
+                seconds.map(lambda s: ("seconds", s)),
+                st.tuples(
+                    st.sampled_from(["boundary", "before", "now", "back"]), st.integers(0, 7)
+                ),
+            ),
+        ),
         st.builds(lambda a: Op("balance", a, ()), account),
     ]
 
@@ -187,8 +249,9 @@ def _ops(catalog: Catalog, attrs: dict[str, list[str]]) -> st.SearchStrategy[Op]
 class Pair:
     """The engine and the model side by side, and what the ops need to resolve their args."""
 
-    def __init__(self, engine: Engine, model: ReferenceModel, run: Callable[..., Any],
-                 accounts: list[str]) -> None:
+    def __init__(
+        self, engine: Engine, model: ReferenceModel, run: Callable[..., Any], accounts: list[str]
+    ) -> None:
         self.engine = engine
         self.model = model
         self.run = run
@@ -222,12 +285,27 @@ class Pair:
             "settle": lambda: ("settle", (acc, a[0], self._settle_quantity(acc, *a)), {}),
             "release": lambda: ("release", (acc, a[0]), {}),
             "refund": lambda: ("refund", (acc, a[0], a[1], self._refund_quantity(acc, *a)), {}),
-            "grant": lambda: ("grant", (acc, self._pool(acc, a[0], ("grant", "balance")),
-                                        a[1], a[2], self._expiry(acc, a[3])), {}),
-            "settings": lambda: ("set_pool_settings",
-                                 (acc, self._pool(acc, a[0], ("overage", "payg")), *a[1:]), {}),
-            "update": lambda: ("update_account", (acc,),
-                               {"plan_id": a[0], "status": a[1], "anchor_day": a[2]}),
+            "grant": lambda: (
+                "grant",
+                (
+                    acc,
+                    self._pool(acc, a[0], ("grant", "balance")),
+                    a[1],
+                    a[2],
+                    self._expiry(acc, a[3]),
+                ),
+                {},
+            ),
+            "settings": lambda: (
+                "set_pool_settings",
+                (acc, self._pool(acc, a[0], ("overage", "payg")), *a[1:]),
+                {},
+            ),
+            "update": lambda: (
+                "update_account",
+                (acc,),
+                {"plan_id": a[0], "status": a[1], "anchor_day": a[2]},
+            ),
             "advance": lambda: ("advance_clock", (acc,), self._advance(acc, *a[0])),
         }
         if op.name in build:
@@ -237,8 +315,7 @@ class Pair:
     def _settle_quantity(self, acc: str, rid: str, how: tuple[str, int]) -> int:
         kind, n = how
         held = self.quantities.get((acc, rid), n)
-        return {"eq": held, "less": held // 2, "more": held + 1 + n % 7, "zero": 0,
-                "abs": n}[kind]
+        return {"eq": held, "less": held // 2, "more": held + 1 + n % 7, "zero": 0, "abs": n}[kind]
 
     def _refund_quantity(self, acc: str, rid: str, _fid: str, how: tuple[str, int]) -> int:
         kind, n = how
@@ -247,8 +324,9 @@ class Pair:
 
     def _pool(self, acc: str, index: int, kinds: tuple[str, ...]) -> str:
         """A pool of the account's plan of one of ``kinds``, or any pool id of the catalog."""
-        everything = sorted({p.id for plan in self.model.catalog.plans.values()
-                             for p in plan.pools})
+        everything = sorted(
+            {p.id for plan in self.model.catalog.plans.values() for p in plan.pools}
+        )
         state = self.model.accounts.get(acc)
         plan = self.model.catalog.plan(state.plan_id) if state else None
         fits = [p.id for p in plan.pools if p.kind in kinds] if plan else []
@@ -291,8 +369,11 @@ class Pair:
 
 def _plain(value: object) -> object:
     """Results without the human-readable message; error classes stay as they are."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type) and hasattr(
-            value, "message"):
+    if (
+        dataclasses.is_dataclass(value)
+        and not isinstance(value, type)
+        and hasattr(value, "message")
+    ):
         return dataclasses.replace(value, message="")
     return value
 
@@ -303,7 +384,8 @@ def _diff(got: object, want: object) -> str:
         return f"engine {got!r} != model {want!r}"
     return "; ".join(
         f"{f.name}: engine {getattr(got, f.name)!r} != model {getattr(want, f.name)!r}"
-        for f in dataclasses.fields(got) if getattr(got, f.name) != getattr(want, f.name)
+        for f in dataclasses.fields(got)
+        if getattr(got, f.name) != getattr(want, f.name)
     )
 
 
@@ -315,8 +397,9 @@ def _outcome(name: str, result: object) -> str:
     return f"{name}: {'ok' if allowed is None else ('allowed' if allowed else 'denied')}"
 
 
-def _check_sequence(pair: Pair, setup: list[tuple[str, str, int, str]], start: int,
-                    ops: list[Op]) -> None:
+def _check_sequence(
+    pair: Pair, setup: list[tuple[str, str, int, str]], start: int, ops: list[Op]
+) -> None:
     for account, plan, anchor, status in setup:
         state = pair.run(pair.engine.create_account(account, plan, anchor, status))
         pair.model.create_account(account, plan, state.created, anchor, status)
@@ -350,14 +433,18 @@ def _run_examples(redis_url: str, catalog_name: str, data: st.DataObject) -> Non
     plans = sorted(catalog.plans)
     n_accounts = data.draw(st.integers(1, 3), label="accounts")
     setup = [
-        (ACCOUNTS[i], data.draw(st.sampled_from(plans)),
-         data.draw(st.sampled_from([1, 1, 15, 28, 29, 30, 31])),
-         data.draw(st.sampled_from(["active", "active", "active", "trial", "suspended"])))
+        (
+            ACCOUNTS[i],
+            data.draw(st.sampled_from(plans)),
+            data.draw(st.sampled_from([1, 1, 15, 28, 29, 30, 31])),
+            data.draw(st.sampled_from(["active", "active", "active", "trial", "suspended"])),
+        )
         for i in range(n_accounts)
     ]
     start = data.draw(st.sampled_from(STARTS), label="start")
-    ops = data.draw(st.lists(_ops(catalog, ATTRIBUTES[catalog_name]), min_size=10, max_size=50),
-                    label="ops")
+    ops = data.draw(
+        st.lists(_ops(catalog, ATTRIBUTES[catalog_name]), min_size=10, max_size=50), label="ops"
+    )
     runner, client = _runner_for(redis_url)
     try:
         runner.run(_flush(client))
@@ -370,11 +457,16 @@ def _run_examples(redis_url: str, catalog_name: str, data: st.DataObject) -> Non
 
 
 @pytest.mark.parametrize("catalog_name", ["demo", "test"])
-@settings(max_examples=EXAMPLES, deadline=None, report_multiple_bugs=False,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(data=st.data())
-def test_engine_matches_reference_model(redis_url: str, catalog_name: str,
-                                        data: st.DataObject) -> None:
+def test_engine_matches_reference_model(
+    redis_url: str, catalog_name: str, data: st.DataObject
+) -> None:
     """Every operation answers the same on the engine and the model, and so does balance()."""
     _run_examples(redis_url, catalog_name, data)
 
@@ -389,8 +481,7 @@ async def _agree(redis: AsyncRedis, catalog_name: str, plan: str, steps: list[St
     engine, model = Engine(redis, catalog, test_clock=True), ReferenceModel(catalog)
     state = await engine.create_account("a", plan, 1)
     model.create_account("a", plan, state.created, 1)
-    for i, (name, args, kwargs) in enumerate([("advance_clock", (), {"to_ms": STARTS[3]}),
-                                              *steps]):
+    for i, (name, args, kwargs) in enumerate([("advance_clock", (), {"to_ms": STARTS[3]}), *steps]):
         try:
             got: object = await getattr(engine, name)("a", *args, **kwargs)
         except CreditgateError as exc:
@@ -405,51 +496,77 @@ async def _agree(redis: AsyncRedis, catalog_name: str, plan: str, steps: list[St
 
 async def test_replay_after_a_plan_change_answers_the_first_result(redis: AsyncRedis) -> None:
     """A replayed consume returns the recorded answer, not one decoded with the new plan."""
-    await _agree(redis, "test", "p_all", [
-        ("consume", ("t.chat", 2, {}, "q1"), {}),
-        ("update_account", (), {"plan_id": "p_lite"}),
-        ("consume", ("t.chat", 2, {}, "q1"), {}),
-    ])
+    await _agree(
+        redis,
+        "test",
+        "p_all",
+        [
+            ("consume", ("t.chat", 2, {}, "q1"), {}),
+            ("update_account", (), {"plan_id": "p_lite"}),
+            ("consume", ("t.chat", 2, {}, "q1"), {}),
+        ],
+    )
 
 
 async def test_settle_after_a_plan_change_dropped_the_pool(redis: AsyncRedis) -> None:
     """Settling a hold in full after its pool left the plan charges it without a script error."""
-    await _agree(redis, "test", "p_all", [
-        ("reserve", ("i.make", 1, {}, "h1", 600), {}),
-        ("update_account", (), {"plan_id": "p_grants"}),
-        ("settle", ("h1", 1), {}),
-    ])
+    await _agree(
+        redis,
+        "test",
+        "p_all",
+        [
+            ("reserve", ("i.make", 1, {}, "h1", 600), {}),
+            ("update_account", (), {"plan_id": "p_grants"}),
+            ("settle", ("h1", 1), {}),
+        ],
+    )
 
 
 async def test_money_returned_to_a_balance_the_plan_dropped(redis: AsyncRedis) -> None:
     """Refunding a balance-pool charge after a plan change keeps the money (no script error)."""
-    await _agree(redis, "test", "p_all", [
-        ("grant", ("wallet", 5 * MICRO, "g1"), {}),
-        ("consume", ("c.ping", 3, {}, "q1"), {}),
-        ("update_account", (), {"plan_id": "p_grants"}),
-        ("refund", ("q1", "f1"), {}),
-    ])
+    await _agree(
+        redis,
+        "test",
+        "p_all",
+        [
+            ("grant", ("wallet", 5 * MICRO, "g1"), {}),
+            ("consume", ("c.ping", 3, {}, "q1"), {}),
+            ("update_account", (), {"plan_id": "p_grants"}),
+            ("refund", ("q1", "f1"), {}),
+        ],
+    )
 
 
 async def test_an_expired_hold_on_a_dropped_balance_does_not_brick_the_account(
-        redis: AsyncRedis) -> None:
+    redis: AsyncRedis,
+) -> None:
     """A hold on a balance the plan no longer has expires cleanly; later calls still work."""
-    await _agree(redis, "test", "p_all", [
-        ("grant", ("wallet", 5 * MICRO, "g1"), {}),
-        ("reserve", ("c.ping", 3, {}, "h1", 60), {}),
-        ("update_account", (), {"plan_id": "p_grants"}),
-        ("advance_clock", (), {"seconds": 120}),
-        ("consume", ("c.ping", 1, {}, "q2"), {}),
-    ])
+    await _agree(
+        redis,
+        "test",
+        "p_all",
+        [
+            ("grant", ("wallet", 5 * MICRO, "g1"), {}),
+            ("reserve", ("c.ping", 3, {}, "h1", 60), {}),
+            ("update_account", (), {"plan_id": "p_grants"}),
+            ("advance_clock", (), {"seconds": 120}),
+            ("consume", ("c.ping", 1, {}, "q2"), {}),
+        ],
+    )
 
 
 async def test_returning_credits_to_an_emptied_lot_leaves_no_empty_lot(redis: AsyncRedis) -> None:
     """A return of nothing to a lot that was used up does not add a zero-balance lot."""
-    await _agree(redis, "test", "p_grants", [
-        ("grant", ("promo", 10 * MICRO, "ga", STARTS[3] + DAY_S * 1000), {}),
-        ("grant", ("promo", 10 * MICRO, "gb"), {}),
-        ("consume", ("t.chat", 20, {}, "q1"), {}),
-        ("refund", ("q1", "f1", 10), {}),
-        ("consume", ("t.chat", 10, {}, "q2"), {}),
-        ("refund", ("q1", "f2"), {}),
-    ])
+    await _agree(
+        redis,
+        "test",
+        "p_grants",
+        [
+            ("grant", ("promo", 10 * MICRO, "ga", STARTS[3] + DAY_S * 1000), {}),
+            ("grant", ("promo", 10 * MICRO, "gb"), {}),
+            ("consume", ("t.chat", 20, {}, "q1"), {}),
+            ("refund", ("q1", "f1", 10), {}),
+            ("consume", ("t.chat", 10, {}, "q2"), {}),
+            ("refund", ("q1", "f2"), {}),
+        ],
+    )

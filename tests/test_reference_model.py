@@ -19,7 +19,9 @@ from creditgate.testing import ReferenceModel
 M = 1_000_000
 NOW = int(dt.datetime(2031, 3, 10, 12, tzinfo=dt.UTC).timestamp() * 1000)
 APRIL = int(dt.datetime(2031, 4, 1, tzinfo=dt.UTC).timestamp() * 1000)
-CATALOG = compile_catalog(CatalogConfig.model_validate(yaml.safe_load("""
+CATALOG = compile_catalog(
+    CatalogConfig.model_validate(
+        yaml.safe_load("""
 meters: {tok: tokens}
 actions:
   half: {meter: tok, cost: "0.5"}
@@ -40,7 +42,9 @@ plans:
     pools:
       - {id: base, kind: allowance, meter: tok, amount: 10, period: month}
       - {id: pay, kind: payg, unit: usd, rates: {tok: "0.10"}, cap: 1, period: month}
-""")))
+""")
+    )
+)
 
 
 @pytest.fixture
@@ -59,7 +63,8 @@ def test_money_for_a_charge_is_rounded_up(model: ReferenceModel) -> None:
 
 
 def test_partial_money_refunds_round_down_and_the_last_part_returns_the_rest(
-        model: ReferenceModel) -> None:
+    model: ReferenceModel,
+) -> None:
     """2 half-tokens cost 3; refunding one returns 1 (1.5 down), the last returns exactly 2."""
     model.create_account("a", "wallet", NOW)
     model.grant("a", "cash", 10, "g")
@@ -72,7 +77,8 @@ def test_partial_money_refunds_round_down_and_the_last_part_returns_the_rest(
 
 
 def test_lots_are_used_soonest_expiring_first_and_never_expiring_last(
-        model: ReferenceModel) -> None:
+    model: ReferenceModel,
+) -> None:
     """Lots go by expiry (ties by lot id); a lot that never expires is used after all others."""
     model.create_account("a", "grants", NOW)
     model.grant("a", "bonus", 3 * M, "never")
@@ -111,15 +117,21 @@ def test_overage_blocks_are_bought_whole_and_stop_at_the_cap(model: ReferenceMod
     model.create_account("a", "monthly", NOW, anchor_day=1)
     d = model.consume("a", "one", 12, {}, "r1")
     assert [(m.pool_id, m.amount, m.remaining) for m in d.debits] == [
-        ("base", 10 * M, 0), ("over", 2 * M, 5 * M)]
+        ("base", 10 * M, 0),
+        ("over", 2 * M, 5 * M),
+    ]
     assert model.consume("a", "one", 12, {}, "r2").allowed  # 5 left + one more block
     denied = model.consume("a", "one", 1, {}, "r3")
     assert (denied.allowed, denied.reason, denied.retry_at) == (
-        False, Reason.SPEND_CAP_REACHED, APRIL)
+        False,
+        Reason.SPEND_CAP_REACHED,
+        APRIL,
+    )
 
 
 def test_lowering_an_overage_cap_below_spend_stops_the_account_until_renewal(
-        model: ReferenceModel) -> None:
+    model: ReferenceModel,
+) -> None:
     """Seed 000: a cap below this month's spend stops every action until the pool resets."""
     model.create_account("a", "monthly", NOW, anchor_day=1)
     model.consume("a", "one", 12, {}, "r1")

@@ -66,6 +66,7 @@ def _attrs(pairs: Sequence[str]) -> dict[str, str]:
 
 # --- serve ---------------------------------------------------------------------------------
 
+
 def _serve(args: argparse.Namespace) -> int:
     from creditgate.settings import Settings  # noqa: PLC0415 - keep client commands light
 
@@ -79,8 +80,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.test_clock:
         overrides["test_clock"] = True
     settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from creditgate.server import serve  # noqa: PLC0415
 
     runner: Callable[[Any], Any] = asyncio.run
@@ -103,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 # --- client commands -----------------------------------------------------------------------
 
+
 async def _call(target: str, service: str, method: str, request: Message) -> Message:
     import grpc  # noqa: PLC0415
 
@@ -115,8 +118,11 @@ async def _call(target: str, service: str, method: str, request: Message) -> Mes
         return response
 
 
-def _client(service: str, method: str, build: Callable[[argparse.Namespace], Message],
-            ) -> Callable[[argparse.Namespace], int]:
+def _client(
+    service: str,
+    method: str,
+    build: Callable[[argparse.Namespace], Message],
+) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         import grpc  # noqa: PLC0415
         from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
@@ -126,8 +132,16 @@ def _client(service: str, method: str, build: Callable[[argparse.Namespace], Mes
         except grpc.aio.AioRpcError as exc:
             print(f"creditgate: {exc.code().name}: {exc.details()}", file=sys.stderr)  # noqa: T201
             return 1
-        print(json.dumps(MessageToDict(response, preserving_proto_field_name=True,  # noqa: T201
-                                       always_print_fields_with_no_presence=True), indent=2))
+        print(  # noqa: T201 - the command's output
+            json.dumps(
+                MessageToDict(
+                    response,
+                    preserving_proto_field_name=True,
+                    always_print_fields_with_no_presence=True,
+                ),
+                indent=2,
+            )
+        )
         return 0
 
     return run
@@ -153,40 +167,71 @@ def _add_account_commands(sub: Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--plan", required=True)
     p.add_argument("--anchor-day", type=int, default=0, help="renewal day 1-31 (default today)")
     p.add_argument("--status", choices=status, default="active")
-    p.set_defaults(func=_client("admin", "CreateAccount", lambda a: admin_pb2.CreateAccountRequest(
-        account_id=a.account_id, plan_id=a.plan, anchor_day=a.anchor_day,
-        status=_status(a.status))))
+    p.set_defaults(
+        func=_client(
+            "admin",
+            "CreateAccount",
+            lambda a: admin_pb2.CreateAccountRequest(
+                account_id=a.account_id,
+                plan_id=a.plan,
+                anchor_day=a.anchor_day,
+                status=_status(a.status),
+            ),
+        )
+    )
     p = acc.add_parser("get", help="show an account and its caps")
     p.add_argument("account_id")
-    p.set_defaults(func=_client("admin", "GetAccount",
-                                lambda a: admin_pb2.GetAccountRequest(account_id=a.account_id)))
+    p.set_defaults(
+        func=_client(
+            "admin", "GetAccount", lambda a: admin_pb2.GetAccountRequest(account_id=a.account_id)
+        )
+    )
     p = acc.add_parser("update", help="change plan, status or renewal day")
     p.add_argument("account_id")
     p.add_argument("--plan", default="")
     p.add_argument("--anchor-day", type=int, default=0)
     p.add_argument("--status", choices=status)
-    p.set_defaults(func=_client("admin", "UpdateAccount", lambda a: admin_pb2.UpdateAccountRequest(
-        account_id=a.account_id, plan_id=a.plan, anchor_day=a.anchor_day,
-        status=_status(a.status))))
+    p.set_defaults(
+        func=_client(
+            "admin",
+            "UpdateAccount",
+            lambda a: admin_pb2.UpdateAccountRequest(
+                account_id=a.account_id,
+                plan_id=a.plan,
+                anchor_day=a.anchor_day,
+                status=_status(a.status),
+            ),
+        )
+    )
     p = acc.add_parser("settings", help="set a pool's monthly cap or enable/disable it")
     p.add_argument("account_id")
     p.add_argument("pool_id")
     p.add_argument("--cap", type=_cap, help="decimal money per period, or 'none'")
     p.add_argument("--enable", dest="enabled", action="store_true", default=None)
     p.add_argument("--disable", dest="enabled", action="store_false")
-    p.set_defaults(func=_client("admin", "SetPoolSettings",
-                                lambda a: admin_pb2.SetPoolSettingsRequest(
-                                    account_id=a.account_id, pool_id=a.pool_id, cap=a.cap,
-                                    enabled=a.enabled)))
+    p.set_defaults(
+        func=_client(
+            "admin",
+            "SetPoolSettings",
+            lambda a: admin_pb2.SetPoolSettingsRequest(
+                account_id=a.account_id, pool_id=a.pool_id, cap=a.cap, enabled=a.enabled
+            ),
+        )
+    )
     p = acc.add_parser("clock", help="advance an account's test clock (test-clock servers)")
     p.add_argument("account_id")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--seconds", type=int, default=0)
     g.add_argument("--to", type=_when, default=0, help="unix ms or ISO time")
-    p.set_defaults(func=_client("admin", "AdvanceTestClock",
-                                lambda a: admin_pb2.AdvanceTestClockRequest(
-                                    account_id=a.account_id, seconds=a.seconds,
-                                    to_unix_ms=a.to)))
+    p.set_defaults(
+        func=_client(
+            "admin",
+            "AdvanceTestClock",
+            lambda a: admin_pb2.AdvanceTestClockRequest(
+                account_id=a.account_id, seconds=a.seconds, to_unix_ms=a.to
+            ),
+        )
+    )
 
 
 def _add_money_commands(sub: Sub[argparse.ArgumentParser]) -> None:
@@ -199,22 +244,45 @@ def _add_money_commands(sub: Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--grant-id", default="", help="idempotency key (default: generated)")
     p.add_argument("--expires", type=_when, default=0, help="unix ms or ISO time")
     p.add_argument("--note", default="")
-    p.set_defaults(func=_client("admin", "Grant", lambda a: admin_pb2.GrantRequest(
-        account_id=a.account_id, pool_id=a.pool_id, amount=a.amount,
-        grant_id=a.grant_id or os.urandom(8).hex(), expires_at_unix_ms=a.expires, note=a.note)))
+    p.set_defaults(
+        func=_client(
+            "admin",
+            "Grant",
+            lambda a: admin_pb2.GrantRequest(
+                account_id=a.account_id,
+                pool_id=a.pool_id,
+                amount=a.amount,
+                grant_id=a.grant_id or os.urandom(8).hex(),
+                expires_at_unix_ms=a.expires,
+                note=a.note,
+            ),
+        )
+    )
 
     p = sub.add_parser("balance", help="every pool of an account")
     p.add_argument("account_id")
-    p.set_defaults(func=_client("quota", "GetBalance",
-                                lambda a: quota_pb2.GetBalanceRequest(account_id=a.account_id)))
+    p.set_defaults(
+        func=_client(
+            "quota", "GetBalance", lambda a: quota_pb2.GetBalanceRequest(account_id=a.account_id)
+        )
+    )
     p = sub.add_parser("refund", help="return a charge, fully or partly")
     p.add_argument("account_id")
     p.add_argument("request_id")
     p.add_argument("-q", "--quantity", type=int, default=0, help="units (0: all)")
     p.add_argument("--refund-id", default="")
-    p.set_defaults(func=_client("quota", "Refund", lambda a: quota_pb2.RefundRequest(
-        account_id=a.account_id, request_id=a.request_id, quantity=a.quantity,
-        refund_id=a.refund_id or os.urandom(8).hex())))
+    p.set_defaults(
+        func=_client(
+            "quota",
+            "Refund",
+            lambda a: quota_pb2.RefundRequest(
+                account_id=a.account_id,
+                request_id=a.request_id,
+                quantity=a.quantity,
+                refund_id=a.refund_id or os.urandom(8).hex(),
+            ),
+        )
+    )
 
 
 def _add_quota_commands(sub: Sub[argparse.ArgumentParser]) -> None:
@@ -227,10 +295,20 @@ def _add_quota_commands(sub: Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("-a", "--attr", action="append", default=[], help="key=value (repeatable)")
     p.add_argument("--request-id", default="")
     p.add_argument("--dry-run", action="store_true")
-    p.set_defaults(func=_client("quota", "CheckAndConsume", lambda a: (
-        quota_pb2.CheckAndConsumeRequest)(
-        account_id=a.account_id, action=a.action, quantity=a.quantity,
-        attributes=_attrs(a.attr), request_id=a.request_id, dry_run=a.dry_run)))
+    p.set_defaults(
+        func=_client(
+            "quota",
+            "CheckAndConsume",
+            lambda a: (quota_pb2.CheckAndConsumeRequest)(
+                account_id=a.account_id,
+                action=a.action,
+                quantity=a.quantity,
+                attributes=_attrs(a.attr),
+                request_id=a.request_id,
+                dry_run=a.dry_run,
+            ),
+        )
+    )
 
     p = sub.add_parser("reserve", help="hold an estimate")
     p.add_argument("account_id")
@@ -239,22 +317,47 @@ def _add_quota_commands(sub: Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("-a", "--attr", action="append", default=[])
     p.add_argument("--reservation-id", default="")
     p.add_argument("--ttl", type=int, default=0, help="seconds")
-    p.set_defaults(func=_client("quota", "Reserve", lambda a: quota_pb2.ReserveRequest(
-        account_id=a.account_id, action=a.action, quantity=a.quantity,
-        attributes=_attrs(a.attr), reservation_id=a.reservation_id, ttl_seconds=a.ttl)))
+    p.set_defaults(
+        func=_client(
+            "quota",
+            "Reserve",
+            lambda a: quota_pb2.ReserveRequest(
+                account_id=a.account_id,
+                action=a.action,
+                quantity=a.quantity,
+                attributes=_attrs(a.attr),
+                reservation_id=a.reservation_id,
+                ttl_seconds=a.ttl,
+            ),
+        )
+    )
 
     p = sub.add_parser("settle", help="charge the actual quantity against a hold")
     p.add_argument("account_id")
     p.add_argument("reservation_id")
     p.add_argument("-q", "--quantity", type=int, required=True)
-    p.set_defaults(func=_client("quota", "Settle", lambda a: quota_pb2.SettleRequest(
-        account_id=a.account_id, reservation_id=a.reservation_id, quantity=a.quantity)))
+    p.set_defaults(
+        func=_client(
+            "quota",
+            "Settle",
+            lambda a: quota_pb2.SettleRequest(
+                account_id=a.account_id, reservation_id=a.reservation_id, quantity=a.quantity
+            ),
+        )
+    )
 
     p = sub.add_parser("release", help="drop a hold")
     p.add_argument("account_id")
     p.add_argument("reservation_id")
-    p.set_defaults(func=_client("quota", "Release", lambda a: quota_pb2.ReleaseRequest(
-        account_id=a.account_id, reservation_id=a.reservation_id)))
+    p.set_defaults(
+        func=_client(
+            "quota",
+            "Release",
+            lambda a: quota_pb2.ReleaseRequest(
+                account_id=a.account_id, reservation_id=a.reservation_id
+            ),
+        )
+    )
 
 
 def _plans(args: argparse.Namespace) -> int:
@@ -276,12 +379,16 @@ def _plans(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="creditgate", description=__doc__.splitlines()[0])
-    root.add_argument("--target", default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
-                      help="sidecar address for client commands")
+    root.add_argument(
+        "--target",
+        default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
+        help="sidecar address for client commands",
+    )
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the gRPC sidecar")
-    p.add_argument("--embedded", action="store_true",
-                   help="start a private redis-server (no Redis needed)")
+    p.add_argument(
+        "--embedded", action="store_true", help="start a private redis-server (no Redis needed)"
+    )
     p.add_argument("--demo", action="store_true", help="create one demo account per plan")
     p.add_argument("--config", help="plans file (default CREDITGATE_CONFIG)")
     p.add_argument("--listen", help="host:port (default CREDITGATE_LISTEN, 0.0.0.0:50051)")

@@ -40,18 +40,27 @@ class CommandError(RuntimeError):
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the ledger subcommands to the top-level parser of ``creditgate``."""
     w = subparsers.add_parser("worker", help="move events from Redis into the ledger")
-    w.add_argument("--once", "--burst", dest="burst", action="store_true",
-                   help="apply everything there is, then exit")
+    w.add_argument(
+        "--once",
+        "--burst",
+        dest="burst",
+        action="store_true",
+        help="apply everything there is, then exit",
+    )
     w.add_argument("--migrate", action="store_true", help="run the ledger migrations first")
     w.set_defaults(func=cmd_worker)
     m = subparsers.add_parser("migrate", help="create or upgrade the ledger schema")
     m.set_defaults(func=cmd_migrate)
     r = subparsers.add_parser("reconcile", help="compare Redis with the ledger, or repair it")
     mode = r.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--check", action="store_true",
-                      help="report differences; exit 1 if there are any")
-    mode.add_argument("--repair", action="store_true",
-                      help="rebuild the named accounts (default: all) from the ledger")
+    mode.add_argument(
+        "--check", action="store_true", help="report differences; exit 1 if there are any"
+    )
+    mode.add_argument(
+        "--repair",
+        action="store_true",
+        help="rebuild the named accounts (default: all) from the ledger",
+    )
     r.add_argument("accounts", nargs="*", metavar="ACCOUNT")
     r.set_defaults(func=cmd_reconcile)
 
@@ -60,8 +69,10 @@ def _redis(settings: Settings) -> Redis:
     from redis.asyncio import Redis  # noqa: PLC0415
 
     if settings.redis_url == "embedded":
-        msg = ("CREDITGATE_REDIS_URL=embedded: the embedded Redis lives inside `creditgate serve`;"
-               " the ledger commands need a Redis URL (redis://, rediss:// or unix://)")
+        msg = (
+            "CREDITGATE_REDIS_URL=embedded: the embedded Redis lives inside `creditgate serve`;"
+            " the ledger commands need a Redis URL (redis://, rediss:// or unix://)"
+        )
         raise CommandError(msg)
     return Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_seconds)
 
@@ -72,8 +83,9 @@ def _main(command: Command, args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {}  # everything from the environment
     settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         code = asyncio.run(command(settings, args))
     except CommandError as exc:
@@ -101,9 +113,15 @@ def build_worker(redis: Redis, store: LedgerStore, settings: Settings) -> Worker
     from creditgate.engine.keys import KeySpace  # noqa: PLC0415
     from creditgate.worker.worker import Worker  # noqa: PLC0415
 
-    return Worker(redis, store, KeySpace(settings.key_prefix, settings.shards),
-                  batch=settings.worker_batch, block_ms=settings.worker_block_ms,
-                  claim_idle_ms=settings.worker_claim_idle_ms, name=settings.worker_name)
+    return Worker(
+        redis,
+        store,
+        KeySpace(settings.key_prefix, settings.shards),
+        batch=settings.worker_batch,
+        block_ms=settings.worker_block_ms,
+        claim_idle_ms=settings.worker_claim_idle_ms,
+        name=settings.worker_name,
+    )
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -155,8 +173,9 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
             print(f"rebuilt {n} accounts from the ledger")  # noqa: T201 - CLI output
             return 0
         report = await rec.check(names)
-        behind = [s for s in keys.streams()
-                  if await streams.oldest_unapplied(redis, s, GROUP) is not None]
+        behind = [
+            s for s in keys.streams() if await streams.oldest_unapplied(redis, s, GROUP) is not None
+        ]
     finally:
         await store.close()
         await redis.aclose()
@@ -170,7 +189,9 @@ def _print_report(report: dict[str, list[Difference]], behind: list[str]) -> int
         for d in diffs:
             out.write(f"  {d}\n")
     if behind:
-        out.write(f"note: the worker has not applied every event yet ({len(behind)} stream(s));"
-                  " differences may be events in flight: check again once it caught up\n")
+        out.write(
+            f"note: the worker has not applied every event yet ({len(behind)} stream(s));"
+            " differences may be events in flight: check again once it caught up\n"
+        )
     out.write(f"{len(report)} account(s) differ\n" if report else "Redis and the ledger agree\n")
     return EXIT_DRIFT if report else 0

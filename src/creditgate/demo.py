@@ -26,11 +26,13 @@ async def provision(engine: Engine) -> list[str]:
         created.append(account_id)
         for pool in plan.pools:
             if pool.kind == "grant":
-                await engine.grant(account_id, pool.id, 50 * MICRO, "demo-welcome",
-                                   note="demo welcome bonus")
+                await engine.grant(
+                    account_id, pool.id, 50 * MICRO, "demo-welcome", note="demo welcome bonus"
+                )
             elif pool.kind == "balance":
-                await engine.grant(account_id, pool.id, 20 * MICRO, "demo-purchase",
-                                   note="demo purchase")
+                await engine.grant(
+                    account_id, pool.id, 20 * MICRO, "demo-purchase", note="demo purchase"
+                )
             elif pool.kind == "payg":
                 await engine.set_pool_settings(account_id, pool.id, enabled=True)
     log.info("demo accounts: %s", ", ".join(created) if created else "already provisioned")

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-DECISIONS = Counter("creditgate_decisions_total", "Quota decisions by RPC and reason",
-                    ["rpc", "reason"])
-RPC_SECONDS = Histogram("creditgate_rpc_seconds", "Server-side RPC latency", ["method", "code"],
-                        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0))
+DECISIONS = Counter(
+    "creditgate_decisions_total", "Quota decisions by RPC and reason", ["rpc", "reason"]
+)
+RPC_SECONDS = Histogram(
+    "creditgate_rpc_seconds",
+    "Server-side RPC latency",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+)
 REDIS_UP = Gauge("creditgate_redis_up", "1 when the last Redis health probe succeeded")

@@ -59,8 +59,10 @@ class Backends:
 
 
 @contextlib.asynccontextmanager
-async def open_backends(settings: Settings, catalog: Catalog | None = None,
-                        ) -> AsyncIterator[Backends]:
+async def open_backends(
+    settings: Settings,
+    catalog: Catalog | None = None,
+) -> AsyncIterator[Backends]:
     """Redis (embedded when asked) and the engine; closed on exit."""
     embedded = None
     url = settings.redis_url
@@ -70,7 +72,8 @@ async def open_backends(settings: Settings, catalog: Catalog | None = None,
         url = embedded.url
         log.info("embedded redis-server started at %s", url)
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=settings.redis_max_connections,
+        url,
+        max_connections=settings.redis_max_connections,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         timeout=settings.redis_timeout_seconds,
@@ -78,10 +81,13 @@ async def open_backends(settings: Settings, catalog: Catalog | None = None,
     redis = Redis(connection_pool=pool)
     fast = FastRedis(url, timeout=settings.redis_timeout_seconds) if settings.fast_path else None
     engine = Engine(
-        redis, catalog or load_catalog(settings.config),
-        keys=KeySpace(settings.key_prefix, settings.shards), test_clock=settings.test_clock,
+        redis,
+        catalog or load_catalog(settings.config),
+        keys=KeySpace(settings.key_prefix, settings.shards),
+        test_clock=settings.test_clock,
         idempotency_ttl_ms=settings.idempotency_ttl_seconds * 1000,
-        hold_ttl_ms=settings.hold_ttl_seconds * 1000, fast=fast,
+        hold_ttl_ms=settings.hold_ttl_seconds * 1000,
+        fast=fast,
     )
     try:
         yield Backends(redis, engine, embedded)
@@ -113,15 +119,28 @@ async def build_server(engine: Engine, listen: str) -> tuple[grpc.aio.Server, He
     """A started-ready (not yet started) server; returns it, its health servicer and the port."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     messages = _messages()
-    add_service(server, quota_pb2.DESCRIPTOR.services_by_name["QuotaService"],
-                QuotaService(engine), messages)
-    add_service(server, admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-                AdminService(engine), messages)
+    add_service(
+        server,
+        quota_pb2.DESCRIPTOR.services_by_name["QuotaService"],
+        QuotaService(engine),
+        messages,
+    )
+    add_service(
+        server,
+        admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
+        AdminService(engine),
+        messages,
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
-        (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (
+            *SERVICES,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     port = server.add_insecure_port(listen)
     if port == 0:
         msg = f"cannot listen on {listen}"
@@ -140,8 +159,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[No
     from creditgate.ledger.store import open_ledger  # noqa: PLC0415
 
     embedded = backends.embedded is not None
-    store = await open_ledger(settings.ledger_url,
-                              migrate=settings.migrate_on_start or embedded)
+    store = await open_ledger(settings.ledger_url, migrate=settings.migrate_on_start or embedded)
     worker, task = None, None
     try:
         if settings.hydrate:
@@ -172,8 +190,13 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             start_http_server(settings.metrics_port)
         await server.start()
         watcher = asyncio.create_task(_watch_redis(backends.redis, health))
-        log.info("creditgate serving on %s (port %d), catalog %s, %d plans", settings.listen,
-                 port, settings.config, len(backends.engine.catalog.plans))
+        log.info(
+            "creditgate serving on %s (port %d), catalog %s, %d plans",
+            settings.listen,
+            port,
+            settings.config,
+            len(backends.engine.catalog.plans),
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

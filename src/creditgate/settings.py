@@ -24,37 +24,50 @@ class Settings(BaseSettings):
     uvloop: bool = Field(default=True, description="run the event loop on uvloop")
     grace_seconds: float = Field(5.0, ge=0, description="drain time for in-flight RPCs on stop")
     # --- Redis ---------------------------------------------------------------------------
-    redis_url: str = Field("redis://127.0.0.1:6379/0",
-                           description="Redis URL, or 'embedded' for a private redis-server")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis URL, or 'embedded' for a private redis-server",
+    )
     redis_max_connections: int = Field(64, ge=1, description="connection pool size")
     redis_timeout_seconds: float = Field(2.0, gt=0, description="socket timeout per command")
-    fast_path: bool = Field(default=True,
-                            description="CheckAndConsume over one pipelined connection that "
-                                        "coalesces each event-loop tick's calls")
+    fast_path: bool = Field(
+        default=True,
+        description="CheckAndConsume over one pipelined connection that "
+        "coalesces each event-loop tick's calls",
+    )
     key_prefix: str = Field("cg", pattern=r"^[a-z0-9_]{1,16}$", description="Redis key prefix")
-    shards: int = Field(16, ge=1, le=16384,
-                        description="event-stream shards; fixed for the life of the data")
+    shards: int = Field(
+        16, ge=1, le=16384, description="event-stream shards; fixed for the life of the data"
+    )
     data_dir: Path = Field(Path("var"), description="embedded Redis and SQLite files")
     # --- rules ---------------------------------------------------------------------------
-    idempotency_ttl_seconds: int = Field(86_400, ge=86_400,
-                                         description="how long request ids are remembered")
+    idempotency_ttl_seconds: int = Field(
+        86_400, ge=86_400, description="how long request ids are remembered"
+    )
     hold_ttl_seconds: int = Field(300, ge=1, description="default Reserve hold lifetime")
-    test_clock: bool = Field(default=False,
-                             description="freeze each account's clock; AdvanceTestClock moves it")
+    test_clock: bool = Field(
+        default=False, description="freeze each account's clock; AdvanceTestClock moves it"
+    )
     # --- ledger --------------------------------------------------------------------------
-    ledger_url: str = Field("sqlite:///var/creditgate.db",
-                            description="durable ledger: sqlite:///path, postgresql://..., or "
-                                        "empty for none (no hydration)")
-    migrate_on_start: bool = Field(default=False,
-                                   description="serve runs the ledger migrations first "
-                                               "(always with embedded Redis)")
-    run_worker: bool = Field(default=False,
-                             description="serve also runs the ledger worker in-process "
-                                         "(always with embedded Redis)")
+    ledger_url: str = Field(
+        "sqlite:///var/creditgate.db",
+        description="durable ledger: sqlite:///path, postgresql://..., or "
+        "empty for none (no hydration)",
+    )
+    migrate_on_start: bool = Field(
+        default=False,
+        description="serve runs the ledger migrations first (always with embedded Redis)",
+    )
+    run_worker: bool = Field(
+        default=False,
+        description="serve also runs the ledger worker in-process (always with embedded Redis)",
+    )
     worker_batch: int = Field(500, ge=1, description="events per ledger transaction")
     worker_block_ms: int = Field(1000, ge=0, description="how long a worker waits for events")
-    worker_claim_idle_ms: int = Field(30_000, ge=1000,
-                                      description="claim events a dead worker left pending")
+    worker_claim_idle_ms: int = Field(
+        30_000, ge=1000, description="claim events a dead worker left pending"
+    )
     worker_name: str = Field("", description="consumer name; default host-pid")
-    hydrate: bool = Field(default=True,
-                          description="load accounts missing from Redis out of the ledger")
+    hydrate: bool = Field(
+        default=True, description="load accounts missing from Redis out of the ledger"
+    )

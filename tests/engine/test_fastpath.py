@@ -41,8 +41,9 @@ def _same(d: object) -> object:
     return dataclasses.replace(d, request_id="", now=0)  # type: ignore[type-var]
 
 
-async def test_fast_and_regular_paths_answer_alike(redis: Redis, fast: FastRedis,
-                                                   demo_catalog: Catalog) -> None:
+async def test_fast_and_regular_paths_answer_alike(
+    redis: Redis, fast: FastRedis, demo_catalog: Catalog
+) -> None:
     """The same sequence on two identical accounts gives identical decisions either way."""
     quick = Engine(redis, demo_catalog, test_clock=True, fast=fast)
     plain = Engine(redis, demo_catalog, test_clock=True)
@@ -61,23 +62,27 @@ async def test_fast_and_regular_paths_answer_alike(redis: Redis, fast: FastRedis
 
 
 async def test_concurrent_fast_calls_allow_exactly_what_is_affordable(
-    redis: Redis, fast: FastRedis, demo_catalog: Catalog,
+    redis: Redis,
+    fast: FastRedis,
+    demo_catalog: Catalog,
 ) -> None:
     """200 concurrent pipelined charges of 3 credits (1 pro message) against 100: 33 pass."""
     engine = Engine(redis, demo_catalog, fast=fast)
     await engine.create_account("hot", "agent_free")
     await engine.consume("hot", "agent.message", 100, LIGHT_CHAT, "drain-daily")
     await engine.grant("hot", "bonus", 100_000_000, "g")
-    results = await asyncio.gather(*(
-        engine.consume("hot", "agent.message", 1, PRO, f"c{i}") for i in range(200)))
+    results = await asyncio.gather(
+        *(engine.consume("hot", "agent.message", 1, PRO, f"c{i}") for i in range(200))
+    )
     assert sum(d.allowed for d in results) == 33
     state = await engine.balance("hot")
     bonus = next(p for p in state.pools if p.pool_id == "bonus")
     assert bonus.balance == 100_000_000 - 33 * 3_000_000
 
 
-async def test_script_flush_is_recovered(redis: Redis, fast: FastRedis,
-                                         demo_catalog: Catalog) -> None:
+async def test_script_flush_is_recovered(
+    redis: Redis, fast: FastRedis, demo_catalog: Catalog
+) -> None:
     """After SCRIPT FLUSH (a Redis restart or failover) the next call reloads and succeeds."""
     engine = Engine(redis, demo_catalog, fast=fast)
     await engine.create_account("a", "zite_free")
@@ -88,8 +93,9 @@ async def test_script_flush_is_recovered(redis: Redis, fast: FastRedis,
     assert d.balances[0].remaining == 990_000_000
 
 
-async def test_a_killed_connection_is_replaced(redis: Redis, fast: FastRedis,
-                                               demo_catalog: Catalog) -> None:
+async def test_a_killed_connection_is_replaced(
+    redis: Redis, fast: FastRedis, demo_catalog: Catalog
+) -> None:
     """CLIENT KILL of the pipelined connection: the next call opens a new one."""
     engine = Engine(redis, demo_catalog, fast=fast)
     await engine.create_account("a", "zite_free")
@@ -108,17 +114,20 @@ async def test_a_killed_connection_is_replaced(redis: Redis, fast: FastRedis,
     assert len(before) >= 1
 
 
-async def test_a_stuck_redis_gives_unavailable_not_a_hang(redis_url: str, redis: Redis,
-                                                          demo_catalog: Catalog) -> None:
+async def test_a_stuck_redis_gives_unavailable_not_a_hang(
+    redis_url: str, redis: Redis, demo_catalog: Catalog
+) -> None:
     """A Redis busy in a long script: the call fails UNAVAILABLE after the timeout."""
     conn = FastRedis(redis_url, timeout=0.3)
     engine = Engine(redis, demo_catalog, fast=conn)
     try:
         await engine.create_account("a", "zite_free")
         await engine.consume("a", "zite.email.send", 1, {}, "r1")
-        busy = ("local function us() local t = redis.call('TIME') "
-                "return t[1] * 1000000 + t[2] end "
-                "local t0 = us() while us() - t0 < 1000000 do end return 1")
+        busy = (
+            "local function us() local t = redis.call('TIME') "
+            "return t[1] * 1000000 + t[2] end "
+            "local t0 = us() while us() - t0 < 1000000 do end return 1"
+        )
         blocker = asyncio.create_task(redis.eval(busy, 0))
         await asyncio.sleep(0.05)
         with pytest.raises(UnavailableError):

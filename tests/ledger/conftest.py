@@ -69,8 +69,7 @@ plans:
          cap: "20.00", cap_min: 0, period: cycle}
 """
 PLANS = ("mixed", "capped", "blocks")
-TABLES = ("events, movements, requests, accounts, pool_balances, account_fields, holds,"
-          " records")
+TABLES = "events, movements, requests, accounts, pool_balances, account_fields, holds, records"
 
 
 def catalog() -> Catalog:
@@ -94,8 +93,11 @@ class Postgres:
         assert self.data_dir is not None
         pg_ctl = shutil.which("pg_ctl")
         assert pg_ctl is not None
-        subprocess.run([*self.run_as, pg_ctl, "-D", str(self.data_dir), "-w", *args],  # noqa: S603
-                       check=True, capture_output=True)
+        subprocess.run(  # noqa: S603 - our own pg_ctl with our own arguments
+            [*self.run_as, pg_ctl, "-D", str(self.data_dir), "-w", *args],
+            check=True,
+            capture_output=True,
+        )
 
     async def outage_begin(self) -> None:
         """Stop the private server, or shut an external server's session database.
@@ -107,8 +109,11 @@ class Postgres:
             await asyncio.to_thread(self._pg_ctl, "stop", "-m", "fast")
             return
         await _admin(self.admin_url, f'ALTER DATABASE "{self.database}" ALLOW_CONNECTIONS false')
-        await _admin(self.admin_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"  # noqa: S608 - test-generated name
-                                     f" WHERE datname = '{self.database}'")
+        await _admin(
+            self.admin_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"  # noqa: S608 - test-generated name
+            f" WHERE datname = '{self.database}'",
+        )
 
     async def outage_end(self) -> None:
         if self.data_dir is not None:
@@ -134,8 +139,21 @@ def _private_cluster(tmp: Path) -> Postgres:
         os.chown(tmp, user.pw_uid, user.pw_gid)
         run_as = ["runuser", "-u", user.pw_name, "--"]
     data = tmp / "data"
-    subprocess.run([*run_as, initdb, "-D", str(data), "-U", "postgres", "-A", "trust",  # noqa: S603
-                    "--no-sync"], check=True, capture_output=True)
+    subprocess.run(  # noqa: S603 - our own initdb with our own arguments
+        [
+            *run_as,
+            initdb,
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
     port = _free_port()
     conf = f"\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{tmp}'\n"
     conf += "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
@@ -285,8 +303,9 @@ class Workload:
         roll = self.rng.random()
         try:
             if roll < 0.55:
-                d = await self.engine.consume(a, self.rng.choice(["use", "big"]),
-                                              self.rng.randint(1, 40), {}, self._id("c"))
+                d = await self.engine.consume(
+                    a, self.rng.choice(["use", "big"]), self.rng.randint(1, 40), {}, self._id("c")
+                )
                 if d.allowed:
                     self._count("charge")
                     self.charges.append((a, d.request_id))

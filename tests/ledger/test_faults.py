@@ -28,17 +28,31 @@ if TYPE_CHECKING:
     from creditgate.engine.keys import KeySpace
 
 
-def _spawn_worker(redis_url: str, ledger_url: str, name: str, *extra: str,
-                  ) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CREDITGATE_REDIS_URL": redis_url, "CREDITGATE_LEDGER_URL": ledger_url,
-           "CREDITGATE_SHARDS": str(SHARDS), "CREDITGATE_WORKER_BATCH": "20",
-           "CREDITGATE_WORKER_BLOCK_MS": "100", "CREDITGATE_WORKER_CLAIM_IDLE_MS": "1000",
-           "CREDITGATE_WORKER_NAME": name, "CREDITGATE_LOG_LEVEL": "WARNING"}
+def _spawn_worker(
+    redis_url: str,
+    ledger_url: str,
+    name: str,
+    *extra: str,
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CREDITGATE_REDIS_URL": redis_url,
+        "CREDITGATE_LEDGER_URL": ledger_url,
+        "CREDITGATE_SHARDS": str(SHARDS),
+        "CREDITGATE_WORKER_BATCH": "20",
+        "CREDITGATE_WORKER_BLOCK_MS": "100",
+        "CREDITGATE_WORKER_CLAIM_IDLE_MS": "1000",
+        "CREDITGATE_WORKER_NAME": name,
+        "CREDITGATE_LOG_LEVEL": "WARNING",
+    }
     return subprocess.Popen([sys.executable, "-m", "creditgate.worker", *extra], env=env)  # noqa: S603
 
 
 async def test_worker_killed_mid_batch_then_restarted(
-    ledger: Ledger, engine: Engine, workload: Workload, redis_url: str,
+    ledger: Ledger,
+    engine: Engine,
+    workload: Workload,
+    redis_url: str,
 ) -> None:
     """SIGKILL while applying, a new worker claims what the dead one held: none lost or doubled."""
     await workload.create(20)
@@ -64,7 +78,11 @@ async def test_worker_killed_mid_batch_then_restarted(
 
 
 async def test_ledger_outage_while_engine_answers(
-    ledger: Ledger, engine: Engine, workload: Workload, redis: AsyncRedis, keys: KeySpace,
+    ledger: Ledger,
+    engine: Engine,
+    workload: Workload,
+    redis: AsyncRedis,
+    keys: KeySpace,
 ) -> None:
     """The ledger goes away: requests are still answered, the worker waits and then catches up."""
     worker = make_worker(redis, ledger.store, keys)
@@ -108,7 +126,9 @@ async def _outage_end(ledger: Ledger, lock: sqlite3.Connection | None) -> None:
 
 
 async def test_redis_restarted_empty_rehydrates_from_ledger(
-    ledger: Ledger, keys: KeySpace, tmp_path: Path,
+    ledger: Ledger,
+    keys: KeySpace,
+    tmp_path: Path,
 ) -> None:
     """After Redis comes back empty, accounts load from the ledger once and match it exactly."""
     first = EmbeddedRedis(tmp_path / "r1").start()
@@ -129,8 +149,10 @@ async def test_redis_restarted_empty_rehydrates_from_ledger(
         other = Hydrator(redis, ledger.store, keys)  # a second sidecar on the same Redis
 
         def loaded() -> float:
-            return REGISTRY.get_sample_value("creditgate_hydrations_total",
-                                             {"result": "loaded"}) or 0.0
+            return (
+                REGISTRY.get_sample_value("creditgate_hydrations_total", {"result": "loaded"})
+                or 0.0
+            )
 
         before = loaded()
         calls = [engine.balance(a) for a in work.accounts for _ in range(5)]

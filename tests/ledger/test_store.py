@@ -23,7 +23,11 @@ async def stream_events(redis: AsyncRedis, keys: KeySpace) -> list[Event]:
 
 
 async def test_same_event_twice_makes_one_row(
-    ledger: Ledger, engine: Engine, workload: Workload, redis: AsyncRedis, keys: KeySpace,
+    ledger: Ledger,
+    engine: Engine,
+    workload: Workload,
+    redis: AsyncRedis,
+    keys: KeySpace,
 ) -> None:
     """A redelivered event (same id, again and inside one batch) adds no row and no state."""
     await workload.create(6)
@@ -39,7 +43,11 @@ async def test_same_event_twice_makes_one_row(
 
 
 async def test_late_batch_never_overwrites_newer_state(
-    ledger: Ledger, engine: Engine, workload: Workload, redis: AsyncRedis, keys: KeySpace,
+    ledger: Ledger,
+    engine: Engine,
+    workload: Workload,
+    redis: AsyncRedis,
+    keys: KeySpace,
 ) -> None:
     """Two workers committing out of order (newer batch first) still leave the newest mirror."""
     await workload.create(4)
@@ -52,7 +60,10 @@ async def test_late_batch_never_overwrites_newer_state(
 
 
 async def test_history_totals_and_usage(
-    ledger: Ledger, engine: Engine, redis: AsyncRedis, keys: KeySpace,
+    ledger: Ledger,
+    engine: Engine,
+    redis: AsyncRedis,
+    keys: KeySpace,
 ) -> None:
     """Transactions page newest first with running balances; totals and usage add up."""
     await engine.create_account("u", "mixed")

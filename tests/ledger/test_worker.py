@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 async def test_trim_keeps_unacked_entries_and_claims_them_later(
-    ledger: Ledger, engine: Engine, workload: Workload, redis: AsyncRedis, keys: KeySpace,
+    ledger: Ledger,
+    engine: Engine,
+    workload: Workload,
+    redis: AsyncRedis,
+    keys: KeySpace,
 ) -> None:
     """Entries a dead consumer holds survive trimming; after the idle time they are claimed."""
     await workload.create(8)
@@ -42,7 +46,11 @@ async def test_trim_keeps_unacked_entries_and_claims_them_later(
 
 
 async def test_consumer_group_recreated_after_redis_lost_it(
-    ledger: Ledger, engine: Engine, workload: Workload, redis: AsyncRedis, keys: KeySpace,
+    ledger: Ledger,
+    engine: Engine,
+    workload: Workload,
+    redis: AsyncRedis,
+    keys: KeySpace,
 ) -> None:
     """NOGROUP (Redis restarted without its streams) makes the worker recreate its group."""
     worker = make_worker(redis, ledger.store, keys)
@@ -57,7 +65,10 @@ async def test_consumer_group_recreated_after_redis_lost_it(
 
 
 async def test_lag_gauge_reports_oldest_unapplied_event(
-    ledger: Ledger, workload: Workload, redis: AsyncRedis, keys: KeySpace,
+    ledger: Ledger,
+    workload: Workload,
+    redis: AsyncRedis,
+    keys: KeySpace,
 ) -> None:
     """creditgate_ledger_lag_seconds is positive while events wait and 0 once applied."""
     worker = make_worker(redis, ledger.store, keys)
@@ -67,8 +78,10 @@ async def test_lag_gauge_reports_oldest_unapplied_event(
     await worker.housekeeping()
 
     def lag() -> float:
-        return max(REGISTRY.get_sample_value("creditgate_ledger_lag_seconds", {"stream": s})
-                   or 0.0 for s in keys.streams())
+        return max(
+            REGISTRY.get_sample_value("creditgate_ledger_lag_seconds", {"stream": s}) or 0.0
+            for s in keys.streams()
+        )
 
     assert lag() >= 0.05
     await worker.drain()

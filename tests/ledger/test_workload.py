@@ -15,7 +15,11 @@ if TYPE_CHECKING:
 
 
 async def test_ten_thousand_random_operations_match_the_ledger(
-    ledger: Ledger, engine: Engine, workload: Workload, redis_url: str, keys: KeySpace,
+    ledger: Ledger,
+    engine: Engine,
+    workload: Workload,
+    redis_url: str,
+    keys: KeySpace,
 ) -> None:
     """10,000 mixed operations on 120 accounts leave Redis and the ledger equal.
 

@@ -44,21 +44,25 @@ FEB_15 = ms(2027, 2, 15)  # the renewal after T0 for an account renewing on the 
 
 
 async def open_account(sc: Sidecar, account_id: str, plan: str, anchor_day: int = 15) -> None:
-    await sc.admin.CreateAccount(admin_pb2.CreateAccountRequest(
-        account_id=account_id, plan_id=plan, anchor_day=anchor_day))
+    await sc.admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(account_id=account_id, plan_id=plan, anchor_day=anchor_day)
+    )
     await clock_to(sc, account_id, T0)
 
 
 async def clock_to(sc: Sidecar, account_id: str, when_ms: int) -> None:
-    await sc.admin.AdvanceTestClock(admin_pb2.AdvanceTestClockRequest(
-        account_id=account_id, to_unix_ms=when_ms))
+    await sc.admin.AdvanceTestClock(
+        admin_pb2.AdvanceTestClockRequest(account_id=account_id, to_unix_ms=when_ms)
+    )
 
 
-async def run(sc: Sidecar, account_id: str, quantity: int,
-              action: str = "glue.app_action") -> quota_pb2.Decision:
+async def run(
+    sc: Sidecar, account_id: str, quantity: int, action: str = "glue.app_action"
+) -> quota_pb2.Decision:
     """Charge ``quantity`` runs of ``action`` (one credit each, except hosting) at once."""
-    return await sc.quota.CheckAndConsume(quota_pb2.CheckAndConsumeRequest(
-        account_id=account_id, action=action, quantity=quantity))
+    return await sc.quota.CheckAndConsume(
+        quota_pb2.CheckAndConsumeRequest(account_id=account_id, action=action, quantity=quantity)
+    )
 
 
 async def pools(sc: Sidecar, account_id: str) -> dict[str, quota_pb2.PoolBalance]:
@@ -67,8 +71,9 @@ async def pools(sc: Sidecar, account_id: str) -> dict[str, quota_pb2.PoolBalance
 
 
 async def set_max_spend(sc: Sidecar, account_id: str, usd: int) -> admin_pb2.Account:
-    return await sc.admin.SetPoolSettings(admin_pb2.SetPoolSettingsRequest(
-        account_id=account_id, pool_id="overage", cap=usd * M))
+    return await sc.admin.SetPoolSettings(
+        admin_pb2.SetPoolSettingsRequest(account_id=account_id, pool_id="overage", cap=usd * M)
+    )
 
 
 def debits(d: quota_pb2.Decision) -> list[tuple[str, int]]:
@@ -160,7 +165,8 @@ async def test_renewal_on_anchor_day_31_is_clamped_to_february_28(sidecar: Sidec
 
 
 async def test_overage_is_billed_upfront_in_blocks_of_1000_until_max_spend(
-        sidecar: Sidecar) -> None:
+    sidecar: Sidecar,
+) -> None:
     """Overage: 1,000-credit blocks billed upfront, one after another, up to the maximum spend.
 
     "Overages are billed upfront in blocks of 1,000 credits ... additional blocks of 1,000
@@ -176,8 +182,12 @@ async def test_overage_is_billed_upfront_in_blocks_of_1000_until_max_spend(
     assert (d.allowed, debits(d)) == (True, [("overage", 1 * M)])
     assert d.debits[0].remaining == 999 * M
     over = (await pools(sidecar, "glue-starter"))["overage"]
-    assert (over.balance, over.spent, over.cap, over.spend_unit) == (999 * M, 20 * M, 100 * M,
-                                                                     "usd")
+    assert (over.balance, over.spent, over.cap, over.spend_unit) == (
+        999 * M,
+        20 * M,
+        100 * M,
+        "usd",
+    )
 
     # 999 use up the block without buying another; 2,500 more buy three blocks ($60).
     assert (await run(sidecar, "glue-starter", 999)).allowed
@@ -241,8 +251,9 @@ async def test_upgrading_for_a_busy_month_keeps_the_months_usage(sidecar: Sideca
     """
     await open_account(sidecar, "glue-up", "glue_starter")
     assert (await run(sidecar, "glue-up", 1500)).allowed
-    await sidecar.admin.UpdateAccount(admin_pb2.UpdateAccountRequest(
-        account_id="glue-up", plan_id="glue_pro"))
+    await sidecar.admin.UpdateAccount(
+        admin_pb2.UpdateAccountRequest(account_id="glue-up", plan_id="glue_pro")
+    )
     assert (await pools(sidecar, "glue-up"))["base"].balance == 8500 * M
     assert (await run(sidecar, "glue-up", 8501)).allowed
     assert (await pools(sidecar, "glue-up"))["overage"].spent == 15 * M
@@ -276,7 +287,8 @@ async def test_raising_max_spend_takes_effect_immediately(sidecar: Sidecar) -> N
 
 
 async def test_lowering_max_spend_below_the_months_spend_stops_everything_until_renewal(
-        sidecar: Sidecar) -> None:
+    sidecar: Sidecar,
+) -> None:
     """Lowering the maximum below this month's spend stops all actions until the renewal.
 
     "If you reduce your maximum monthly spend to an amount lower than your current month's

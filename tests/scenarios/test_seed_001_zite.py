@@ -44,20 +44,27 @@ FEB_1 = ms(2027, 2, 1)
 
 
 async def open_account(sc: Sidecar, account_id: str, plan: str, anchor_day: int = 15) -> None:
-    await sc.admin.CreateAccount(admin_pb2.CreateAccountRequest(
-        account_id=account_id, plan_id=plan, anchor_day=anchor_day))
+    await sc.admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(account_id=account_id, plan_id=plan, anchor_day=anchor_day)
+    )
     await clock_to(sc, account_id, T0)
 
 
 async def clock_to(sc: Sidecar, account_id: str, when_ms: int) -> None:
-    await sc.admin.AdvanceTestClock(admin_pb2.AdvanceTestClockRequest(
-        account_id=account_id, to_unix_ms=when_ms))
+    await sc.admin.AdvanceTestClock(
+        admin_pb2.AdvanceTestClockRequest(account_id=account_id, to_unix_ms=when_ms)
+    )
 
 
-async def use(sc: Sidecar, account_id: str, action: str, quantity: int = 1,
-              ) -> quota_pb2.Decision:
-    return await sc.quota.CheckAndConsume(quota_pb2.CheckAndConsumeRequest(
-        account_id=account_id, action=action, quantity=quantity))
+async def use(
+    sc: Sidecar,
+    account_id: str,
+    action: str,
+    quantity: int = 1,
+) -> quota_pb2.Decision:
+    return await sc.quota.CheckAndConsume(
+        quota_pb2.CheckAndConsumeRequest(account_id=account_id, action=action, quantity=quantity)
+    )
 
 
 async def left(sc: Sidecar, account_id: str) -> dict[str, int]:
@@ -70,11 +77,17 @@ def debits(d: quota_pb2.Decision) -> list[tuple[str, int]]:
     return [(x.pool_id, x.amount) for x in d.debits]
 
 
-@pytest.mark.parametrize(("action", "cost"), [
-    ("zite.integration", 1), ("zite.email.send", 5), ("zite.document.generate", 10),
-])
+@pytest.mark.parametrize(
+    ("action", "cost"),
+    [
+        ("zite.integration", 1),
+        ("zite.email.send", 5),
+        ("zite.document.generate", 10),
+    ],
+)
 async def test_integration_actions_cost_their_listed_credits(
-        sidecar: Sidecar, action: str, cost: int) -> None:
+    sidecar: Sidecar, action: str, cost: int
+) -> None:
     """Each action costs what the seed's table lists.
 
     "Standard integration (e.g. Twilio, HubSpot, OpenAI, Google Drive) 1 | Email send 5 |
@@ -82,8 +95,12 @@ async def test_integration_actions_cost_their_listed_credits(
     """
     await open_account(sidecar, "zite-acme", "zite_free")
     d = await use(sidecar, "zite-acme", action, 3)
-    assert (d.allowed, d.reason, d.cost, d.meter) == (True, ALLOWED, 3 * cost * M,
-                                                      "integration_credit")
+    assert (d.allowed, d.reason, d.cost, d.meter) == (
+        True,
+        ALLOWED,
+        3 * cost * M,
+        "integration_credit",
+    )
     assert debits(d) == [("integration", 3 * cost * M)]
     assert (await left(sidecar, "zite-acme"))["integration"] == (1000 - 3 * cost) * M
 
@@ -103,10 +120,15 @@ async def test_database_operations_are_always_free(sidecar: Sidecar, plan: str) 
     assert (await left(sidecar, "zite-db"))["integration"] == 0
 
 
-@pytest.mark.parametrize(("plan", "monthly"), [
-    ("zite_free", 1_000), ("zite_pro", 50_000), ("zite_business", 250_000),
-    ("zite_team", 1_000_000),
-])
+@pytest.mark.parametrize(
+    ("plan", "monthly"),
+    [
+        ("zite_free", 1_000),
+        ("zite_pro", 50_000),
+        ("zite_business", 250_000),
+        ("zite_team", 1_000_000),
+    ],
+)
 async def test_monthly_allowance_per_plan(sidecar: Sidecar, plan: str, monthly: int) -> None:
     """Each plan's monthly allowance is usable to the last credit and not one more.
 
@@ -130,7 +152,9 @@ async def test_credits_reset_on_the_first_utc_not_the_signup_day(sidecar: Sideca
     await open_account(sidecar, "zite-reset", "zite_pro", anchor_day=15)
     bal = await sidecar.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id="zite-reset"))
     assert {p.pool_id: p.next_reset_unix_ms for p in bal.pools} == {
-        "integration": FEB_1, "ai": FEB_1}
+        "integration": FEB_1,
+        "ai": FEB_1,
+    }
     assert (await use(sidecar, "zite-reset", "zite.email.send", 9_000)).allowed  # 45,000
     assert (await use(sidecar, "zite-reset", "zite.email.send", 1_001)).retry_at_unix_ms == FEB_1
 
@@ -187,7 +211,8 @@ async def test_an_ai_action_cannot_use_integration_credits(sidecar: Sidecar) -> 
 
 @pytest.mark.parametrize("action", ["zite.airtable", "zite.sheets", "zite.slack"])
 async def test_airtable_sheets_slack_are_free_for_existing_customers(
-        sidecar: Sidecar, action: str) -> None:
+    sidecar: Sidecar, action: str
+) -> None:
     """Airtable, Sheets and Slack are free on the legacy Pro plan, 1 credit on today's Pro.
 
     "Integrations like Airtable, Google Sheets, and Slack are free for existing customers and do
@@ -215,8 +240,9 @@ async def test_upgrade_mid_month_keeps_this_months_usage(sidecar: Sidecar) -> No
     assert (await use(sidecar, "zite-up", "zite.email.send", 160)).allowed
     assert (await use(sidecar, "zite-up", "zite.ai.build", 10)).allowed
     await clock_to(sidecar, "zite-up", ms(2027, 1, 20))
-    account = await sidecar.admin.UpdateAccount(admin_pb2.UpdateAccountRequest(
-        account_id="zite-up", plan_id="zite_pro"))
+    account = await sidecar.admin.UpdateAccount(
+        admin_pb2.UpdateAccountRequest(account_id="zite-up", plan_id="zite_pro")
+    )
     assert account.plan_id == "zite_pro"
     assert await left(sidecar, "zite-up") == {"integration": 49_200 * M, "ai": 490 * M}
     assert (await use(sidecar, "zite-up", "zite.integration", 49_200)).allowed

@@ -50,29 +50,41 @@ FEB_15 = ms(2027, 2, 15)
 
 
 async def open_account(sc: Sidecar, account_id: str, plan: str) -> None:
-    await sc.admin.CreateAccount(admin_pb2.CreateAccountRequest(
-        account_id=account_id, plan_id=plan, anchor_day=15))
+    await sc.admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(account_id=account_id, plan_id=plan, anchor_day=15)
+    )
     await clock_to(sc, account_id, T0)
 
 
 async def clock_to(sc: Sidecar, account_id: str, when_ms: int) -> None:
-    await sc.admin.AdvanceTestClock(admin_pb2.AdvanceTestClockRequest(
-        account_id=account_id, to_unix_ms=when_ms))
+    await sc.admin.AdvanceTestClock(
+        admin_pb2.AdvanceTestClockRequest(account_id=account_id, to_unix_ms=when_ms)
+    )
 
 
 async def buy(sc: Sidecar, account_id: str, micro_usd: int, grant_id: str) -> int:
     """A one-time credit purchase; returns the balance after it."""
-    g = await sc.admin.Grant(admin_pb2.GrantRequest(
-        account_id=account_id, pool_id="credits", amount=micro_usd, grant_id=grant_id,
-        note="purchase"))
+    g = await sc.admin.Grant(
+        admin_pb2.GrantRequest(
+            account_id=account_id,
+            pool_id="credits",
+            amount=micro_usd,
+            grant_id=grant_id,
+            note="purchase",
+        )
+    )
     assert g.unit == "usd"
     return g.balance
 
 
-async def use(sc: Sidecar, account_id: str, action: str, quantity: int,
-              request_id: str = "") -> quota_pb2.Decision:
-    return await sc.quota.CheckAndConsume(quota_pb2.CheckAndConsumeRequest(
-        account_id=account_id, action=action, quantity=quantity, request_id=request_id))
+async def use(
+    sc: Sidecar, account_id: str, action: str, quantity: int, request_id: str = ""
+) -> quota_pb2.Decision:
+    return await sc.quota.CheckAndConsume(
+        quota_pb2.CheckAndConsumeRequest(
+            account_id=account_id, action=action, quantity=quantity, request_id=request_id
+        )
+    )
 
 
 async def left(sc: Sidecar, account_id: str) -> dict[str, int]:
@@ -105,7 +117,9 @@ async def test_allowance_first_then_credits_at_the_tiers_rate(sidecar: Sidecar) 
     assert (d.allowed, d.cost, d.meter) == (True, 1_532 * M, "llm_token")
     assert debits(d.debits) == [("tokens", 1_000 * M), ("credits", 5_320)]
     assert [(x.unit, x.covered, x.remaining) for x in d.debits] == [
-        ("llm_token", 1_000 * M, 0), ("usd", 532 * M, 10 * USD - 5_320)]
+        ("llm_token", 1_000 * M, 0),
+        ("usd", 532 * M, 10 * USD - 5_320),
+    ]
     assert (await left(sidecar, "sh-pro"))["credits"] == 9_994_680
 
 
@@ -129,8 +143,11 @@ async def test_each_consumable_has_its_own_allowance_and_rate(sidecar: Sidecar) 
     d = await use(sidecar, "sh-free", "shingle.voice", 3)
     assert debits(d.debits) == [("credits", 300_000)]
     assert await left(sidecar, "sh-free") == {
-        "tokens": 100_000 * M, "api": 1_000 * M, "email": 0,
-        "credits": 5 * USD - 30_000 - 14_000 - 100_000 - 300_000}
+        "tokens": 100_000 * M,
+        "api": 1_000 * M,
+        "email": 0,
+        "credits": 5 * USD - 30_000 - 14_000 - 100_000 - 300_000,
+    }
 
 
 async def test_a_balance_smaller_than_one_unit_pays_for_nothing(sidecar: Sidecar) -> None:
@@ -144,8 +161,7 @@ async def test_a_balance_smaller_than_one_unit_pays_for_nothing(sidecar: Sidecar
     await buy(sidecar, "sh-tiny", 15, "buy-1")
     assert (await use(sidecar, "sh-tiny", "shingle.llm", 100_000)).allowed
     d = await use(sidecar, "sh-tiny", "shingle.llm", 1)
-    assert (d.allowed, d.reason, d.shortfall, list(d.debits)) == (False, INSUFFICIENT, 250_000,
-                                                                 [])
+    assert (d.allowed, d.reason, d.shortfall, list(d.debits)) == (False, INSUFFICIENT, 250_000, [])
     assert (await left(sidecar, "sh-tiny"))["credits"] == 15
     await buy(sidecar, "sh-tiny", 5, "buy-2")
     d = await use(sidecar, "sh-tiny", "shingle.llm", 1)
@@ -167,8 +183,14 @@ async def test_purchased_credits_roll_over_and_never_expire(sidecar: Sidecar) ->
     await buy(sidecar, "sh-roll", 25 * USD, "buy-1")
     assert (await use(sidecar, "sh-roll", "shingle.api", 105_000)).allowed
     assert await left(sidecar, "sh-roll") == {
-        "tokens": 5_000_000 * M, "api": 0, "mcp": 50_000 * M, "email": 5_000 * M,
-        "sms": 500 * M, "voice": 300 * M, "credits": 20 * USD}
+        "tokens": 5_000_000 * M,
+        "api": 0,
+        "mcp": 50_000 * M,
+        "email": 5_000 * M,
+        "sms": 500 * M,
+        "voice": 300 * M,
+        "credits": 20 * USD,
+    }
 
     await clock_to(sidecar, "sh-roll", FEB_15)
     assert (await left(sidecar, "sh-roll"))["api"] == 100_000 * M
@@ -177,8 +199,7 @@ async def test_purchased_credits_roll_over_and_never_expire(sidecar: Sidecar) ->
     await clock_to(sidecar, "sh-roll", ms(2028, 2, 15, 12))
     bal = await sidecar.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id="sh-roll"))
     pool = next(p for p in bal.pools if p.pool_id == "credits")
-    assert (pool.kind, pool.unit, pool.balance, pool.period) == (
-        "balance", "usd", 20 * USD, "")
+    assert (pool.kind, pool.unit, pool.balance, pool.period) == ("balance", "usd", 20 * USD, "")
     assert pool.next_reset_unix_ms == 0
 
 
@@ -186,9 +207,15 @@ async def test_purchased_credits_cannot_be_given_an_expiry(sidecar: Sidecar) -> 
     """A purchase with an expiry date is refused: "Credits do not expire"."""
     await open_account(sidecar, "sh-exp", "shingle_pro")
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await sidecar.admin.Grant(admin_pb2.GrantRequest(
-            account_id="sh-exp", pool_id="credits", amount=10 * USD, grant_id="buy-1",
-            expires_at_unix_ms=ms(2027, 3, 1)))
+        await sidecar.admin.Grant(
+            admin_pb2.GrantRequest(
+                account_id="sh-exp",
+                pool_id="credits",
+                amount=10 * USD,
+                grant_id="buy-1",
+                expires_at_unix_ms=ms(2027, 3, 1),
+            )
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (await left(sidecar, "sh-exp"))["credits"] == 0
 
@@ -197,7 +224,8 @@ async def test_purchased_credits_cannot_be_given_an_expiry(sidecar: Sidecar) -> 
 
 
 async def test_free_account_out_of_allowance_and_credits_can_buy_and_keep_working(
-        sidecar: Sidecar) -> None:
+    sidecar: Sidecar,
+) -> None:
     """Allowance and balance both empty: denied until renewal, or until credits are bought.
 
     "When your monthly allowance is exhausted and your credit balance is depleted ... New
@@ -222,7 +250,8 @@ async def test_free_account_out_of_allowance_and_credits_can_buy_and_keep_workin
 
 
 async def test_a_consumable_without_allowance_waits_for_a_top_up_not_a_renewal(
-        sidecar: Sidecar) -> None:
+    sidecar: Sidecar,
+) -> None:
     """With no allowance for a consumable, an empty balance is not cured by the renewal.
 
     Free has no MCP allowance: an MCP call with no credits is refused with retry_at 0 (it only
@@ -242,8 +271,9 @@ async def test_upgrading_restores_service_and_keeps_this_cycles_usage(sidecar: S
     await open_account(sidecar, "sh-up", "shingle_free")
     assert (await use(sidecar, "sh-up", "shingle.email", 100)).allowed
     assert not (await use(sidecar, "sh-up", "shingle.email", 1)).allowed
-    await sidecar.admin.UpdateAccount(admin_pb2.UpdateAccountRequest(
-        account_id="sh-up", plan_id="shingle_pro"))
+    await sidecar.admin.UpdateAccount(
+        admin_pb2.UpdateAccountRequest(account_id="sh-up", plan_id="shingle_pro")
+    )
     d = await use(sidecar, "sh-up", "shingle.email", 1)
     assert (d.allowed, debits(d.debits)) == (True, [("email", 1 * M)])
     assert (await left(sidecar, "sh-up"))["email"] == 4_899 * M
@@ -252,8 +282,7 @@ async def test_upgrading_restores_service_and_keeps_this_cycles_usage(sidecar: S
 # --- LLM: Reserve, Settle, Release ---------------------------------------------------------------
 
 
-async def test_llm_reserve_then_settle_fewer_tokens_gives_the_rest_back(
-        sidecar: Sidecar) -> None:
+async def test_llm_reserve_then_settle_fewer_tokens_gives_the_rest_back(sidecar: Sidecar) -> None:
     """An LLM call holds its estimate, then is charged for the tokens it really used.
 
     "LLM tokens (agent chat)" bill like every consumable: allowance, then credits. Free, $1 of
@@ -262,16 +291,24 @@ async def test_llm_reserve_then_settle_fewer_tokens_gives_the_rest_back(
     """
     await open_account(sidecar, "sh-llm", "shingle_free")
     await buy(sidecar, "sh-llm", 1 * USD, "buy-1")
-    hold = await sidecar.quota.Reserve(quota_pb2.ReserveRequest(
-        account_id="sh-llm", action="shingle.llm", quantity=120_000, reservation_id="chat-1"))
+    hold = await sidecar.quota.Reserve(
+        quota_pb2.ReserveRequest(
+            account_id="sh-llm", action="shingle.llm", quantity=120_000, reservation_id="chat-1"
+        )
+    )
     assert (hold.allowed, hold.cost) == (True, 120_000 * M)
     assert debits(hold.debits) == [("tokens", 100_000 * M), ("credits", 400_000)]
     assert hold.expires_at_unix_ms == T0 + 300_000  # the server's default hold TTL
-    assert await left(sidecar, "sh-llm") == {"tokens": 0, "api": 1_000 * M, "email": 100 * M,
-                                             "credits": 600_000}
+    assert await left(sidecar, "sh-llm") == {
+        "tokens": 0,
+        "api": 1_000 * M,
+        "email": 100 * M,
+        "credits": 600_000,
+    }
 
-    s = await sidecar.quota.Settle(quota_pb2.SettleRequest(
-        account_id="sh-llm", reservation_id="chat-1", quantity=110_000))
+    s = await sidecar.quota.Settle(
+        quota_pb2.SettleRequest(account_id="sh-llm", reservation_id="chat-1", quantity=110_000)
+    )
     assert (s.cost, s.held, s.fully_charged, s.shortfall) == (110_000 * M, 120_000 * M, True, 0)
     assert debits(s.debits) == [("tokens", 100_000 * M), ("credits", 200_000)]
     assert (await left(sidecar, "sh-llm"))["credits"] == 800_000
@@ -287,19 +324,27 @@ async def test_llm_settle_more_tokens_charges_the_extra(sidecar: Sidecar) -> Non
     await open_account(sidecar, "sh-more", "shingle_free")
     await buy(sidecar, "sh-more", 1 * USD, "buy-1")
     assert (await use(sidecar, "sh-more", "shingle.llm", 100_000)).allowed
-    await sidecar.quota.Reserve(quota_pb2.ReserveRequest(
-        account_id="sh-more", action="shingle.llm", quantity=1_000, reservation_id="chat-2"))
+    await sidecar.quota.Reserve(
+        quota_pb2.ReserveRequest(
+            account_id="sh-more", action="shingle.llm", quantity=1_000, reservation_id="chat-2"
+        )
+    )
     assert (await left(sidecar, "sh-more"))["credits"] == 980_000
-    s = await sidecar.quota.Settle(quota_pb2.SettleRequest(
-        account_id="sh-more", reservation_id="chat-2", quantity=1_500))
+    s = await sidecar.quota.Settle(
+        quota_pb2.SettleRequest(account_id="sh-more", reservation_id="chat-2", quantity=1_500)
+    )
     assert (s.cost, s.held, s.fully_charged) == (1_500 * M, 1_000 * M, True)
     assert debits(s.debits) == [("credits", 30_000)]
     assert (await left(sidecar, "sh-more"))["credits"] == 970_000
 
-    await sidecar.quota.Reserve(quota_pb2.ReserveRequest(
-        account_id="sh-more", action="shingle.llm", quantity=1_000, reservation_id="chat-3"))
-    s = await sidecar.quota.Settle(quota_pb2.SettleRequest(
-        account_id="sh-more", reservation_id="chat-3", quantity=100_000))
+    await sidecar.quota.Reserve(
+        quota_pb2.ReserveRequest(
+            account_id="sh-more", action="shingle.llm", quantity=1_000, reservation_id="chat-3"
+        )
+    )
+    s = await sidecar.quota.Settle(
+        quota_pb2.SettleRequest(account_id="sh-more", reservation_id="chat-3", quantity=100_000)
+    )
     assert (s.fully_charged, s.reason, s.shortfall) == (False, INSUFFICIENT, 99_000 * M)
     assert (s.cost, debits(s.debits)) == (1_000 * M, [("credits", 20_000)])
     assert (await left(sidecar, "sh-more"))["credits"] == 950_000
@@ -315,24 +360,36 @@ async def test_llm_release_and_expired_hold_give_everything_back(sidecar: Sideca
     await buy(sidecar, "sh-rel", 1 * USD, "buy-1")
     assert (await use(sidecar, "sh-rel", "shingle.llm", 4_998_000)).allowed
     before = await left(sidecar, "sh-rel")
-    hold = await sidecar.quota.Reserve(quota_pb2.ReserveRequest(
-        account_id="sh-rel", action="shingle.llm", quantity=5_000, reservation_id="chat-4"))
+    hold = await sidecar.quota.Reserve(
+        quota_pb2.ReserveRequest(
+            account_id="sh-rel", action="shingle.llm", quantity=5_000, reservation_id="chat-4"
+        )
+    )
     assert debits(hold.debits) == [("tokens", 2_000 * M), ("credits", 30_000)]
-    r = await sidecar.quota.Release(quota_pb2.ReleaseRequest(
-        account_id="sh-rel", reservation_id="chat-4"))
+    r = await sidecar.quota.Release(
+        quota_pb2.ReleaseRequest(account_id="sh-rel", reservation_id="chat-4")
+    )
     assert (r.released, r.returned) == (True, 5_000 * M)
     assert sorted(debits(r.returns)) == [("credits", -30_000), ("tokens", -2_000 * M)]
     assert await left(sidecar, "sh-rel") == before
-    again = await sidecar.quota.Release(quota_pb2.ReleaseRequest(
-        account_id="sh-rel", reservation_id="chat-4"))
+    again = await sidecar.quota.Release(
+        quota_pb2.ReleaseRequest(account_id="sh-rel", reservation_id="chat-4")
+    )
     assert (again.released, again.returned) == (False, 0)
 
-    await sidecar.quota.Reserve(quota_pb2.ReserveRequest(
-        account_id="sh-rel", action="shingle.llm", quantity=5_000, reservation_id="chat-5",
-        ttl_seconds=60))
+    await sidecar.quota.Reserve(
+        quota_pb2.ReserveRequest(
+            account_id="sh-rel",
+            action="shingle.llm",
+            quantity=5_000,
+            reservation_id="chat-5",
+            ttl_seconds=60,
+        )
+    )
     assert (await left(sidecar, "sh-rel"))["credits"] == 970_000
-    await sidecar.admin.AdvanceTestClock(admin_pb2.AdvanceTestClockRequest(
-        account_id="sh-rel", seconds=61))
+    await sidecar.admin.AdvanceTestClock(
+        admin_pb2.AdvanceTestClockRequest(account_id="sh-rel", seconds=61)
+    )
     assert await left(sidecar, "sh-rel") == before
 
 
@@ -345,14 +402,20 @@ async def test_llm_chat_is_blocked_when_out_of_tokens_and_credits(sidecar: Sidec
     """
     await open_account(sidecar, "sh-block", "shingle_free")
     assert (await use(sidecar, "sh-block", "shingle.llm", 100_000)).allowed
-    hold = await sidecar.quota.Reserve(quota_pb2.ReserveRequest(
-        account_id="sh-block", action="shingle.llm", quantity=500, reservation_id="chat-6"))
+    hold = await sidecar.quota.Reserve(
+        quota_pb2.ReserveRequest(
+            account_id="sh-block", action="shingle.llm", quantity=500, reservation_id="chat-6"
+        )
+    )
     assert (hold.allowed, hold.reason, hold.shortfall) == (False, INSUFFICIENT, 500 * M)
     assert hold.retry_at_unix_ms == FEB_15
     assert hold.message
     await buy(sidecar, "sh-block", 5 * USD, "buy-1")
-    hold = await sidecar.quota.Reserve(quota_pb2.ReserveRequest(
-        account_id="sh-block", action="shingle.llm", quantity=500, reservation_id="chat-6"))
+    hold = await sidecar.quota.Reserve(
+        quota_pb2.ReserveRequest(
+            account_id="sh-block", action="shingle.llm", quantity=500, reservation_id="chat-6"
+        )
+    )
     assert (hold.allowed, debits(hold.debits)) == (True, [("credits", 10_000)])
 
 
@@ -374,19 +437,29 @@ async def test_refund_returns_money_to_the_balance_newest_debit_first(sidecar: S
     assert debits(d.debits) == [("email", 2 * M), ("credits", 10_000)]
     assert (await left(sidecar, "sh-ref"))["credits"] == 9_990_000
 
-    r = await sidecar.quota.Refund(quota_pb2.RefundRequest(
-        account_id="sh-ref", request_id="mail-42", refund_id="mail-42-r1", quantity=1))
+    r = await sidecar.quota.Refund(
+        quota_pb2.RefundRequest(
+            account_id="sh-ref", request_id="mail-42", refund_id="mail-42-r1", quantity=1
+        )
+    )
     assert (r.refunded, r.refundable, r.meter) == (1 * M, 3 * M, "email")
     assert debits(r.returns) == [("credits", -5_000)]
     assert (await left(sidecar, "sh-ref"))["credits"] == 9_995_000
 
-    r = await sidecar.quota.Refund(quota_pb2.RefundRequest(
-        account_id="sh-ref", request_id="mail-42", refund_id="mail-42-r2"))
+    r = await sidecar.quota.Refund(
+        quota_pb2.RefundRequest(account_id="sh-ref", request_id="mail-42", refund_id="mail-42-r2")
+    )
     assert (r.refunded, r.refundable) == (3 * M, 0)
     assert debits(r.returns) == [("credits", -5_000), ("email", -2 * M)]
     assert await left(sidecar, "sh-ref") == {
-        "tokens": 5_000_000 * M, "api": 100_000 * M, "mcp": 50_000 * M, "email": 2 * M,
-        "sms": 500 * M, "voice": 300 * M, "credits": 10 * USD}
+        "tokens": 5_000_000 * M,
+        "api": 100_000 * M,
+        "mcp": 50_000 * M,
+        "email": 2 * M,
+        "sms": 500 * M,
+        "voice": 300 * M,
+        "credits": 10 * USD,
+    }
 
 
 async def test_refund_after_the_renewal_still_returns_the_money(sidecar: Sidecar) -> None:
@@ -401,9 +474,16 @@ async def test_refund_after_the_renewal_still_returns_the_money(sidecar: Sidecar
     assert (await use(sidecar, "sh-late", "shingle.email", 4_998)).allowed
     assert (await use(sidecar, "sh-late", "shingle.email", 4, request_id="mail-7")).allowed
     await clock_to(sidecar, "sh-late", FEB_15)
-    r = await sidecar.quota.Refund(quota_pb2.RefundRequest(
-        account_id="sh-late", request_id="mail-7", refund_id="mail-7-r"))
+    r = await sidecar.quota.Refund(
+        quota_pb2.RefundRequest(account_id="sh-late", request_id="mail-7", refund_id="mail-7-r")
+    )
     assert (r.refunded, r.refundable) == (4 * M, 0)
     assert await left(sidecar, "sh-late") == {
-        "tokens": 5_000_000 * M, "api": 100_000 * M, "mcp": 50_000 * M, "email": 5_000 * M,
-        "sms": 500 * M, "voice": 300 * M, "credits": 10 * USD}
+        "tokens": 5_000_000 * M,
+        "api": 100_000 * M,
+        "mcp": 50_000 * M,
+        "email": 5_000 * M,
+        "sms": 500 * M,
+        "voice": 300 * M,
+        "credits": 10 * USD,
+    }

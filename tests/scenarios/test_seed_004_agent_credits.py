@@ -52,39 +52,67 @@ JAN_16 = ms(2027, 1, 16)
 FEB_15 = ms(2027, 2, 15)
 
 
-async def open_account(sc: Sidecar, account_id: str, plan: str, *, payg: bool = False,
-                       status: admin_pb2.AccountStatus = admin_pb2.ACCOUNT_STATUS_ACTIVE) -> None:
-    await sc.admin.CreateAccount(admin_pb2.CreateAccountRequest(
-        account_id=account_id, plan_id=plan, anchor_day=15, status=status))
+async def open_account(
+    sc: Sidecar,
+    account_id: str,
+    plan: str,
+    *,
+    payg: bool = False,
+    status: admin_pb2.AccountStatus = admin_pb2.ACCOUNT_STATUS_ACTIVE,
+) -> None:
+    await sc.admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(
+            account_id=account_id, plan_id=plan, anchor_day=15, status=status
+        )
+    )
     await clock_to(sc, account_id, T0)
     if payg:
         await set_payg(sc, account_id, enabled=True)
 
 
 async def clock_to(sc: Sidecar, account_id: str, when_ms: int) -> None:
-    await sc.admin.AdvanceTestClock(admin_pb2.AdvanceTestClockRequest(
-        account_id=account_id, to_unix_ms=when_ms))
+    await sc.admin.AdvanceTestClock(
+        admin_pb2.AdvanceTestClockRequest(account_id=account_id, to_unix_ms=when_ms)
+    )
 
 
-async def set_payg(sc: Sidecar, account_id: str, *, enabled: bool | None = None,
-                   cap: int | None = None) -> admin_pb2.Account:
-    return await sc.admin.SetPoolSettings(admin_pb2.SetPoolSettingsRequest(
-        account_id=account_id, pool_id="payg", enabled=enabled, cap=cap))
+async def set_payg(
+    sc: Sidecar, account_id: str, *, enabled: bool | None = None, cap: int | None = None
+) -> admin_pb2.Account:
+    return await sc.admin.SetPoolSettings(
+        admin_pb2.SetPoolSettingsRequest(
+            account_id=account_id, pool_id="payg", enabled=enabled, cap=cap
+        )
+    )
 
 
-async def bonus(sc: Sidecar, account_id: str, credits_: int, grant_id: str,
-                expires_at: int = 0) -> int:
-    g = await sc.admin.Grant(admin_pb2.GrantRequest(
-        account_id=account_id, pool_id="bonus", amount=credits_ * M, grant_id=grant_id,
-        expires_at_unix_ms=expires_at, note="referral"))
+async def bonus(
+    sc: Sidecar, account_id: str, credits_: int, grant_id: str, expires_at: int = 0
+) -> int:
+    g = await sc.admin.Grant(
+        admin_pb2.GrantRequest(
+            account_id=account_id,
+            pool_id="bonus",
+            amount=credits_ * M,
+            grant_id=grant_id,
+            expires_at_unix_ms=expires_at,
+            note="referral",
+        )
+    )
     return g.balance
 
 
-async def send(sc: Sidecar, account_id: str, quantity: int, attributes: dict[str, str],
-               ) -> quota_pb2.Decision:
-    return await sc.quota.CheckAndConsume(quota_pb2.CheckAndConsumeRequest(
-        account_id=account_id, action="agent.message", quantity=quantity,
-        attributes=attributes))
+async def send(
+    sc: Sidecar,
+    account_id: str,
+    quantity: int,
+    attributes: dict[str, str],
+) -> quota_pb2.Decision:
+    return await sc.quota.CheckAndConsume(
+        quota_pb2.CheckAndConsumeRequest(
+            account_id=account_id, action="agent.message", quantity=quantity, attributes=attributes
+        )
+    )
 
 
 async def balance(sc: Sidecar, account_id: str) -> quota_pb2.GetBalanceResponse:
@@ -119,10 +147,16 @@ async def test_consumption_order_daily_bonus_premium_payg(sidecar: Sidecar) -> N
         ("daily", 100 * M, "agent_credit", 100 * M),
         ("bonus", 50 * M, "agent_credit", 50 * M),
         ("premium", 2000 * M, "agent_credit", 2000 * M),
-        ("payg", 5 * CREDIT_PRICE, "usd", 5 * M)]
+        ("payg", 5 * CREDIT_PRICE, "usd", 5 * M),
+    ]
     payg = next(p for p in (await balance(sidecar, "ag-order")).pools if p.pool_id == "payg")
     assert (payg.spent, payg.cap, payg.balance, payg.spend_unit, payg.enabled) == (
-        500_000, 100 * USD, 100 * USD - 500_000, "usd", True)
+        500_000,
+        100 * USD,
+        100 * USD - 500_000,
+        "usd",
+        True,
+    )
 
 
 async def test_daily_credits_serve_only_light_model_chat(sidecar: Sidecar) -> None:
@@ -142,12 +176,17 @@ async def test_daily_credits_serve_only_light_model_chat(sidecar: Sidecar) -> No
     assert debits(d.debits) == [("premium", 1 * M)]
     d = await send(sidecar, "ag-scope", 1, LIGHT_CHAT)
     assert debits(d.debits) == [("daily", 1 * M)]
-    assert await left(sidecar, "ag-scope") == {"daily": 99 * M, "bonus": 0,
-                                                "premium": 1986 * M, "payg": 100 * USD}
+    assert await left(sidecar, "ag-scope") == {
+        "daily": 99 * M,
+        "bonus": 0,
+        "premium": 1986 * M,
+        "payg": 100 * USD,
+    }
 
 
 async def test_free_plan_daily_credits_do_not_pay_for_pro_model_or_other_features(
-        sidecar: Sidecar) -> None:
+    sidecar: Sidecar,
+) -> None:
     """On Free, only Light chat can run on daily credits; the rest needs bonus credits.
 
     "Daily Credits: 100 free credits that reset every day, for the Light model and chat only.
@@ -155,8 +194,10 @@ async def test_free_plan_daily_credits_do_not_pay_for_pro_model_or_other_feature
     code review is refused (and no reset will fix it: retry_at 0); a bonus grant pays for it.
     """
     await open_account(sidecar, "ag-free", "agent_free")
-    for attributes in ({"model": "pro", "feature": "chat"},
-                       {"model": "light", "feature": "code_review"}):
+    for attributes in (
+        {"model": "pro", "feature": "chat"},
+        {"model": "light", "feature": "code_review"},
+    ):
         d = await send(sidecar, "ag-free", 1, attributes)
         assert (d.allowed, d.reason, d.retry_at_unix_ms) == (False, INSUFFICIENT, 0)
     assert await left(sidecar, "ag-free") == {"daily": 100 * M, "bonus": 0}
@@ -165,8 +206,7 @@ async def test_free_plan_daily_credits_do_not_pay_for_pro_model_or_other_feature
     assert (d.allowed, debits(d.debits)) == (True, [("bonus", 3 * M)])
 
 
-async def test_daily_credits_refresh_at_utc_midnight_without_carry_over(
-        sidecar: Sidecar) -> None:
+async def test_daily_credits_refresh_at_utc_midnight_without_carry_over(sidecar: Sidecar) -> None:
     """Daily credits refresh at 00:00 UTC; unused ones do not carry over.
 
     "100 free credits that reset every day." The 101st Light chat of Jan 15 is refused until
@@ -205,7 +245,8 @@ async def test_bonus_credits_never_expire(sidecar: Sidecar) -> None:
     pool = next(p for p in (await balance(sidecar, "ag-bonus")).pools if p.pool_id == "bonus")
     assert (pool.kind, pool.balance, pool.next_reset_unix_ms) == ("grant", 25 * M, 0)
     assert [(lot.lot_id, lot.balance, lot.expires_at_unix_ms) for lot in pool.lots] == [
-        ("referral-1", 25 * M, 0)]
+        ("referral-1", 25 * M, 0)
+    ]
     d = await send(sidecar, "ag-bonus", 1, {"model": "pro", "feature": "chat"})
     assert debits(d.debits) == [("bonus", 3 * M)]
 
@@ -225,7 +266,9 @@ async def test_promotional_grant_with_an_expiry_lapses(sidecar: Sidecar) -> None
     assert debits(d.debits) == [("bonus", 9 * M)]
     pool = next(p for p in (await balance(sidecar, "ag-promo")).pools if p.pool_id == "bonus")
     assert [(lot.lot_id, lot.balance, lot.expires_at_unix_ms) for lot in pool.lots] == [
-        ("promo-jan", 31 * M, ms(2027, 2, 1)), ("referral-1", 10 * M, 0)]
+        ("promo-jan", 31 * M, ms(2027, 2, 1)),
+        ("referral-1", 10 * M, 0),
+    ]
 
     await clock_to(sidecar, "ag-promo", ms(2027, 2, 1))
     pool = next(p for p in (await balance(sidecar, "ag-promo")).pools if p.pool_id == "bonus")
@@ -269,7 +312,8 @@ async def test_payg_only_when_enabled(sidecar: Sidecar) -> None:
 
     account = await set_payg(sidecar, "ag-payg", enabled=True)
     assert [(p.pool_id, p.enabled, p.cap, p.unit) for p in account.pools] == [
-        ("payg", True, 100 * USD, "usd")]
+        ("payg", True, 100 * USD, "usd")
+    ]
     d = await send(sidecar, "ag-payg", 1, {"model": "pro", "feature": "agents"})
     assert (d.allowed, debits(d.debits)) == (True, [("payg", 3 * CREDIT_PRICE)])
 
@@ -283,16 +327,20 @@ async def test_payg_is_locked_during_the_trial(sidecar: Sidecar) -> None:
 
     "PAYG is not available on the Free plan, and is locked during the trial period."
     """
-    await open_account(sidecar, "ag-trial", "agent_team", payg=True,
-                       status=admin_pb2.ACCOUNT_STATUS_TRIAL)
+    await open_account(
+        sidecar, "ag-trial", "agent_team", payg=True, status=admin_pb2.ACCOUNT_STATUS_TRIAL
+    )
     assert (await balance(sidecar, "ag-trial")).status == "trial"
     assert (await send(sidecar, "ag-trial", 2000, LIGHT_AGENTS)).allowed
     d = await send(sidecar, "ag-trial", 1, LIGHT_AGENTS)
     assert (d.allowed, d.reason, d.retry_at_unix_ms) == (False, INSUFFICIENT, FEB_15)
     assert (await left(sidecar, "ag-trial"))["payg"] == 100 * USD
 
-    await sidecar.admin.UpdateAccount(admin_pb2.UpdateAccountRequest(
-        account_id="ag-trial", status=admin_pb2.ACCOUNT_STATUS_ACTIVE))
+    await sidecar.admin.UpdateAccount(
+        admin_pb2.UpdateAccountRequest(
+            account_id="ag-trial", status=admin_pb2.ACCOUNT_STATUS_ACTIVE
+        )
+    )
     d = await send(sidecar, "ag-trial", 1, LIGHT_AGENTS)
     assert (d.allowed, debits(d.debits)) == (True, [("payg", CREDIT_PRICE)])
 
@@ -330,26 +378,33 @@ async def test_payg_stops_at_the_monthly_cap_until_the_next_cycle(sidecar: Sidec
     assert payg.next_reset_unix_ms == ms(2027, 3, 15)
 
 
-@pytest.mark.parametrize(("plan", "cap", "ok"), [
-    ("agent_team", 50 * USD, False),
-    ("agent_team", 100 * USD - 1, False),
-    ("agent_team", 100 * USD, True),
-    ("agent_team", 1000 * USD, True),
-    ("agent_team", 1000 * USD + 1, False),
-    ("agent_team", -1, False),
-    ("agent_scale", 10_000 * USD, True),
-    ("agent_scale", 10_001 * USD, False),
-])
+@pytest.mark.parametrize(
+    ("plan", "cap", "ok"),
+    [
+        ("agent_team", 50 * USD, False),
+        ("agent_team", 100 * USD - 1, False),
+        ("agent_team", 100 * USD, True),
+        ("agent_team", 1000 * USD, True),
+        ("agent_team", 1000 * USD + 1, False),
+        ("agent_team", -1, False),
+        ("agent_scale", 10_000 * USD, True),
+        ("agent_scale", 10_001 * USD, False),
+    ],
+)
 async def test_cap_minimum_is_100_and_maximum_depends_on_tier(
-        sidecar: Sidecar, plan: str, cap: int, *, ok: bool) -> None:
+    sidecar: Sidecar, plan: str, cap: int, *, ok: bool
+) -> None:
     """The PAYG cap is at least $100 and at most the tier's maximum (Team $1,000, Scale $10,000).
 
     "Spending cap: Set your own monthly limit — minimum $100; maximum depends on your plan
     tier." A cap out of range is INVALID_ARGUMENT and leaves the old cap in place.
     """
     await open_account(sidecar, "ag-bounds", plan)
-    before = (await sidecar.admin.GetAccount(admin_pb2.GetAccountRequest(
-        account_id="ag-bounds"))).pools[0].cap
+    before = (
+        (await sidecar.admin.GetAccount(admin_pb2.GetAccountRequest(account_id="ag-bounds")))
+        .pools[0]
+        .cap
+    )
     if ok:
         account = await set_payg(sidecar, "ag-bounds", cap=cap)
         assert account.pools[0].cap == cap
@@ -407,7 +462,8 @@ async def test_lowering_the_cap_below_spend_blocks_payg_only(sidecar: Sidecar) -
 
 @pytest.mark.parametrize(("payg", "reason"), [(False, INSUFFICIENT), (True, CAP)])
 async def test_a_charge_one_credit_too_big_changes_nothing(
-        sidecar: Sidecar, *, payg: bool, reason: quota_pb2.Reason) -> None:
+    sidecar: Sidecar, *, payg: bool, reason: quota_pb2.Reason
+) -> None:
     """A charge spanning daily, bonus, premium and PAYG is all or nothing.
 
     The consumption order walks four pools; a request that all of them together cannot cover
@@ -426,7 +482,8 @@ async def test_a_charge_one_credit_too_big_changes_nothing(
     d = await send(sidecar, "ag-atomic", total, LIGHT_CHAT)
     assert d.allowed
     assert [x.pool_id for x in d.debits] == ["daily", "bonus", "premium"] + (
-        ["payg"] if payg else [])
+        ["payg"] if payg else []
+    )
     after = await left(sidecar, "ag-atomic")
     assert (after["daily"], after["bonus"], after["premium"]) == (0, 0, 0)
     assert after["payg"] == (0 if payg else 100 * USD)  # unused while disabled
@@ -443,22 +500,40 @@ async def test_batch_decides_for_several_accounts_in_order(sidecar: Sidecar) -> 
     await open_account(sidecar, "ag-free", "agent_free")
     assert (await send(sidecar, "ag-free", 100, LIGHT_CHAT)).allowed
 
-    def req(account_id: str, attributes: dict[str, str], action: str = "agent.message",
-            ) -> quota_pb2.CheckAndConsumeRequest:
-        return quota_pb2.CheckAndConsumeRequest(account_id=account_id, action=action,
-                                                quantity=1, attributes=attributes)
+    def req(
+        account_id: str,
+        attributes: dict[str, str],
+        action: str = "agent.message",
+    ) -> quota_pb2.CheckAndConsumeRequest:
+        return quota_pb2.CheckAndConsumeRequest(
+            account_id=account_id, action=action, quantity=1, attributes=attributes
+        )
 
-    out = await sidecar.quota.CheckAndConsumeBatch(quota_pb2.CheckAndConsumeBatchRequest(
-        requests=[req("ag-team", LIGHT_CHAT), req("ag-free", LIGHT_CHAT),
-                  req("ag-team", {"model": "ultra", "feature": "chat"}),
-                  req("ag-nobody", LIGHT_CHAT), req("ag-team", {}, "agent.teleport")]))
+    out = await sidecar.quota.CheckAndConsumeBatch(
+        quota_pb2.CheckAndConsumeBatchRequest(
+            requests=[
+                req("ag-team", LIGHT_CHAT),
+                req("ag-free", LIGHT_CHAT),
+                req("ag-team", {"model": "ultra", "feature": "chat"}),
+                req("ag-nobody", LIGHT_CHAT),
+                req("ag-team", {}, "agent.teleport"),
+            ]
+        )
+    )
     team_chat, free_chat, team_ultra, nobody, unknown = out.decisions
     assert (team_chat.allowed, debits(team_chat.debits)) == (True, [("daily", 1 * M)])
     assert (free_chat.allowed, free_chat.reason, free_chat.retry_at_unix_ms) == (
-        False, INSUFFICIENT, JAN_16)
+        False,
+        INSUFFICIENT,
+        JAN_16,
+    )
     assert (team_ultra.allowed, debits(team_ultra.debits)) == (True, [("premium", 10 * M)])
     assert (nobody.allowed, nobody.reason) == (False, quota_pb2.REASON_UNSPECIFIED)
     assert nobody.message.startswith("NOT_FOUND")
     assert (unknown.allowed, unknown.reason) == (False, quota_pb2.REASON_UNKNOWN_ACTION)
-    assert await left(sidecar, "ag-team") == {"daily": 99 * M, "bonus": 0,
-                                              "premium": 1990 * M, "payg": 100 * USD}
+    assert await left(sidecar, "ag-team") == {
+        "daily": 99 * M,
+        "bonus": 0,
+        "premium": 1990 * M,
+        "payg": 100 * USD,
+    }

@@ -61,15 +61,22 @@ class Case:
     answer: dict[str, Any] | None = None  # fields the answer must have when code is None
 
 
-def _q(method: str, request: Message | bytes,
-       code: grpc.StatusCode | tuple[grpc.StatusCode, ...] | None,
-       mention: str | tuple[str, ...], **answer: Any) -> Case:  # noqa: ANN401
+def _q(
+    method: str,
+    request: Message | bytes,
+    code: grpc.StatusCode | tuple[grpc.StatusCode, ...] | None,
+    mention: str | tuple[str, ...],
+    **answer: Any,  # noqa: ANN401 - expected Decision fields
+) -> Case:
     return Case(f"QuotaService/{method}", request, code, mention, answer or None)
 
 
-def _a(method: str, request: Message | bytes,
-       code: grpc.StatusCode | tuple[grpc.StatusCode, ...], mention: str | tuple[str, ...],
-       ) -> Case:
+def _a(
+    method: str,
+    request: Message | bytes,
+    code: grpc.StatusCode | tuple[grpc.StatusCode, ...],
+    mention: str | tuple[str, ...],
+) -> Case:
     return Case(f"AdminService/{method}", request, code, mention)
 
 
@@ -81,14 +88,22 @@ def _raw(message: Message, replace: bytes = BAD_UTF8) -> bytes:
 
 
 def consume(**fields: Any) -> quota_pb2.CheckAndConsumeRequest:  # noqa: ANN401
-    base: dict[str, Any] = {"account_id": TEAM, "action": "agent.message", "quantity": 1,
-                            "request_id": "new-1"}
+    base: dict[str, Any] = {
+        "account_id": TEAM,
+        "action": "agent.message",
+        "quantity": 1,
+        "request_id": "new-1",
+    }
     return quota_pb2.CheckAndConsumeRequest(**(base | fields))
 
 
 def reserve(**fields: Any) -> quota_pb2.ReserveRequest:  # noqa: ANN401
-    base: dict[str, Any] = {"account_id": TEAM, "action": "agent.message", "quantity": 1,
-                            "reservation_id": "new-h"}
+    base: dict[str, Any] = {
+        "account_id": TEAM,
+        "action": "agent.message",
+        "quantity": 1,
+        "reservation_id": "new-h",
+    }
     return quota_pb2.ReserveRequest(**(base | fields))
 
 
@@ -107,8 +122,12 @@ def refund(**fields: Any) -> quota_pb2.RefundRequest:  # noqa: ANN401
 
 
 def grant(**fields: Any) -> admin_pb2.GrantRequest:  # noqa: ANN401
-    base: dict[str, Any] = {"account_id": TEAM, "pool_id": "bonus", "amount": 5 * USD,
-                            "grant_id": "g-new"}
+    base: dict[str, Any] = {
+        "account_id": TEAM,
+        "pool_id": "bonus",
+        "amount": 5 * USD,
+        "grant_id": "g-new",
+    }
     return admin_pb2.GrantRequest(**(base | fields))
 
 
@@ -131,7 +150,8 @@ def update(**fields: Any) -> admin_pb2.UpdateAccountRequest:  # noqa: ANN401
 
 def batch(n: int) -> quota_pb2.CheckAndConsumeBatchRequest:
     return quota_pb2.CheckAndConsumeBatchRequest(
-        requests=[consume(request_id=f"b{i}") for i in range(n)])
+        requests=[consume(request_id=f"b{i}") for i in range(n)]
+    )
 
 
 # Ids no id field may take, with what the message shows of them.
@@ -163,8 +183,10 @@ ID_FIELDS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "AdminService/AdvanceTestClock": (lambda **f: clock(seconds=60, **f), ("account_id",)),
 }
 # Empty means "generate one" for these, not an error.
-GENERATED = {("QuotaService/CheckAndConsume", "request_id"), ("QuotaService/Reserve",
-                                                               "reservation_id")}
+GENERATED = {
+    ("QuotaService/CheckAndConsume", "request_id"),
+    ("QuotaService/Reserve", "reservation_id"),
+}
 
 
 def _id_cases() -> list[Any]:
@@ -184,12 +206,19 @@ def _id_cases() -> list[Any]:
 
 def _quantity_cases() -> list[Any]:
     out = []
-    values = {"negative": -1, "int64-min": INT64_MIN, "over-1e12": 10**12 + 1,
-              "int64-max": INT64_MAX, "zero": 0}
-    for name, build, zero_ok in (("CheckAndConsume", consume, False),
-                                 ("Reserve", reserve, False),
-                                 ("Settle", settle, True),
-                                 ("Refund", refund, True)):
+    values = {
+        "negative": -1,
+        "int64-min": INT64_MIN,
+        "over-1e12": 10**12 + 1,
+        "int64-max": INT64_MAX,
+        "zero": 0,
+    }
+    for name, build, zero_ok in (
+        ("CheckAndConsume", consume, False),
+        ("Reserve", reserve, False),
+        ("Settle", settle, True),
+        ("Refund", refund, True),
+    ):
         for label, value in values.items():
             if label == "zero" and zero_ok:
                 continue
@@ -215,8 +244,12 @@ def _attribute_cases() -> list[Any]:
     out = []
     for name, build in (("CheckAndConsume", consume), ("Reserve", reserve)):
         for label, (fields, mention) in rows.items():
-            out.append(pytest.param(_q(name, build(**fields), INVALID, ("attributes", mention)),
-                                    id=f"{name}-attributes-{label}"))
+            out.append(
+                pytest.param(
+                    _q(name, build(**fields), INVALID, ("attributes", mention)),
+                    id=f"{name}-attributes-{label}",
+                )
+            )
     return out
 
 
@@ -228,21 +261,37 @@ def _utf8_cases() -> list[Any]:
         ("CheckAndConsume", consume(account_id=PLACEHOLDER), "account_id"),
         ("CheckAndConsume", consume(action=PLACEHOLDER), "action"),
         ("Reserve", reserve(attributes={"model": PLACEHOLDER}), "value"),
-        ("CheckAndConsumeBatch", quota_pb2.CheckAndConsumeBatchRequest(
-            requests=[consume(attributes={"model": PLACEHOLDER})]), "batch-value"),
+        (
+            "CheckAndConsumeBatch",
+            quota_pb2.CheckAndConsumeBatchRequest(
+                requests=[consume(attributes={"model": PLACEHOLDER})]
+            ),
+            "batch-value",
+        ),
         ("GetBalance", quota_pb2.GetBalanceRequest(account_id=PLACEHOLDER), "account_id"),
         ("Refund", refund(refund_id=PLACEHOLDER), "refund_id"),
     ]
     # The decoder says which message and that a string had bad UTF-8, not which field.
     mention = ("not a valid message", "UTF-8")
-    out = [pytest.param(_q(name, _raw(message), INVALID, mention), id=f"{name}-utf8-{label}")
-           for name, message, label in rows]
-    out += [pytest.param(_a("Grant", _raw(grant(note=PLACEHOLDER)), INVALID, mention),
-                         id="Grant-utf8-note"),
-            # A length prefix that runs past the end of the message.
-            pytest.param(_q("CheckAndConsume", b"\x0a\x7fabc", INVALID,
-                            ("not a valid message", "CheckAndConsumeRequest")),
-                         id="CheckAndConsume-truncated")]
+    out = [
+        pytest.param(_q(name, _raw(message), INVALID, mention), id=f"{name}-utf8-{label}")
+        for name, message, label in rows
+    ]
+    out += [
+        pytest.param(
+            _a("Grant", _raw(grant(note=PLACEHOLDER)), INVALID, mention), id="Grant-utf8-note"
+        ),
+        # A length prefix that runs past the end of the message.
+        pytest.param(
+            _q(
+                "CheckAndConsume",
+                b"\x0a\x7fabc",
+                INVALID,
+                ("not a valid message", "CheckAndConsumeRequest"),
+            ),
+            id="CheckAndConsume-truncated",
+        ),
+    ]
     return out
 
 
@@ -252,174 +301,328 @@ CASES: list[Any] = [
     *_attribute_cases(),
     *_utf8_cases(),
     # --- actions -------------------------------------------------------------------------
-    pytest.param(_q("CheckAndConsume", consume(action="agent.nope"), None, "agent.nope",
-                    allowed=False, reason=quota_pb2.REASON_UNKNOWN_ACTION),
-                 id="CheckAndConsume-unknown-action-is-an-answer"),
-    pytest.param(_q("Reserve", reserve(action="agent.nope"), None, "agent.nope",
-                    allowed=False, reason=quota_pb2.REASON_UNKNOWN_ACTION),
-                 id="Reserve-unknown-action-is-an-answer"),
-    pytest.param(_q("CheckAndConsume", consume(action=""), INVALID, "action is required"),
-                 id="CheckAndConsume-action-empty"),
-    pytest.param(_q("CheckAndConsume", consume(action="agent message"), INVALID, "action"),
-                 id="CheckAndConsume-action-space"),
-    pytest.param(_q("Reserve", reserve(action="a" * 10_240), INVALID, "action"),
-                 id="Reserve-action-10KB"),
+    pytest.param(
+        _q(
+            "CheckAndConsume",
+            consume(action="agent.nope"),
+            None,
+            "agent.nope",
+            allowed=False,
+            reason=quota_pb2.REASON_UNKNOWN_ACTION,
+        ),
+        id="CheckAndConsume-unknown-action-is-an-answer",
+    ),
+    pytest.param(
+        _q(
+            "Reserve",
+            reserve(action="agent.nope"),
+            None,
+            "agent.nope",
+            allowed=False,
+            reason=quota_pb2.REASON_UNKNOWN_ACTION,
+        ),
+        id="Reserve-unknown-action-is-an-answer",
+    ),
+    pytest.param(
+        _q("CheckAndConsume", consume(action=""), INVALID, "action is required"),
+        id="CheckAndConsume-action-empty",
+    ),
+    pytest.param(
+        _q("CheckAndConsume", consume(action="agent message"), INVALID, "action"),
+        id="CheckAndConsume-action-space",
+    ),
+    pytest.param(
+        _q("Reserve", reserve(action="a" * 10_240), INVALID, "action"), id="Reserve-action-10KB"
+    ),
     # --- unknown accounts ----------------------------------------------------------------
-    pytest.param(_q("CheckAndConsume", consume(account_id="ghost"), NOT_FOUND, "'ghost'"),
-                 id="CheckAndConsume-unknown-account"),
-    pytest.param(_q("CheckAndConsume", consume(account_id="ghost", dry_run=True), NOT_FOUND,
-                    "'ghost'"), id="CheckAndConsume-unknown-account-dry-run"),
-    pytest.param(_q("Reserve", reserve(account_id="ghost"), NOT_FOUND, "'ghost'"),
-                 id="Reserve-unknown-account"),
-    pytest.param(_q("Settle", settle(account_id="ghost"), NOT_FOUND, "'ghost'"),
-                 id="Settle-unknown-account"),
-    pytest.param(_q("Release", release(account_id="ghost"), NOT_FOUND, "'ghost'"),
-                 id="Release-unknown-account"),
-    pytest.param(_q("Refund", refund(account_id="ghost"), NOT_FOUND, "'ghost'"),
-                 id="Refund-unknown-account"),
-    pytest.param(_q("GetBalance", quota_pb2.GetBalanceRequest(account_id="ghost"), NOT_FOUND,
-                    "'ghost'"), id="GetBalance-unknown-account"),
-    pytest.param(_a("GetAccount", admin_pb2.GetAccountRequest(account_id="ghost"), NOT_FOUND,
-                    "'ghost'"), id="GetAccount-unknown-account"),
-    pytest.param(_a("UpdateAccount", update(account_id="ghost", status=3), NOT_FOUND,
-                    "'ghost'"), id="UpdateAccount-unknown-account"),
-    pytest.param(_a("Grant", grant(account_id="ghost"), NOT_FOUND, "'ghost'"),
-                 id="Grant-unknown-account"),
-    pytest.param(_a("SetPoolSettings", settings(account_id="ghost", enabled=True), NOT_FOUND,
-                    "'ghost'"), id="SetPoolSettings-unknown-account"),
-    pytest.param(_a("AdvanceTestClock", clock(account_id="ghost", seconds=60), NOT_FOUND,
-                    "'ghost'"), id="AdvanceTestClock-unknown-account"),
+    pytest.param(
+        _q("CheckAndConsume", consume(account_id="ghost"), NOT_FOUND, "'ghost'"),
+        id="CheckAndConsume-unknown-account",
+    ),
+    pytest.param(
+        _q("CheckAndConsume", consume(account_id="ghost", dry_run=True), NOT_FOUND, "'ghost'"),
+        id="CheckAndConsume-unknown-account-dry-run",
+    ),
+    pytest.param(
+        _q("Reserve", reserve(account_id="ghost"), NOT_FOUND, "'ghost'"),
+        id="Reserve-unknown-account",
+    ),
+    pytest.param(
+        _q("Settle", settle(account_id="ghost"), NOT_FOUND, "'ghost'"), id="Settle-unknown-account"
+    ),
+    pytest.param(
+        _q("Release", release(account_id="ghost"), NOT_FOUND, "'ghost'"),
+        id="Release-unknown-account",
+    ),
+    pytest.param(
+        _q("Refund", refund(account_id="ghost"), NOT_FOUND, "'ghost'"), id="Refund-unknown-account"
+    ),
+    pytest.param(
+        _q("GetBalance", quota_pb2.GetBalanceRequest(account_id="ghost"), NOT_FOUND, "'ghost'"),
+        id="GetBalance-unknown-account",
+    ),
+    pytest.param(
+        _a("GetAccount", admin_pb2.GetAccountRequest(account_id="ghost"), NOT_FOUND, "'ghost'"),
+        id="GetAccount-unknown-account",
+    ),
+    pytest.param(
+        _a("UpdateAccount", update(account_id="ghost", status=3), NOT_FOUND, "'ghost'"),
+        id="UpdateAccount-unknown-account",
+    ),
+    pytest.param(
+        _a("Grant", grant(account_id="ghost"), NOT_FOUND, "'ghost'"), id="Grant-unknown-account"
+    ),
+    pytest.param(
+        _a("SetPoolSettings", settings(account_id="ghost", enabled=True), NOT_FOUND, "'ghost'"),
+        id="SetPoolSettings-unknown-account",
+    ),
+    pytest.param(
+        _a("AdvanceTestClock", clock(account_id="ghost", seconds=60), NOT_FOUND, "'ghost'"),
+        id="AdvanceTestClock-unknown-account",
+    ),
     # --- idempotency ---------------------------------------------------------------------
-    pytest.param(_q("CheckAndConsume", consume(request_id=CHARGE, quantity=2), PRECONDITION,
-                    f"'{CHARGE}'"), id="CheckAndConsume-request-id-reused-other-quantity"),
-    pytest.param(_q("CheckAndConsume", consume(request_id=CHARGE, attributes={"model": "pro"}),
-                    PRECONDITION, "request_id"),
-                 id="CheckAndConsume-request-id-reused-other-attributes"),
-    pytest.param(_q("Reserve", reserve(reservation_id=HOLD, quantity=3), PRECONDITION,
-                    f"'{HOLD}'"), id="Reserve-reservation-id-reused-other-quantity"),
-    pytest.param(_q("Reserve", reserve(reservation_id=CHARGE), PRECONDITION, f"'{CHARGE}'"),
-                 id="Reserve-reservation-id-of-a-charge"),
-    pytest.param(_q("Reserve", reserve(reservation_id=HOLD, quantity=3), PRECONDITION,
-                    "reservation_id"), id="Reserve-reservation-id-reused-names-its-field"),
-    pytest.param(_a("Grant", grant(grant_id=GRANT, amount=20 * USD), PRECONDITION,
-                    f"'{GRANT}'"), id="Grant-grant-id-reused-other-amount"),
+    pytest.param(
+        _q("CheckAndConsume", consume(request_id=CHARGE, quantity=2), PRECONDITION, f"'{CHARGE}'"),
+        id="CheckAndConsume-request-id-reused-other-quantity",
+    ),
+    pytest.param(
+        _q(
+            "CheckAndConsume",
+            consume(request_id=CHARGE, attributes={"model": "pro"}),
+            PRECONDITION,
+            "request_id",
+        ),
+        id="CheckAndConsume-request-id-reused-other-attributes",
+    ),
+    pytest.param(
+        _q("Reserve", reserve(reservation_id=HOLD, quantity=3), PRECONDITION, f"'{HOLD}'"),
+        id="Reserve-reservation-id-reused-other-quantity",
+    ),
+    pytest.param(
+        _q("Reserve", reserve(reservation_id=CHARGE), PRECONDITION, f"'{CHARGE}'"),
+        id="Reserve-reservation-id-of-a-charge",
+    ),
+    pytest.param(
+        _q("Reserve", reserve(reservation_id=HOLD, quantity=3), PRECONDITION, "reservation_id"),
+        id="Reserve-reservation-id-reused-names-its-field",
+    ),
+    pytest.param(
+        _a("Grant", grant(grant_id=GRANT, amount=20 * USD), PRECONDITION, f"'{GRANT}'"),
+        id="Grant-grant-id-reused-other-amount",
+    ),
     # --- reserve -------------------------------------------------------------------------
-    pytest.param(_q("Reserve", reserve(ttl_seconds=86_401), INVALID, "ttl_seconds"),
-                 id="Reserve-ttl-beyond-idempotency-ttl"),
-    pytest.param(_q("Reserve", reserve(ttl_seconds=INT64_MAX), INVALID, "ttl_seconds"),
-                 id="Reserve-ttl-int64-max"),
-    pytest.param(_q("Reserve", reserve(ttl_seconds=-1), INVALID, "ttl_seconds"),
-                 id="Reserve-ttl-negative"),
+    pytest.param(
+        _q("Reserve", reserve(ttl_seconds=86_401), INVALID, "ttl_seconds"),
+        id="Reserve-ttl-beyond-idempotency-ttl",
+    ),
+    pytest.param(
+        _q("Reserve", reserve(ttl_seconds=INT64_MAX), INVALID, "ttl_seconds"),
+        id="Reserve-ttl-int64-max",
+    ),
+    pytest.param(
+        _q("Reserve", reserve(ttl_seconds=-1), INVALID, "ttl_seconds"), id="Reserve-ttl-negative"
+    ),
     # --- settle, release -----------------------------------------------------------------
-    pytest.param(_q("Settle", settle(reservation_id="nope"), NOT_FOUND, "'nope'"),
-                 id="Settle-unknown-reservation"),
-    pytest.param(_q("Release", release(reservation_id="nope"), NOT_FOUND, "'nope'"),
-                 id="Release-unknown-reservation"),
-    pytest.param(_q("Settle", settle(reservation_id=CHARGE), PRECONDITION, "Refund"),
-                 id="Settle-a-charge"),
-    pytest.param(_q("Release", release(reservation_id=CHARGE), PRECONDITION, "Refund"),
-                 id="Release-a-charge"),
-    pytest.param(_q("Settle", settle(account_id=SHOP), NOT_FOUND, f"'{HOLD}'"),
-                 id="Settle-reservation-of-another-account"),
+    pytest.param(
+        _q("Settle", settle(reservation_id="nope"), NOT_FOUND, "'nope'"),
+        id="Settle-unknown-reservation",
+    ),
+    pytest.param(
+        _q("Release", release(reservation_id="nope"), NOT_FOUND, "'nope'"),
+        id="Release-unknown-reservation",
+    ),
+    pytest.param(
+        _q("Settle", settle(reservation_id=CHARGE), PRECONDITION, "Refund"), id="Settle-a-charge"
+    ),
+    pytest.param(
+        _q("Release", release(reservation_id=CHARGE), PRECONDITION, "Refund"), id="Release-a-charge"
+    ),
+    pytest.param(
+        _q("Settle", settle(account_id=SHOP), NOT_FOUND, f"'{HOLD}'"),
+        id="Settle-reservation-of-another-account",
+    ),
     # --- refund --------------------------------------------------------------------------
-    pytest.param(_q("Refund", refund(request_id="nope"), NOT_FOUND, "'nope'"),
-                 id="Refund-unknown-request-id"),
-    pytest.param(_q("Refund", refund(refund_id=CHARGE), INVALID, "refund_id"),
-                 id="Refund-refund-id-equals-request-id"),
-    pytest.param(_q("Refund", refund(quantity=5), PRECONDITION, f"'{CHARGE}'"),
-                 id="Refund-more-than-charged"),
-    pytest.param(_q("Refund", refund(request_id=HOLD), PRECONDITION, f"'{HOLD}'"),
-                 id="Refund-open-reservation"),
-    pytest.param(_q("Refund", refund(request_id=GRANT), (NOT_FOUND, PRECONDITION),
-                    f"'{GRANT}'"), id="Refund-a-grant"),
-    pytest.param(_q("Refund", refund(request_id=REFUND, refund_id="f-2"),
-                    (NOT_FOUND, PRECONDITION), f"'{REFUND}'"), id="Refund-a-refund"),
-    pytest.param(_q("Refund", refund(request_id="r2", refund_id=REFUND, quantity=2),
-                    PRECONDITION, f"'{REFUND}'"), id="Refund-refund-id-reused-other-quantity"),
-    pytest.param(_q("Settle", settle(reservation_id=GRANT), PRECONDITION, "grant"),
-                 id="Settle-a-grant"),
+    pytest.param(
+        _q("Refund", refund(request_id="nope"), NOT_FOUND, "'nope'"), id="Refund-unknown-request-id"
+    ),
+    pytest.param(
+        _q("Refund", refund(refund_id=CHARGE), INVALID, "refund_id"),
+        id="Refund-refund-id-equals-request-id",
+    ),
+    pytest.param(
+        _q("Refund", refund(quantity=5), PRECONDITION, f"'{CHARGE}'"), id="Refund-more-than-charged"
+    ),
+    pytest.param(
+        _q("Refund", refund(request_id=HOLD), PRECONDITION, f"'{HOLD}'"),
+        id="Refund-open-reservation",
+    ),
+    pytest.param(
+        _q("Refund", refund(request_id=GRANT), (NOT_FOUND, PRECONDITION), f"'{GRANT}'"),
+        id="Refund-a-grant",
+    ),
+    pytest.param(
+        _q(
+            "Refund",
+            refund(request_id=REFUND, refund_id="f-2"),
+            (NOT_FOUND, PRECONDITION),
+            f"'{REFUND}'",
+        ),
+        id="Refund-a-refund",
+    ),
+    pytest.param(
+        _q(
+            "Refund",
+            refund(request_id="r2", refund_id=REFUND, quantity=2),
+            PRECONDITION,
+            f"'{REFUND}'",
+        ),
+        id="Refund-refund-id-reused-other-quantity",
+    ),
+    pytest.param(
+        _q("Settle", settle(reservation_id=GRANT), PRECONDITION, "grant"), id="Settle-a-grant"
+    ),
     # --- create / update account ---------------------------------------------------------
-    pytest.param(_a("CreateAccount", create(plan_id="nope"), INVALID, "'nope'"),
-                 id="CreateAccount-unknown-plan"),
-    pytest.param(_a("CreateAccount", create(plan_id=""), INVALID, "plan"),
-                 id="CreateAccount-plan-empty"),
-    pytest.param(_a("CreateAccount", create(account_id=TEAM), EXISTS, f"'{TEAM}'"),
-                 id="CreateAccount-duplicate"),
-    pytest.param(_a("CreateAccount", create(account_id=TEAM, plan_id="glue_free"), EXISTS,
-                    "UpdateAccount"), id="CreateAccount-duplicate-other-plan"),
-    pytest.param(_a("CreateAccount", create(status=99), INVALID, "status 99"),
-                 id="CreateAccount-unknown-status-enum"),
-    pytest.param(_a("CreateAccount", create(status=-1), INVALID, "status -1"),
-                 id="CreateAccount-negative-status-enum"),
-    pytest.param(_a("CreateAccount", create(anchor_day=32), INVALID, "anchor_day"),
-                 id="CreateAccount-anchor-day-32"),
-    pytest.param(_a("CreateAccount", create(anchor_day=-1), INVALID, "anchor_day"),
-                 id="CreateAccount-anchor-day-negative"),
-    pytest.param(_a("UpdateAccount", update(status=99), INVALID, "status 99"),
-                 id="UpdateAccount-unknown-status-enum"),
-    pytest.param(_a("UpdateAccount", update(plan_id="nope"), INVALID, "'nope'"),
-                 id="UpdateAccount-unknown-plan"),
-    pytest.param(_a("UpdateAccount", update(anchor_day=40), INVALID, "anchor_day"),
-                 id="UpdateAccount-anchor-day-40"),
+    pytest.param(
+        _a("CreateAccount", create(plan_id="nope"), INVALID, "'nope'"),
+        id="CreateAccount-unknown-plan",
+    ),
+    pytest.param(
+        _a("CreateAccount", create(plan_id=""), INVALID, "plan"), id="CreateAccount-plan-empty"
+    ),
+    pytest.param(
+        _a("CreateAccount", create(account_id=TEAM), EXISTS, f"'{TEAM}'"),
+        id="CreateAccount-duplicate",
+    ),
+    pytest.param(
+        _a("CreateAccount", create(account_id=TEAM, plan_id="glue_free"), EXISTS, "UpdateAccount"),
+        id="CreateAccount-duplicate-other-plan",
+    ),
+    pytest.param(
+        _a("CreateAccount", create(status=99), INVALID, "status 99"),
+        id="CreateAccount-unknown-status-enum",
+    ),
+    pytest.param(
+        _a("CreateAccount", create(status=-1), INVALID, "status -1"),
+        id="CreateAccount-negative-status-enum",
+    ),
+    pytest.param(
+        _a("CreateAccount", create(anchor_day=32), INVALID, "anchor_day"),
+        id="CreateAccount-anchor-day-32",
+    ),
+    pytest.param(
+        _a("CreateAccount", create(anchor_day=-1), INVALID, "anchor_day"),
+        id="CreateAccount-anchor-day-negative",
+    ),
+    pytest.param(
+        _a("UpdateAccount", update(status=99), INVALID, "status 99"),
+        id="UpdateAccount-unknown-status-enum",
+    ),
+    pytest.param(
+        _a("UpdateAccount", update(plan_id="nope"), INVALID, "'nope'"),
+        id="UpdateAccount-unknown-plan",
+    ),
+    pytest.param(
+        _a("UpdateAccount", update(anchor_day=40), INVALID, "anchor_day"),
+        id="UpdateAccount-anchor-day-40",
+    ),
     # --- grant ---------------------------------------------------------------------------
-    pytest.param(_a("Grant", grant(pool_id="premium"), INVALID, "'premium'"),
-                 id="Grant-to-allowance-pool"),
-    pytest.param(_a("Grant", grant(pool_id="payg"), INVALID, "'payg'"),
-                 id="Grant-to-payg-pool"),
-    pytest.param(_a("Grant", grant(pool_id="nope"), NOT_FOUND, "'nope'"),
-                 id="Grant-unknown-pool"),
-    pytest.param(_a("Grant", grant(pool_id=""), NOT_FOUND, "pool"),
-                 id="Grant-pool-empty"),
+    pytest.param(
+        _a("Grant", grant(pool_id="premium"), INVALID, "'premium'"), id="Grant-to-allowance-pool"
+    ),
+    pytest.param(_a("Grant", grant(pool_id="payg"), INVALID, "'payg'"), id="Grant-to-payg-pool"),
+    pytest.param(_a("Grant", grant(pool_id="nope"), NOT_FOUND, "'nope'"), id="Grant-unknown-pool"),
+    pytest.param(_a("Grant", grant(pool_id=""), NOT_FOUND, "pool"), id="Grant-pool-empty"),
     pytest.param(_a("Grant", grant(amount=0), INVALID, "amount"), id="Grant-amount-zero"),
-    pytest.param(_a("Grant", grant(amount=-5 * USD), INVALID, "amount"),
-                 id="Grant-amount-negative"),
-    pytest.param(_a("Grant", grant(amount=INT64_MAX), INVALID, "amount"),
-                 id="Grant-amount-int64-max"),
-    pytest.param(_a("Grant", grant(account_id=SHOP, pool_id="credits",
-                                   expires_at_unix_ms=4_102_444_800_000), INVALID, "expires_at"),
-                 id="Grant-expires-at-on-balance-pool"),
-    pytest.param(_a("Grant", grant(expires_at_unix_ms=1), INVALID, "expires_at"),
-                 id="Grant-expires-at-in-the-past"),
-    pytest.param(_a("Grant", grant(expires_at_unix_ms=-1), INVALID, "expires_at"),
-                 id="Grant-expires-at-negative"),
+    pytest.param(
+        _a("Grant", grant(amount=-5 * USD), INVALID, "amount"), id="Grant-amount-negative"
+    ),
+    pytest.param(
+        _a("Grant", grant(amount=INT64_MAX), INVALID, "amount"), id="Grant-amount-int64-max"
+    ),
+    pytest.param(
+        _a(
+            "Grant",
+            grant(account_id=SHOP, pool_id="credits", expires_at_unix_ms=4_102_444_800_000),
+            INVALID,
+            "expires_at",
+        ),
+        id="Grant-expires-at-on-balance-pool",
+    ),
+    pytest.param(
+        _a("Grant", grant(expires_at_unix_ms=1), INVALID, "expires_at"),
+        id="Grant-expires-at-in-the-past",
+    ),
+    pytest.param(
+        _a("Grant", grant(expires_at_unix_ms=-1), INVALID, "expires_at"),
+        id="Grant-expires-at-negative",
+    ),
     pytest.param(_a("Grant", grant(note="n" * 257), INVALID, "note"), id="Grant-note-257-chars"),
-    pytest.param(_a("Grant", grant(amount=2**52 - 1), INVALID, "bonus"),
-                 id="Grant-overflows-pool"),
+    pytest.param(_a("Grant", grant(amount=2**52 - 1), INVALID, "bonus"), id="Grant-overflows-pool"),
     # --- pool settings -------------------------------------------------------------------
-    pytest.param(_a("SetPoolSettings", settings(), INVALID, "cap or enabled"),
-                 id="SetPoolSettings-neither-field"),
-    pytest.param(_a("SetPoolSettings", settings(cap=100 * USD - 1), INVALID, "cap"),
-                 id="SetPoolSettings-cap-below-min"),
-    pytest.param(_a("SetPoolSettings", settings(cap=1000 * USD + 1), INVALID, "1000"),
-                 id="SetPoolSettings-cap-above-max"),
-    pytest.param(_a("SetPoolSettings", settings(cap=-1), INVALID, "cap"),
-                 id="SetPoolSettings-cap-none-where-max"),
-    pytest.param(_a("SetPoolSettings", settings(cap=-5), INVALID, "cap"),
-                 id="SetPoolSettings-cap-negative"),
-    pytest.param(_a("SetPoolSettings", settings(cap=INT64_MAX), INVALID, "cap"),
-                 id="SetPoolSettings-cap-int64-max"),
-    pytest.param(_a("SetPoolSettings", settings(pool_id="premium", enabled=False), INVALID,
-                    "'premium'"), id="SetPoolSettings-allowance-pool"),
-    pytest.param(_a("SetPoolSettings", settings(pool_id="nope", enabled=True), NOT_FOUND,
-                    "'nope'"), id="SetPoolSettings-unknown-pool"),
+    pytest.param(
+        _a("SetPoolSettings", settings(), INVALID, "cap or enabled"),
+        id="SetPoolSettings-neither-field",
+    ),
+    pytest.param(
+        _a("SetPoolSettings", settings(cap=100 * USD - 1), INVALID, "cap"),
+        id="SetPoolSettings-cap-below-min",
+    ),
+    pytest.param(
+        _a("SetPoolSettings", settings(cap=1000 * USD + 1), INVALID, "1000"),
+        id="SetPoolSettings-cap-above-max",
+    ),
+    pytest.param(
+        _a("SetPoolSettings", settings(cap=-1), INVALID, "cap"),
+        id="SetPoolSettings-cap-none-where-max",
+    ),
+    pytest.param(
+        _a("SetPoolSettings", settings(cap=-5), INVALID, "cap"), id="SetPoolSettings-cap-negative"
+    ),
+    pytest.param(
+        _a("SetPoolSettings", settings(cap=INT64_MAX), INVALID, "cap"),
+        id="SetPoolSettings-cap-int64-max",
+    ),
+    pytest.param(
+        _a("SetPoolSettings", settings(pool_id="premium", enabled=False), INVALID, "'premium'"),
+        id="SetPoolSettings-allowance-pool",
+    ),
+    pytest.param(
+        _a("SetPoolSettings", settings(pool_id="nope", enabled=True), NOT_FOUND, "'nope'"),
+        id="SetPoolSettings-unknown-pool",
+    ),
     # --- test clock ----------------------------------------------------------------------
-    pytest.param(_a("AdvanceTestClock", clock(to_unix_ms=1), INVALID, "to_unix_ms"),
-                 id="AdvanceTestClock-backwards"),
-    pytest.param(_a("AdvanceTestClock", clock(seconds=60, to_unix_ms=4_102_444_800_000),
-                    INVALID, "either"), id="AdvanceTestClock-both-fields"),
-    pytest.param(_a("AdvanceTestClock", clock(), INVALID, "either"),
-                 id="AdvanceTestClock-neither-field"),
-    pytest.param(_a("AdvanceTestClock", clock(seconds=-60), INVALID, "seconds"),
-                 id="AdvanceTestClock-seconds-negative"),
-    pytest.param(_a("AdvanceTestClock", clock(seconds=INT64_MAX), INVALID, "seconds"),
-                 id="AdvanceTestClock-seconds-int64-max"),
-    pytest.param(_a("AdvanceTestClock", clock(to_unix_ms=-1), INVALID, "to_unix_ms"),
-                 id="AdvanceTestClock-to-negative"),
-    pytest.param(_a("AdvanceTestClock", clock(to_unix_ms=INT64_MAX), INVALID, "to_unix_ms"),
-                 id="AdvanceTestClock-to-int64-max"),
+    pytest.param(
+        _a("AdvanceTestClock", clock(to_unix_ms=1), INVALID, "to_unix_ms"),
+        id="AdvanceTestClock-backwards",
+    ),
+    pytest.param(
+        _a("AdvanceTestClock", clock(seconds=60, to_unix_ms=4_102_444_800_000), INVALID, "either"),
+        id="AdvanceTestClock-both-fields",
+    ),
+    pytest.param(
+        _a("AdvanceTestClock", clock(), INVALID, "either"), id="AdvanceTestClock-neither-field"
+    ),
+    pytest.param(
+        _a("AdvanceTestClock", clock(seconds=-60), INVALID, "seconds"),
+        id="AdvanceTestClock-seconds-negative",
+    ),
+    pytest.param(
+        _a("AdvanceTestClock", clock(seconds=INT64_MAX), INVALID, "seconds"),
+        id="AdvanceTestClock-seconds-int64-max",
+    ),
+    pytest.param(
+        _a("AdvanceTestClock", clock(to_unix_ms=-1), INVALID, "to_unix_ms"),
+        id="AdvanceTestClock-to-negative",
+    ),
+    pytest.param(
+        _a("AdvanceTestClock", clock(to_unix_ms=INT64_MAX), INVALID, "to_unix_ms"),
+        id="AdvanceTestClock-to-int64-max",
+    ),
     # --- batch ---------------------------------------------------------------------------
-    pytest.param(_q("CheckAndConsumeBatch", batch(1001), INVALID, "1000"),
-                 id="CheckAndConsumeBatch-1001-requests"),
+    pytest.param(
+        _q("CheckAndConsumeBatch", batch(1001), INVALID, "1000"),
+        id="CheckAndConsumeBatch-1001-requests",
+    ),
 ]
 
 
@@ -445,10 +648,10 @@ async def _provision(sidecar: Sidecar, redis: AsyncRedis) -> None:
         sidecar.engine.remember(SHOP, "shingle_free")
         return
     admin, quota = sidecar.admin, sidecar.quota
-    await admin.CreateAccount(admin_pb2.CreateAccountRequest(account_id=TEAM,
-                                                             plan_id="agent_team"))
-    await admin.CreateAccount(admin_pb2.CreateAccountRequest(account_id=SHOP,
-                                                             plan_id="shingle_free"))
+    await admin.CreateAccount(admin_pb2.CreateAccountRequest(account_id=TEAM, plan_id="agent_team"))
+    await admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(account_id=SHOP, plan_id="shingle_free")
+    )
     await admin.Grant(grant(grant_id=GRANT, amount=10 * USD))
     await admin.Grant(grant(account_id=SHOP, pool_id="credits", grant_id="buy", amount=5 * USD))
     d = await quota.CheckAndConsume(consume(request_id=CHARGE))
@@ -458,8 +661,12 @@ async def _provision(sidecar: Sidecar, redis: AsyncRedis) -> None:
     d = await quota.CheckAndConsume(consume(request_id="r2", quantity=2))
     assert d.allowed
     await quota.Refund(refund(request_id="r2", refund_id=REFUND, quantity=1))
-    _PROVISIONED.extend([(key, await redis.pttl(key), await redis.dump(key))
-                         async for key in redis.scan_iter(count=1000)])
+    _PROVISIONED.extend(
+        [
+            (key, await redis.pttl(key), await redis.dump(key))
+            async for key in redis.scan_iter(count=1000)
+        ]
+    )
 
 
 async def snapshot(redis: AsyncRedis) -> dict[object, tuple[object, object]]:
@@ -487,8 +694,10 @@ async def snapshot(redis: AsyncRedis) -> dict[object, tuple[object, object]]:
 
 
 async def balances(sidecar: Sidecar) -> dict[str, quota_pb2.GetBalanceResponse]:
-    return {a: await sidecar.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id=a))
-            for a in (TEAM, SHOP)}
+    return {
+        a: await sidecar.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id=a))
+        for a in (TEAM, SHOP)
+    }
 
 
 def _call(channel: grpc.aio.Channel, case: Case) -> Any:  # noqa: ANN401
@@ -497,17 +706,21 @@ def _call(channel: grpc.aio.Channel, case: Case) -> Any:  # noqa: ANN401
     output = module.DESCRIPTOR.services_by_name[service].methods_by_name[method].output_type
     data = case.request if isinstance(case.request, bytes) else case.request.SerializeToString()
     response_class = getattr(module, output.name)
-    call = channel.unary_unary(f"/creditgate.v1.{case.method}",
-                               request_serializer=lambda b: b,
-                               response_deserializer=response_class.FromString)
+    call = channel.unary_unary(
+        f"/creditgate.v1.{case.method}",
+        request_serializer=lambda b: b,
+        response_deserializer=response_class.FromString,
+    )
     return call(data, timeout=10)
 
 
 # --- tests -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", CASES)
-async def test_bad_input_is_refused_and_changes_nothing(sidecar: Sidecar, redis: AsyncRedis,
-                                                        case: Case) -> None:
+async def test_bad_input_is_refused_and_changes_nothing(
+    sidecar: Sidecar, redis: AsyncRedis, case: Case
+) -> None:
     """A bad request gets its exact status, a message naming the culprit, and no effect."""
     await _provision(sidecar, redis)
     before_balances = await balances(sidecar)
@@ -538,7 +751,8 @@ async def test_bad_input_is_refused_and_changes_nothing(sidecar: Sidecar, redis:
 
 
 async def test_malformed_batch_items_are_answers_and_change_nothing(
-        sidecar: Sidecar, redis: AsyncRedis) -> None:
+    sidecar: Sidecar, redis: AsyncRedis
+) -> None:
     """Bad items of a batch are denied in their slot with a message; the batch itself succeeds."""
     await _provision(sidecar, redis)
     before = await snapshot(redis)
@@ -549,33 +763,51 @@ async def test_malformed_batch_items_are_answers_and_change_nothing(
         (consume(attributes={"a b": "v"}), "INVALID_ARGUMENT", "attributes"),
     ]
     response = await sidecar.quota.CheckAndConsumeBatch(
-        quota_pb2.CheckAndConsumeBatchRequest(requests=[r for r, _, _ in bad]))
+        quota_pb2.CheckAndConsumeBatchRequest(requests=[r for r, _, _ in bad])
+    )
     assert len(response.decisions) == len(bad)
     for decision, (_, code, mention) in zip(response.decisions, bad, strict=True):
         assert not decision.allowed
         assert decision.reason == quota_pb2.REASON_UNSPECIFIED
         assert decision.message.startswith(code), decision.message
         assert mention in decision.message
-    unknown = await sidecar.quota.CheckAndConsumeBatch(quota_pb2.CheckAndConsumeBatchRequest(
-        requests=[consume(action="agent.nope")]))
+    unknown = await sidecar.quota.CheckAndConsumeBatch(
+        quota_pb2.CheckAndConsumeBatchRequest(requests=[consume(action="agent.nope")])
+    )
     assert unknown.decisions[0].reason == quota_pb2.REASON_UNKNOWN_ACTION
     assert "agent.nope" in unknown.decisions[0].message
     assert await snapshot(redis) == before
 
 
-@pytest.mark.parametrize(("item", "code", "mention"), [
-    pytest.param(consume(request_id=CHARGE, quantity=3), "FAILED_PRECONDITION", f"'{CHARGE}'",
-                 id="reused-request-id"),
-    pytest.param(consume(request_id="huge", quantity=10**12, attributes={"model": "ultra"}),
-                 "INVALID_ARGUMENT", "split", id="cost-beyond-2^52"),
-])
+@pytest.mark.parametrize(
+    ("item", "code", "mention"),
+    [
+        pytest.param(
+            consume(request_id=CHARGE, quantity=3),
+            "FAILED_PRECONDITION",
+            f"'{CHARGE}'",
+            id="reused-request-id",
+        ),
+        pytest.param(
+            consume(request_id="huge", quantity=10**12, attributes={"model": "ultra"}),
+            "INVALID_ARGUMENT",
+            "split",
+            id="cost-beyond-2^52",
+        ),
+    ],
+)
 async def test_batch_item_refused_by_the_script_does_not_fail_the_batch(
-        sidecar: Sidecar, redis: AsyncRedis, item: quota_pb2.CheckAndConsumeRequest, code: str,
-        mention: str) -> None:
+    sidecar: Sidecar,
+    redis: AsyncRedis,
+    item: quota_pb2.CheckAndConsumeRequest,
+    code: str,
+    mention: str,
+) -> None:
     """An item the script refuses is refused in its slot only; the others get their answers."""
     await _provision(sidecar, redis)
-    response = await sidecar.quota.CheckAndConsumeBatch(quota_pb2.CheckAndConsumeBatchRequest(
-        requests=[consume(request_id="fresh"), item]))
+    response = await sidecar.quota.CheckAndConsumeBatch(
+        quota_pb2.CheckAndConsumeBatchRequest(requests=[consume(request_id="fresh"), item])
+    )
     fresh, refused = response.decisions
     assert fresh.allowed
     assert not refused.allowed
@@ -583,11 +815,13 @@ async def test_batch_item_refused_by_the_script_does_not_fail_the_batch(
     assert mention in refused.message
 
 
-async def test_get_balance_on_a_cold_sidecar_lists_the_pools(sidecar: Sidecar,
-                                                             demo_catalog: Catalog) -> None:
+async def test_get_balance_on_a_cold_sidecar_lists_the_pools(
+    sidecar: Sidecar, demo_catalog: Catalog
+) -> None:
     """A second sidecar on the same Redis sees every pool of an account the first one made."""
-    await sidecar.admin.CreateAccount(admin_pb2.CreateAccountRequest(account_id=TEAM,
-                                                                     plan_id="agent_team"))
+    await sidecar.admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(account_id=TEAM, plan_id="agent_team")
+    )
     cold = Engine(sidecar.engine.redis, demo_catalog, test_clock=True)
     server, _health, port = await build_server(cold, "127.0.0.1:0")
     await server.start()
@@ -600,8 +834,10 @@ async def test_get_balance_on_a_cold_sidecar_lists_the_pools(sidecar: Sidecar,
         await server.stop(None)
 
 
-async def test_test_clock_is_refused_without_it(redis: AsyncRedis, demo_catalog: Catalog,
-                                                ) -> None:
+async def test_test_clock_is_refused_without_it(
+    redis: AsyncRedis,
+    demo_catalog: Catalog,
+) -> None:
     """AdvanceTestClock on a server without the test clock is FAILED_PRECONDITION, no change."""
     engine = Engine(redis, demo_catalog, test_clock=False)
     await engine.create_account(TEAM, "agent_team")
@@ -613,7 +849,8 @@ async def test_test_clock_is_refused_without_it(redis: AsyncRedis, demo_catalog:
             call = channel.unary_unary(
                 "/creditgate.v1.AdminService/AdvanceTestClock",
                 request_serializer=admin_pb2.AdvanceTestClockRequest.SerializeToString,
-                response_deserializer=admin_pb2.Account.FromString)
+                response_deserializer=admin_pb2.Account.FromString,
+            )
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await call(clock(seconds=60), timeout=10)
         assert caught.value.code() == PRECONDITION
@@ -652,8 +889,13 @@ async def test_dead_redis_is_unavailable(demo_catalog: Catalog) -> None:
 
     An unknown action is still answered: it is decided before Redis is asked.
     """
-    dead = AsyncRedis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5,
-                      socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    dead = AsyncRedis(
+        host="127.0.0.1",
+        port=_closed_port(),
+        socket_connect_timeout=0.5,
+        socket_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
     engine = Engine(dead, demo_catalog, test_clock=True)
     server, _health, port = await build_server(engine, "127.0.0.1:0")
     await server.start()
@@ -668,7 +910,10 @@ async def test_dead_redis_is_unavailable(demo_catalog: Catalog) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await asyncio.wait_for(_call(channel, case), 10)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (
-                method, caught.value.code(), caught.value.details())
+                method,
+                caught.value.code(),
+                caught.value.details(),
+            )
             assert "Redis" in (caught.value.details() or ""), method
             assert "retry" in (caught.value.details() or ""), method
     finally:
@@ -678,8 +923,13 @@ async def test_dead_redis_is_unavailable(demo_catalog: Catalog) -> None:
 
 
 async def _dead_batch(demo_catalog: Catalog, *, plan_known: bool) -> None:
-    dead = AsyncRedis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=0.5,
-                      socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    dead = AsyncRedis(
+        host="127.0.0.1",
+        port=_closed_port(),
+        socket_connect_timeout=0.5,
+        socket_timeout=0.5,
+        retry=Retry(NoBackoff(), 0),
+    )
     engine = Engine(dead, demo_catalog, test_clock=True)
     if plan_known:  # as after earlier calls for the account reached Redis
         engine.remember(TEAM, "agent_team")
@@ -687,8 +937,9 @@ async def _dead_batch(demo_catalog: Catalog, *, plan_known: bool) -> None:
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        case = Case("QuotaService/CheckAndConsumeBatch", batch(2), grpc.StatusCode.UNAVAILABLE,
-                    "Redis")
+        case = Case(
+            "QuotaService/CheckAndConsumeBatch", batch(2), grpc.StatusCode.UNAVAILABLE, "Redis"
+        )
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await _call(channel, case)
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()

@@ -23,8 +23,11 @@ async def test_reflection_lists_the_services(sidecar: Sidecar) -> None:
     names = set()
     async for response in stub.ServerReflectionInfo(requests()):
         names |= {s.name for s in response.list_services_response.service}
-    assert {"creditgate.v1.QuotaService", "creditgate.v1.AdminService",
-            "grpc.health.v1.Health"} <= names
+    assert {
+        "creditgate.v1.QuotaService",
+        "creditgate.v1.AdminService",
+        "grpc.health.v1.Health",
+    } <= names
 
 
 async def test_health_check_answers(sidecar: Sidecar) -> None:
@@ -36,10 +39,14 @@ async def test_health_check_answers(sidecar: Sidecar) -> None:
 
 async def test_charge_through_grpc(sidecar: Sidecar) -> None:
     """An email on Zite's free plan costs 5 integration credits from the monthly allowance."""
-    await sidecar.admin.CreateAccount(admin_pb2.CreateAccountRequest(
-        account_id="acme", plan_id="zite_free"))
-    d = await sidecar.quota.CheckAndConsume(quota_pb2.CheckAndConsumeRequest(
-        account_id="acme", action="zite.email.send", quantity=1, request_id="r1"))
+    await sidecar.admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(account_id="acme", plan_id="zite_free")
+    )
+    d = await sidecar.quota.CheckAndConsume(
+        quota_pb2.CheckAndConsumeRequest(
+            account_id="acme", action="zite.email.send", quantity=1, request_id="r1"
+        )
+    )
     assert d.allowed
     assert d.cost == 5_000_000
     assert [(x.pool_id, x.amount) for x in d.debits] == [("integration", 5_000_000)]

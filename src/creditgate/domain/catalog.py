@@ -28,11 +28,17 @@ from creditgate.domain.money import MAX_AMOUNT, MICRO, to_micro
 
 PoolKind = Literal["allowance", "grant", "balance", "overage", "payg"]
 KIND_CODE: dict[str, str] = {
-    "allowance": "A", "grant": "G", "balance": "B", "overage": "O", "payg": "P",
+    "allowance": "A",
+    "grant": "G",
+    "balance": "B",
+    "overage": "O",
+    "payg": "P",
 }
 MAX_RATE = 1_000_000_000  # money micro-units per meter unit: keeps Lua products below 2**52
 Ident = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 ActionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
+
+
 def _exact(value: object) -> object:
     """Refuse floats and booleans where an amount belongs: YAML's 0.1 is not exact."""
     if isinstance(value, bool):
@@ -272,32 +278,48 @@ def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
         msg = f"{w}: block_price must be above 0"
         raise ConfigError(msg)
     return Pool(
-        id=cfg.id, kind=cfg.kind, code=KIND_CODE[cfg.kind], meter=cfg.meter, unit=cfg.unit,
+        id=cfg.id,
+        kind=cfg.kind,
+        code=KIND_CODE[cfg.kind],
+        meter=cfg.meter,
+        unit=cfg.unit,
         amount=_micro(cfg.amount, f"{w} amount"),
         period=cfg.period or ("cycle" if cfg.kind in ("overage", "payg") else ""),
-        scope=Scope(frozenset(cfg.scope.actions),
-                    tuple((k, frozenset(v)) for k, v in sorted(cfg.scope.attributes.items()))),
-        rates=rates, block_size=block_size,
+        scope=Scope(
+            frozenset(cfg.scope.actions),
+            tuple((k, frozenset(v)) for k, v in sorted(cfg.scope.attributes.items())),
+        ),
+        rates=rates,
+        block_size=block_size,
         block_price=_micro(cfg.block_price, f"{w} block_price"),
         cap=_micro(cfg.cap, f"{w} cap", -1),
         cap_min=_micro(cfg.cap_min, f"{w} cap_min", 0),
         cap_max=_micro(cfg.cap_max, f"{w} cap_max", -1),
-        enabled=cfg.enabled, description=cfg.description,
-        stops_account=(cfg.on_cap_below_spend or (
-            "stop_account" if cfg.kind == "overage" else "block_pool")) == "stop_account",
+        enabled=cfg.enabled,
+        description=cfg.description,
+        stops_account=(
+            cfg.on_cap_below_spend or ("stop_account" if cfg.kind == "overage" else "block_pool")
+        )
+        == "stop_account",
     )
 
 
-def _compile_action(name: str, cfg: ActionConfig, meters: set[str], cost: Amount | None = None,
-                    ) -> ActionPrice:
+def _compile_action(
+    name: str,
+    cfg: ActionConfig,
+    meters: set[str],
+    cost: Amount | None = None,
+) -> ActionPrice:
     if cfg.free:
         return ActionPrice(None, 0, cfg.per)
     if cfg.meter is None or cfg.meter not in meters:
         msg = f"action {name}: needs a declared meter (or free: true)"
         raise ConfigError(msg)
     variants = tuple(
-        _Variant(tuple((k, frozenset(v)) for k, v in sorted(var.when.items())),
-                 _micro(var.cost, f"action {name} variant cost"))
+        _Variant(
+            tuple((k, frozenset(v)) for k, v in sorted(var.when.items())),
+            _micro(var.cost, f"action {name} variant cost"),
+        )
         for var in cfg.variants
     )
     unit_cost = _micro(cfg.cost if cost is None else cost, f"action {name} cost")
@@ -331,8 +353,9 @@ def _compile_plan(plan_id: str, cfg: PlanConfig, catalog: CatalogConfig) -> Plan
     keys = {k for p in pools.values() for k, _ in p.scope.attributes}
     keys |= {k for a in actions.values() for v in a.variants for k, _ in v.when}
     ordered = tuple(pools[i] for i in order)
-    return Plan(plan_id, ordered, actions, tuple(sorted(keys)), cfg.description,
-                {p.id: p for p in ordered})
+    return Plan(
+        plan_id, ordered, actions, tuple(sorted(keys)), cfg.description, {p.id: p for p in ordered}
+    )
 
 
 def compile_catalog(config: CatalogConfig) -> Catalog:

@@ -80,13 +80,27 @@ class EngineCore:
         if args is None:
             args = []
             for p in plan.pools:
-                args += [p.id, p.code, p.period, p.amount, 0, p.block_size, p.block_price, p.cap,
-                         "0", "1" if p.enabled else "0"]
+                args += [
+                    p.id,
+                    p.code,
+                    p.period,
+                    p.amount,
+                    0,
+                    p.block_size,
+                    p.block_price,
+                    p.cap,
+                    "0",
+                    "1" if p.enabled else "0",
+                ]
             self._plain_args[plan.id] = args
         return args
 
-    def consume_args(self, plan: Plan, action: str, attributes: dict[str, str],
-                     ) -> tuple[Args, Price | None, bytes]:
+    def consume_args(
+        self,
+        plan: Plan,
+        action: str,
+        attributes: dict[str, str],
+    ) -> tuple[Args, Price | None, bytes]:
         """Pool descriptors with eligibility and rates for one action, and its price.
 
         The third item is ARGV[2..] (plan id, clock flag, count, descriptors) as RESP, for the
@@ -100,8 +114,18 @@ class EngineCore:
         args: Args = []
         for p in plan.pools:
             rate = None if price is None else p.rate_for(action, price.meter, attributes)
-            args += [p.id, p.code, p.period, p.amount, rate or 0, p.block_size, p.block_price,
-                     p.cap, "0" if rate is None else "1", "1" if p.enabled else "0"]
+            args += [
+                p.id,
+                p.code,
+                p.period,
+                p.amount,
+                rate or 0,
+                p.block_size,
+                p.block_price,
+                p.cap,
+                "0" if rate is None else "1",
+                "1" if p.enabled else "0",
+            ]
         if len(self._consume_args) >= _ARGS_CACHE_SIZE:
             self._consume_args.clear()
         encoded = encode([plan.id, self._clock, len(plan.pools), *args])
@@ -113,8 +137,10 @@ class EngineCore:
     def plan_of(self, plan_id: str) -> Plan:
         plan = self.catalog.plan(plan_id)
         if plan is None:
-            msg = (f"the account is on plan {plan_id!r}, which this server's catalog does not "
-                   "define: deploy a catalog that has it, or move the account to another plan")
+            msg = (
+                f"the account is on plan {plan_id!r}, which this server's catalog does not "
+                "define: deploy a catalog that has it, or move the account to another plan"
+            )
             raise FailedPreconditionError(msg)
         return plan
 
@@ -174,8 +200,9 @@ class EngineCore:
 
 
 def _unavailable(exc: Exception) -> UnavailableError:
-    return UnavailableError(f"Redis did not answer ({exc}); retry with the same request_id, "
-                            "which never charges twice")
+    return UnavailableError(
+        f"Redis did not answer ({exc}); retry with the same request_id, which never charges twice"
+    )
 
 
 def require_plan(plan: Plan | None) -> Plan:
@@ -194,6 +221,8 @@ def pool_or_error(plan: Plan, pool_id: str, kinds: tuple[str, ...]) -> None:
         raise NotFoundError(msg)
     if pool.kind not in kinds:
         article = "an" if pool.kind[0] in "aeiou" else "a"
-        msg = (f"pool {pool_id!r} is {article} {pool.kind} pool; this needs a "
-               f"{' or '.join(kinds)} pool")
+        msg = (
+            f"pool {pool_id!r} is {article} {pool.kind} pool; this needs a "
+            f"{' or '.join(kinds)} pool"
+        )
         raise InvalidArgumentError(msg)

@@ -83,12 +83,26 @@ class Engine(EngineCore):
     # --- quota ---------------------------------------------------------------------------
 
     async def consume(  # noqa: PLR0913 - mirrors the request message
-        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
-        request_id: str = "", *, dry_run: bool = False, hold_ttl_ms: int | None = None,
+        self,
+        account_id: str,
+        action: str,
+        quantity: int,
+        attributes: dict[str, str],
+        request_id: str = "",
+        *,
+        dry_run: bool = False,
+        hold_ttl_ms: int | None = None,
     ) -> Decision:
         """CheckAndConsume; with ``hold_ttl_ms`` a Reserve (the credits are held, not spent)."""
-        call = self._prepare(account_id, action, quantity, attributes, request_id,
-                             dry_run=dry_run, hold_ttl_ms=hold_ttl_ms)
+        call = self._prepare(
+            account_id,
+            action,
+            quantity,
+            attributes,
+            request_id,
+            dry_run=dry_run,
+            hold_ttl_ms=hold_ttl_ms,
+        )
         if isinstance(call, Decision):
             return call
         if self.fast is not None:
@@ -118,7 +132,8 @@ class Engine(EngineCore):
         return reply
 
     async def consume_many(
-        self, requests: Sequence[tuple[str, str, int, dict[str, str], str, bool]],
+        self,
+        requests: Sequence[tuple[str, str, int, dict[str, str], str, bool]],
     ) -> list[Decision | CreditgateError]:
         """Independent CheckAndConsume decisions in one Redis pipeline (one round trip).
 
@@ -134,8 +149,9 @@ class Engine(EngineCore):
         pipe = self.redis.pipeline(transaction=False)
         for i, (account_id, action, quantity, attributes, rid, dry_run) in enumerate(requests):
             try:
-                call = self._prepare(account_id, action, quantity, attributes, rid,
-                                     dry_run=dry_run, hold_ttl_ms=None)
+                call = self._prepare(
+                    account_id, action, quantity, attributes, rid, dry_run=dry_run, hold_ttl_ms=None
+                )
             except CreditgateError as exc:
                 out[i] = exc
                 continue
@@ -157,46 +173,76 @@ class Engine(EngineCore):
                 out[i] = await self._consume_or_error(*requests[i])
         return [r for r in out if r is not None]
 
-    def _settled_or_error(self, call: _Consume, plan: Plan, reply: list[Any],
-                          ) -> Decision | CreditgateError:
+    def _settled_or_error(
+        self,
+        call: _Consume,
+        plan: Plan,
+        reply: list[Any],
+    ) -> Decision | CreditgateError:
         try:
             return self._decide(call, plan, reply)
         except CreditgateError as exc:
             return exc
 
     async def _consume_or_error(  # noqa: PLR0913, PLR0917 - one batch item
-        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
-        request_id: str, dry_run: bool,  # noqa: FBT001
+        self,
+        account_id: str,
+        action: str,
+        quantity: int,
+        attributes: dict[str, str],
+        request_id: str,
+        dry_run: bool,  # noqa: FBT001
     ) -> Decision | CreditgateError:
         try:
-            return await self.consume(account_id, action, quantity, attributes, request_id,
-                                      dry_run=dry_run)
+            return await self.consume(
+                account_id, action, quantity, attributes, request_id, dry_run=dry_run
+            )
         except UnavailableError:
             raise  # Redis is gone for the whole batch, not for one request
         except CreditgateError as exc:
             return exc
 
     def _prepare(  # noqa: PLR0913 - mirrors the request message
-        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
-        request_id: str, *, dry_run: bool, hold_ttl_ms: int | None,
+        self,
+        account_id: str,
+        action: str,
+        quantity: int,
+        attributes: dict[str, str],
+        request_id: str,
+        *,
+        dry_run: bool,
+        hold_ttl_ms: int | None,
     ) -> _Consume | Decision:
         check.check_id(account_id, "account_id")
         reserve = hold_ttl_ms is not None
-        rid = check.check_id(request_id, "reservation_id" if reserve else "request_id",
-                             generate=True)
+        rid = check.check_id(
+            request_id, "reservation_id" if reserve else "request_id", generate=True
+        )
         check.check_quantity(quantity)
         check.check_attributes(attributes)
         if action not in self.catalog.actions:
             check.check_id(action, "action")
-            return Decision(allowed=False, reason=Reason.UNKNOWN_ACTION, cost=0, meter="",
-                            debits=(), balances=(), request_id=rid, message=(
-                f"action {action!r} is not in the price book; add it to the plans file"))
+            return Decision(
+                allowed=False,
+                reason=Reason.UNKNOWN_ACTION,
+                cost=0,
+                meter="",
+                debits=(),
+                balances=(),
+                request_id=rid,
+                message=(f"action {action!r} is not in the price book; add it to the plans file"),
+            )
         mode = "R" if reserve else "C"
         fp = _fingerprint(mode, action, quantity, sorted(attributes.items()))
         at = json.dumps(attributes, sort_keys=True, separators=(",", ":")) if attributes else ""
         tail: Args = [mode, rid, fp, quantity]
-        flags: Args = [action, at, "1" if dry_run else "0", self.idempotency_ttl_ms,
-                       hold_ttl_ms or 0]
+        flags: Args = [
+            action,
+            at,
+            "1" if dry_run else "0",
+            self.idempotency_ttl_ms,
+            hold_ttl_ms or 0,
+        ]
 
         def build(plan: Plan | None) -> Args:
             if plan is None:
@@ -212,17 +258,24 @@ class Engine(EngineCore):
             uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
             # EVALSHA sha 5 keys... account_id [plan clock n pools...] tail...
             count = 3 + len(keys) + 4 + len(pool_args) + len(tail) + 3 + len(flags)
-            return command(count, encode(["EVALSHA", sha, len(keys), *keys, account_id])
-                           + static + encode([*tail, uc, per, *flags, meter]))
+            return command(
+                count,
+                encode(["EVALSHA", sha, len(keys), *keys, account_id])
+                + static
+                + encode([*tail, uc, per, *flags, meter]),
+            )
 
-        return _Consume(keys, build, encoded, rid, action, attributes, dry_run=dry_run,
-                        reserve=reserve)
+        return _Consume(
+            keys, build, encoded, rid, action, attributes, dry_run=dry_run, reserve=reserve
+        )
 
     def _decide(self, call: _Consume, plan: Plan, reply: list[Any]) -> Decision:
         if reply[0] == b"IDEM_MISMATCH":
             field = "reservation_id" if call.reserve else "request_id"
-            msg = (f"{field} {call.rid!r} was already used on this account for a different "
-                   "request; use a new id for a new request")
+            msg = (
+                f"{field} {call.rid!r} was already used on this account for a different "
+                "request; use a new id for a new request"
+            )
             raise FailedPreconditionError(msg)
         self._too_large(reply)
         if reply[0] == b"REPLAY":
@@ -234,17 +287,33 @@ class Engine(EngineCore):
         return dataclasses.replace(d, message=_explain(d, call.action)) if not d.allowed else d
 
     async def reserve(  # noqa: PLR0913, PLR0917 - mirrors the request message
-        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
-        reservation_id: str = "", ttl_seconds: int = 0, *, dry_run: bool = False,
+        self,
+        account_id: str,
+        action: str,
+        quantity: int,
+        attributes: dict[str, str],
+        reservation_id: str = "",
+        ttl_seconds: int = 0,
+        *,
+        dry_run: bool = False,
     ) -> Decision:
         max_ttl = self.idempotency_ttl_ms // 1000
         if not 0 <= ttl_seconds <= max_ttl:
-            msg = (f"ttl_seconds must be between 1 and {max_ttl} (the idempotency TTL), or 0 for "
-                   f"the default of {self.hold_ttl_ms // 1000}")
+            msg = (
+                f"ttl_seconds must be between 1 and {max_ttl} (the idempotency TTL), or 0 for "
+                f"the default of {self.hold_ttl_ms // 1000}"
+            )
             raise InvalidArgumentError(msg)
         ttl_ms = ttl_seconds * 1000 if ttl_seconds else self.hold_ttl_ms
-        return await self.consume(account_id, action, quantity, attributes, reservation_id,
-                                  dry_run=dry_run, hold_ttl_ms=ttl_ms)
+        return await self.consume(
+            account_id,
+            action,
+            quantity,
+            attributes,
+            reservation_id,
+            dry_run=dry_run,
+            hold_ttl_ms=ttl_ms,
+        )
 
     async def settle(self, account_id: str, reservation_id: str, quantity: int) -> Settlement:
         check.check_id(account_id, "account_id")
@@ -266,12 +335,22 @@ class Engine(EngineCore):
         debits = replies.net_by_pool(debits)
         reason = Reason(reply[5])
         return Settlement(
-            reservation_id=reservation_id, cost=reply[1], meter=reply[7].decode(),
-            held=reply[2], fully_charged=reply[3] == 1, shortfall=reply[4], reason=reason,
-            debits=debits, balances=replies.remaining(plan, reply, at), replayed=reply[6] == 1,
-            message="" if reply[3] == 1 else (
+            reservation_id=reservation_id,
+            cost=reply[1],
+            meter=reply[7].decode(),
+            held=reply[2],
+            fully_charged=reply[3] == 1,
+            shortfall=reply[4],
+            reason=reason,
+            debits=debits,
+            balances=replies.remaining(plan, reply, at),
+            replayed=reply[6] == 1,
+            message=""
+            if reply[3] == 1
+            else (
                 f"the actual cost exceeded the hold and the extra could not be charged: "
-                f"{_REASON_TEXT.get(reason, reason.name.lower())}"),
+                f"{_REASON_TEXT.get(reason, reason.name.lower())}"
+            ),
         )
 
     async def release(self, account_id: str, reservation_id: str) -> Release:
@@ -287,11 +366,21 @@ class Engine(EngineCore):
         self._hold_errors(reply, reservation_id)
         plan = require_plan(plan)
         returns, at = replies.movements(plan, reply, 4)
-        return Release(reservation_id, reply[1] == 1, reply[2], returns,
-                       replies.remaining(plan, reply, at), reply[3].decode())
+        return Release(
+            reservation_id,
+            reply[1] == 1,
+            reply[2],
+            returns,
+            replies.remaining(plan, reply, at),
+            reply[3].decode(),
+        )
 
     async def refund(
-        self, account_id: str, request_id: str, refund_id: str, quantity: int = 0,
+        self,
+        account_id: str,
+        request_id: str,
+        refund_id: str,
+        quantity: int = 0,
     ) -> Refund:
         check.check_id(account_id, "account_id")
         check.check_id(request_id, "request_id")
@@ -301,13 +390,22 @@ class Engine(EngineCore):
             msg = "refund_id must differ from the request_id of the charge it refunds"
             raise InvalidArgumentError(msg)
         fp = _fingerprint("F", request_id, quantity)
-        keys = (*self.keys.account(account_id), self.keys.record(account_id, refund_id),
-                self.keys.record(account_id, request_id))
+        keys = (
+            *self.keys.account(account_id),
+            self.keys.record(account_id, refund_id),
+            self.keys.record(account_id, request_id),
+        )
 
         def build(plan: Plan | None) -> Args:
             args = self.plain_args(plan) if plan else []
-            return [*self.header(account_id, plan, args), refund_id, fp, quantity,
-                    self.idempotency_ttl_ms, request_id]
+            return [
+                *self.header(account_id, plan, args),
+                refund_id,
+                fp,
+                quantity,
+                self.idempotency_ttl_ms,
+                request_id,
+            ]
 
         plan, reply = await self.run(self._scripts.refund, account_id, keys, build)
         code = reply[0]
@@ -315,8 +413,10 @@ class Engine(EngineCore):
             msg = f"refund_id {refund_id!r} was already used for a different refund"
             raise FailedPreconditionError(msg)
         if code == b"NOT_FOUND":
-            msg = (f"no charge with request_id {request_id!r} on account {account_id!r} "
-                   "(charges stay refundable for the idempotency TTL)")
+            msg = (
+                f"no charge with request_id {request_id!r} on account {account_id!r} "
+                "(charges stay refundable for the idempotency TTL)"
+            )
             raise NotFoundError(msg)
         if code == b"NOT_CHARGE":
             msg = f"{request_id!r} names a grant or a refund, not a charge; nothing to refund"
@@ -326,17 +426,27 @@ class Engine(EngineCore):
             raise FailedPreconditionError(msg)
         if code == b"EXCEEDS":
             left = reply[1]
-            msg = (f"nothing is left to refund on {request_id!r}" if left == 0 else
-                   f"only {format_micro(left)} units of the charge's meter ({left} micro-units) "
-                   f"are left to refund on {request_id!r}")
+            msg = (
+                f"nothing is left to refund on {request_id!r}"
+                if left == 0
+                else f"only {format_micro(left)} units of the charge's meter ({left} micro-units) "
+                f"are left to refund on {request_id!r}"
+            )
             raise FailedPreconditionError(msg)
         self._too_large(reply)
         plan = require_plan(plan)
         if reply[0] == b"REPLAY":
             plan, _, reply = self._recorded(plan, reply)
         returns, at = replies.movements(plan, reply, 5)
-        return Refund(refund_id, reply[1], reply[4].decode(), reply[2], returns,
-                      replies.remaining(plan, reply, at), reply[3] == 1)
+        return Refund(
+            refund_id,
+            reply[1],
+            reply[4].decode(),
+            reply[2],
+            returns,
+            replies.remaining(plan, reply, at),
+            reply[3] == 1,
+        )
 
     async def balance(self, account_id: str) -> AccountState:
         """Every pool of the account, brought up to date (resets, expiries, expired holds)."""
@@ -345,22 +455,23 @@ class Engine(EngineCore):
         def build(plan: Plan | None) -> Args:
             return self.header(account_id, plan, self.plain_args(plan) if plan else [])
 
-        plan, reply = await self.run(self._scripts.balance, account_id,
-                                     self.keys.account(account_id), build)
+        plan, reply = await self.run(
+            self._scripts.balance, account_id, self.keys.account(account_id), build
+        )
         return replies.account_state(account_id, plan, reply)
 
     # --- admin ---------------------------------------------------------------------------
 
-    async def create_account(self, account_id: str, plan_id: str, anchor_day: int = 0,
-                             status: str = "active") -> AccountState:
+    async def create_account(
+        self, account_id: str, plan_id: str, anchor_day: int = 0, status: str = "active"
+    ) -> AccountState:
         check.check_id(account_id, "account_id")
         check.check_status(status)
         plan = self._known_plan(plan_id)
         if not 0 <= anchor_day <= 31:  # noqa: PLR2004
             msg = f"anchor_day must be 1-31 (0: today), got {anchor_day}"
             raise InvalidArgumentError(msg)
-        args = [*self.header(account_id, plan, self.plain_args(plan)), "create", status,
-                anchor_day]
+        args = [*self.header(account_id, plan, self.plain_args(plan)), "create", status, anchor_day]
         reply = await self.call(self._scripts.account, self.keys.account(account_id), args)
         if reply[0] == b"EXISTS":
             msg = f"account {account_id!r} already exists: use UpdateAccount to change it"
@@ -368,8 +479,9 @@ class Engine(EngineCore):
         self.remember(account_id, plan.id)
         return await self.balance(account_id)
 
-    async def update_account(self, account_id: str, plan_id: str = "", anchor_day: int = 0,
-                             status: str = "") -> AccountState:
+    async def update_account(
+        self, account_id: str, plan_id: str = "", anchor_day: int = 0, status: str = ""
+    ) -> AccountState:
         """Change plan, anchor or status. Allowances shared by both plans keep this period's use."""
         check.check_id(account_id, "account_id")
         if status:
@@ -401,7 +513,10 @@ class Engine(EngineCore):
         return await self.balance(account_id)
 
     async def set_pool_settings(
-        self, account_id: str, pool_id: str, cap: int | None = None,
+        self,
+        account_id: str,
+        pool_id: str,
+        cap: int | None = None,
         enabled: bool | None = None,  # noqa: FBT001 - None means "leave as is"
     ) -> AccountState:
         check.check_id(account_id, "account_id")
@@ -413,17 +528,26 @@ class Engine(EngineCore):
             pool = plan.by_id[pool_id]
             if cap is not None:
                 self._check_cap(pool.id, cap, pool.cap_min, pool.cap_max)
-            return [*self.header(account_id, plan, self.plain_args(plan)), "settings", pool_id,
-                    "" if cap is None else cap,
-                    "" if enabled is None else ("1" if enabled else "0"),
-                    "1" if pool.stops_account else "0"]
+            return [
+                *self.header(account_id, plan, self.plain_args(plan)),
+                "settings",
+                pool_id,
+                "" if cap is None else cap,
+                "" if enabled is None else ("1" if enabled else "0"),
+                "1" if pool.stops_account else "0",
+            ]
 
         await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
         return await self.balance(account_id)
 
     async def grant(  # noqa: PLR0913, PLR0917 - mirrors the request message
-        self, account_id: str, pool_id: str, amount: int, grant_id: str,
-        expires_at: int = 0, note: str = "",
+        self,
+        account_id: str,
+        pool_id: str,
+        amount: int,
+        grant_id: str,
+        expires_at: int = 0,
+        note: str = "",
     ) -> GrantResult:
         check.check_id(account_id, "account_id")
         check.check_id(grant_id, "grant_id")
@@ -445,8 +569,16 @@ class Engine(EngineCore):
             if expires_at and pool.kind != "grant":
                 msg = "expires_at applies to grant pools only; money balances never expire"
                 raise InvalidArgumentError(msg)
-            return [*self.header(account_id, plan, self.plain_args(plan)), pool_id, amount,
-                    grant_id, expires_at, note, self.idempotency_ttl_ms, fp]
+            return [
+                *self.header(account_id, plan, self.plain_args(plan)),
+                pool_id,
+                amount,
+                grant_id,
+                expires_at,
+                note,
+                self.idempotency_ttl_ms,
+                fp,
+            ]
 
         _, reply = await self.run(self._scripts.grant, account_id, keys, build)
         if reply[0] == b"TOO_LARGE":
@@ -461,25 +593,35 @@ class Engine(EngineCore):
         self._too_large(reply)
         return GrantResult(grant_id, reply[1], unit, reply[2] == 1)
 
-    async def advance_clock(self, account_id: str, seconds: int = 0, to_ms: int = 0,
-                            ) -> AccountState:
+    async def advance_clock(
+        self,
+        account_id: str,
+        seconds: int = 0,
+        to_ms: int = 0,
+    ) -> AccountState:
         """Move an account's frozen test clock forward by ``seconds`` or to ``to_ms``."""
         check.check_id(account_id, "account_id")
         if not self.test_clock:
             msg = "the test clock is off: start the server with CREDITGATE_TEST_CLOCK=true"
             raise FailedPreconditionError(msg)
-        if ((seconds == 0) == (to_ms == 0) or not 0 <= seconds <= _MAX_CLOCK_STEP_S
-                or not 0 <= to_ms < _MAX_CLOCK_MS):
-            msg = (f"give either seconds (1-{_MAX_CLOCK_STEP_S}) or to_unix_ms (a time after the "
-                   "account's clock and before the year 3000); the test clock only moves forward")
+        if (
+            (seconds == 0) == (to_ms == 0)
+            or not 0 <= seconds <= _MAX_CLOCK_STEP_S
+            or not 0 <= to_ms < _MAX_CLOCK_MS
+        ):
+            msg = (
+                f"give either seconds (1-{_MAX_CLOCK_STEP_S}) or to_unix_ms (a time after the "
+                "account's clock and before the year 3000); the test clock only moves forward"
+            )
             raise InvalidArgumentError(msg)
 
         def build(plan: Plan | None) -> Args:
             args = self.plain_args(plan) if plan else []
             return [*self.header(account_id, plan, args), "clock", seconds * 1000, to_ms]
 
-        _, reply = await self.run(self._scripts.account, account_id,
-                                  self.keys.account(account_id), build)
+        _, reply = await self.run(
+            self._scripts.account, account_id, self.keys.account(account_id), build
+        )
         if reply[0] == b"CLOCK_BACKWARDS":
             msg = f"to_unix_ms is before the account's clock ({reply[1]} ms); it only moves forward"
             raise InvalidArgumentError(msg)
@@ -501,8 +643,10 @@ class Engine(EngineCore):
             return
         if cap < 0 or cap < low or (high >= 0 and cap > high):
             top = "no upper limit (-1 removes the cap)" if high < 0 else format_micro(high)
-            msg = (f"cap for {pool_id} must be between {format_micro(low)} and {top}, "
-                   f"in micro-units; got {cap}")
+            msg = (
+                f"cap for {pool_id} must be between {format_micro(low)} and {top}, "
+                f"in micro-units; got {cap}"
+            )
             raise InvalidArgumentError(msg)
 
     def _recorded(self, plan: Plan, reply: list[Any]) -> tuple[Plan, str, list[Any]]:
@@ -521,16 +665,24 @@ class Engine(EngineCore):
         code = reply[0]
         texts = {
             b"NOT_FOUND": (NotFoundError, "no reservation {id!r} on this account"),
-            b"NOT_RESERVATION": (FailedPreconditionError,
-                                 ("{id!r} is a charge, not a reservation: use Refund to give back "
-                                  "credits") if reply[1:2] == [b"C"] else
-                                 "{id!r} names a grant or a refund, not a reservation"),
+            b"NOT_RESERVATION": (
+                FailedPreconditionError,
+                ("{id!r} is a charge, not a reservation: use Refund to give back credits")
+                if reply[1:2] == [b"C"]
+                else "{id!r} names a grant or a refund, not a reservation",
+            ),
             b"RELEASED": (FailedPreconditionError, "reservation {id!r} was released"),
-            b"SETTLED": (FailedPreconditionError,
-                         "reservation {id!r} is already settled: use Refund to give back credits"),
-            b"EXPIRED": (FailedPreconditionError,
-                         ("reservation {id!r} expired and its credits went back to the pools; "
-                          "reserve again")),
+            b"SETTLED": (
+                FailedPreconditionError,
+                "reservation {id!r} is already settled: use Refund to give back credits",
+            ),
+            b"EXPIRED": (
+                FailedPreconditionError,
+                (
+                    "reservation {id!r} expired and its credits went back to the pools; "
+                    "reserve again"
+                ),
+            ),
         }
         if code in texts:
             cls, text = texts[code]

@@ -110,8 +110,9 @@ class FastRedis:
                 coro = loop.create_unix_connection(_Protocol, url.path)
             else:
                 context = ssl.create_default_context() if url.scheme == "rediss" else None
-                coro = loop.create_connection(_Protocol, url.hostname or "127.0.0.1",
-                                              url.port or 6379, ssl=context)
+                coro = loop.create_connection(
+                    _Protocol, url.hostname or "127.0.0.1", url.port or 6379, ssl=context
+                )
             _, proto = await asyncio.wait_for(coro, self._timeout)
             setup = []
             if url.password:

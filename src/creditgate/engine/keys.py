@@ -36,8 +36,12 @@ class KeySpace:
     def account(self, account_id: str) -> tuple[str, str, str, str]:
         """KEYS[1..4] of every script: account hash, shard stream, holds hash, hold expiries."""
         tag = self._tags[zlib.crc32(account_id.encode()) % self.shards]
-        return (f"{tag}:a:{account_id}", f"{tag}:ev", f"{tag}:h:{account_id}",
-                f"{tag}:x:{account_id}")
+        return (
+            f"{tag}:a:{account_id}",
+            f"{tag}:ev",
+            f"{tag}:h:{account_id}",
+            f"{tag}:x:{account_id}",
+        )
 
     def record(self, account_id: str, request_id: str) -> str:
         """Idempotency record of a charge, reservation, refund or grant."""

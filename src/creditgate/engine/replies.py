@@ -41,25 +41,43 @@ def net_by_pool(rows: tuple[Movement, ...]) -> tuple[Movement, ...]:
     merged: dict[str, Movement] = {}
     for m in rows:
         prev = merged.get(m.pool_id)
-        merged[m.pool_id] = m if prev is None else Movement(
-            m.pool_id, prev.amount + m.amount, m.unit, m.remaining, prev.covered + m.covered)
+        merged[m.pool_id] = (
+            m
+            if prev is None
+            else Movement(
+                m.pool_id, prev.amount + m.amount, m.unit, m.remaining, prev.covered + m.covered
+            )
+        )
     return tuple(merged.values())
 
 
 def remaining(plan: Plan, reply: list[Any], at: int) -> tuple[Remaining, ...]:
-    return tuple(
-        Remaining(p.id, reply[at + i], p.balance_unit) for i, p in enumerate(plan.pools)
-    )
+    return tuple(Remaining(p.id, reply[at + i], p.balance_unit) for i, p in enumerate(plan.pools))
 
 
-def decision(plan: Plan, reply: list[Any], request_id: str, meter: str, *, dry_run: bool,
-             ) -> Decision:
+def decision(
+    plan: Plan,
+    reply: list[Any],
+    request_id: str,
+    meter: str,
+    *,
+    dry_run: bool,
+) -> Decision:
     debits, at = movements(plan, reply, 9)
     return Decision(
-        allowed=reply[1] == 1, reason=Reason(reply[2]), cost=reply[3], meter=meter,
-        debits=debits, balances=remaining(plan, reply, at), request_id=request_id,
-        retry_at=reply[4], replayed=reply[6] == 1, shortfall=reply[7], expires_at=reply[8],
-        now=reply[5], dry_run=dry_run,
+        allowed=reply[1] == 1,
+        reason=Reason(reply[2]),
+        cost=reply[3],
+        meter=meter,
+        debits=debits,
+        balances=remaining(plan, reply, at),
+        request_id=request_id,
+        retry_at=reply[4],
+        replayed=reply[6] == 1,
+        shortfall=reply[7],
+        expires_at=reply[8],
+        now=reply[5],
+        dry_run=dry_run,
     )
 
 
@@ -72,14 +90,31 @@ def account_state(account_id: str, plan: Plan | None, reply: list[Any]) -> Accou
             Lot(_text(reply[i + 6 + 3 * k]), reply[i + 7 + 3 * k], reply[i + 8 + 3 * k])
             for k in range(n_lots)
         )
-        pools.append(PoolState(
-            pool_id=p.id, kind=p.kind, unit=p.balance_unit, meter=p.meter or "",
-            balance=reply[i], period=p.period, next_reset=reply[i + 1], spent=reply[i + 2],
-            cap=reply[i + 3], spend_unit=p.spend_unit, enabled=reply[i + 4] == 1, lots=lots,
-        ))
+        pools.append(
+            PoolState(
+                pool_id=p.id,
+                kind=p.kind,
+                unit=p.balance_unit,
+                meter=p.meter or "",
+                balance=reply[i],
+                period=p.period,
+                next_reset=reply[i + 1],
+                spent=reply[i + 2],
+                cap=reply[i + 3],
+                spend_unit=p.spend_unit,
+                enabled=reply[i + 4] == 1,
+                lots=lots,
+            )
+        )
         i += 6 + 3 * n_lots
     return AccountState(
-        account_id=account_id, plan_id=_text(reply[1]), status=_text(reply[2]),
-        anchor_day=reply[3], stopped_until=reply[4], now=reply[5], created=reply[6],
-        test_clock=reply[7], pools=tuple(pools),
+        account_id=account_id,
+        plan_id=_text(reply[1]),
+        status=_text(reply[2]),
+        anchor_day=reply[3],
+        stopped_until=reply[4],
+        now=reply[5],
+        created=reply[6],
+        test_clock=reply[7],
+        pools=tuple(pools),
     )

@@ -19,9 +19,11 @@ OPERATIONS = ("consume", "settle", "release", "refund", "grant", "balance", "acc
 def script_source(name: str) -> str:
     """The full text Redis runs for one operation."""
     lua = files("creditgate.engine") / "lua"
-    return (lua / "lib.lua").read_text(encoding="utf-8") + "\n" + (
-        lua / f"{name}.lua"
-    ).read_text(encoding="utf-8")
+    return (
+        (lua / "lib.lua").read_text(encoding="utf-8")
+        + "\n"
+        + (lua / f"{name}.lua").read_text(encoding="utf-8")
+    )
 
 
 class Scripts:

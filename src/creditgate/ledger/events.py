@@ -127,8 +127,13 @@ def parse_entry(stream: str, entry_id: bytes | str, raw: Mapping[bytes, bytes]) 
     try:
         q = f.get("q")
         return Event(
-            stream=stream, entry_id=eid, ver=version_of(eid), account=_text(f["a"]),
-            kind=_text(f["k"]), request_id=_text(f.get("r", b"")), time_ms=int(f["t"]),
+            stream=stream,
+            entry_id=eid,
+            ver=version_of(eid),
+            account=_text(f["a"]),
+            kind=_text(f["k"]),
+            request_id=_text(f.get("r", b"")),
+            time_ms=int(f["t"]),
             moves=_moves(_text(f.get("m", b""))),
             action=_text(f["act"]) if "act" in f else None,
             quantity=int(q) if q else None,
@@ -156,10 +161,22 @@ class BatchRows:
 
 
 def event_row(e: Event) -> tuple[Any, ...]:
-    moves = ";".join(f"{m.pool},{m.delta},{m.balance_after}" + (f",{m.lot}" if m.lot else "")
-                     for m in e.moves)
-    return (e.event_id, e.ver, e.account, e.kind, e.request_id, e.time_ms, e.action, e.quantity,
-            e.attributes, json.dumps(e.extra, sort_keys=True), moves)
+    moves = ";".join(
+        f"{m.pool},{m.delta},{m.balance_after}" + (f",{m.lot}" if m.lot else "") for m in e.moves
+    )
+    return (
+        e.event_id,
+        e.ver,
+        e.account,
+        e.kind,
+        e.request_id,
+        e.time_ms,
+        e.action,
+        e.quantity,
+        e.attributes,
+        json.dumps(e.extra, sort_keys=True),
+        moves,
+    )
 
 
 def _newer(table: dict[Any, tuple[Any, ...]], key: Any, row: tuple[Any, ...]) -> None:  # noqa: ANN401
@@ -176,9 +193,22 @@ def collect(events: Iterable[Event]) -> BatchRows:
     for e in events:
         out.events.append(event_row(e))
         for seq, m in enumerate(e.moves):
-            out.movements.append((e.event_id, seq, e.ver, e.account, m.pool, m.delta,
-                                  m.balance_after, m.lot, e.kind, e.request_id, e.origin,
-                                  e.time_ms))
+            out.movements.append(
+                (
+                    e.event_id,
+                    seq,
+                    e.ver,
+                    e.account,
+                    m.pool,
+                    m.delta,
+                    m.balance_after,
+                    m.lot,
+                    e.kind,
+                    e.request_id,
+                    e.origin,
+                    e.time_ms,
+                )
+            )
             _newer(out.balances, (e.account, m.pool), (e.account, m.pool, m.balance_after, e.ver))
         if e.action is not None and e.kind in {"charge", "hold"}:
             out.requests.append((e.account, e.request_id, e.action, e.quantity, e.attributes))

@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from creditgate.engine.keys import KeySpace
     from creditgate.ledger.store import AccountMirror, LedgerStore
 
-HYDRATIONS = Counter("creditgate_hydrations", "Accounts loaded from the ledger into Redis",
-                     ["result"])
+HYDRATIONS = Counter(
+    "creditgate_hydrations", "Accounts loaded from the ledger into Redis", ["result"]
+)
 
 
 class Hydrator:

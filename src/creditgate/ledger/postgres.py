@@ -68,8 +68,9 @@ class PostgresLedger(SqlLedger):
     @classmethod
     async def connect(cls, url: str, *, max_size: int = 4) -> PostgresLedger:
         try:
-            pool = await asyncpg.create_pool(url, min_size=0, max_size=max_size,
-                                             command_timeout=30, timeout=10)
+            pool = await asyncpg.create_pool(
+                url, min_size=0, max_size=max_size, command_timeout=30, timeout=10
+            )
         except _FAILURES as exc:
             raise _failure(exc) from exc
         return cls(pool)
@@ -103,8 +104,12 @@ class PostgresLedger(SqlLedger):
             for m in migrations("postgres"):
                 if m.version > current:
                     await conn.execute(m.sql)
-                    await conn.execute("INSERT INTO schema_version VALUES ($1, $2, $3)",
-                                       m.version, m.name, int(time.time() * 1000))
+                    await conn.execute(
+                        "INSERT INTO schema_version VALUES ($1, $2, $3)",
+                        m.version,
+                        m.name,
+                        int(time.time() * 1000),
+                    )
                     current = m.version
             return int(current)
 

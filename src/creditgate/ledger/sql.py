@@ -137,21 +137,28 @@ class SqlLedger(LedgerStore):
     async def prune_records(self, before_ms: int) -> int:
         async with self.transaction() as conn:
             rows = await conn.fetch(
-                "DELETE FROM records WHERE expires_at < ? RETURNING key", (before_ms,))
+                "DELETE FROM records WHERE expires_at < ? RETURNING key", (before_ms,)
+            )
         return len(rows)
 
     # --- reads ---------------------------------------------------------------------------
 
     async def load_account(self, account: str, now_ms: int) -> AccountMirror | None:
-        fields = await self.fetch("SELECT field, value FROM account_fields"
-                                  " WHERE account = ? AND value IS NOT NULL", (account,))
+        fields = await self.fetch(
+            "SELECT field, value FROM account_fields WHERE account = ? AND value IS NOT NULL",
+            (account,),
+        )
         if not fields:
             return None
-        holds = await self.fetch("SELECT hold_id, value, expires_at FROM holds"
-                                 " WHERE account = ? AND value IS NOT NULL", (account,))
+        holds = await self.fetch(
+            "SELECT hold_id, value, expires_at FROM holds WHERE account = ? AND value IS NOT NULL",
+            (account,),
+        )
         records = await self.fetch(
             "SELECT key, value, expires_at FROM records WHERE account = ?"
-            " AND (expires_at IS NULL OR expires_at > ?)", (account, now_ms))
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (account, now_ms),
+        )
         return AccountMirror(
             account,
             {f: bytes(v) for f, v in fields},
@@ -163,23 +170,42 @@ class SqlLedger(LedgerStore):
         return [r[0] for r in await self.fetch("SELECT account FROM accounts ORDER BY account")]
 
     async def pool_balances(self, account: str) -> dict[str, int]:
-        rows = await self.fetch("SELECT pool, balance FROM pool_balances WHERE account = ?",
-                                (account,))
+        rows = await self.fetch(
+            "SELECT pool, balance FROM pool_balances WHERE account = ?", (account,)
+        )
         return {p: int(b) for p, b in rows}
 
     async def movement_sums(self, account: str) -> dict[str, int]:
-        rows = await self.fetch("SELECT pool, CAST(SUM(delta) AS BIGINT) FROM movements"
-                                " WHERE account = ? GROUP BY pool", (account,))
+        rows = await self.fetch(
+            "SELECT pool, CAST(SUM(delta) AS BIGINT) FROM movements"
+            " WHERE account = ? GROUP BY pool",
+            (account,),
+        )
         return {p: int(s) for p, s in rows}
 
-    async def transactions(self, account: str, limit: int = 50, cursor: str | None = None,
-                           ) -> Page:
+    async def transactions(
+        self,
+        account: str,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
         ver, seq = (_MAX_VER, 0) if cursor is None else map(int, cursor.split("."))
         rows = await self.fetch(_HISTORY, (account, ver, ver, seq, limit + 1))
         items = tuple(
-            Transaction(f"{r[0]}.{r[1]}", r[2], r[3], r[4], int(r[5]), int(r[6]), r[7], r[8],
-                        r[9], int(r[10]))
-            for r in rows[:limit])
+            Transaction(
+                f"{r[0]}.{r[1]}",
+                r[2],
+                r[3],
+                r[4],
+                int(r[5]),
+                int(r[6]),
+                r[7],
+                r[8],
+                r[9],
+                int(r[10]),
+            )
+            for r in rows[:limit]
+        )
         return Page(items, items[-1].cursor if len(rows) > limit else None)
 
     async def totals(self, account: str) -> list[PoolTotals]:
@@ -194,8 +220,9 @@ class SqlLedger(LedgerStore):
                 t[2] += int(minus) - int(plus)
         return [PoolTotals(p, *v) for p, v in sorted(acc.items())]
 
-    async def usage(self, account: str, period: Period = "day", since_ms: int = 0,
-                    until_ms: int | None = None) -> list[Usage]:
+    async def usage(
+        self, account: str, period: Period = "day", since_ms: int = 0, until_ms: int | None = None
+    ) -> list[Usage]:
         sql = _USAGE.format(kinds=",".join("?" * len(USAGE_KINDS)))
         until = _MAX_VER if until_ms is None else until_ms
         rows = await self.fetch(sql, (account, since_ms, until, *USAGE_KINDS))

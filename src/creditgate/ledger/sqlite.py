@@ -85,11 +85,13 @@ class SqliteLedger(SqlLedger):
     async def insert_new_events(self, conn: Conn, rows: list[Row]) -> set[str]:
         new: set[str] = set()
         for i in range(0, len(rows), _CHUNK):
-            chunk = rows[i:i + _CHUNK]
+            chunk = rows[i : i + _CHUNK]
             values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
-            sql = (f"INSERT INTO events (event_id, ver, account, kind, request_id, time_ms,"  # noqa: S608 - placeholders only
-                   f" action, quantity, attributes, extra, moves) VALUES {values}"
-                   " ON CONFLICT (event_id) DO NOTHING RETURNING event_id")
+            sql = (
+                f"INSERT INTO events (event_id, ver, account, kind, request_id, time_ms,"  # noqa: S608 - placeholders only
+                f" action, quantity, attributes, extra, moves) VALUES {values}"
+                " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+            )
             new.update(r[0] for r in await conn.fetch(sql, [x for row in chunk for x in row]))
         return new
 
@@ -99,8 +101,10 @@ class SqliteLedger(SqlLedger):
             for m in migrations("sqlite"):
                 if m.version <= await self._version():
                     continue
-                script = (f"BEGIN IMMEDIATE;\n{m.sql}\nINSERT INTO schema_version VALUES"
-                          f" ({m.version}, '{m.name}', {int(time.time() * 1000)});\nCOMMIT;")
+                script = (
+                    f"BEGIN IMMEDIATE;\n{m.sql}\nINSERT INTO schema_version VALUES"
+                    f" ({m.version}, '{m.name}', {int(time.time() * 1000)});\nCOMMIT;"
+                )
                 try:
                     await self._db.executescript(script)
                 except sqlite3.Error:

@@ -106,8 +106,12 @@ class LedgerStore(ABC):
         """The sum of every movement per pool (equals the balance for non-payg pools)."""
 
     @abstractmethod
-    async def transactions(self, account: str, limit: int = 50, cursor: str | None = None,
-                           ) -> Page:
+    async def transactions(
+        self,
+        account: str,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
         """Movements, newest first, each with its pool's running balance."""
 
     @abstractmethod
@@ -115,8 +119,9 @@ class LedgerStore(ABC):
         """Lifetime added, spent and expired per pool."""
 
     @abstractmethod
-    async def usage(self, account: str, period: Period = "day", since_ms: int = 0,
-                    until_ms: int | None = None) -> list[Usage]:
+    async def usage(
+        self, account: str, period: Period = "day", since_ms: int = 0, until_ms: int | None = None
+    ) -> list[Usage]:
         """Net consumption grouped by action, pool and period."""
 
     @abstractmethod

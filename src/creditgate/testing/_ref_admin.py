@@ -29,8 +29,9 @@ MAX_CLOCK_MS = 32_503_680_000_000  # 3000-01-01
 class AdminModel:
     """Accounts and their settings, each account on its own frozen clock."""
 
-    def __init__(self, catalog: Catalog, *, hold_ttl_ms: int = 300_000,
-                 idempotency_ttl_ms: int = DAY_MS) -> None:
+    def __init__(
+        self, catalog: Catalog, *, hold_ttl_ms: int = 300_000, idempotency_ttl_ms: int = DAY_MS
+    ) -> None:
         self.catalog = catalog
         self.hold_ttl_ms = hold_ttl_ms
         self.idempotency_ttl_ms = idempotency_ttl_ms
@@ -83,22 +84,38 @@ class AdminModel:
         op = self._op(acct)
         pools = tuple(
             PoolState(
-                pool_id=p.pool_id, kind=cfg.kind, unit=cfg.balance_unit, meter=cfg.meter or "",
-                balance=p.remaining(), period=cfg.period, next_reset=p.rec.next_reset or 0,
-                spent=p.rec.spent, cap=p.cap, spend_unit=cfg.spend_unit, enabled=p.enabled,
+                pool_id=p.pool_id,
+                kind=cfg.kind,
+                unit=cfg.balance_unit,
+                meter=cfg.meter or "",
+                balance=p.remaining(),
+                period=cfg.period,
+                next_reset=p.rec.next_reset or 0,
+                spent=p.rec.spent,
+                cap=p.cap,
+                spend_unit=cfg.spend_unit,
+                enabled=p.enabled,
                 lots=tuple(Lot(x.lot_id, x.amount, x.expires_at) for x in p.rec.lots)
-                if p.code == "G" else (),
+                if p.code == "G"
+                else (),
             )
             for p, cfg in zip(op.pools, op.plan.pools, strict=True)
         )
         return AccountState(
-            account_id=account_id, plan_id=acct.plan_id, status=acct.status,
-            anchor_day=acct.anchor, stopped_until=acct.stopped_until, created=acct.created,
-            test_clock=acct.clock, now=acct.clock, pools=pools,
+            account_id=account_id,
+            plan_id=acct.plan_id,
+            status=acct.status,
+            anchor_day=acct.anchor,
+            stopped_until=acct.stopped_until,
+            created=acct.created,
+            test_clock=acct.clock,
+            now=acct.clock,
+            pools=pools,
         )
 
-    def create_account(self, account_id: str, plan_id: str, now: int, anchor_day: int = 0,
-                       status: str = "active") -> AccountState:
+    def create_account(
+        self, account_id: str, plan_id: str, now: int, anchor_day: int = 0, status: str = "active"
+    ) -> AccountState:
         """Create an account whose clock reads ``now`` (unix ms) until it is advanced."""
         check.check_id(account_id, "account_id")
         check.check_status(status)
@@ -114,8 +131,9 @@ class AdminModel:
         self._op(acct)
         return self.balance(account_id)
 
-    def update_account(self, account_id: str, plan_id: str = "", anchor_day: int = 0,
-                       status: str = "") -> AccountState:
+    def update_account(
+        self, account_id: str, plan_id: str = "", anchor_day: int = 0, status: str = ""
+    ) -> AccountState:
         """Change plan, anchor or status; allowances in both plans keep this period's use."""
         check.check_id(account_id, "account_id")
         if status:
@@ -147,8 +165,13 @@ class AdminModel:
                 rec.balance, rec.debt = max(0, left), max(0, -left)
         return self.balance(account_id)
 
-    def set_pool_settings(self, account_id: str, pool_id: str, cap: int | None = None,
-                          enabled: bool | None = None) -> AccountState:  # noqa: FBT001
+    def set_pool_settings(
+        self,
+        account_id: str,
+        pool_id: str,
+        cap: int | None = None,
+        enabled: bool | None = None,  # noqa: FBT001 - mirrors Engine.set_pool_settings
+    ) -> AccountState:
         """Cap or switch an overage or pay-as-you-go pool.
 
         A cap below this period's spend stops the account until that pool's next reset when
@@ -167,14 +190,23 @@ class AdminModel:
             live.rec.enabled = enabled
         reset = live.rec.next_reset
         # Seed 000 stops every action until renewal; otherwise (seed 004) only the pool is out.
-        if (pool.stops_account and 0 <= live.cap < live.rec.spent and reset
-                and reset > acct.stopped_until):
+        if (
+            pool.stops_account
+            and 0 <= live.cap < live.rec.spent
+            and reset
+            and reset > acct.stopped_until
+        ):
             acct.stopped_until = reset
         return self.balance(account_id)
 
     def grant(  # noqa: PLR0913, PLR0917 - mirrors Engine.grant
-        self, account_id: str, pool_id: str, amount: int, grant_id: str,
-        expires_at: int = 0, note: str = "",
+        self,
+        account_id: str,
+        pool_id: str,
+        amount: int,
+        grant_id: str,
+        expires_at: int = 0,
+        note: str = "",
     ) -> GrantResult:
         """Add a lot (optionally expiring) to a grant pool, or money to a balance pool."""
         check.check_id(account_id, "account_id")
@@ -212,8 +244,11 @@ class AdminModel:
     def advance_clock(self, account_id: str, seconds: int = 0, to_ms: int = 0) -> AccountState:
         """Move an account's clock forward by ``seconds`` or to ``to_ms``; never back."""
         check.check_id(account_id, "account_id")
-        if (seconds == 0) == (to_ms == 0) or not 0 <= seconds <= MAX_CLOCK_STEP_S or not (
-                0 <= to_ms < MAX_CLOCK_MS):
+        if (
+            (seconds == 0) == (to_ms == 0)
+            or not 0 <= seconds <= MAX_CLOCK_STEP_S
+            or not (0 <= to_ms < MAX_CLOCK_MS)
+        ):
             msg = "give either seconds or to_ms; the test clock only moves forward"
             raise InvalidArgumentError(msg)
         acct = self._account(account_id)

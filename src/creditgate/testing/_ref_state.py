@@ -170,16 +170,14 @@ class Op:
         return Movement(pool_id, amount, self.unit(pool_id), remaining, covered)
 
     def balances(self) -> tuple[Remaining, ...]:
-        return tuple(
-            Remaining(p.pool_id, p.remaining(), self.unit(p.pool_id)) for p in self.pools
-        )
+        return tuple(Remaining(p.pool_id, p.remaining(), self.unit(p.pool_id)) for p in self.pools)
 
     def debit_rows(self, debits: list[Debit]) -> tuple[Movement, ...]:
         """What is left of each debit, with its pool's balance now."""
         return tuple(
-            self.movement(d.pool_id, d.amount, self.pool(d.pool_id, d.code).remaining(),
-                          d.covered)
-            for d in debits if d.amount != 0 or d.covered != 0
+            self.movement(d.pool_id, d.amount, self.pool(d.pool_id, d.code).remaining(), d.covered)
+            for d in debits
+            if d.amount != 0 or d.covered != 0
         )
 
 
@@ -188,6 +186,11 @@ def net_by_pool(rows: tuple[Movement, ...]) -> tuple[Movement, ...]:
     merged: dict[str, Movement] = {}
     for m in rows:
         prev = merged.get(m.pool_id)
-        merged[m.pool_id] = m if prev is None else Movement(
-            m.pool_id, prev.amount + m.amount, m.unit, m.remaining, prev.covered + m.covered)
+        merged[m.pool_id] = (
+            m
+            if prev is None
+            else Movement(
+                m.pool_id, prev.amount + m.amount, m.unit, m.remaining, prev.covered + m.covered
+            )
+        )
     return tuple(merged.values())

@@ -30,6 +30,7 @@ class Take:
 
 # --- maintenance ---------------------------------------------------------------------------
 
+
 def _maintain(op: Op, p: Live) -> None:
     rec = p.rec
     if p.code == "G":
@@ -78,6 +79,7 @@ def account_block(op: Op) -> tuple[Reason, int] | None:
 
 # --- the consumption walk ------------------------------------------------------------------
 
+
 def _money_take(op: Op, p: Live, rate: int, rem: int) -> tuple[Take | None, int, bool]:
     """A money pool pays for ``rem`` in full if it can, else for what it can afford."""
     avail: int | None
@@ -111,8 +113,11 @@ def _overage_take(p: Live, rate: int, rem: int) -> tuple[Take | None, int, bool]
     return (Take(p, t, t, blocks, rate) if t > 0 else None), rem - t, capped
 
 
-def plan_charge(op: Op, eligible: list[tuple[Live, int]], demand: int,
-                ) -> tuple[list[Take], int, bool]:
+def plan_charge(
+    op: Op,
+    eligible: list[tuple[Live, int]],
+    demand: int,
+) -> tuple[list[Take], int, bool]:
     """How ``demand`` would be covered, changing nothing: takes, what is left, capped."""
     takes: list[Take] = []
     rem, capped = demand, False
@@ -161,8 +166,9 @@ def apply(takes: list[Take]) -> list[Debit]:
             rec.spent += t.amount
         else:
             rec.balance -= t.amount
-        debits.append(Debit(p.pool_id, p.code, t.amount, t.covered, rec.next_reset or 0,
-                            t.rate, lots))
+        debits.append(
+            Debit(p.pool_id, p.code, t.amount, t.covered, rec.next_reset or 0, t.rate, lots)
+        )
     return debits
 
 
@@ -212,8 +218,9 @@ def retry_at(op: Op, eligible: list[tuple[Live, int]], demand: int) -> int:
     That is the first reset of a pool in scope after which the pools could cover it; without
     one only a top-up or a settings change can.
     """
-    times = sorted(p.rec.next_reset for p, _ in eligible
-                   if p.rec.next_reset is not None and p.code not in "BG")
+    times = sorted(
+        p.rec.next_reset for p, _ in eligible if p.rec.next_reset is not None and p.code not in "BG"
+    )
     for t in times:
         total = 0
         for p, rate in eligible:
@@ -224,6 +231,7 @@ def retry_at(op: Op, eligible: list[tuple[Live, int]], demand: int) -> int:
 
 
 # --- returns -------------------------------------------------------------------------------
+
 
 def _return_lots(op: Op, p: Live, debit: Debit, amount: int) -> None:
     """Credits go back to the lots they came from, newest first; expired lots lose them."""

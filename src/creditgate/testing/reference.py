@@ -53,20 +53,35 @@ class ReferenceModel(AdminModel):
     """The engine's operations over in-memory accounts (see the module docstring)."""
 
     def consume(  # noqa: PLR0913 - mirrors Engine.consume
-        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
-        request_id: str = "", *, dry_run: bool = False, hold_ttl_ms: int | None = None,
+        self,
+        account_id: str,
+        action: str,
+        quantity: int,
+        attributes: dict[str, str],
+        request_id: str = "",
+        *,
+        dry_run: bool = False,
+        hold_ttl_ms: int | None = None,
     ) -> Decision:
         """CheckAndConsume; with ``hold_ttl_ms`` a Reserve (the credits are held, not spent)."""
         check.check_id(account_id, "account_id")
         reserve = hold_ttl_ms is not None
-        rid = check.check_id(request_id, "reservation_id" if reserve else "request_id",
-                             generate=True)
+        rid = check.check_id(
+            request_id, "reservation_id" if reserve else "request_id", generate=True
+        )
         check.check_quantity(quantity)
         check.check_attributes(attributes)
         if action not in self.catalog.actions:
             check.check_id(action, "action")
-            return Decision(allowed=False, reason=Reason.UNKNOWN_ACTION, cost=0, meter="",
-                            debits=(), balances=(), request_id=rid)
+            return Decision(
+                allowed=False,
+                reason=Reason.UNKNOWN_ACTION,
+                cost=0,
+                meter="",
+                debits=(),
+                balances=(),
+                request_id=rid,
+            )
         acct = self._account(account_id)
         mode = "R" if reserve else "C"
         fp = (mode, action, quantity, tuple(sorted(attributes.items())))
@@ -82,40 +97,72 @@ class ReferenceModel(AdminModel):
         need = _demand(quantity, uc, per)
         eligible = _eligible(op, action, price, attributes)
         denial = _deny(op, eligible, need)
-        base = Decision(allowed=True, reason=Reason.ALLOWED, cost=need, meter=meter, debits=(),
-                        balances=(), request_id=rid, now=op.now, dry_run=dry_run)
+        base = Decision(
+            allowed=True,
+            reason=Reason.ALLOWED,
+            cost=need,
+            meter=meter,
+            debits=(),
+            balances=(),
+            request_id=rid,
+            now=op.now,
+            dry_run=dry_run,
+        )
         if denial is not None:
             reason, retry, shortfall = denial
-            return dataclasses.replace(base, allowed=False, reason=reason, retry_at=retry,
-                                       shortfall=shortfall, balances=op.balances())
+            return dataclasses.replace(
+                base,
+                allowed=False,
+                reason=reason,
+                retry_at=retry,
+                shortfall=shortfall,
+                balances=op.balances(),
+            )
         takes, _, _ = plan_charge(op, eligible, need)
         if dry_run:
             return dataclasses.replace(base, debits=dry_rows(op, takes), balances=op.balances())
         debits = apply(takes)
         expires = 0
-        record = Record(mode, fp, base, debits=debits, covered=need, unit_cost=uc, per=per,
-                        meter=meter)
+        record = Record(
+            mode, fp, base, debits=debits, covered=need, unit_cost=uc, per=per, meter=meter
+        )
         if hold_ttl_ms is not None:
             expires = op.now + hold_ttl_ms
-            acct.holds[rid] = Hold(debits, need, uc, per,
-                                   [(p.pool_id, rate) for p, rate in eligible], expires, meter)
+            acct.holds[rid] = Hold(
+                debits, need, uc, per, [(p.pool_id, rate) for p, rate in eligible], expires, meter
+            )
             record.state, record.debits = "held", []
-        record.reply = dataclasses.replace(base, debits=op.debit_rows(debits),
-                                           balances=op.balances(), expires_at=expires)
+        record.reply = dataclasses.replace(
+            base, debits=op.debit_rows(debits), balances=op.balances(), expires_at=expires
+        )
         acct.records[rid] = record
         return record.reply
 
     def reserve(  # noqa: PLR0913, PLR0917 - mirrors Engine.reserve
-        self, account_id: str, action: str, quantity: int, attributes: dict[str, str],
-        reservation_id: str = "", ttl_seconds: int = 0, *, dry_run: bool = False,
+        self,
+        account_id: str,
+        action: str,
+        quantity: int,
+        attributes: dict[str, str],
+        reservation_id: str = "",
+        ttl_seconds: int = 0,
+        *,
+        dry_run: bool = False,
     ) -> Decision:
         max_ttl = self.idempotency_ttl_ms // 1000
         if not 0 <= ttl_seconds <= max_ttl:
             msg = f"ttl_seconds must be between 1 and {max_ttl} (0 for the default)"
             raise InvalidArgumentError(msg)
         ttl_ms = ttl_seconds * 1000 if ttl_seconds else self.hold_ttl_ms
-        return self.consume(account_id, action, quantity, attributes, reservation_id,
-                            dry_run=dry_run, hold_ttl_ms=ttl_ms)
+        return self.consume(
+            account_id,
+            action,
+            quantity,
+            attributes,
+            reservation_id,
+            dry_run=dry_run,
+            hold_ttl_ms=ttl_ms,
+        )
 
     def settle(self, account_id: str, reservation_id: str, quantity: int) -> Settlement:
         """Charge the real quantity: less gives the rest back, more charges the extra."""
@@ -138,9 +185,15 @@ class ReferenceModel(AdminModel):
         charged, shortfall, reason = _settle_charge(op, hold, actual)
         del acct.holds[reservation_id]
         result = Settlement(
-            reservation_id=reservation_id, cost=charged, meter=hold.meter, held=hold.covered,
-            fully_charged=shortfall == 0, shortfall=shortfall, reason=reason,
-            debits=net_by_pool(op.debit_rows(hold.debits)), balances=op.balances(),
+            reservation_id=reservation_id,
+            cost=charged,
+            meter=hold.meter,
+            held=hold.covered,
+            fully_charged=shortfall == 0,
+            shortfall=shortfall,
+            reason=reason,
+            debits=net_by_pool(op.debit_rows(hold.debits)),
+            balances=op.balances(),
         )
         rec.state, rec.debits, rec.covered, rec.settlement = "settled", hold.debits, charged, result
         rec.unit_cost, rec.per, rec.refunded = hold.unit_cost, hold.per, 0
@@ -159,15 +212,32 @@ class ReferenceModel(AdminModel):
         hold = acct.holds.pop(reservation_id, None)
         if rec.state == "released" or hold is None:
             state = "released" if rec.state == "released" else "expired"
-            return Release(reservation_id, released=False, returned=0, returns=(),
-                           balances=op.balances(), state=state)
+            return Release(
+                reservation_id,
+                released=False,
+                returned=0,
+                returns=(),
+                balances=op.balances(),
+                state=state,
+            )
         rows, total = give_back(op, hold.debits, hold.covered)
         rec.state = "released"
-        return Release(reservation_id, released=True, returned=total, returns=tuple(rows),
-                       balances=op.balances(), state="released")
+        return Release(
+            reservation_id,
+            released=True,
+            returned=total,
+            returns=tuple(rows),
+            balances=op.balances(),
+            state="released",
+        )
 
-    def refund(self, account_id: str, request_id: str, refund_id: str, quantity: int = 0,
-               ) -> Refund:
+    def refund(
+        self,
+        account_id: str,
+        request_id: str,
+        refund_id: str,
+        quantity: int = 0,
+    ) -> Refund:
         """Return a charge or settled reservation, all that is left (0) or ``quantity``."""
         check.check_id(account_id, "account_id")
         check.check_id(request_id, "request_id")
@@ -193,27 +263,34 @@ class ReferenceModel(AdminModel):
             raise FailedPreconditionError(msg)
         rows, total = give_back(op, charge.debits, amount)
         charge.refunded += total
-        result = Refund(refund_id, total, charge.meter, left - total, tuple(rows),
-                        op.balances())
+        result = Refund(refund_id, total, charge.meter, left - total, tuple(rows), op.balances())
         acct.records[refund_id] = Record("F", fp, result)
         return result
 
 
-def _eligible(op: Op, action: str, price: Price | None, attributes: dict[str, str],
-              ) -> list[tuple[Live, int]]:
+def _eligible(
+    op: Op,
+    action: str,
+    price: Price | None,
+    attributes: dict[str, str],
+) -> list[tuple[Live, int]]:
     """The plan's pools that pay for this action, in consumption order, with their rates."""
     out = []
     for p in op.pools:
         cfg = p.config
-        rate = None if price is None or cfg is None else cfg.rate_for(
-            action, price.meter, attributes)
+        rate = (
+            None if price is None or cfg is None else cfg.rate_for(action, price.meter, attributes)
+        )
         if rate is not None:
             out.append((p, rate))
     return out
 
 
-def _deny(op: Op, eligible: list[tuple[Live, int]], need: int,
-          ) -> tuple[Reason, int, int] | None:
+def _deny(
+    op: Op,
+    eligible: list[tuple[Live, int]],
+    need: int,
+) -> tuple[Reason, int, int] | None:
     """Why a request of ``need`` meter micro-units is refused: reason, retry_at, shortfall."""
     block = account_block(op)
     if block is not None:
@@ -233,15 +310,21 @@ def _settle_charge(op: Op, hold: Hold, actual: int) -> tuple[int, int, Reason]:
         give_back(op, hold.debits, hold.covered - actual)
         return actual, 0, Reason.ALLOWED
     extra = actual - hold.covered
-    eligible = [(op.by_id[pid], rate) for pid, rate in hold.eligible if pid in op.by_id
-                and not op.by_id[pid].ghost]
+    eligible = [
+        (op.by_id[pid], rate)
+        for pid, rate in hold.eligible
+        if pid in op.by_id and not op.by_id[pid].ghost
+    ]
     block = account_block(op)
     if block is not None:
         return hold.covered, extra, block[0]
     takes, rem, capped = plan_charge(op, eligible, extra)
     if rem > 0:
-        return hold.covered, extra, Reason.SPEND_CAP_REACHED if capped else (
-            Reason.INSUFFICIENT_CREDITS)
+        return (
+            hold.covered,
+            extra,
+            Reason.SPEND_CAP_REACHED if capped else (Reason.INSUFFICIENT_CREDITS),
+        )
     hold.debits.extend(apply(takes))
     return actual, 0, Reason.ALLOWED
 
@@ -269,6 +352,3 @@ def _charge(acct: Account, request_id: str) -> Record:
         msg = f"reservation {request_id!r} is not settled: settle or release it instead"
         raise FailedPreconditionError(msg)
     return rec
-
-
-

@@ -32,68 +32,128 @@ def _reason(value: int) -> quota_pb2.Reason:
 
 
 def _moves(rows: Iterable[Movement]) -> list[quota_pb2.Debit]:
-    return [quota_pb2.Debit(pool_id=m.pool_id, amount=m.amount, unit=m.unit,
-                            remaining=m.remaining, covered=m.covered) for m in rows]
+    return [
+        quota_pb2.Debit(
+            pool_id=m.pool_id,
+            amount=m.amount,
+            unit=m.unit,
+            remaining=m.remaining,
+            covered=m.covered,
+        )
+        for m in rows
+    ]
 
 
 def _left(rows: Iterable[Remaining]) -> list[quota_pb2.Remaining]:
-    return [quota_pb2.Remaining(pool_id=r.pool_id, remaining=r.remaining, unit=r.unit)
-            for r in rows]
+    return [
+        quota_pb2.Remaining(pool_id=r.pool_id, remaining=r.remaining, unit=r.unit) for r in rows
+    ]
 
 
 def decision(d: Decision) -> quota_pb2.Decision:
     return quota_pb2.Decision(
-        allowed=d.allowed, reason=_reason(int(d.reason)), cost=d.cost, meter=d.meter,
-        debits=_moves(d.debits), balances=_left(d.balances), retry_at_unix_ms=d.retry_at,
-        request_id=d.request_id, replayed=d.replayed, shortfall=d.shortfall,
-        expires_at_unix_ms=d.expires_at, message=d.message, now_unix_ms=d.now, dry_run=d.dry_run,
+        allowed=d.allowed,
+        reason=_reason(int(d.reason)),
+        cost=d.cost,
+        meter=d.meter,
+        debits=_moves(d.debits),
+        balances=_left(d.balances),
+        retry_at_unix_ms=d.retry_at,
+        request_id=d.request_id,
+        replayed=d.replayed,
+        shortfall=d.shortfall,
+        expires_at_unix_ms=d.expires_at,
+        message=d.message,
+        now_unix_ms=d.now,
+        dry_run=d.dry_run,
     )
 
 
 def settlement(s: Settlement) -> quota_pb2.SettleResponse:
     return quota_pb2.SettleResponse(
-        reservation_id=s.reservation_id, cost=s.cost, meter=s.meter, held=s.held,
-        fully_charged=s.fully_charged, shortfall=s.shortfall, reason=_reason(int(s.reason)),
-        debits=_moves(s.debits), balances=_left(s.balances), replayed=s.replayed,
+        reservation_id=s.reservation_id,
+        cost=s.cost,
+        meter=s.meter,
+        held=s.held,
+        fully_charged=s.fully_charged,
+        shortfall=s.shortfall,
+        reason=_reason(int(s.reason)),
+        debits=_moves(s.debits),
+        balances=_left(s.balances),
+        replayed=s.replayed,
         message=s.message,
     )
 
 
 def release(r: Release) -> quota_pb2.ReleaseResponse:
-    return quota_pb2.ReleaseResponse(reservation_id=r.reservation_id, returned=r.returned,
-                                     returns=_moves(r.returns), balances=_left(r.balances),
-                                     released=r.released)
+    return quota_pb2.ReleaseResponse(
+        reservation_id=r.reservation_id,
+        returned=r.returned,
+        returns=_moves(r.returns),
+        balances=_left(r.balances),
+        released=r.released,
+    )
 
 
 def refund(r: Refund) -> quota_pb2.RefundResponse:
-    return quota_pb2.RefundResponse(refund_id=r.refund_id, refunded=r.refunded, meter=r.meter,
-                                    returns=_moves(r.returns), refundable=r.refundable,
-                                    balances=_left(r.balances), replayed=r.replayed)
+    return quota_pb2.RefundResponse(
+        refund_id=r.refund_id,
+        refunded=r.refunded,
+        meter=r.meter,
+        returns=_moves(r.returns),
+        refundable=r.refundable,
+        balances=_left(r.balances),
+        replayed=r.replayed,
+    )
 
 
 def balance(a: AccountState) -> quota_pb2.GetBalanceResponse:
     pools = [
         quota_pb2.PoolBalance(
-            pool_id=p.pool_id, kind=p.kind, unit=p.unit, balance=p.balance, period=p.period,
-            next_reset_unix_ms=p.next_reset, spent=p.spent, cap=p.cap, spend_unit=p.spend_unit,
-            enabled=p.enabled, meter=p.meter,
-            lots=[quota_pb2.Lot(lot_id=lot.lot_id, balance=lot.balance,
-                                expires_at_unix_ms=lot.expires_at) for lot in p.lots],
+            pool_id=p.pool_id,
+            kind=p.kind,
+            unit=p.unit,
+            balance=p.balance,
+            period=p.period,
+            next_reset_unix_ms=p.next_reset,
+            spent=p.spent,
+            cap=p.cap,
+            spend_unit=p.spend_unit,
+            enabled=p.enabled,
+            meter=p.meter,
+            lots=[
+                quota_pb2.Lot(
+                    lot_id=lot.lot_id, balance=lot.balance, expires_at_unix_ms=lot.expires_at
+                )
+                for lot in p.lots
+            ],
         )
         for p in a.pools
     ]
-    return quota_pb2.GetBalanceResponse(account_id=a.account_id, plan_id=a.plan_id,
-                                        status=a.status, stopped_until_unix_ms=a.stopped_until,
-                                        pools=pools, now_unix_ms=a.now)
+    return quota_pb2.GetBalanceResponse(
+        account_id=a.account_id,
+        plan_id=a.plan_id,
+        status=a.status,
+        stopped_until_unix_ms=a.stopped_until,
+        pools=pools,
+        now_unix_ms=a.now,
+    )
 
 
 def account(a: AccountState) -> admin_pb2.Account:
     return admin_pb2.Account(
-        account_id=a.account_id, plan_id=a.plan_id,
+        account_id=a.account_id,
+        plan_id=a.plan_id,
         status=_STATUS.get(a.status, admin_pb2.ACCOUNT_STATUS_UNSPECIFIED),
-        anchor_day=a.anchor_day, stopped_until_unix_ms=a.stopped_until,
-        created_unix_ms=a.created, test_clock_unix_ms=a.test_clock,
-        pools=[admin_pb2.PoolSettings(pool_id=p.pool_id, cap=p.cap, enabled=p.enabled,
-                                      unit=p.spend_unit)
-               for p in a.pools if p.kind in ("overage", "payg")],
+        anchor_day=a.anchor_day,
+        stopped_until_unix_ms=a.stopped_until,
+        created_unix_ms=a.created,
+        test_clock_unix_ms=a.test_clock,
+        pools=[
+            admin_pb2.PoolSettings(
+                pool_id=p.pool_id, cap=p.cap, enabled=p.enabled, unit=p.spend_unit
+            )
+            for p in a.pools
+            if p.kind in ("overage", "payg")
+        ],
     )

@@ -65,11 +65,16 @@ def boundary(
     """Wrap a servicer method: malformed requests and errors become statuses here."""
 
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Req, Resp],  # noqa: ANN401
-                      ) -> Resp:
+    async def wrapper(
+        self: Any,  # noqa: ANN401 - any servicer
+        request: Req,
+        context: grpc.aio.ServicerContext[Req, Resp],
+    ) -> Resp:
         if isinstance(request, Malformed):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"the request is not a valid message: {request.reason}")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request is not a valid message: {request.reason}",
+            )
         try:
             return await fn(self, request, context)
         except Exception as exc:

@@ -13,7 +13,6 @@ from creditgate.transport.errors import boundary, status_of
 from creditgate.v1 import quota_pb2
 
 if TYPE_CHECKING:
-
     from creditgate.engine import Engine
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -27,68 +26,107 @@ class QuotaService:
         self.engine = engine
 
     @boundary
-    async def CheckAndConsume(self, request: quota_pb2.CheckAndConsumeRequest, context: Ctx,
-                              ) -> quota_pb2.Decision:
-        d = await self.engine.consume(request.account_id, request.action, request.quantity,
-                                      dict(request.attributes), request.request_id,
-                                      dry_run=request.dry_run)
+    async def CheckAndConsume(
+        self,
+        request: quota_pb2.CheckAndConsumeRequest,
+        context: Ctx,
+    ) -> quota_pb2.Decision:
+        d = await self.engine.consume(
+            request.account_id,
+            request.action,
+            request.quantity,
+            dict(request.attributes),
+            request.request_id,
+            dry_run=request.dry_run,
+        )
         metrics.DECISIONS.labels("consume", d.reason.name).inc()
         return convert.decision(d)
 
     @boundary
-    async def CheckAndConsumeBatch(self, request: quota_pb2.CheckAndConsumeBatchRequest,
-                                   context: Ctx) -> quota_pb2.CheckAndConsumeBatchResponse:
+    async def CheckAndConsumeBatch(
+        self, request: quota_pb2.CheckAndConsumeBatchRequest, context: Ctx
+    ) -> quota_pb2.CheckAndConsumeBatchResponse:
         if len(request.requests) > MAX_BATCH:
             from creditgate.domain.errors import InvalidArgumentError  # noqa: PLC0415
 
             msg = f"a batch holds at most {MAX_BATCH} requests, got {len(request.requests)}"
             raise InvalidArgumentError(msg)
         decisions = []
-        results = await self.engine.consume_many([
-            (r.account_id, r.action, r.quantity, dict(r.attributes), r.request_id, r.dry_run)
-            for r in request.requests
-        ])
+        results = await self.engine.consume_many(
+            [
+                (r.account_id, r.action, r.quantity, dict(r.attributes), r.request_id, r.dry_run)
+                for r in request.requests
+            ]
+        )
         for result in results:
             if isinstance(result, CreditgateError):
                 code, message = status_of(result)
-                decisions.append(quota_pb2.Decision(
-                    allowed=False, reason=quota_pb2.REASON_UNSPECIFIED,
-                    message=f"{code.name}: {message}"))
+                decisions.append(
+                    quota_pb2.Decision(
+                        allowed=False,
+                        reason=quota_pb2.REASON_UNSPECIFIED,
+                        message=f"{code.name}: {message}",
+                    )
+                )
             else:
                 metrics.DECISIONS.labels("batch", result.reason.name).inc()
                 decisions.append(convert.decision(result))
         return quota_pb2.CheckAndConsumeBatchResponse(decisions=decisions)
 
     @boundary
-    async def Reserve(self, request: quota_pb2.ReserveRequest, context: Ctx,
-                      ) -> quota_pb2.Decision:
-        d = await self.engine.reserve(request.account_id, request.action, request.quantity,
-                                      dict(request.attributes), request.reservation_id,
-                                      request.ttl_seconds, dry_run=request.dry_run)
+    async def Reserve(
+        self,
+        request: quota_pb2.ReserveRequest,
+        context: Ctx,
+    ) -> quota_pb2.Decision:
+        d = await self.engine.reserve(
+            request.account_id,
+            request.action,
+            request.quantity,
+            dict(request.attributes),
+            request.reservation_id,
+            request.ttl_seconds,
+            dry_run=request.dry_run,
+        )
         metrics.DECISIONS.labels("reserve", d.reason.name).inc()
         return convert.decision(d)
 
     @boundary
-    async def Settle(self, request: quota_pb2.SettleRequest, context: Ctx,
-                     ) -> quota_pb2.SettleResponse:
-        return convert.settlement(await self.engine.settle(
-            request.account_id, request.reservation_id, request.quantity))
+    async def Settle(
+        self,
+        request: quota_pb2.SettleRequest,
+        context: Ctx,
+    ) -> quota_pb2.SettleResponse:
+        return convert.settlement(
+            await self.engine.settle(request.account_id, request.reservation_id, request.quantity)
+        )
 
     @boundary
-    async def Release(self, request: quota_pb2.ReleaseRequest, context: Ctx,
-                      ) -> quota_pb2.ReleaseResponse:
-        return convert.release(await self.engine.release(request.account_id,
-                                                         request.reservation_id))
+    async def Release(
+        self,
+        request: quota_pb2.ReleaseRequest,
+        context: Ctx,
+    ) -> quota_pb2.ReleaseResponse:
+        return convert.release(
+            await self.engine.release(request.account_id, request.reservation_id)
+        )
 
     @boundary
-    async def Refund(self, request: quota_pb2.RefundRequest, context: Ctx,
-                     ) -> quota_pb2.RefundResponse:
-        return convert.refund(await self.engine.refund(
-            request.account_id, request.request_id, request.refund_id,
-            quantity=request.quantity))
+    async def Refund(
+        self,
+        request: quota_pb2.RefundRequest,
+        context: Ctx,
+    ) -> quota_pb2.RefundResponse:
+        return convert.refund(
+            await self.engine.refund(
+                request.account_id, request.request_id, request.refund_id, quantity=request.quantity
+            )
+        )
 
     @boundary
-    async def GetBalance(self, request: quota_pb2.GetBalanceRequest, context: Ctx,
-                         ) -> quota_pb2.GetBalanceResponse:
+    async def GetBalance(
+        self,
+        request: quota_pb2.GetBalanceRequest,
+        context: Ctx,
+    ) -> quota_pb2.GetBalanceResponse:
         return convert.balance(await self.engine.balance(request.account_id))
-

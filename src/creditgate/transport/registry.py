@@ -31,8 +31,12 @@ def _decoder(cls: type[Message]) -> Callable[[bytes], Any]:
     return decode
 
 
-def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: object,
-                messages: dict[str, type[Message]]) -> None:
+def add_service(
+    server: grpc.aio.Server,
+    service: ServiceDescriptor,
+    servicer: object,
+    messages: dict[str, type[Message]],
+) -> None:
     """Serve every method of ``service`` from the same-named coroutine of ``servicer``."""
     handlers = {}
     for method in service.methods:
@@ -44,4 +48,5 @@ def add_service(server: grpc.aio.Server, service: ServiceDescriptor, servicer: o
             response_serializer=response_cls.SerializeToString,
         )
     server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(service.full_name, handlers),))
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )

@@ -11,7 +11,8 @@ LAG = Gauge(
     ["stream"],
 )
 APPLIED = Counter("creditgate_ledger_events_applied", "Events written to the ledger")
-DUPLICATES = Counter("creditgate_ledger_duplicates_skipped",
-                     "Redelivered events that the ledger already had")
+DUPLICATES = Counter(
+    "creditgate_ledger_duplicates_skipped", "Redelivered events that the ledger already had"
+)
 INVALID = Counter("creditgate_ledger_invalid_events", "Stream entries that were not v1 events")
 FAILURES = Counter("creditgate_ledger_write_failures", "Batches the ledger refused or missed")

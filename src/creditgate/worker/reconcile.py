@@ -38,8 +38,10 @@ class Difference:
     ledger: bytes | None
 
     def __str__(self) -> str:
-        return (f"{self.account}: {self.what} {self.name}: redis={_show(self.redis)}"
-                f" ledger={_show(self.ledger)}")
+        return (
+            f"{self.account}: {self.what} {self.name}: redis={_show(self.redis)}"
+            f" ledger={_show(self.ledger)}"
+        )
 
 
 def _show(v: bytes | None, limit: int = 60) -> str:
@@ -49,10 +51,17 @@ def _show(v: bytes | None, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _compare(account: str, what: str, redis: dict[str, bytes], ledger: dict[str, bytes],
-             ) -> list[Difference]:
-    return [Difference(account, what, k, redis.get(k), ledger.get(k))
-            for k in sorted(redis.keys() | ledger.keys()) if redis.get(k) != ledger.get(k)]
+def _compare(
+    account: str,
+    what: str,
+    redis: dict[str, bytes],
+    ledger: dict[str, bytes],
+) -> list[Difference]:
+    return [
+        Difference(account, what, k, redis.get(k), ledger.get(k))
+        for k in sorted(redis.keys() | ledger.keys())
+        if redis.get(k) != ledger.get(k)
+    ]
 
 
 def _b(v: bytes | str) -> bytes:
@@ -85,13 +94,19 @@ class Reconciler:
         fields = _text_keys(await self.redis.hgetall(akey))
         holds = _text_keys(await self.redis.hgetall(hkey))
         scores: list[tuple[bytes, float]] = await self.redis.zrange(  # type: ignore[assignment]
-            xkey, 0, -1, withscores=True)
+            xkey, 0, -1, withscores=True
+        )
         expiry = {m.decode(): b"%d" % int(s) for m, s in scores}
         out = _compare(account, "field", fields, mirror.fields if mirror else {})
-        out += _compare(account, "hold", holds,
-                        {h: v for h, (v, _) in (mirror.holds if mirror else {}).items()})
-        out += _compare(account, "hold-expiry", expiry,
-                        {h: b"%d" % x for h, (_, x) in (mirror.holds if mirror else {}).items()})
+        out += _compare(
+            account, "hold", holds, {h: v for h, (v, _) in (mirror.holds if mirror else {}).items()}
+        )
+        out += _compare(
+            account,
+            "hold-expiry",
+            expiry,
+            {h: b"%d" % x for h, (_, x) in (mirror.holds if mirror else {}).items()},
+        )
         if mirror is not None:
             out += await self._records(account, mirror)
         return out
@@ -100,11 +115,15 @@ class Reconciler:
         keys = sorted(mirror.records)
         values = await self.redis.mget(keys) if keys else []
         got = [None if v is None else _b(v) for v in values]
-        return [Difference(account, "record", k, v, mirror.records[k][0])
-                for k, v in zip(keys, got, strict=True) if v != mirror.records[k][0]]
+        return [
+            Difference(account, "record", k, v, mirror.records[k][0])
+            for k, v in zip(keys, got, strict=True)
+            if v != mirror.records[k][0]
+        ]
 
-    async def check(self, accounts: Iterable[str] | None = None, *,
-                    progress: bool | None = None) -> dict[str, list[Difference]]:
+    async def check(
+        self, accounts: Iterable[str] | None = None, *, progress: bool | None = None
+    ) -> dict[str, list[Difference]]:
         """Differences per account (only accounts that have some)."""
         names = list(accounts) if accounts is not None else await self.accounts()
         report: dict[str, list[Difference]] = {}
@@ -117,8 +136,9 @@ class Reconciler:
         await self._each(names, one, "check", progress)
         return dict(sorted(report.items()))
 
-    async def repair(self, accounts: Iterable[str] | None = None, *,
-                     progress: bool | None = None) -> int:
+    async def repair(
+        self, accounts: Iterable[str] | None = None, *, progress: bool | None = None
+    ) -> int:
         """Rebuild the accounts (all when None) from the ledger; returns how many were loaded.
 
         Stop traffic to these accounts and let the worker catch up first: an event still in the
@@ -130,8 +150,11 @@ class Reconciler:
 
         async def one(account: str) -> None:
             nonlocal loaded
-            await self.redis.delete(*self.keys.account(account)[::2], self.keys.account(
-                account)[3], *records.get(account, ()))
+            await self.redis.delete(
+                *self.keys.account(account)[::2],
+                self.keys.account(account)[3],
+                *records.get(account, ()),
+            )
             if await self.hydrator.load(account):
                 loaded += 1
 
@@ -149,8 +172,12 @@ class Reconciler:
         return out
 
     @staticmethod
-    async def _each(names: list[str], work: Callable[[str], Awaitable[None]], label: str,
-                    progress: bool | None) -> None:  # noqa: FBT001 - private helper
+    async def _each(
+        names: list[str],
+        work: Callable[[str], Awaitable[None]],
+        label: str,
+        progress: bool | None,  # noqa: FBT001 - None: decide by the terminal
+    ) -> None:
         show = sys.stderr.isatty() if progress is None else progress
         bar = tqdm(total=len(names), desc=label, unit="acct", disable=not show)
         sem = asyncio.Semaphore(_PARALLEL)

@@ -71,8 +71,7 @@ async def oldest_unapplied(redis: Redis, stream: str, group: str) -> StreamId | 
         pending = await _oldest_pending(redis, stream, g)
         if pending is not None:
             return pending
-        nxt = await redis.xrange(
-            stream, min=fmt(after(sid(_get(g, "last-delivered-id")))), count=1)
+        nxt = await redis.xrange(stream, min=fmt(after(sid(_get(g, "last-delivered-id")))), count=1)
         first = nxt[0][0] if nxt else None
         return sid(first) if first is not None else None
     return None

@@ -50,9 +50,17 @@ class Worker:
     """Moves events from the shard streams of ``keys`` into ``store``."""
 
     def __init__(  # noqa: PLR0913 - every knob is a keyword with the Settings default
-        self, redis: Redis, store: LedgerStore, keys: KeySpace, *, batch: int = 500,
-        block_ms: int = 1000, claim_idle_ms: int = 30_000, name: str = "",
-        per_stream: bool = False, housekeeping_s: float = 5.0,
+        self,
+        redis: Redis,
+        store: LedgerStore,
+        keys: KeySpace,
+        *,
+        batch: int = 500,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+        name: str = "",
+        per_stream: bool = False,
+        housekeeping_s: float = 5.0,
     ) -> None:
         self.redis = redis
         self.store = store
@@ -153,13 +161,13 @@ class Worker:
     async def _read(self, start: str, *, block: bool) -> list[Entry]:
         wait = self.block_ms if block and self.block_ms > 0 else None
         if not self.per_stream:
-            reply = await self.redis.xreadgroup(GROUP, self.name, dict.fromkeys(self.streams,
-                                                start), count=self.batch, block=wait)
+            reply = await self.redis.xreadgroup(
+                GROUP, self.name, dict.fromkeys(self.streams, start), count=self.batch, block=wait
+            )
             return [(s, e[0], e[1]) for s, es in _by_stream(reply) for e in es]
         out: list[Entry] = []
         for stream in self.streams:
-            reply = await self.redis.xreadgroup(GROUP, self.name, {stream: start},
-                                                count=self.batch)
+            reply = await self.redis.xreadgroup(GROUP, self.name, {stream: start}, count=self.batch)
             out += [(s, e[0], e[1]) for s, es in _by_stream(reply) for e in es]
         if not out and wait:
             with contextlib.suppress(TimeoutError):
@@ -169,8 +177,9 @@ class Worker:
     async def _claim(self) -> list[Entry]:
         out: list[Entry] = []
         for stream in self.streams:
-            reply = await self.redis.xautoclaim(stream, GROUP, self.name, self.claim_idle_ms,
-                                                start_id="0-0", count=self.batch)
+            reply = await self.redis.xautoclaim(
+                stream, GROUP, self.name, self.claim_idle_ms, start_id="0-0", count=self.batch
+            )
             claimed = [(stream, e[0], e[1]) for e in reply[1] if e]
             if claimed:
                 log.info("ledger worker: claimed %d stale entries of %s", len(claimed), stream)
