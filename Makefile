@@ -14,7 +14,7 @@ GEN_DIR := src/creditgate/v1
 PROTO_STAMP := $(GEN_DIR)/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto run test lint fmt clean distclean
+.PHONY: help venv proto run test lint fmt bench clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +45,9 @@ run: venv proto  ## serve with a private embedded Redis and demo accounts (CONFI
 
 test: venv proto  ## run the test suite (PYTEST_ARGS=...)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: venv proto  ## measure against the grpc floor, Redis and PostgreSQL (BENCH_ARGS=...)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: venv proto  ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -189,6 +190,10 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         if settings.metrics_port:
             start_http_server(settings.metrics_port)
         await server.start()
+        # Everything allocated so far lives as long as the process: keep the collector from
+        # walking it again and again under load.
+        gc.collect()
+        gc.freeze()
         watcher = asyncio.create_task(_watch_redis(backends.redis, health))
         log.info(
             "creditgate serving on %s (port %d), catalog %s, %d plans",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -15,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from creditgate import metrics
 from creditgate.domain import errors
 
 if TYPE_CHECKING:
@@ -63,6 +65,7 @@ def boundary(
     fn: Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]],
 ) -> Callable[[Any, Req, grpc.aio.ServicerContext[Req, Resp]], Awaitable[Resp]]:
     """Wrap a servicer method: malformed requests and errors become statuses here."""
+    ok = metrics.latency(fn.__name__)
 
     @functools.wraps(fn)
     async def wrapper(
@@ -70,19 +73,24 @@ def boundary(
         request: Req,
         context: grpc.aio.ServicerContext[Req, Resp],
     ) -> Resp:
+        start = time.perf_counter()
         if isinstance(request, Malformed):
+            metrics.latency(fn.__name__, "INVALID_ARGUMENT").observe(time.perf_counter() - start)
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"the request is not a valid message: {request.reason}",
             )
         try:
-            return await fn(self, request, context)
+            response = await fn(self, request, context)
         except Exception as exc:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             code, message = status_of(exc)
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("unexpected error in %s", fn.__name__)
+            metrics.latency(fn.__name__, code.name).observe(time.perf_counter() - start)
             await context.abort(code, message)
+        ok.observe(time.perf_counter() - start)
+        return response
 
     return wrapper

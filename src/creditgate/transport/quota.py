@@ -39,7 +39,7 @@ class QuotaService:
             request.request_id,
             dry_run=request.dry_run,
         )
-        metrics.DECISIONS.labels("consume", d.reason.name).inc()
+        metrics.decided("consume", d.reason)
         return convert.decision(d)
 
     @boundary
@@ -69,7 +69,7 @@ class QuotaService:
                     )
                 )
             else:
-                metrics.DECISIONS.labels("batch", result.reason.name).inc()
+                metrics.decided("batch", result.reason)
                 decisions.append(convert.decision(result))
         return quota_pb2.CheckAndConsumeBatchResponse(decisions=decisions)
 
@@ -88,7 +88,7 @@ class QuotaService:
             request.ttl_seconds,
             dry_run=request.dry_run,
         )
-        metrics.DECISIONS.labels("reserve", d.reason.name).inc()
+        metrics.decided("reserve", d.reason)
         return convert.decision(d)
 
     @boundary

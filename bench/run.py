@@ -1,0 +1,338 @@
+"""`make bench`: creditgate against its baselines, measured in one run on this machine.
+
+1. the floor: a bare grpc.aio server with creditgate's proto answering a constant Decision;
+2. creditgate CheckAndConsume on one hot account at 1, 16, 64 and 256 requests in flight (h2load),
+   and its CPU time per decision on 1 versus 100,000 accounts (bench/load.py);
+3. the Redis ceiling: redis-benchmark EVALSHA of creditgate's own consume script;
+4. the PostgreSQL baseline: pgbench running a row-lock debit on one hot row and on 100,000 rows;
+5. CheckAndConsumeBatch in decisions per second.
+
+Every figure is the median of RUNS runs; ratios are taken pair by pair (floor run i against
+sidecar run i). Writes docs/BENCHMARKS.md and prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import tools
+from redis.asyncio import Redis
+
+from creditgate.domain.catalog import load_catalog
+from creditgate.domain.money import MICRO
+from creditgate.embedded import EmbeddedRedis
+from creditgate.engine import Engine, KeySpace
+from creditgate.engine.scripts import script_source
+from creditgate.v1 import quota_pb2, quota_pb2_grpc
+
+PATH = "/creditgate.v1.QuotaService/CheckAndConsume"
+BATCH_PATH = "/creditgate.v1.QuotaService/CheckAndConsumeBatch"
+ATTRS = {"model": "pro", "feature": "agents"}
+LEVELS = {1: (1, 1), 16: (4, 4), 64: (4, 16), 256: (8, 32)}  # in flight: (connections, streams)
+CATALOG = tools.ROOT / "examples" / "demo.yaml"
+
+
+async def provision(url: str, accounts: int) -> dict[str, float]:
+    """Create the hot account and ``accounts`` others (agent_team, a large bonus each)."""
+    redis = Redis.from_url(url)
+    engine = Engine(redis, load_catalog(CATALOG), keys=KeySpace("cg", 1))
+    before = (await redis.info("memory"))["used_memory"]
+    limit = asyncio.Semaphore(50)
+
+    async def one(account: str) -> None:
+        async with limit:
+            await engine.create_account(account, "agent_team")
+            await engine.grant(account, "bonus", 10**9 * MICRO, "bench-grant")
+
+    await one("bench-hot")
+    middle = (await redis.info("memory"))["used_memory"]
+    await asyncio.gather(*(one(f"acct-{i:012d}") for i in range(accounts)))
+    after = (await redis.info("memory"))["used_memory"]
+    await redis.aclose()
+    return {"bytes_per_account": (after - middle) / max(accounts, 1), "base": middle - before}
+
+
+def redis_ceiling(url: str, socket_path: str, accounts: int) -> dict[str, float]:
+    """EVALSHA of the consume script with the sidecar's own arguments (fresh request ids)."""
+
+    async def command(account: str) -> list[str]:
+        redis = Redis.from_url(url)
+        engine = Engine(redis, load_catalog(CATALOG), keys=KeySpace("cg", 1))
+        sha = await redis.script_load(script_source("consume"))
+        call = engine._prepare(
+            account,
+            "agent.message",
+            1,
+            ATTRS,
+            "b__rand_int__",
+            dry_run=False,
+            hold_ttl_ms=None,
+        )
+        plan = engine.catalog.plan("agent_team")
+        assert plan is not None
+        assert not isinstance(call, quota_pb2.Decision)
+        args = call.build(plan)  # type: ignore[union-attr]
+        await redis.aclose()
+        return ["EVALSHA", sha, str(len(call.keys)), *call.keys, *map(str, args)]  # type: ignore[union-attr]
+
+    hot = asyncio.run(command("bench-hot"))
+    spread = [
+        part.replace("acct-000000000000", "acct-__rand_int__")
+        for part in asyncio.run(command("acct-000000000000"))
+    ]
+    return {
+        "hot": tools.redis_benchmark(socket_path, hot, pipeline=1, keyspace=10**12),
+        "hot_pipelined": tools.redis_benchmark(socket_path, hot, pipeline=16, keyspace=10**12),
+        "spread_pipelined": tools.redis_benchmark(
+            socket_path, spread, pipeline=16, keyspace=accounts
+        ),
+    }
+
+
+def postgres_baseline(url: str | None, runs: int) -> dict[str, float | None]:
+    if not url:
+        return {"hot": None, "spread": None}
+    rows = 100_000
+    setup = (
+        "DROP TABLE IF EXISTS cg_bench_accounts;"
+        "CREATE TABLE cg_bench_accounts (id int PRIMARY KEY, balance bigint NOT NULL);"
+        "INSERT INTO cg_bench_accounts SELECT g, 1000000000000 "
+        f"FROM generate_series(1, {rows}) g;"
+    )
+    subprocess.run(["psql", "-q", url, "-c", setup], check=True, capture_output=True)
+    subprocess.run(
+        ["psql", "-q", url, "-c", "VACUUM ANALYZE cg_bench_accounts"],
+        check=True,
+        capture_output=True,
+    )
+    debit = "UPDATE cg_bench_accounts SET balance = balance - 1 WHERE id = :id AND balance >= 1;\n"
+    hot = [tools.pgbench(url, "\\set id 1\n" + debit, clients=16, seconds=4) for _ in range(runs)]
+    spread = [
+        tools.pgbench(url, f"\\set id random(1, {rows})\n" + debit, clients=16, seconds=4)
+        for _ in range(runs)
+    ]
+    subprocess.run(
+        ["psql", "-q", url, "-c", "DROP TABLE cg_bench_accounts"], check=False, capture_output=True
+    )
+    return {"hot": statistics.median(hot), "spread": statistics.median(spread)}
+
+
+def find_postgres(explicit: str | None) -> str | None:
+    for url in filter(None, [explicit, "postgresql://postgres@127.0.0.1:5432/test"]):
+        ok = subprocess.run(["psql", url, "-c", "select 1"], capture_output=True, check=False)
+        if ok.returncode == 0:
+            return url
+    return None
+
+
+def warm_up(target: str, accounts: int) -> None:
+    """Touch every account once (in batches), as a long-running sidecar has.
+
+    The first request of an account on a sidecar learns its plan with one extra round trip.
+    """
+    with grpc.insecure_channel(target) as channel:
+        stub = quota_pb2_grpc.QuotaServiceStub(channel)
+        for start in range(0, accounts, 1000):
+            stub.CheckAndConsumeBatch(
+                quota_pb2.CheckAndConsumeBatchRequest(
+                    requests=[
+                        quota_pb2.CheckAndConsumeRequest(
+                            account_id=f"acct-{i:012d}",
+                            action="agent.message",
+                            quantity=1,
+                            attributes=ATTRS,
+                        )
+                        for i in range(start, min(start + 1000, accounts))
+                    ]
+                ),
+                timeout=60,
+            )
+
+
+def account_cost(target: str, pids: list[int], accounts: int, runs: int) -> float:
+    """Median server CPU microseconds per decision under bench/load.py."""
+    costs = []
+    for _ in range(runs):
+        cpu0 = tools.cpu_seconds(pids)
+        out = subprocess.run(
+            [
+                sys.executable,
+                str(tools.ROOT / "bench" / "load.py"),
+                target,
+                "4",
+                "64",
+                str(accounts),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        costs.append((tools.cpu_seconds(pids) - cpu0) / int(out.stdout.split()[-1]) * 1e6)
+    return statistics.median(costs)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4)
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--postgres", help="PostgreSQL URL for pgbench (default: local if up)")
+    parser.add_argument("--soak", type=int, default=0, help="also run a memory soak (seconds)")
+    parser.add_argument("--out", default=str(tools.ROOT / "docs" / "BENCHMARKS.md"))
+    opts = parser.parse_args()
+    missing = tools.ensure_tools()
+    if "h2load" in missing:
+        print("h2load is needed (apt-get install nghttp2-client)", file=sys.stderr)
+        return 2
+    results: dict[str, object] = {"machine": tools.machine()}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(data_dir=Path(tmp) / "redis") as rd:
+        socket_path = rd.url.removeprefix("unix://").split("?")[0]
+        print("provisioning accounts ...", file=sys.stderr)
+        memory = asyncio.run(provision(rd.url, opts.accounts))
+        floor_port, side_port = tools.free_port(), tools.free_port()
+        floor_target, side_target = f"127.0.0.1:{floor_port}", f"127.0.0.1:{side_port}"
+        env = {
+            "CREDITGATE_REDIS_URL": rd.url,
+            "CREDITGATE_SHARDS": "1",
+            "CREDITGATE_LEDGER_URL": "",
+            "CREDITGATE_METRICS_PORT": "0",
+            "CREDITGATE_CONFIG": str(CATALOG),
+            "CREDITGATE_LISTEN": side_target,
+            "CREDITGATE_LOG_LEVEL": "WARNING",
+        }
+        floor_cmd = [
+            sys.executable,
+            str(tools.ROOT / "bench" / "floor.py"),
+            str(floor_port),
+            "--uvloop",
+        ]
+        side_cmd = [str(Path(sys.executable).parent / "creditgate"), "serve"]
+        body = tools.grpc_body(
+            quota_pb2.CheckAndConsumeRequest(
+                account_id="bench-hot", action="agent.message", quantity=1, attributes=ATTRS
+            )
+        )
+        batch = tools.grpc_body(
+            quota_pb2.CheckAndConsumeBatchRequest(
+                requests=[
+                    quota_pb2.CheckAndConsumeRequest(
+                        account_id="bench-hot", action="agent.message", quantity=1, attributes=ATTRS
+                    )
+                ]
+                * 100
+            )
+        )
+        with tools.process(floor_cmd) as floor, tools.process(side_cmd, env) as side:
+            with grpc.insecure_channel(floor_target) as ch:
+                grpc.channel_ready_future(ch).result(timeout=30)
+            tools.wait_serving(side_target)
+            levels: dict[int, dict[str, object]] = {}
+            for inflight, (conns, streams) in LEVELS.items():
+                print(f"h2load at {inflight} in flight ...", file=sys.stderr)
+                f_runs, s_runs = [], []
+                for _ in range(opts.runs):
+                    f_runs.append(
+                        tools.h2load(
+                            floor_target,
+                            PATH,
+                            body,
+                            clients=conns,
+                            streams=streams,
+                            seconds=opts.seconds,
+                            pids=[floor.pid],
+                        )
+                    )
+                    s_runs.append(
+                        tools.h2load(
+                            side_target,
+                            PATH,
+                            body,
+                            clients=conns,
+                            streams=streams,
+                            seconds=opts.seconds,
+                            pids=[side.pid],
+                        )
+                    )
+                levels[inflight] = {
+                    "floor": tools.median_load(f_runs),
+                    "sidecar": tools.median_load(s_runs),
+                    "ratio": statistics.median(
+                        s.rps / f.rps for f, s in zip(f_runs, s_runs, strict=True)
+                    ),
+                }
+            print("batch ...", file=sys.stderr)
+            batch_runs = [
+                tools.h2load(
+                    side_target,
+                    BATCH_PATH,
+                    batch,
+                    clients=4,
+                    streams=4,
+                    seconds=opts.seconds,
+                    pids=[side.pid],
+                )
+                for _ in range(opts.runs)
+            ]
+            batch_rate = statistics.median(r.rps * 100 for r in batch_runs)
+            print("1 vs many accounts ...", file=sys.stderr)
+            warm_up(side_target, opts.accounts)
+            hot_cost = account_cost(side_target, [side.pid], 1, opts.runs)
+            spread_cost = account_cost(side_target, [side.pid], opts.accounts, opts.runs)
+            soak = run_soak(side_target, side.pid, body, opts.soak) if opts.soak else None
+        print("redis-benchmark ...", file=sys.stderr)
+        ceiling = redis_ceiling(rd.url, socket_path, opts.accounts)
+    print("pgbench ...", file=sys.stderr)
+    pg = postgres_baseline(find_postgres(opts.postgres), opts.runs)
+    results.update(
+        levels=levels,
+        batch=batch_rate,
+        hot_cost=hot_cost,
+        spread_cost=spread_cost,
+        ceiling=ceiling,
+        pg=pg,
+        memory=memory,
+        soak=soak,
+        runs=opts.runs,
+        seconds=opts.seconds,
+        accounts=opts.accounts,
+    )
+    summary = report(results, Path(opts.out))
+    print(json.dumps(summary))
+    return 0
+
+
+def run_soak(target: str, pid: int, body: bytes, seconds: int) -> dict[str, float]:
+    """RSS of the sidecar every 10 s under 64 in flight for ``seconds``."""
+    samples = [tools.rss_mib(pid)]
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        tools.h2load(target, PATH, body, clients=4, streams=16, seconds=9, pids=[pid])
+        samples.append(tools.rss_mib(pid))
+    return {
+        "start_mib": samples[1],
+        "end_mib": samples[-1],
+        "max_mib": max(samples[1:]),
+        "seconds": seconds,
+    }
+
+
+def report(r: dict[str, object], out: Path) -> dict[str, object]:
+    """Write the markdown report; return the JSON summary."""
+    from report import write  # noqa: PLC0415 - kept beside this script
+
+    return write(r, out)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())

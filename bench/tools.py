@@ -1,0 +1,279 @@
+"""Benchmark plumbing: processes, load tools and their output, statistics.
+
+Everything here runs real programs on this machine: h2load (gRPC over HTTP/2 with a pre-encoded
+body), redis-benchmark, pgbench, and our own servers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from google.protobuf.message import Message
+
+ROOT = Path(__file__).resolve().parent.parent
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TOOLS = {
+    "h2load": "nghttp2-client",
+    "redis-benchmark": "redis-tools",
+    "pgbench": "postgresql-client",
+}
+
+
+def ensure_tools() -> list[str]:
+    """Install missing load tools from Debian's packages when we can; list what is missing."""
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        packages = sorted({TOOLS[t] for t in missing})
+        print(f"installing {', '.join(packages)} ...", file=sys.stderr)
+        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *packages],
+            check=False,
+            capture_output=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    return [t for t in TOOLS if shutil.which(t) is None]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def grpc_body(message: Message) -> bytes:
+    """A gRPC length-prefixed message: what h2load sends as the request body."""
+    data = message.SerializeToString()
+    return b"\x00" + struct.pack(">I", len(data)) + data
+
+
+def wait_serving(target: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(grpc.RpcError), grpc.insecure_channel(target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        time.sleep(0.2)
+    msg = f"{target} did not become SERVING"
+    raise RuntimeError(msg)
+
+
+@contextlib.contextmanager
+def process(
+    args: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child process for the duration of the block (its own process group)."""
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes and their children so far."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Load:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    requests: int
+    cpu_s: float = 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def h2load(
+    target: str,
+    path: str,
+    body: bytes,
+    *,
+    clients: int,
+    streams: int,
+    seconds: float,
+    pids: list[int],
+) -> Load:
+    """Drive ``path`` with h2load for ``seconds`` (after a 1 s warm-up); latencies from its log."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data, log = Path(tmp) / "body", Path(tmp) / "log"
+        data.write_bytes(body)
+        cpu0 = cpu_seconds(pids)
+        out = subprocess.run(
+            [
+                "h2load",
+                "-D",
+                str(round(seconds)),
+                "--warm-up-time",
+                "1",
+                "-c",
+                str(clients),
+                "-m",
+                str(streams),
+                "-t",
+                "1",
+                f"--data={data}",
+                f"--log-file={log}",
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+                f"http://{target}{path}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        cpu = cpu_seconds(pids) - cpu0
+        if out.returncode != 0:
+            msg = f"h2load exited {out.returncode}: {out.stdout[-1500:]} {out.stderr[-500:]}"
+            raise RuntimeError(msg)
+        lines = [line.split("\t") for line in log.read_text().splitlines() if line]
+        start = int(lines[0][0]) + 1_000_000 if lines else 0  # leave out the warm-up second
+        times = [int(f[2]) / 1000 for f in lines if int(f[0]) >= start]
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
+    rate = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out.stdout)
+    if done is None or rate is None or done.group(1) != done.group(2):
+        msg = f"h2load failed or had errors:\n{out.stdout[-2000:]}"
+        raise RuntimeError(msg)
+    return Load(
+        float(rate.group(1)),
+        percentile(times, 0.5),
+        percentile(times, 0.99),
+        percentile(times, 0.999),
+        int(done.group(1)),
+        cpu,
+    )
+
+
+def median_load(runs: list[Load]) -> Load:
+    """Field by field median of repeated runs."""
+    return Load(
+        statistics.median(r.rps for r in runs),
+        statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs),
+        statistics.median(r.p999_ms for r in runs),
+        int(statistics.median(r.requests for r in runs)),
+        statistics.median(r.cpu_s for r in runs),
+    )
+
+
+def redis_benchmark(
+    socket_path: str,
+    command: list[str],
+    *,
+    pipeline: int,
+    keyspace: int,
+    requests: int = 100_000,
+    clients: int = 50,
+) -> float:
+    """Requests per second of one command (``__rand_int__`` varies keys and ids)."""
+    out = subprocess.run(
+        [
+            "redis-benchmark",
+            "-s",
+            socket_path,
+            "-n",
+            str(requests),
+            "-c",
+            str(clients),
+            "-P",
+            str(pipeline),
+            "-r",
+            str(keyspace),
+            "-q",
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = re.findall(r"([\d.]+) requests per second", out.stdout)
+    if not found:
+        msg = f"redis-benchmark said: {out.stdout[-500:]} {out.stderr[-500:]}"
+        raise RuntimeError(msg)
+    return float(found[-1])
+
+
+def pgbench(url: str, script: str, *, clients: int, seconds: int) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as f:
+        f.write(script)
+        f.flush()
+        out = subprocess.run(
+            ["pgbench", "-n", "-c", str(clients), "-j", "2", "-T", str(seconds), "-f", f.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    found = re.search(r"tps = ([\d.]+)", out.stdout)
+    if found is None:
+        msg = f"pgbench said: {out.stdout[-500:]} {out.stderr[-500:]}"
+        raise RuntimeError(msg)
+    return float(found.group(1))
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB, Python {sys.version.split()[0]}"
