@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from creditgate.domain.catalog import ACCOUNT_ID
 from creditgate.domain.errors import InvalidArgumentError
@@ -21,7 +21,7 @@ def check_id(value: str, field: str, *, generate: bool = False) -> str:
     """An account, request, reservation, refund or grant id."""
     if not value:
         if generate:
-            return uuid.uuid4().hex
+            return os.urandom(16).hex()
         msg = f"{field} is required"
         raise InvalidArgumentError(msg)
     if ACCOUNT_ID.match(value) is None:

@@ -174,6 +174,13 @@ class FastRedis:
             await self._connect()
         return await self._send(payload)
 
+    async def call_many(self, payloads: Sequence[bytes]) -> list[Any]:
+        """Send several commands in one write; their replies in order."""
+        proto = self._proto
+        if proto is None or proto.lost is not None:
+            await self._connect()
+        return list(await asyncio.gather(*[self._send(p) for p in payloads]))
+
     async def aclose(self) -> None:
         proto, self._proto = self._proto, None
         if proto is not None and proto.transport is not None:
