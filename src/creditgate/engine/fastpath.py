@@ -6,8 +6,9 @@ decision, most of whose arguments (the pool descriptors of a plan and action) ne
 This connection:
 
 - takes commands already encoded as RESP (the static part is encoded once and cached),
-- writes every command issued in one event-loop tick in one write (requests that arrive
-  together travel together: automatic pipelining), and
+- writes the first command of an event-loop tick at once and every later one of the same tick
+  together at its end (requests that arrive together travel together: automatic pipelining),
+  and
 - parses the replies with hiredis (the C parser redis-py itself uses) and answers the waiting
   futures in order; Redis answers a connection's commands in the order it received them.
 
@@ -149,6 +150,8 @@ class FastRedis:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if not self._buffer:
+            return
         proto = self._proto
         data, self._buffer = b"".join(self._buffer), []
         if proto is not None and proto.transport is not None and proto.lost is None:
@@ -161,10 +164,15 @@ class FastRedis:
         future: asyncio.Future[Any] = loop.create_future()
         proto.waiting.append(future)
         proto.deadlines.append(loop.time() + self._timeout)
-        self._buffer.append(payload)
         if not self._flush_scheduled:
+            # The first command of a tick goes out at once (no added latency when idle); the
+            # ones that follow in the same tick are written together at its end.
             self._flush_scheduled = True
             loop.call_soon(self._flush)
+            if proto.transport is not None and proto.lost is None:
+                proto.transport.write(payload)
+                return future
+        self._buffer.append(payload)
         return future
 
     async def call(self, payload: bytes) -> Any:  # noqa: ANN401 - a Redis reply
