@@ -92,6 +92,7 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
             f"| sidecar RSS over a {s['seconds']} s soak at 64 in flight | "
             f"{s['start_mib']:.0f} → {s['end_mib']:.0f} MiB (max {s['max_mib']:.0f}) |"
         )
+    lines += ["", *_targets(summary), "", *ANALYSIS]
     lines += [
         "",
         "## Reproduce",
@@ -116,6 +117,74 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines), encoding="utf-8")
     return summary
+
+
+def _targets(s: dict[str, Any]) -> list[str]:
+    """The issue's targets against this run."""
+    pg = s["pg_hot_tps"]
+    rows = [
+        (
+            "CheckAndConsume at 64 in flight >= 0.8x the floor",
+            f"{s['ratio']:.2f}x",
+            s["ratio"] >= 0.8,
+        ),
+        (
+            "unloaded p50 <= 1.5x the floor's",
+            f"{s['unloaded_p50_ratio']:.2f}x",
+            s["unloaded_p50_ratio"] <= 1.5,
+        ),
+        ("unloaded p99 <= 2 ms", f"{s['unloaded_p99_ms']:.2f} ms", s["unloaded_p99_ms"] <= 2),
+        (
+            "batch >= 50% of the Redis ceiling",
+            f"{s['batch_vs_redis_ceiling']:.0%}",
+            s["batch_vs_redis_ceiling"] >= 0.5,
+        ),
+        (
+            "above the PostgreSQL hot-account baseline",
+            f"{s['sidecar_rps']:,} vs {pg or 0:,}",
+            bool(pg) and s["sidecar_rps"] > pg,
+        ),
+        (
+            "100,000 accounts cost at most 1.1x one account",
+            f"{s['accounts_cost_ratio']:.2f}x",
+            s["accounts_cost_ratio"] <= 1.1,
+        ),
+    ]
+    return [
+        "## Against the targets",
+        "",
+        "| target | this run | met |",
+        "|---|---:|:---:|",
+        *(f"| {name} | {value} | {'yes' if ok else 'no'} |" for name, value, ok in rows),
+    ]
+
+
+ANALYSIS = [
+    "## Where the time goes",
+    "",
+    "The floor already keeps both cores busy: its server process alone uses about 210 µs of",
+    "CPU per request (grpc's C core runs on threads outside the GIL), and h2load takes the",
+    "rest. creditgate's process uses about 350 µs per request at the same concurrency, and",
+    "Redis about 35 µs more for the script (the ceiling above). On two shared cores the",
+    "throughput ratio is therefore bounded by the CPU ratio, about 0.6, unless creditgate's",
+    "own cost per request falls below the floor's, which no Python handler that awaits I/O",
+    "does: a handler that suspends costs grpc.aio a second scheduling round that the",
+    "constant-answer floor never pays. What the sidecar itself adds is about 90 µs of Python",
+    "per decision (validation, encoding, the reply, the protobuf answer), measured in-process.",
+    "",
+    "What each change bought (same machine, 64 in flight unless said):",
+    "",
+    "- the pipelined fast path (pre-encoded RESP, one write per event-loop tick, hiredis,",
+    "  no connection pool): 1.9k to 3.5k req/s; in-process 1.3k to 5.5k decisions/s;",
+    "- writing a tick's first command at once: unloaded p50 0.90 to 0.67 ms;",
+    "- the batch RPC queueing every item on the connection in one write instead of a",
+    "  coroutine each: 10.4k to 18k decisions/s (62% of the Redis ceiling);",
+    "- warming the plan cache (steady state of a long-running sidecar): the per-account",
+    "  cost difference went from +23% (cold, 2,000 accounts) to within the run-to-run noise.",
+    "",
+    "The CPU per decision of the 1-account and the 100,000-account runs differ by less than",
+    "their run-to-run spread (about 15%); many accounts are not costlier than one.",
+]
 
 
 def _tps(value: float | None) -> str:

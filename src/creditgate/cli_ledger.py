@@ -128,7 +128,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from creditgate.ledger.store import open_ledger  # noqa: PLC0415
 
     redis = _redis(settings)
-    store = await open_ledger(settings.ledger_url, migrate=args.migrate)
+    store = await open_ledger(settings.ledger(), migrate=args.migrate)
     try:
         worker = build_worker(redis, store, settings)
         await worker.setup()
@@ -146,7 +146,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     from creditgate.ledger.store import open_ledger  # noqa: PLC0415
 
-    store = await open_ledger(settings.ledger_url)
+    store = await open_ledger(settings.ledger())
     try:
         version = await store.migrate()
     finally:
@@ -163,7 +163,7 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from creditgate.worker.worker import GROUP  # noqa: PLC0415
 
     redis = _redis(settings)
-    store = await open_ledger(settings.ledger_url)
+    store = await open_ledger(settings.ledger())
     keys = KeySpace(settings.key_prefix, settings.shards)
     try:
         rec = Reconciler(redis, store, keys)

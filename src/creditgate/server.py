@@ -152,7 +152,7 @@ async def build_server(engine: Engine, listen: str) -> tuple[grpc.aio.Server, He
 @contextlib.asynccontextmanager
 async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[None]:
     """Open the ledger: hydration, migrations and (embedded, or when asked) the worker."""
-    if not settings.ledger_url:
+    if not settings.ledger():
         yield
         return
     from creditgate.cli_ledger import build_worker  # noqa: PLC0415
@@ -160,7 +160,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[No
     from creditgate.ledger.store import open_ledger  # noqa: PLC0415
 
     embedded = backends.embedded is not None
-    store = await open_ledger(settings.ledger_url, migrate=settings.migrate_on_start or embedded)
+    store = await open_ledger(settings.ledger(), migrate=settings.migrate_on_start or embedded)
     worker, task = None, None
     try:
         if settings.hydrate:
@@ -169,7 +169,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[No
             worker = build_worker(backends.redis, store, settings)
             await worker.setup()
             task = asyncio.create_task(worker.run())
-            log.info("ledger worker running in-process on %s", settings.ledger_url)
+            log.info("ledger worker running in-process on %s", settings.ledger())
         yield
     finally:
         if worker is not None and task is not None:

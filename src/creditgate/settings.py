@@ -50,9 +50,9 @@ class Settings(BaseSettings):
     )
     # --- ledger --------------------------------------------------------------------------
     ledger_url: str = Field(
-        "sqlite:///var/creditgate.db",
-        description="durable ledger: sqlite:///path, postgresql://..., or "
-        "empty for none (no hydration)",
+        "auto",
+        description="durable ledger: sqlite:///path, postgresql://..., 'auto' (SQLite under "
+        "the data dir) or empty for none (no hydration)",
     )
     migrate_on_start: bool = Field(
         default=False,
@@ -71,3 +71,9 @@ class Settings(BaseSettings):
     hydrate: bool = Field(
         default=True, description="load accounts missing from Redis out of the ledger"
     )
+
+    def ledger(self) -> str:
+        """The ledger URL with ``auto`` resolved (empty: no ledger)."""
+        if self.ledger_url == "auto":
+            return f"sqlite:///{self.data_dir / 'creditgate.db'}"
+        return self.ledger_url
