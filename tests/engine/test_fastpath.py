@@ -148,3 +148,45 @@ async def test_a_dead_redis_gives_unavailable(redis: Redis, demo_catalog: Catalo
     with pytest.raises(UnavailableError):
         await engine.consume("a", "zite.email.send", 1, {}, "r1")
     await conn.aclose()
+
+
+async def test_batches_answer_alike_on_both_paths(
+    redis: Redis, fast: FastRedis, demo_catalog: Catalog
+) -> None:
+    """A mixed batch answers item by item, the same on both paths.
+
+    Good items, a bad one, an unknown account and an unknown action, over the pipelined
+    connection and over a redis-py pipeline.
+    """
+    quick = Engine(redis, demo_catalog, test_clock=True, fast=fast)
+    plain = Engine(redis, demo_catalog, test_clock=True)
+    answers = []
+    for engine, account in ((quick, "fast-acct"), (plain, "slow-acct")):
+        await engine.create_account(account, "zite_free")
+        await engine.advance_clock(account, to_ms=1_800_000_000_000)
+        batch = [
+            (account, "zite.email.send", 1, {}, "b1", False),
+            (account, "zite.email.send", 0, {}, "b2", False),  # quantity 0: its own error
+            ("nobody", "zite.email.send", 1, {}, "b3", False),  # unknown account
+            (account, "zite.nope", 1, {}, "b4", False),  # unknown action: an answer
+            (account, "zite.document.generate", 1, {}, "b5", True),  # dry run
+            (account, "zite.email.send", 1, {}, "b1", False),  # replay of b1
+        ]
+        answers.append(await engine.consume_many(batch))
+    fast_answers, plain_answers = answers
+    for a, b in zip(fast_answers, plain_answers, strict=True):
+        assert type(a) is type(b)
+        if isinstance(a, Exception):
+            assert str(a) == str(b)
+        else:
+            assert _same(a) == _same(b)
+    kinds = [type(a).__name__ for a in fast_answers]
+    assert kinds == [
+        "Decision",
+        "InvalidArgumentError",
+        "NotFoundError",
+        "Decision",
+        "Decision",
+        "Decision",
+    ]
+    assert fast_answers[5].replayed  # type: ignore[union-attr]

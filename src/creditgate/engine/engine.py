@@ -141,74 +141,59 @@ class Engine(EngineCore):
         an unreachable Redis fails the whole batch. Accounts whose plan this sidecar has not
         seen yet go through consume() one by one.
         """
-        if self.fast is not None:
-            return await self._consume_many_fast(requests)
-        out: list[Decision | CreditgateError | None] = [None] * len(requests)
-        pending: list[tuple[int, _Consume, Plan]] = []
-        pipe = self.redis.pipeline(transaction=False)
-        for i, (account_id, action, quantity, attributes, rid, dry_run) in enumerate(requests):
-            try:
-                call = self._prepare(
-                    account_id, action, quantity, attributes, rid, dry_run=dry_run, hold_ttl_ms=None
-                )
-            except CreditgateError as exc:
-                out[i] = exc
-                continue
-            plan_id = self._plans.get(account_id)
-            plan = self.catalog.plan(plan_id) if plan_id else None
-            if isinstance(call, Decision) or plan is None:
-                out[i] = call if isinstance(call, Decision) else None
-                continue
-            await self._scripts.consume(keys=call.keys, args=call.build(plan), client=pipe)
-            pending.append((i, call, plan))
-        replies = await self.execute(pipe) if pending else []
-        for (i, call, plan), reply in zip(pending, replies, strict=True):
-            if isinstance(reply, Exception):
-                raise reply
-            if reply[0] not in (b"PLAN", b"NO_ACCOUNT"):
-                out[i] = self._settled_or_error(call, plan, reply)
-        for i, slot in enumerate(out):
-            if slot is None:
-                out[i] = await self._consume_or_error(*requests[i])
-        return [r for r in out if r is not None]
-
-    async def _consume_many_fast(
-        self,
-        requests: Sequence[tuple[str, str, int, dict[str, str], str, bool]],
-    ) -> list[Decision | CreditgateError]:
-        """The batch over the pipelined connection: every command queued at once, one write."""
-        assert self.fast is not None  # noqa: S101 - checked by the caller
-        out: list[Decision | CreditgateError | None] = [None] * len(requests)
-        queued: list[tuple[int, _Consume, Plan]] = []
-        payloads: list[bytes] = []
-        sha = self._scripts.consume.sha
-        for i, (account_id, action, quantity, attributes, rid, dry_run) in enumerate(requests):
-            try:
-                call = self._prepare(
-                    account_id, action, quantity, attributes, rid, dry_run=dry_run, hold_ttl_ms=None
-                )
-            except CreditgateError as exc:
-                out[i] = exc
-                continue
-            plan_id = self._plans.get(account_id)
-            plan = self.catalog.plan(plan_id) if plan_id else None
-            if isinstance(call, Decision) or plan is None:
-                out[i] = call if isinstance(call, Decision) else None
-                continue
-            queued.append((i, call, plan))
-            payloads.append(call.encoded(plan, sha))
-        try:
-            replies = await self.fast.call_many(payloads) if payloads else []
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            msg = f"Redis did not answer ({exc}); retry with the same request_ids"
-            raise UnavailableError(msg) from exc
+        out, queued = self._prepare_batch(requests)
+        replies = await self._send_batch(queued)
         for (i, call, plan), reply in zip(queued, replies, strict=True):
             if isinstance(reply, list) and reply[0] not in (b"PLAN", b"NO_ACCOUNT"):
                 out[i] = self._settled_or_error(call, plan, reply)
         for i, slot in enumerate(out):
-            if slot is None:
+            if slot is None:  # plan not known here yet, or an error reply: one by one
                 out[i] = await self._consume_or_error(*requests[i])
         return [r for r in out if r is not None]
+
+    def _prepare_batch(
+        self,
+        requests: Sequence[tuple[str, str, int, dict[str, str], str, bool]],
+    ) -> tuple[list[Decision | CreditgateError | None], list[tuple[int, _Consume, Plan]]]:
+        """Validate every item; queue those whose account's plan this sidecar knows."""
+        out: list[Decision | CreditgateError | None] = [None] * len(requests)
+        queued: list[tuple[int, _Consume, Plan]] = []
+        for i, (account_id, action, quantity, attributes, rid, dry_run) in enumerate(requests):
+            try:
+                call = self._prepare(
+                    account_id, action, quantity, attributes, rid, dry_run=dry_run, hold_ttl_ms=None
+                )
+            except CreditgateError as exc:
+                out[i] = exc
+                continue
+            if isinstance(call, Decision):
+                out[i] = call
+                continue
+            plan_id = self._plans.get(account_id)
+            plan = self.catalog.plan(plan_id) if plan_id else None
+            if plan is not None:
+                queued.append((i, call, plan))
+        return out, queued
+
+    async def _send_batch(self, queued: list[tuple[int, _Consume, Plan]]) -> list[Any]:
+        """Send the queued items in one round trip.
+
+        That is the fast connection's single write, or a redis-py pipeline. An unreachable Redis
+        fails the whole batch.
+        """
+        if not queued:
+            return []
+        if self.fast is not None:
+            sha = self._scripts.consume.sha
+            try:
+                return await self.fast.call_many([c.encoded(p, sha) for _, c, p in queued])
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                msg = f"Redis did not answer ({exc}); retry with the same request_ids"
+                raise UnavailableError(msg) from exc
+        pipe = self.redis.pipeline(transaction=False)
+        for _, call, plan in queued:
+            await self._scripts.consume(keys=call.keys, args=call.build(plan), client=pipe)
+        return await self.execute(pipe)
 
     def _settled_or_error(
         self,
