@@ -7,6 +7,7 @@ real one and the call is made again (one extra round trip, once per account and 
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -225,4 +226,16 @@ def pool_or_error(plan: Plan, pool_id: str, kinds: tuple[str, ...]) -> None:
             f"pool {pool_id!r} is {article} {pool.kind} pool; this needs a "
             f"{' or '.join(kinds)} pool"
         )
+        raise InvalidArgumentError(msg)
+
+
+def fingerprint(text: str) -> str:
+    """What an idempotency record remembers of its request, to refuse reuse for another."""
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def too_large(reply: list[Any]) -> None:
+    """The script found quantity x price beyond the exact range."""
+    if reply[0] == b"TOO_LARGE":
+        msg = "quantity x price is beyond the exact range (2^52 micro-units); split it"
         raise InvalidArgumentError(msg)
