@@ -1,0 +1,59 @@
+"""Where one unloaded decision spends its time, without gRPC.
+
+Run: .venv/bin/python bench/latency.py. Against a private redis-server it reports, as medians
+of 3,000 sequential calls: a whole engine.consume over the fast path, a bare PING round trip
+on the same connection, and the consume script's own time inside Redis (INFO commandstats).
+The rest of a decision is creditgate's Python.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import uvloop
+from redis.asyncio import Redis
+from tools import ROOT
+
+from creditgate.domain.catalog import load_catalog
+from creditgate.embedded import EmbeddedRedis
+from creditgate.engine import Engine
+from creditgate.engine.fastpath import FastRedis, command, encode
+
+ATTRS = {"model": "pro", "feature": "agents"}
+CALLS = 3000
+
+
+async def main(url: str) -> None:
+    redis, fast = Redis.from_url(url), FastRedis(url)
+    engine = Engine(redis, load_catalog(ROOT / "examples" / "demo.yaml"), fast=fast)
+    await engine.create_account("b", "agent_team")
+    await engine.grant("b", "bonus", 10**15, "g")
+    for _ in range(300):
+        await engine.consume("b", "agent.message", 1, ATTRS)
+    times = []
+    for _ in range(CALLS):
+        start = time.perf_counter()
+        await engine.consume("b", "agent.message", 1, ATTRS)
+        times.append(time.perf_counter() - start)
+    ping, pings = command(1, encode(["PING"])), []
+    for _ in range(CALLS):
+        start = time.perf_counter()
+        await fast.call(ping)
+        pings.append(time.perf_counter() - start)
+    await redis.config_resetstat()
+    for _ in range(CALLS):
+        await engine.consume("b", "agent.message", 1, ATTRS)
+    script = (await redis.info("commandstats"))["cmdstat_evalsha"]["usec_per_call"]
+    whole, trip = statistics.median(times) * 1e6, statistics.median(pings) * 1e6
+    print(
+        f"decision {whole:.0f} us = round trip {trip:.0f} + script {script:.0f} "
+        f"+ creditgate Python {whole - trip - script:.0f}"
+    )
+    await fast.aclose()
+    await redis.aclose()
+
+
+if __name__ == "__main__":
+    with EmbeddedRedis() as server:
+        uvloop.run(main(server.url))
