@@ -8,10 +8,12 @@ import re
 from creditgate.domain.catalog import ACCOUNT_ID
 from creditgate.domain.errors import InvalidArgumentError
 from creditgate.domain.money import MAX_AMOUNT
+from creditgate.domain.results import Decision, Reason
 
 MAX_QUANTITY = 10**12
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_VALUE = 256
+MAX_NOTE = 256
 _ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 STATUSES = ("active", "trial", "suspended")
@@ -71,3 +73,56 @@ def check_status(value: str) -> str:
         msg = f"status must be one of {', '.join(STATUSES)}"
         raise InvalidArgumentError(msg)
     return value
+
+
+def check_consume(  # noqa: PLR0913, PLR0917 - the fields of a CheckAndConsume or Reserve
+    actions: frozenset[str],
+    account_id: str,
+    action: str,
+    quantity: int,
+    attributes: dict[str, str],
+    request_id: str,
+    *,
+    reserve: bool,
+) -> tuple[str, Decision | None]:
+    """Check a CheckAndConsume or Reserve.
+
+    Returns its request id (generated when empty) and, for an action the price book does not
+    have, the answer: a denial, not an error.
+    """
+    check_id(account_id, "account_id")
+    rid = check_id(request_id, "reservation_id" if reserve else "request_id", generate=True)
+    check_quantity(quantity)
+    check_attributes(attributes)
+    if action in actions:
+        return rid, None
+    check_id(action, "action")
+    return rid, Decision(
+        allowed=False,
+        reason=Reason.UNKNOWN_ACTION,
+        cost=0,
+        meter="",
+        debits=(),
+        balances=(),
+        request_id=rid,
+        message=f"action {action!r} is not in the price book; add it to the plans file",
+    )
+
+
+def check_grant(account_id: str, grant_id: str, amount: int, expires_at: int, note: str) -> None:
+    check_id(account_id, "account_id")
+    check_id(grant_id, "grant_id")
+    check_amount(amount)
+    if expires_at < 0 or len(note) > MAX_NOTE or "\x00" in note:
+        msg = "expires_at must be 0 (never) or a unix time in ms; note at most 256 characters"
+        raise InvalidArgumentError(msg)
+
+
+def check_refund(account_id: str, request_id: str, refund_id: str, quantity: int) -> None:
+    check_id(account_id, "account_id")
+    check_id(request_id, "request_id")
+    check_id(refund_id, "refund_id")
+    check_quantity(quantity, allow_zero=True)
+    if refund_id == request_id:
+        msg = "refund_id must differ from the request_id of the charge it refunds"
+        raise InvalidArgumentError(msg)

@@ -124,12 +124,7 @@ class AdminEngine(EngineCore):
         expires_at: int = 0,
         note: str = "",
     ) -> GrantResult:
-        check.check_id(account_id, "account_id")
-        check.check_id(grant_id, "grant_id")
-        check.check_amount(amount)
-        if expires_at < 0 or len(note) > 256 or "\x00" in note:  # noqa: PLR2004
-            msg = "expires_at must be 0 (never) or a unix time in ms; note at most 256 characters"
-            raise InvalidArgumentError(msg)
+        check.check_grant(account_id, grant_id, amount, expires_at, note)
         fp = fingerprint(f"G|{pool_id}|{amount}|{expires_at}")
         keys = (*self.keys.account(account_id), self.keys.record(account_id, grant_id))
         unit = ""

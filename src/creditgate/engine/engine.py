@@ -16,7 +16,6 @@ from creditgate.domain.errors import (
 from creditgate.domain.money import format_micro
 from creditgate.domain.results import (
     Decision,
-    Reason,
 )
 from creditgate.engine import replies
 from creditgate.engine.core import Args, fingerprint, require_plan, too_large
@@ -219,25 +218,18 @@ class Engine(ReturnsEngine):
         dry_run: bool,
         hold_ttl_ms: int | None,
     ) -> _Consume | Decision:
-        check.check_id(account_id, "account_id")
         reserve = hold_ttl_ms is not None
-        rid = check.check_id(
-            request_id, "reservation_id" if reserve else "request_id", generate=True
+        rid, unknown = check.check_consume(
+            self.catalog.actions,
+            account_id,
+            action,
+            quantity,
+            attributes,
+            request_id,
+            reserve=reserve,
         )
-        check.check_quantity(quantity)
-        check.check_attributes(attributes)
-        if action not in self.catalog.actions:
-            check.check_id(action, "action")
-            return Decision(
-                allowed=False,
-                reason=Reason.UNKNOWN_ACTION,
-                cost=0,
-                meter="",
-                debits=(),
-                balances=(),
-                request_id=rid,
-                message=(f"action {action!r} is not in the price book; add it to the plans file"),
-            )
+        if unknown is not None:
+            return unknown
         mode = "R" if reserve else "C"
         at = json.dumps(attributes, sort_keys=True, separators=(",", ":")) if attributes else ""
         fp = fingerprint(f"{mode}|{action}|{quantity}|{at}")

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 from creditgate.domain import requests as check
 from creditgate.domain.errors import (
     FailedPreconditionError,
-    InvalidArgumentError,
     NotFoundError,
 )
 from creditgate.domain.money import format_micro
@@ -99,13 +98,7 @@ class ReturnsEngine(AdminEngine):
         refund_id: str,
         quantity: int = 0,
     ) -> Refund:
-        check.check_id(account_id, "account_id")
-        check.check_id(request_id, "request_id")
-        check.check_id(refund_id, "refund_id")
-        check.check_quantity(quantity, allow_zero=True)
-        if refund_id == request_id:
-            msg = "refund_id must differ from the request_id of the charge it refunds"
-            raise InvalidArgumentError(msg)
+        check.check_refund(account_id, request_id, refund_id, quantity)
         fp = fingerprint(f"F|{request_id}|{quantity}")
         keys = (
             *self.keys.account(account_id),

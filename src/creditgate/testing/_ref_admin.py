@@ -209,12 +209,7 @@ class AdminModel:
         note: str = "",
     ) -> GrantResult:
         """Add a lot (optionally expiring) to a grant pool, or money to a balance pool."""
-        check.check_id(account_id, "account_id")
-        check.check_id(grant_id, "grant_id")
-        check.check_amount(amount)
-        if expires_at < 0 or len(note) > 256 or "\x00" in note:  # noqa: PLR2004
-            msg = "expires_at must be 0 or a unix time in ms; note at most 256 characters"
-            raise InvalidArgumentError(msg)
+        check.check_grant(account_id, grant_id, amount, expires_at, note)
         acct = self._account(account_id)
         pool = self._pool(self._plan(acct.plan_id), pool_id, ("grant", "balance"))
         if expires_at and pool.kind != "grant":

@@ -64,24 +64,18 @@ class ReferenceModel(AdminModel):
         hold_ttl_ms: int | None = None,
     ) -> Decision:
         """CheckAndConsume; with ``hold_ttl_ms`` a Reserve (the credits are held, not spent)."""
-        check.check_id(account_id, "account_id")
         reserve = hold_ttl_ms is not None
-        rid = check.check_id(
-            request_id, "reservation_id" if reserve else "request_id", generate=True
+        rid, unknown = check.check_consume(
+            self.catalog.actions,
+            account_id,
+            action,
+            quantity,
+            attributes,
+            request_id,
+            reserve=reserve,
         )
-        check.check_quantity(quantity)
-        check.check_attributes(attributes)
-        if action not in self.catalog.actions:
-            check.check_id(action, "action")
-            return Decision(
-                allowed=False,
-                reason=Reason.UNKNOWN_ACTION,
-                cost=0,
-                meter="",
-                debits=(),
-                balances=(),
-                request_id=rid,
-            )
+        if unknown is not None:
+            return unknown
         acct = self._account(account_id)
         mode = "R" if reserve else "C"
         fp = (mode, action, quantity, tuple(sorted(attributes.items())))
@@ -239,13 +233,7 @@ class ReferenceModel(AdminModel):
         quantity: int = 0,
     ) -> Refund:
         """Return a charge or settled reservation, all that is left (0) or ``quantity``."""
-        check.check_id(account_id, "account_id")
-        check.check_id(request_id, "request_id")
-        check.check_id(refund_id, "refund_id")
-        check.check_quantity(quantity, allow_zero=True)
-        if refund_id == request_id:
-            msg = "refund_id must differ from the request_id of the charge it refunds"
-            raise InvalidArgumentError(msg)
+        check.check_refund(account_id, request_id, refund_id, quantity)
         acct = self._account(account_id)
         fp = ("F", request_id, quantity)
         done = acct.records.get(refund_id)
