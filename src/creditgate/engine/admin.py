@@ -126,7 +126,7 @@ class AdminEngine(EngineCore):
     ) -> GrantResult:
         check.check_grant(account_id, grant_id, amount, expires_at, note)
         fp = fingerprint(f"G|{pool_id}|{amount}|{expires_at}")
-        keys = (*self.keys.account(account_id), self.keys.record(account_id, grant_id))
+        keys = self.keys.account(account_id, grant_id)
         unit = ""
 
         def build(plan: Plan | None) -> Args:

@@ -249,7 +249,7 @@ class Engine(ReturnsEngine):
             uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
             return [*self.header(account_id, plan, pool_args), *tail, uc, per, *flags, meter]
 
-        keys = (*self.keys.account(account_id), self.keys.record(account_id, rid))
+        keys = self.keys.account(account_id, rid)
 
         def encoded(plan: Plan, sha: str) -> bytes:
             pool_args, price, static = self.consume_args(plan, action, attributes)

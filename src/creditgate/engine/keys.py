@@ -33,19 +33,24 @@ class KeySpace:
     def tag(self, account_id: str) -> str:
         return self._tags[self.shard_of(account_id)]
 
-    def account(self, account_id: str) -> tuple[str, str, str, str]:
-        """KEYS[1..4] of every script: account hash, shard stream, holds hash, hold expiries."""
-        tag = self._tags[zlib.crc32(account_id.encode()) % self.shards]
+    def account(self, account_id: str, *request_ids: str) -> tuple[str, ...]:
+        """The KEYS of a script, with the account's hash tag computed once.
+
+        [1..4] account hash, shard stream, holds hash, hold expiries; then the idempotency
+        record of each request id given (charge, reservation, refund or grant).
+        """
+        tag = self.tag(account_id)
         return (
             f"{tag}:a:{account_id}",
             f"{tag}:ev",
             f"{tag}:h:{account_id}",
             f"{tag}:x:{account_id}",
+            *(f"{tag}:r:{account_id}{_SEP}{rid}" for rid in request_ids),
         )
 
     def record(self, account_id: str, request_id: str) -> str:
         """Idempotency record of a charge, reservation, refund or grant."""
-        return f"{self.tag(account_id)}:r:{account_id}{_SEP}{request_id}"
+        return self.account(account_id, request_id)[4]
 
     def stream(self, shard: int) -> str:
         return f"{self._tags[shard]}:ev"

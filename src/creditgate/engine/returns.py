@@ -35,7 +35,7 @@ class ReturnsEngine(AdminEngine):
         check.check_id(account_id, "account_id")
         check.check_id(reservation_id, "reservation_id")
         check.check_quantity(quantity, allow_zero=True)
-        keys = (*self.keys.account(account_id), self.keys.record(account_id, reservation_id))
+        keys = self.keys.account(account_id, reservation_id)
 
         def build(plan: Plan | None) -> Args:
             args = self.plain_args(plan) if plan else []
@@ -72,7 +72,7 @@ class ReturnsEngine(AdminEngine):
     async def release(self, account_id: str, reservation_id: str) -> Release:
         check.check_id(account_id, "account_id")
         check.check_id(reservation_id, "reservation_id")
-        keys = (*self.keys.account(account_id), self.keys.record(account_id, reservation_id))
+        keys = self.keys.account(account_id, reservation_id)
 
         def build(plan: Plan | None) -> Args:
             args = self.plain_args(plan) if plan else []
@@ -100,11 +100,7 @@ class ReturnsEngine(AdminEngine):
     ) -> Refund:
         check.check_refund(account_id, request_id, refund_id, quantity)
         fp = fingerprint(f"F|{request_id}|{quantity}")
-        keys = (
-            *self.keys.account(account_id),
-            self.keys.record(account_id, refund_id),
-            self.keys.record(account_id, request_id),
-        )
+        keys = (*self.keys.account(account_id, refund_id, request_id),)
 
         def build(plan: Plan | None) -> Args:
             args = self.plain_args(plan) if plan else []
