@@ -13,8 +13,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
-OPERATIONS = ("consume", "settle", "release", "refund", "grant", "balance", "account")
-
 
 def script_source(name: str) -> str:
     """The full text Redis runs for one operation."""
