@@ -29,6 +29,11 @@ def decided(rpc: str, reason: Reason) -> None:
     _DECIDED[rpc, reason].inc()
 
 
+def decided_counter(rpc: str, reason: Reason) -> Counter:
+    """The bound counter child of one RPC and reason, for a caller that counts often."""
+    return _DECIDED[rpc, reason]
+
+
 def latency(method: str, code: str = "OK") -> Histogram:
     """The histogram child for one method and status (cached by prometheus-client)."""
     return RPC_SECONDS.labels(method, code)

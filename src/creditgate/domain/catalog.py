@@ -229,6 +229,9 @@ class Plan:
     attribute_keys: tuple[str, ...]
     description: str = ""
     by_id: dict[str, Pool] = field(default_factory=dict)
+    # Each pool's id and the unit of its balance, in consumption order (answers list them so).
+    layout: tuple[tuple[str, str], ...] = ()
+    units: dict[str, str] = field(default_factory=dict)
 
     def pool(self, pool_id: str) -> Pool | None:
         return self.by_id.get(pool_id)
@@ -353,8 +356,16 @@ def _compile_plan(plan_id: str, cfg: PlanConfig, catalog: CatalogConfig) -> Plan
     keys = {k for p in pools.values() for k, _ in p.scope.attributes}
     keys |= {k for a in actions.values() for v in a.variants for k, _ in v.when}
     ordered = tuple(pools[i] for i in order)
+    layout = tuple((p.id, p.balance_unit) for p in ordered)
     return Plan(
-        plan_id, ordered, actions, tuple(sorted(keys)), cfg.description, {p.id: p for p in ordered}
+        plan_id,
+        ordered,
+        actions,
+        tuple(sorted(keys)),
+        cfg.description,
+        {p.id: p for p in ordered},
+        layout,
+        dict(layout),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 
@@ -17,13 +18,22 @@ MAX_NOTE = 256
 _ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 STATUSES = ("active", "trial", "suspended")
+# Generated request ids: 32 hex digits, a random half per process and a counter; unique
+# without a system call per request.
+_ID_PREFIX = os.urandom(8).hex()
+_ID_COUNTER = itertools.count()
+
+
+def new_id() -> str:
+    """A request id for a request that came without one."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def check_id(value: str, field: str, *, generate: bool = False) -> str:
     """An account, request, reservation, refund or grant id."""
     if not value:
         if generate:
-            return os.urandom(16).hex()
+            return new_id()
         msg = f"{field} is required"
         raise InvalidArgumentError(msg)
     if ACCOUNT_ID.match(value) is None:
@@ -92,19 +102,33 @@ def check_consume(  # noqa: PLR0913, PLR0917 - the fields of a CheckAndConsume o
     """
     check_id(account_id, "account_id")
     rid = check_id(request_id, "reservation_id" if reserve else "request_id", generate=True)
+    if check_consume_shape(actions, action, quantity, attributes):
+        return rid, None
+    return rid, unknown_action(action, rid)
+
+
+def check_consume_shape(
+    actions: frozenset[str], action: str, quantity: int, attributes: dict[str, str]
+) -> bool:
+    """The checks of check_consume after the ids; whether the price book has the action."""
     check_quantity(quantity)
     check_attributes(attributes)
     if action in actions:
-        return rid, None
+        return True
     check_id(action, "action")
-    return rid, Decision(
+    return False
+
+
+def unknown_action(action: str, request_id: str) -> Decision:
+    """The answer to an action the price book does not have: a denial, not an error."""
+    return Decision(
         allowed=False,
         reason=Reason.UNKNOWN_ACTION,
         cost=0,
         meter="",
         debits=(),
         balances=(),
-        request_id=rid,
+        request_id=request_id,
         message=f"action {action!r} is not in the price book; add it to the plans file",
     )
 

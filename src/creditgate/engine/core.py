@@ -63,6 +63,13 @@ class EngineCore:
         self._plans: dict[str, str] = {}
         self.fast = fast
         self._consume_args: dict[tuple[object, ...], tuple[Args, Price | None, bytes]] = {}
+        # The hot path's caches (engine.Engine): request shapes, the RESP of their fixed parts
+        # per plan, and each account's keys; all bounded, all rebuilt on a miss.
+        self._shapes: dict[tuple[object, ...], Any] = {}
+        self._consume_parts: dict[tuple[object, ...], tuple[bytes, int, str]] = {}
+        self._consume_tails: dict[tuple[object, ...], bytes] = {}
+        self._account_heads: dict[str, tuple[bytes, str]] = {}
+        self._consume_head = encode(["EVALSHA", self._scripts.consume.sha, 5])
         self._plain_args: dict[str, Args] = {}
         # Set by the ledger: loads an account missing from Redis (after a restart or eviction)
         # and answers whether it did; the call is then made again.

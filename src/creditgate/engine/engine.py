@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from creditgate.domain import requests as check
 from creditgate.domain.errors import (
@@ -19,7 +19,7 @@ from creditgate.domain.results import (
 )
 from creditgate.engine import replies
 from creditgate.engine.core import Args, fingerprint, require_plan, too_large
-from creditgate.engine.fastpath import command, encode
+from creditgate.engine.fastpath import encode
 from creditgate.engine.returns import REASON_TEXT, ReturnsEngine
 
 if TYPE_CHECKING:
@@ -32,17 +32,46 @@ _MAX_CLOCK_MS = 32_503_680_000_000  # 3000-01-01: far enough for any test, exact
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Consume:
-    """A validated CheckAndConsume/Reserve, ready to run against any plan."""
+class _Shape:
+    """What a request's action, quantity, attributes and flags decide: validated once, cached.
 
-    keys: tuple[str, ...]
-    build: Callable[[Plan | None], Args]
-    encoded: Callable[[Plan, str], bytes]
-    rid: str
+    Requests of the same shape differ only in account and request id; everything else in their
+    script call (fingerprint, attribute JSON, pool descriptors, price) comes from this.
+    """
+
+    key: tuple[object, ...]
+    mode: str  # 'C' charge, 'R' reserve
     action: str
+    quantity: int
     attributes: dict[str, str]
+    at: str  # the attributes as JSON, for the event
+    fp: str  # the fingerprint an idempotency record keeps
     dry_run: bool
-    reserve: bool
+    hold_ttl_ms: int  # 0 for a charge
+    known: bool  # the price book has the action
+
+    @property
+    def reserve(self) -> bool:
+        return self.mode == "R"
+
+
+class _Consume:
+    """One validated CheckAndConsume/Reserve, ready to run against any plan."""
+
+    __slots__ = ("account_id", "rid", "shape")
+
+    def __init__(self, account_id: str, rid: str, shape: _Shape) -> None:
+        self.account_id = account_id
+        self.rid = rid
+        self.shape = shape
+
+
+# The fixed part of a consume call after the plan's pool descriptors: its RESP, argument
+# count, and the meter of the action's price (for the answer).
+_Parts = tuple[bytes, int, str]
+_SHAPE_CACHE_SIZE = 4096
+T = TypeVar("T")
+_ACCOUNT_CACHE_SIZE = 100_000
 
 
 def _explain(d: Decision, action: str) -> str:
@@ -88,15 +117,53 @@ class Engine(ReturnsEngine):
         )
         if isinstance(call, Decision):
             return call
+        plan, reply = await self._consume_reply(call)
+        return self._decide(call, plan, reply)
+
+    async def consume_as(  # noqa: PLR0913, PLR0917 - two callbacks, then the request message
+        self,
+        present: Callable[[Plan, list[Any], str, str, bool], T],
+        otherwise: Callable[[Decision], T],
+        account_id: str,
+        action: str,
+        quantity: int,
+        attributes: dict[str, str],
+        request_id: str = "",
+        *,
+        dry_run: bool = False,
+    ) -> T:
+        """CheckAndConsume for a caller that wants its answer in another form (the hot path).
+
+        An allowed answer goes straight from the script's reply to ``present(plan, reply,
+        request_id, meter, dry_run)``, whose reply layout is that of ``replies.decision``;
+        every other answer is made a Decision first and handed to ``otherwise``.
+        """
+        call = self._prepare(
+            account_id, action, quantity, attributes, request_id, dry_run=dry_run, hold_ttl_ms=None
+        )
+        if isinstance(call, Decision):
+            return otherwise(call)
+        plan, reply = await self._consume_reply(call)
+        if reply[0] == b"OK" and reply[1] == 1:
+            return present(plan, reply, call.rid, self._parts(plan, call.shape)[2], dry_run)
+        return otherwise(self._decide(call, plan, reply))
+
+    async def _consume_reply(self, call: _Consume) -> tuple[Plan, list[Any]]:
+        """The consume script's reply: over the pipelined connection when the plan is known."""
         if self.fast is not None:
-            plan_id = self._plans.get(account_id)
+            plan_id = self._plans.get(call.account_id)
             plan = self.catalog.plan(plan_id) if plan_id else None
             if plan is not None:
                 reply = await self._fast(call, plan)
                 if reply is not None:
-                    return self._decide(call, plan, reply)
-        plan, reply = await self.run(self._scripts.consume, account_id, call.keys, call.build)
-        return self._decide(call, require_plan(plan), reply)
+                    return plan, reply
+        plan, reply = await self.run(
+            self._scripts.consume,
+            call.account_id,
+            self._keys(call),
+            lambda plan: self._build(call, plan),
+        )
+        return require_plan(plan), reply
 
     async def _fast(self, call: _Consume, plan: Plan) -> list[Any] | None:
         """Run the consume script over the pipelined connection.
@@ -106,7 +173,7 @@ class Engine(ReturnsEngine):
         """
         assert self.fast is not None  # noqa: S101 - checked by the caller
         try:
-            reply = await self.fast.call(call.encoded(plan, self._scripts.consume.sha))
+            reply = await self.fast.call(self._encoded(call, plan))
         except (ConnectionError, TimeoutError, OSError) as exc:
             msg = f"Redis did not answer ({exc}); retry with the same request_id"
             raise UnavailableError(msg) from exc
@@ -167,15 +234,16 @@ class Engine(ReturnsEngine):
         if not queued:
             return []
         if self.fast is not None:
-            sha = self._scripts.consume.sha
             try:
-                return await self.fast.call_many([c.encoded(p, sha) for _, c, p in queued])
+                return await self.fast.call_many([self._encoded(c, p) for _, c, p in queued])
             except (ConnectionError, TimeoutError, OSError) as exc:
                 msg = f"Redis did not answer ({exc}); retry with the same request_ids"
                 raise UnavailableError(msg) from exc
         pipe = self.redis.pipeline(transaction=False)
         for _, call, plan in queued:
-            await self._scripts.consume(keys=call.keys, args=call.build(plan), client=pipe)
+            await self._scripts.consume(
+                keys=self._keys(call), args=self._build(call, plan), client=pipe
+            )
         return await self.execute(pipe)
 
     def _settled_or_error(
@@ -218,58 +286,138 @@ class Engine(ReturnsEngine):
         dry_run: bool,
         hold_ttl_ms: int | None,
     ) -> _Consume | Decision:
+        """Validate a CheckAndConsume/Reserve; an unknown action is answered here (a denial).
+
+        The checks run in the order of the message's fields, so the first wrong field is the
+        one reported. A shape seen before skips the checks it already passed.
+        """
         reserve = hold_ttl_ms is not None
-        rid, unknown = check.check_consume(
-            self.catalog.actions,
-            account_id,
+        key = (action, quantity, dry_run, hold_ttl_ms, frozenset(attributes.items()))
+        shape = self._shapes.get(key)
+        check.check_id(account_id, "account_id")
+        field = "reservation_id" if reserve else "request_id"
+        rid = check.check_id(request_id, field, generate=True)
+        if shape is None:
+            shape = self._shape(key, action, quantity, attributes, dry_run, hold_ttl_ms)
+        if not shape.known:
+            return check.unknown_action(action, rid)
+        return _Consume(account_id, rid, shape)
+
+    def _shape(  # noqa: PLR0913, PLR0917 - the parts of the cache key
+        self,
+        key: tuple[object, ...],
+        action: str,
+        quantity: int,
+        attributes: dict[str, str],
+        dry_run: bool,  # noqa: FBT001
+        hold_ttl_ms: int | None,
+    ) -> _Shape:
+        known = check.check_consume_shape(self.catalog.actions, action, quantity, attributes)
+        mode = "C" if hold_ttl_ms is None else "R"
+        at = json.dumps(attributes, sort_keys=True, separators=(",", ":")) if attributes else ""
+        shape = _Shape(
+            key,
+            mode,
             action,
             quantity,
-            attributes,
-            request_id,
-            reserve=reserve,
-        )
-        if unknown is not None:
-            return unknown
-        mode = "R" if reserve else "C"
-        at = json.dumps(attributes, sort_keys=True, separators=(",", ":")) if attributes else ""
-        fp = fingerprint(f"{mode}|{action}|{quantity}|{at}")
-        tail: Args = [mode, rid, fp, quantity]
-        flags: Args = [
-            action,
+            dict(attributes),
             at,
-            "1" if dry_run else "0",
-            self.idempotency_ttl_ms,
+            fingerprint(f"{mode}|{action}|{quantity}|{at}"),
+            dry_run,
             hold_ttl_ms or 0,
+            known,
+        )
+        if len(self._shapes) >= _SHAPE_CACHE_SIZE:
+            self._shapes.clear()
+            self._consume_parts.clear()
+        self._shapes[key] = shape
+        return shape
+
+    def _keys(self, call: _Consume) -> tuple[str, ...]:
+        return self.keys.account(call.account_id, call.rid)
+
+    def _build(self, call: _Consume, plan: Plan | None) -> Args:
+        """ARGV of the consume script for the redis-py path."""
+        if plan is None:
+            return self.header(call.account_id, None, [])
+        shape = call.shape
+        pool_args, price, _ = self.consume_args(plan, shape.action, shape.attributes)
+        uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
+        return [
+            *self.header(call.account_id, plan, pool_args),
+            shape.mode,
+            call.rid,
+            shape.fp,
+            shape.quantity,
+            uc,
+            per,
+            shape.action,
+            shape.at,
+            "1" if shape.dry_run else "0",
+            self.idempotency_ttl_ms,
+            shape.hold_ttl_ms,
+            meter,
         ]
 
-        def build(plan: Plan | None) -> Args:
-            if plan is None:
-                return self.header(account_id, None, [])
-            pool_args, price, _ = self.consume_args(plan, action, attributes)
+    def _parts(self, plan: Plan, shape: _Shape) -> _Parts:
+        """ARGV[2..] of the consume script up to the request id, and from the fingerprint on."""
+        key = (plan.id, shape.key)
+        parts = self._consume_parts.get(key)
+        if parts is None:
+            pool_args, price, static = self.consume_args(plan, shape.action, shape.attributes)
             uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
-            return [*self.header(account_id, plan, pool_args), *tail, uc, per, *flags, meter]
+            tail: Args = [
+                shape.fp,
+                shape.quantity,
+                uc,
+                per,
+                shape.action,
+                shape.at,
+                "1" if shape.dry_run else "0",
+                self.idempotency_ttl_ms,
+                shape.hold_ttl_ms,
+                meter,
+            ]
+            # EVALSHA sha 5 keys(5) account_id [plan clock n pools...] mode rid tail...
+            count = 3 + 5 + 1 + 3 + len(pool_args) + 2 + len(tail)
+            parts = (static + encode([shape.mode]), count, meter)
+            self._consume_parts[key] = parts
+            self._consume_tails[key] = encode(tail)
+        return parts
 
-        keys = self.keys.account(account_id, rid)
-
-        def encoded(plan: Plan, sha: str) -> bytes:
-            pool_args, price, static = self.consume_args(plan, action, attributes)
-            uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
-            # EVALSHA sha 5 keys... account_id [plan clock n pools...] tail...
-            count = 3 + len(keys) + 4 + len(pool_args) + len(tail) + 3 + len(flags)
-            return command(
-                count,
-                encode(["EVALSHA", sha, len(keys), *keys, account_id])
-                + static
-                + encode([*tail, uc, per, *flags, meter]),
-            )
-
-        return _Consume(
-            keys, build, encoded, rid, action, attributes, dry_run=dry_run, reserve=reserve
+    def _encoded(self, call: _Consume, plan: Plan) -> bytes:
+        """The whole EVALSHA as RESP, from cached parts and the two ids."""
+        shape = call.shape
+        static, count, _ = self._parts(plan, shape)
+        tail = self._consume_tails[plan.id, shape.key]
+        account_id = call.account_id
+        head = self._account_heads.get(account_id)
+        if head is None:
+            keys = self.keys.account(account_id)
+            head = (encode(keys), self.keys.record_prefix(account_id))
+            if len(self._account_heads) >= _ACCOUNT_CACHE_SIZE:
+                self._account_heads.clear()
+            self._account_heads[account_id] = head
+        # Ids are ASCII (checked), so their length in characters is their length in bytes.
+        record = head[1] + call.rid
+        return b"*%d\r\n%s%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n%s" % (
+            count,
+            self._consume_head,
+            head[0],
+            len(record),
+            record.encode(),
+            len(account_id),
+            account_id.encode(),
+            static,
+            len(call.rid),
+            call.rid.encode(),
+            tail,
         )
 
     def _decide(self, call: _Consume, plan: Plan, reply: list[Any]) -> Decision:
+        shape = call.shape
         if reply[0] == b"IDEM_MISMATCH":
-            field = "reservation_id" if call.reserve else "request_id"
+            field = "reservation_id" if shape.reserve else "request_id"
             msg = (
                 f"{field} {call.rid!r} was already used on this account for a different "
                 "request; use a new id for a new request"
@@ -279,10 +427,9 @@ class Engine(ReturnsEngine):
         if reply[0] == b"REPLAY":
             plan, meter, reply = self._recorded(plan, reply)
         else:
-            price = self.consume_args(plan, call.action, call.attributes)[1]
-            meter = price.meter if price else ""
-        d = replies.decision(plan, reply, call.rid, meter, dry_run=call.dry_run)
-        return dataclasses.replace(d, message=_explain(d, call.action)) if not d.allowed else d
+            meter = self._parts(plan, shape)[2]
+        d = replies.decision(plan, reply, call.rid, meter, dry_run=shape.dry_run)
+        return dataclasses.replace(d, message=_explain(d, shape.action)) if not d.allowed else d
 
     async def reserve(  # noqa: PLR0913, PLR0917 - mirrors the request message
         self,

@@ -6,9 +6,10 @@ decision, most of whose arguments (the pool descriptors of a plan and action) ne
 This connection:
 
 - takes commands already encoded as RESP (the static part is encoded once and cached),
-- writes the first command of an event-loop tick at once and every later one of the same tick
-  together at its end (requests that arrive together travel together: automatic pipelining),
-  and
+- writes a command at once when nothing is outstanding on the connection, and otherwise queues
+  it until every reply already asked for is in, then writes the whole queue at once (adaptive
+  pipelining: an idle sidecar adds no delay, a busy one sends one write per Redis round trip
+  however many requests arrived meanwhile), and
 - parses the replies with hiredis (the C parser redis-py itself uses) and answers the waiting
   futures in order; Redis answers a connection's commands in the order it received them.
 
@@ -57,9 +58,26 @@ class _Protocol(asyncio.Protocol):
         self.deadlines: collections.deque[float] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self.outstanding = 0  # commands written whose replies have not arrived
+        self.queued: list[bytes] = []  # commands waiting for the outstanding replies
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def send(
+        self, payloads: Sequence[bytes], futures: Sequence[asyncio.Future[Any]], deadline: float
+    ) -> None:
+        """Write now when nothing is outstanding; otherwise queue behind the outstanding ones."""
+        if not payloads:
+            return
+        self.waiting.extend(futures)
+        self.deadlines.extend([deadline] * len(futures))
+        if self.outstanding or self.queued:
+            self.queued.extend(payloads)
+            return
+        self.outstanding = len(payloads)
+        if self.transport is not None and self.lost is None:
+            self.transport.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -67,11 +85,18 @@ class _Protocol(asyncio.Protocol):
         while True:
             reply = self.reader.gets()
             if reply is False:
-                return
+                break
             future = waiting.popleft()
             self.deadlines.popleft()
+            self.outstanding -= 1
             if not future.done():
                 future.set_result(reply)
+        if not self.outstanding and self.queued:
+            # Everything asked for is answered: what queued up meanwhile goes in one write.
+            batch, self.queued = b"".join(self.queued), []
+            self.outstanding = len(self.waiting)
+            if self.transport is not None and self.lost is None:
+                self.transport.write(batch)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.lost is None:
@@ -81,6 +106,8 @@ class _Protocol(asyncio.Protocol):
             if not future.done():
                 future.set_exception(self.lost)
         self.deadlines.clear()
+        self.queued.clear()
+        self.outstanding = 0
 
     def overdue(self, now: float) -> bool:
         return bool(self.deadlines) and self.deadlines[0] < now
@@ -94,8 +121,6 @@ class FastRedis:
         self._timeout = timeout
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
-        self._buffer: list[bytes] = []
-        self._flush_scheduled = False
         self._watchdog: asyncio.Task[None] | None = None
 
     async def _connect(self) -> _Protocol:
@@ -148,31 +173,12 @@ class FastRedis:
                 if proto.transport is not None:
                     proto.transport.abort()
 
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._buffer:
-            return
-        proto = self._proto
-        data, self._buffer = b"".join(self._buffer), []
-        if proto is not None and proto.transport is not None and proto.lost is None:
-            proto.transport.write(data)
-
     def _send(self, payload: bytes) -> asyncio.Future[Any]:
         proto = self._proto
         assert proto is not None  # noqa: S101 - _connect ran first
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        proto.waiting.append(future)
-        proto.deadlines.append(loop.time() + self._timeout)
-        if not self._flush_scheduled:
-            # The first command of a tick goes out at once (no added latency when idle); the
-            # ones that follow in the same tick are written together at its end.
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
-            if proto.transport is not None and proto.lost is None:
-                proto.transport.write(payload)
-                return future
-        self._buffer.append(payload)
+        proto.send((payload,), (future,), loop.time() + self._timeout)
         return future
 
     async def call(self, payload: bytes) -> Any:  # noqa: ANN401 - a Redis reply
@@ -187,7 +193,12 @@ class FastRedis:
         proto = self._proto
         if proto is None or proto.lost is not None:
             await self._connect()
-        return list(await asyncio.gather(*[self._send(p) for p in payloads]))
+        proto = self._proto
+        assert proto is not None  # noqa: S101 - connected above
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in payloads]
+        proto.send(payloads, futures, loop.time() + self._timeout)
+        return list(await asyncio.gather(*futures))
 
     async def aclose(self) -> None:
         proto, self._proto = self._proto, None

@@ -48,6 +48,10 @@ class KeySpace:
             *(f"{tag}:r:{account_id}{_SEP}{rid}" for rid in request_ids),
         )
 
+    def record_prefix(self, account_id: str) -> str:
+        """An account's idempotency record keys are this prefix and the request id."""
+        return f"{self.tag(account_id)}:r:{account_id}{_SEP}"
+
     def record(self, account_id: str, request_id: str) -> str:
         """Idempotency record of a charge, reservation, refund or grant."""
         return self.account(account_id, request_id)[4]

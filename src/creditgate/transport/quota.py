@@ -8,15 +8,35 @@ import grpc
 
 from creditgate import metrics
 from creditgate.domain.errors import CreditgateError
+from creditgate.domain.results import Reason
 from creditgate.transport import convert
 from creditgate.transport.errors import boundary, status_of
 from creditgate.v1 import quota_pb2
 
 if TYPE_CHECKING:
+    from creditgate.domain.catalog import Plan
+    from creditgate.domain.results import Decision
     from creditgate.engine import Engine
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 MAX_BATCH = 1000
+_ALLOWED = metrics.decided_counter("consume", Reason.ALLOWED)
+
+
+def _allowed(
+    plan: Plan,
+    reply: list[Any],
+    request_id: str,
+    meter: str,
+    dry_run: bool,  # noqa: FBT001 - positional callback
+) -> quota_pb2.Decision:
+    _ALLOWED.inc()
+    return convert.allowed_decision(plan, reply, request_id, meter, dry_run)
+
+
+def _answer(d: Decision) -> quota_pb2.Decision:
+    metrics.decided("consume", d.reason)
+    return convert.decision(d)
 
 
 class QuotaService:
@@ -31,7 +51,9 @@ class QuotaService:
         request: quota_pb2.CheckAndConsumeRequest,
         context: Ctx,
     ) -> quota_pb2.Decision:
-        d = await self.engine.consume(
+        return await self.engine.consume_as(
+            _allowed,
+            _answer,
             request.account_id,
             request.action,
             request.quantity,
@@ -39,8 +61,6 @@ class QuotaService:
             request.request_id,
             dry_run=request.dry_run,
         )
-        metrics.decided("consume", d.reason)
-        return convert.decision(d)
 
     @boundary
     async def CheckAndConsumeBatch(
