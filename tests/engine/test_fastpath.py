@@ -15,6 +15,7 @@ import pytest
 
 from creditgate.domain.errors import UnavailableError
 from creditgate.engine import Engine
+from creditgate.engine import engine as engine_module
 from creditgate.engine.fastpath import FastRedis
 
 if TYPE_CHECKING:
@@ -59,6 +60,32 @@ async def test_fast_and_regular_paths_answer_alike(
         assert _same(a) == _same(b)
     replay = await quick.consume("fast-acct", "agent.message", 20, LIGHT_CHAT, "r1")
     assert replay.replayed
+
+
+async def test_small_caches_still_answer_alike(
+    redis: Redis, fast: FastRedis, demo_catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Request shapes and account keys are cached in bounded caches; overflowing them (here
+    at 3 entries) clears them and nothing else changes."""
+    monkeypatch.setattr(engine_module, "_SHAPE_CACHE_SIZE", 3)
+    monkeypatch.setattr(engine_module, "_ACCOUNT_CACHE_SIZE", 3)
+    quick = Engine(redis, demo_catalog, test_clock=True, fast=fast)
+    plain = Engine(redis, demo_catalog, test_clock=True)
+    accounts = [f"acct-{i}" for i in range(5)]
+    for engine, prefix in ((quick, "f"), (plain, "s")):
+        for account in accounts:
+            await engine.create_account(f"{prefix}-{account}", "agent_team")
+            await engine.advance_clock(f"{prefix}-{account}", to_ms=1_800_000_000_000)
+            await engine.grant(f"{prefix}-{account}", "bonus", 900_000_000, "g1")
+    for step in range(40):
+        account = accounts[step % 5]
+        attrs, quantity = (PRO, 1 + step % 7) if step % 3 else (LIGHT_CHAT, 5 + step % 4)
+        a = await quick.consume(f"f-{account}", "agent.message", quantity, attrs, f"r{step}")
+        b = await plain.consume(f"s-{account}", "agent.message", quantity, attrs, f"r{step}")
+        assert _same(a) == _same(b)
+    assert len(quick._shapes) <= 3
+    assert len(quick._account_heads) <= 3
+    assert len(quick._consume_tails) <= 3
 
 
 async def test_concurrent_fast_calls_allow_exactly_what_is_affordable(

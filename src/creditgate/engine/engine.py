@@ -23,7 +23,7 @@ from creditgate.engine.fastpath import encode
 from creditgate.engine.returns import REASON_TEXT, ReturnsEngine
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from creditgate.domain.catalog import Plan
 
@@ -127,7 +127,7 @@ class Engine(ReturnsEngine):
         account_id: str,
         action: str,
         quantity: int,
-        attributes: dict[str, str],
+        attributes: Mapping[str, str],
         request_id: str = "",
         *,
         dry_run: bool = False,
@@ -280,7 +280,7 @@ class Engine(ReturnsEngine):
         account_id: str,
         action: str,
         quantity: int,
-        attributes: dict[str, str],
+        attributes: Mapping[str, str],
         request_id: str,
         *,
         dry_run: bool,
@@ -308,10 +308,11 @@ class Engine(ReturnsEngine):
         key: tuple[object, ...],
         action: str,
         quantity: int,
-        attributes: dict[str, str],
+        attributes: Mapping[str, str],
         dry_run: bool,  # noqa: FBT001
         hold_ttl_ms: int | None,
     ) -> _Shape:
+        attributes = dict(attributes)
         known = check.check_consume_shape(self.catalog.actions, action, quantity, attributes)
         mode = "C" if hold_ttl_ms is None else "R"
         at = json.dumps(attributes, sort_keys=True, separators=(",", ":")) if attributes else ""
@@ -320,7 +321,7 @@ class Engine(ReturnsEngine):
             mode,
             action,
             quantity,
-            dict(attributes),
+            attributes,
             at,
             fingerprint(f"{mode}|{action}|{quantity}|{at}"),
             dry_run,
@@ -330,6 +331,7 @@ class Engine(ReturnsEngine):
         if len(self._shapes) >= _SHAPE_CACHE_SIZE:
             self._shapes.clear()
             self._consume_parts.clear()
+            self._consume_tails.clear()
         self._shapes[key] = shape
         return shape
 

@@ -57,7 +57,7 @@ class QuotaService:
             request.account_id,
             request.action,
             request.quantity,
-            dict(request.attributes),
+            request.attributes,
             request.request_id,
             dry_run=request.dry_run,
         )
