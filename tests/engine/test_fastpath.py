@@ -65,8 +65,7 @@ async def test_fast_and_regular_paths_answer_alike(
 async def test_small_caches_still_answer_alike(
     redis: Redis, fast: FastRedis, demo_catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Request shapes and account keys are cached in bounded caches; overflowing them (here
-    at 3 entries) clears them and nothing else changes."""
+    """Overflowing the bounded shape and account-key caches (here at 3) changes no answer."""
     monkeypatch.setattr(engine_module, "_SHAPE_CACHE_SIZE", 3)
     monkeypatch.setattr(engine_module, "_ACCOUNT_CACHE_SIZE", 3)
     quick = Engine(redis, demo_catalog, test_clock=True, fast=fast)
