@@ -12,9 +12,10 @@ if TYPE_CHECKING:
 
 
 def _row(name: str, load: Load) -> str:
+    redis = f"{load.redis_us_per_request:,.0f}" if load.redis_cpu_s else "-"
     return (
         f"| {name} | {load.rps:,.0f} | {load.p50_ms:.2f} | {load.p99_ms:.2f} | "
-        f"{load.p999_ms:.2f} | {load.cpu_us_per_request:,.0f} |"
+        f"{load.p999_ms:.2f} | {load.cpu_us_per_request:,.0f} | {redis} |"
     )
 
 
@@ -33,7 +34,13 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "unloaded_p50_ms": round(at1["sidecar"].p50_ms, 3),
         "unloaded_p99_ms": round(at1["sidecar"].p99_ms, 3),
         "floor_unloaded_p50_ms": round(at1["floor"].p50_ms, 3),
-        "unloaded_p50_ratio": round(at1["sidecar"].p50_ms / at1["floor"].p50_ms, 3),
+        "unloaded_p50_ratio": round(at1["p50_ratio"], 3),
+        "ping_floor_rps": round(at64["ping"].rps),
+        "ping_floor_ratio": round(at64["ping_ratio"], 3),
+        "ping_floor_unloaded_p50_ms": round(at1["ping"].p50_ms, 3),
+        "sidecar_cpu_us_per_decision": round(at64["sidecar"].cpu_us_per_request),
+        "redis_cpu_us_per_decision": round(at64["sidecar"].redis_us_per_request),
+        "floor_cpu_us_per_request": round(at64["floor"].cpu_us_per_request),
         "batch_decisions_per_s": round(r["batch"]),
         "batch_vs_redis_ceiling": round(r["batch"] / redis_ceiling, 3),
         "redis_ceiling_ops_s": round(redis_ceiling),
@@ -57,17 +64,29 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "## CheckAndConsume against the floor (h2load, one hot account)",
         "",
         "The floor is a bare `grpc.aio` server with creditgate's proto returning a constant",
-        "Decision (`bench/floor.py`, uvloop). CPU is the server process's user+system time per",
-        "request.",
+        "Decision (`bench/floor.py`, uvloop). *Floor + PING* is the same server waiting for one",
+        "Redis PING per request on creditgate's pipelined connection: what any gate that asks",
+        "Redis once per request pays before doing any work. CPU is user+system time per request",
+        "of the server process, and of redis-server beside it.",
         "",
-        "| server, in flight | req/s | p50 ms | p99 ms | p99.9 ms | CPU µs/req |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| server, in flight | req/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/req "
+        "| Redis CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for inflight, level in levels.items():
         lines.append(_row(f"floor, {inflight}", level["floor"]))
+        lines.append(_row(f"floor + PING, {inflight}", level["ping"]))
         lines.append(_row(f"creditgate, {inflight}", level["sidecar"]))
-    lines += ["", "| in flight | creditgate / floor (req/s) |", "|---:|---:|"]
-    lines += [f"| {k} | {v['ratio']:.2f} |" for k, v in levels.items()]
+    lines += [
+        "",
+        "| in flight | creditgate / floor (req/s) | floor + PING / floor (req/s) "
+        "| creditgate / floor (p50) |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {k} | {v['ratio']:.2f} | {v['ping_ratio']:.2f} | {v['p50_ratio']:.2f} |"
+        for k, v in levels.items()
+    ]
     lines += [
         "",
         "## Other figures",

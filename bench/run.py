@@ -1,6 +1,7 @@
 """`make bench`: creditgate against its baselines, measured in one run on this machine.
 
-1. the floor: a bare grpc.aio server with creditgate's proto answering a constant Decision;
+1. the floor: a bare grpc.aio server with creditgate's proto answering a constant Decision, and
+   the same floor waiting for one Redis PING per request (the floor of any Redis-backed gate);
 2. creditgate CheckAndConsume on one hot account at 1, 16, 64 and 256 requests in flight (h2load),
    and its CPU time per decision on 1 versus 100,000 accounts (bench/load.py);
 3. the Redis ceiling: redis-benchmark EVALSHA of creditgate's own consume script;
@@ -30,6 +31,7 @@ from redis.asyncio import Redis
 
 from creditgate.domain.catalog import load_catalog
 from creditgate.domain.money import MICRO
+from creditgate.domain.results import Decision
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.scripts import script_source
@@ -80,10 +82,10 @@ def redis_ceiling(url: str, socket_path: str, accounts: int) -> dict[str, float]
         )
         plan = engine.catalog.plan("agent_team")
         assert plan is not None
-        assert not isinstance(call, quota_pb2.Decision)
-        args = call.build(plan)  # type: ignore[union-attr]
+        assert not isinstance(call, Decision)
+        keys, args = engine._keys(call), engine._build(call, plan)
         await redis.aclose()
-        return ["EVALSHA", sha, str(len(call.keys)), *call.keys, *map(str, args)]  # type: ignore[union-attr]
+        return ["EVALSHA", sha, str(len(keys)), *keys, *map(str, args)]
 
     hot = asyncio.run(command("bench-hot"))
     spread = [
@@ -133,6 +135,41 @@ def find_postgres(explicit: str | None) -> str | None:
         if ok.returncode == 0:
             return url
     return None
+
+
+def measure_levels(
+    servers: dict[str, tuple[str, list[int], int | None]],
+    body: bytes,
+    runs: int,
+    seconds: float,
+) -> dict[int, dict[str, object]]:
+    """h2load on each server at each level, in turns; medians and pair-by-pair ratios."""
+    levels: dict[int, dict[str, object]] = {}
+    for inflight, (conns, streams) in LEVELS.items():
+        print(f"h2load at {inflight} in flight ...", file=sys.stderr)
+        loads: dict[str, list[tools.Load]] = {name: [] for name in servers}
+        for _ in range(runs):
+            for name, (target, pids, redis_pid) in servers.items():
+                loads[name].append(
+                    tools.h2load(
+                        target,
+                        PATH,
+                        body,
+                        clients=conns,
+                        streams=streams,
+                        seconds=seconds,
+                        pids=pids,
+                        redis_pid=redis_pid,
+                    )
+                )
+        pairs = list(zip(loads["floor"], loads["ping"], loads["sidecar"], strict=True))
+        levels[inflight] = {
+            **{name: tools.median_load(runs_) for name, runs_ in loads.items()},
+            "ratio": statistics.median(s.rps / f.rps for f, _, s in pairs),
+            "ping_ratio": statistics.median(p.rps / f.rps for f, p, _ in pairs),
+            "p50_ratio": statistics.median(s.p50_ms / f.p50_ms for f, _, s in pairs),
+        }
+    return levels
 
 
 def warm_up(target: str, accounts: int) -> None:
@@ -199,8 +236,9 @@ def main() -> int:
         socket_path = rd.url.removeprefix("unix://").split("?")[0]
         print("provisioning accounts ...", file=sys.stderr)
         memory = asyncio.run(provision(rd.url, opts.accounts))
-        floor_port, side_port = tools.free_port(), tools.free_port()
+        floor_port, side_port, ping_port = tools.free_port(), tools.free_port(), tools.free_port()
         floor_target, side_target = f"127.0.0.1:{floor_port}", f"127.0.0.1:{side_port}"
+        ping_target = f"127.0.0.1:{ping_port}"
         env = {
             "CREDITGATE_REDIS_URL": rd.url,
             "CREDITGATE_SHARDS": "1",
@@ -216,6 +254,7 @@ def main() -> int:
             str(floor_port),
             "--uvloop",
         ]
+        ping_cmd = [*floor_cmd[:2], str(ping_port), "--uvloop", "--redis", rd.url]
         side_cmd = [str(Path(sys.executable).parent / "creditgate"), "serve"]
         body = tools.grpc_body(
             quota_pb2.CheckAndConsumeRequest(
@@ -232,44 +271,21 @@ def main() -> int:
                 * 100
             )
         )
-        with tools.process(floor_cmd) as floor, tools.process(side_cmd, env) as side:
-            with grpc.insecure_channel(floor_target) as ch:
-                grpc.channel_ready_future(ch).result(timeout=30)
+        with (
+            tools.process(floor_cmd) as floor,
+            tools.process(ping_cmd) as ping,
+            tools.process(side_cmd, env) as side,
+        ):
+            for target in (floor_target, ping_target):
+                with grpc.insecure_channel(target) as ch:
+                    grpc.channel_ready_future(ch).result(timeout=30)
             tools.wait_serving(side_target)
-            levels: dict[int, dict[str, object]] = {}
-            for inflight, (conns, streams) in LEVELS.items():
-                print(f"h2load at {inflight} in flight ...", file=sys.stderr)
-                f_runs, s_runs = [], []
-                for _ in range(opts.runs):
-                    f_runs.append(
-                        tools.h2load(
-                            floor_target,
-                            PATH,
-                            body,
-                            clients=conns,
-                            streams=streams,
-                            seconds=opts.seconds,
-                            pids=[floor.pid],
-                        )
-                    )
-                    s_runs.append(
-                        tools.h2load(
-                            side_target,
-                            PATH,
-                            body,
-                            clients=conns,
-                            streams=streams,
-                            seconds=opts.seconds,
-                            pids=[side.pid],
-                        )
-                    )
-                levels[inflight] = {
-                    "floor": tools.median_load(f_runs),
-                    "sidecar": tools.median_load(s_runs),
-                    "ratio": statistics.median(
-                        s.rps / f.rps for f, s in zip(f_runs, s_runs, strict=True)
-                    ),
-                }
+            servers = {
+                "floor": (floor_target, [floor.pid], None),
+                "ping": (ping_target, [ping.pid], rd.pid),
+                "sidecar": (side_target, [side.pid], rd.pid),
+            }
+            levels = measure_levels(servers, body, opts.runs, opts.seconds)
             print("batch ...", file=sys.stderr)
             batch_runs = [
                 tools.h2load(

@@ -127,10 +127,15 @@ class Load:
     p999_ms: float
     requests: int
     cpu_s: float = 0.0
+    redis_cpu_s: float = 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
         return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
+
+    @property
+    def redis_us_per_request(self) -> float:
+        return self.redis_cpu_s / self.requests * 1e6 if self.requests else 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -149,12 +154,17 @@ def h2load(
     streams: int,
     seconds: float,
     pids: list[int],
+    redis_pid: int | None = None,
 ) -> Load:
-    """Drive ``path`` with h2load for ``seconds`` (after a 1 s warm-up); latencies from its log."""
+    """Drive ``path`` with h2load for ``seconds`` (after a 1 s warm-up); latencies from its log.
+
+    CPU is that of ``pids`` (the server) and, separately, of ``redis_pid``, over the whole run.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp) / "body", Path(tmp) / "log"
         data.write_bytes(body)
         cpu0 = cpu_seconds(pids)
+        redis0 = cpu_seconds([redis_pid]) if redis_pid else 0.0
         out = subprocess.run(
             [
                 "h2load",
@@ -181,6 +191,7 @@ def h2load(
             check=False,
         )
         cpu = cpu_seconds(pids) - cpu0
+        redis_cpu = cpu_seconds([redis_pid]) - redis0 if redis_pid else 0.0
         if out.returncode != 0:
             msg = f"h2load exited {out.returncode}: {out.stdout[-1500:]} {out.stderr[-500:]}"
             raise RuntimeError(msg)
@@ -199,6 +210,7 @@ def h2load(
         percentile(times, 0.999),
         int(done.group(1)),
         cpu,
+        redis_cpu,
     )
 
 
@@ -211,6 +223,7 @@ def median_load(runs: list[Load]) -> Load:
         statistics.median(r.p999_ms for r in runs),
         int(statistics.median(r.requests for r in runs)),
         statistics.median(r.cpu_s for r in runs),
+        statistics.median(r.redis_cpu_s for r in runs),
     )
 
 
