@@ -218,7 +218,7 @@ def account_cost(target: str, pids: list[int], accounts: int, runs: int) -> floa
     return statistics.median(costs)
 
 
-def main() -> int:
+def _options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4)
@@ -226,7 +226,22 @@ def main() -> int:
     parser.add_argument("--postgres", help="PostgreSQL URL for pgbench (default: local if up)")
     parser.add_argument("--soak", type=int, default=0, help="also run a memory soak (seconds)")
     parser.add_argument("--out", default=str(tools.ROOT / "docs" / "BENCHMARKS.md"))
-    opts = parser.parse_args()
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="measure nothing: rewrite OUT from the raw measurements saved beside it",
+    )
+    return parser.parse_args()
+
+
+def main() -> int:
+    opts = _options()
+    if opts.report_only:
+        from report import load  # noqa: PLC0415 - kept beside this script
+
+        out = Path(opts.out)
+        print(json.dumps(report(load(out.with_suffix(".json")), out)))
+        return 0
     missing = tools.ensure_tools()
     if "h2load" in missing:
         print("h2load is needed (apt-get install nghttp2-client)", file=sys.stderr)
@@ -343,9 +358,10 @@ def run_soak(target: str, pid: int, body: bytes, seconds: int) -> dict[str, floa
 
 
 def report(r: dict[str, object], out: Path) -> dict[str, object]:
-    """Write the markdown report; return the JSON summary."""
-    from report import write  # noqa: PLC0415 - kept beside this script
+    """Write the markdown report and the raw measurements beside it; return the JSON summary."""
+    from report import save, write  # noqa: PLC0415 - kept beside this script
 
+    save(r, out.with_suffix(".json"))
     return write(r, out)
 
 
