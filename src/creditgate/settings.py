@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(2.0, gt=0, description="socket timeout per command")
     fast_path: bool = Field(
         default=True,
-        description="CheckAndConsume over one pipelined connection that "
-        "coalesces each event-loop tick's calls",
+        description="CheckAndConsume over one pipelined connection that sends calls made "
+        "while replies are outstanding together in one write",
     )
     key_prefix: str = Field("cg", pattern=r"^[a-z0-9_]{1,16}$", description="Redis key prefix")
     shards: int = Field(
