@@ -1,0 +1,124 @@
+"""Instructions the consume script costs inside redis-server: a deterministic measure.
+
+Run: .venv/bin/python bench/script_cost.py [--calls N] [--lua DIR]. It starts the embedded
+redis-server under valgrind's callgrind, charges the benchmark's hot account N times (pipelined,
+after a warm-up), and reports the instructions redis-server executed per call: for the consume
+script, and for a script that only returns 1 given the same keys and arguments (what reading,
+parsing and answering one EVALSHA costs). Instruction counts repeat to within a fraction of a
+percent whatever else the machine is doing, unlike timings on a shared VM, so this is the
+measure to optimise the Lua against. ``--lua DIR`` measures the lib.lua and consume.lua of
+another directory (a candidate change) instead of the package's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+from run import ATTRS, CATALOG, provision
+
+from creditgate.domain.catalog import load_catalog
+from creditgate.domain.results import Decision
+from creditgate.embedded import find_redis_server
+from creditgate.engine import Engine, KeySpace
+from creditgate.engine.scripts import script_source
+
+
+def _control(action: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
+
+
+async def _drive(url: str, source: str, pid: int, calls: int) -> None:
+    await provision(url, 0)
+    redis = Redis.from_url(url)
+    engine = Engine(redis, load_catalog(CATALOG), keys=KeySpace("cg", 1))
+    await engine.consume("bench-hot", "agent.message", 1, dict(ATTRS))
+    plan = engine.catalog.plan("agent_team")
+    assert plan is not None
+    sha = await redis.script_load(source)
+
+    async def batch(n: int) -> None:
+        pipe = redis.pipeline(transaction=False)
+        for _ in range(n):
+            call = engine._prepare(
+                "bench-hot", "agent.message", 1, ATTRS, "", dry_run=False, hold_ttl_ms=None
+            )
+            if isinstance(call, Decision):
+                raise TypeError(call.message)
+            keys, args = engine._keys(call), engine._build(call, plan)
+            pipe.evalsha(sha, len(keys), *keys, *args)
+        replies = await pipe.execute()
+        if replies[-1] != 1 and replies[-1][:2] != [b"OK", 1]:
+            msg = f"unexpected reply: {replies[-1]!r}"
+            raise RuntimeError(msg)
+
+    await batch(200)
+    await asyncio.to_thread(_control, "--zero", pid)
+    for _ in range(calls // 100):
+        await batch(100)
+    await asyncio.to_thread(_control, "--dump", pid)
+    await redis.aclose()
+
+
+def measure(source: str, calls: int) -> float:
+    """Instructions per EVALSHA of ``source`` (consume's keys and arguments)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sock, out = Path(tmp) / "r.sock", Path(tmp) / "callgrind.out"
+        proc = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                str(find_redis_server()),
+                *("--port", "0", "--unixsocket", str(sock), "--dir", tmp),
+                *("--save", "", "--appendonly", "no"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            asyncio.run(_drive(f"unix://{sock}", source, proc.pid, calls))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+        dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
+        for line in dumps[0].read_text().splitlines():
+            if line.startswith("summary:"):
+                return int(line.split()[1]) / calls
+    msg = "callgrind wrote no summary"
+    raise RuntimeError(msg)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--lua", type=Path, help="a directory with lib.lua and consume.lua")
+    opts = parser.parse_args()
+    if shutil.which("valgrind") is None:
+        print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    if opts.lua:
+        source = (opts.lua / "lib.lua").read_text() + "\n" + (opts.lua / "consume.lua").read_text()
+    else:
+        source = script_source("consume")
+    script = measure(source, opts.calls)
+    base = measure("return 1", opts.calls)
+    print(
+        f"consume: {script:,.0f} instructions per call in redis-server; "
+        f"an EVALSHA that only returns 1: {base:,.0f}; the script's own: {script - base:,.0f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
