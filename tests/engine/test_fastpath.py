@@ -84,7 +84,7 @@ async def test_small_caches_still_answer_alike(
         assert _same(a) == _same(b)
     assert len(quick._shapes) <= 3
     assert len(quick._account_heads) <= 3
-    assert len(quick._consume_tails) <= 3
+    assert len(quick._consume_parts) <= 3
 
 
 async def test_concurrent_fast_calls_allow_exactly_what_is_affordable(

@@ -66,8 +66,7 @@ class EngineCore:
         # The hot path's caches (engine.Engine): request shapes, the RESP of their fixed parts
         # per plan, and each account's keys; all bounded, all rebuilt on a miss.
         self._shapes: dict[tuple[object, ...], Any] = {}
-        self._consume_parts: dict[tuple[object, ...], tuple[bytes, int, str]] = {}
-        self._consume_tails: dict[tuple[object, ...], bytes] = {}
+        self._consume_parts: dict[tuple[object, ...], tuple[bytes, bytes, int, str]] = {}
         self._account_heads: dict[str, tuple[bytes, str]] = {}
         self._consume_head = encode(["EVALSHA", self._scripts.consume.sha, 5])
         self._plain_args: dict[str, Args] = {}

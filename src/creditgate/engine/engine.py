@@ -66,9 +66,9 @@ class _Consume:
         self.shape = shape
 
 
-# The fixed part of a consume call after the plan's pool descriptors: its RESP, argument
-# count, and the meter of the action's price (for the answer).
-_Parts = tuple[bytes, int, str]
+# A consume call's fixed parts as RESP: ARGV[2..] up to the request id, and everything after
+# it; then its argument count and the meter of the action's price (for the answer).
+_Parts = tuple[bytes, bytes, int, str]
 _SHAPE_CACHE_SIZE = 4096
 T = TypeVar("T")
 _ACCOUNT_CACHE_SIZE = 100_000
@@ -145,7 +145,7 @@ class Engine(ReturnsEngine):
             return otherwise(call)
         plan, reply = await self._consume_reply(call)
         if reply[0] == b"OK" and reply[1] == 1:
-            return present(plan, reply, call.rid, self._parts(plan, call.shape)[2], dry_run)
+            return present(plan, reply, call.rid, self._parts(plan, call.shape)[3], dry_run)
         return otherwise(self._decide(call, plan, reply))
 
     async def _consume_reply(self, call: _Consume) -> tuple[Plan, list[Any]]:
@@ -331,7 +331,6 @@ class Engine(ReturnsEngine):
         if len(self._shapes) >= _SHAPE_CACHE_SIZE:
             self._shapes.clear()
             self._consume_parts.clear()
-            self._consume_tails.clear()
         self._shapes[key] = shape
         return shape
 
@@ -342,13 +341,17 @@ class Engine(ReturnsEngine):
         """ARGV of the consume script for the redis-py path."""
         if plan is None:
             return self.header(call.account_id, None, [])
-        shape = call.shape
-        pool_args, price, _ = self.consume_args(plan, shape.action, shape.attributes)
+        pool_args, _, tail, _ = self._args(plan, call.shape)
+        return [*self.header(call.account_id, plan, pool_args), call.shape.mode, call.rid, *tail]
+
+    def _args(self, plan: Plan, shape: _Shape) -> tuple[Args, bytes, Args, str]:
+        """Pool descriptors (as arguments, and as RESP from the plan id on), tail, meter.
+
+        The tail is the consume script's ARGV after the request id.
+        """
+        pool_args, price, static = self.consume_args(plan, shape.action, shape.attributes)
         uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
-        return [
-            *self.header(call.account_id, plan, pool_args),
-            shape.mode,
-            call.rid,
+        tail: Args = [
             shape.fp,
             shape.quantity,
             uc,
@@ -360,38 +363,23 @@ class Engine(ReturnsEngine):
             shape.hold_ttl_ms,
             meter,
         ]
+        return pool_args, static, tail, meter
 
     def _parts(self, plan: Plan, shape: _Shape) -> _Parts:
-        """ARGV[2..] of the consume script up to the request id, and from the fingerprint on."""
+        """The RESP of the consume call around the ids, its argument count, the meter."""
         key = (plan.id, shape.key)
         parts = self._consume_parts.get(key)
         if parts is None:
-            pool_args, price, static = self.consume_args(plan, shape.action, shape.attributes)
-            uc, per, meter = (price.unit_cost, price.per, price.meter) if price else (0, 1, "")
-            tail: Args = [
-                shape.fp,
-                shape.quantity,
-                uc,
-                per,
-                shape.action,
-                shape.at,
-                "1" if shape.dry_run else "0",
-                self.idempotency_ttl_ms,
-                shape.hold_ttl_ms,
-                meter,
-            ]
+            pool_args, static, tail, meter = self._args(plan, shape)
             # EVALSHA sha 5 keys(5) account_id [plan clock n pools...] mode rid tail...
             count = 3 + 5 + 1 + 3 + len(pool_args) + 2 + len(tail)
-            parts = (static + encode([shape.mode]), count, meter)
+            parts = (static + encode([shape.mode]), encode(tail), count, meter)
             self._consume_parts[key] = parts
-            self._consume_tails[key] = encode(tail)
         return parts
 
     def _encoded(self, call: _Consume, plan: Plan) -> bytes:
         """The whole EVALSHA as RESP, from cached parts and the two ids."""
-        shape = call.shape
-        static, count, _ = self._parts(plan, shape)
-        tail = self._consume_tails[plan.id, shape.key]
+        static, tail, count, _ = self._parts(plan, call.shape)
         account_id = call.account_id
         head = self._account_heads.get(account_id)
         if head is None:
@@ -429,7 +417,7 @@ class Engine(ReturnsEngine):
         if reply[0] == b"REPLAY":
             plan, meter, reply = self._recorded(plan, reply)
         else:
-            meter = self._parts(plan, shape)[2]
+            meter = self._parts(plan, shape)[3]
         d = replies.decision(plan, reply, call.rid, meter, dry_run=shape.dry_run)
         return dataclasses.replace(d, message=_explain(d, shape.action)) if not d.allowed else d
 
