@@ -74,6 +74,20 @@ T = TypeVar("T")
 _ACCOUNT_CACHE_SIZE = 100_000
 
 
+def _domain_decision(
+    plan: Plan,
+    reply: list[Any],
+    request_id: str,
+    meter: str,
+    dry_run: bool,  # noqa: FBT001 - consume_as's positional callback
+) -> Decision:
+    return replies.decision(plan, reply, request_id, meter, dry_run=dry_run)
+
+
+def _as_is(d: Decision) -> Decision:
+    return d
+
+
 def _explain(d: Decision, action: str) -> str:
     if d.allowed:
         return ""
@@ -106,7 +120,9 @@ class Engine(ReturnsEngine):
         hold_ttl_ms: int | None = None,
     ) -> Decision:
         """CheckAndConsume; with ``hold_ttl_ms`` a Reserve (the credits are held, not spent)."""
-        call = self._prepare(
+        return await self.consume_as(
+            _domain_decision,
+            _as_is,
             account_id,
             action,
             quantity,
@@ -115,10 +131,6 @@ class Engine(ReturnsEngine):
             dry_run=dry_run,
             hold_ttl_ms=hold_ttl_ms,
         )
-        if isinstance(call, Decision):
-            return call
-        plan, reply = await self._consume_reply(call)
-        return self._decide(call, plan, reply)
 
     async def consume_as(  # noqa: PLR0913, PLR0917 - two callbacks, then the request message
         self,
@@ -131,15 +143,23 @@ class Engine(ReturnsEngine):
         request_id: str = "",
         *,
         dry_run: bool = False,
+        hold_ttl_ms: int | None = None,
     ) -> T:
-        """CheckAndConsume for a caller that wants its answer in another form (the hot path).
+        """CheckAndConsume (or Reserve) with the answer in the caller's form.
 
         An allowed answer goes straight from the script's reply to ``present(plan, reply,
         request_id, meter, dry_run)``, whose reply layout is that of ``replies.decision``;
-        every other answer is made a Decision first and handed to ``otherwise``.
+        every other answer is made a Decision first and handed to ``otherwise``. The gRPC hot
+        path presents protobuf this way; ``consume`` presents the domain Decision.
         """
         call = self._prepare(
-            account_id, action, quantity, attributes, request_id, dry_run=dry_run, hold_ttl_ms=None
+            account_id,
+            action,
+            quantity,
+            attributes,
+            request_id,
+            dry_run=dry_run,
+            hold_ttl_ms=hold_ttl_ms,
         )
         if isinstance(call, Decision):
             return otherwise(call)
