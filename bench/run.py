@@ -64,8 +64,11 @@ async def provision(url: str, accounts: int) -> dict[str, float]:
     return {"bytes_per_account": (after - middle) / max(accounts, 1), "base": middle - before}
 
 
-def redis_ceiling(url: str, socket_path: str, accounts: int) -> dict[str, float]:
-    """EVALSHA of the consume script with the sidecar's own arguments (fresh request ids)."""
+def redis_ceiling(url: str, socket_path: str, accounts: int, runs: int) -> dict[str, float]:
+    """EVALSHA of the consume script with the sidecar's own arguments (fresh request ids).
+
+    Each figure is the median of ``runs`` redis-benchmark runs.
+    """
 
     async def command(account: str) -> list[str]:
         redis = Redis.from_url(url)
@@ -92,12 +95,17 @@ def redis_ceiling(url: str, socket_path: str, accounts: int) -> dict[str, float]
         part.replace("acct-000000000000", "acct-__rand_int__")
         for part in asyncio.run(command("acct-000000000000"))
     ]
+    cases = {
+        "hot": (hot, 1, 10**12),
+        "hot_pipelined": (hot, 16, 10**12),
+        "spread_pipelined": (spread, 16, accounts),
+    }
     return {
-        "hot": tools.redis_benchmark(socket_path, hot, pipeline=1, keyspace=10**12),
-        "hot_pipelined": tools.redis_benchmark(socket_path, hot, pipeline=16, keyspace=10**12),
-        "spread_pipelined": tools.redis_benchmark(
-            socket_path, spread, pipeline=16, keyspace=accounts
-        ),
+        name: statistics.median(
+            tools.redis_benchmark(socket_path, cmd, pipeline=pipeline, keyspace=keyspace)
+            for _ in range(runs)
+        )
+        for name, (cmd, pipeline, keyspace) in cases.items()
     }
 
 
@@ -321,7 +329,7 @@ def main() -> int:
             spread_cost = account_cost(side_target, [side.pid], opts.accounts, opts.runs)
             soak = run_soak(side_target, side.pid, body, opts.soak) if opts.soak else None
         print("redis-benchmark ...", file=sys.stderr)
-        ceiling = redis_ceiling(rd.url, socket_path, opts.accounts)
+        ceiling = redis_ceiling(rd.url, socket_path, opts.accounts, opts.runs)
     print("pgbench ...", file=sys.stderr)
     pg = postgres_baseline(find_postgres(opts.postgres), opts.runs)
     results.update(
