@@ -16,11 +16,11 @@ Every account's test clock is first moved to 2027-01-15T12:00Z, so renewals are 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from scenario_kit import clock_to, debits, ms
 
 from creditgate.v1 import admin_pb2, quota_pb2
 
@@ -34,11 +34,6 @@ CAP = quota_pb2.REASON_SPEND_CAP_REACHED
 STOPPED = quota_pb2.REASON_ACCOUNT_STOPPED
 
 
-def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
-    """Unix milliseconds of a UTC calendar instant."""
-    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()) * 1000
-
-
 T0 = ms(2027, 1, 15, 12)
 FEB_15 = ms(2027, 2, 15)  # the renewal after T0 for an account renewing on the 15th
 
@@ -48,12 +43,6 @@ async def open_account(sc: Sidecar, account_id: str, plan: str, anchor_day: int 
         admin_pb2.CreateAccountRequest(account_id=account_id, plan_id=plan, anchor_day=anchor_day)
     )
     await clock_to(sc, account_id, T0)
-
-
-async def clock_to(sc: Sidecar, account_id: str, when_ms: int) -> None:
-    await sc.admin.AdvanceTestClock(
-        admin_pb2.AdvanceTestClockRequest(account_id=account_id, to_unix_ms=when_ms)
-    )
 
 
 async def run(
@@ -74,10 +63,6 @@ async def set_max_spend(sc: Sidecar, account_id: str, usd: int) -> admin_pb2.Acc
     return await sc.admin.SetPoolSettings(
         admin_pb2.SetPoolSettingsRequest(account_id=account_id, pool_id="overage", cap=usd * M)
     )
-
-
-def debits(d: quota_pb2.Decision) -> list[tuple[str, int]]:
-    return [(x.pool_id, x.amount) for x in d.debits]
 
 
 # --- free tier -----------------------------------------------------------------------------------
@@ -104,7 +89,7 @@ async def test_free_tier_stops_at_100_credits_until_renewal(sidecar: Sidecar) ->
 
     await clock_to(sidecar, "glue-free", FEB_15)
     d = await run(sidecar, "glue-free", 1)
-    assert (d.allowed, d.reason, debits(d)) == (True, ALLOWED, [("base", 1 * M)])
+    assert (d.allowed, d.reason, debits(d.debits)) == (True, ALLOWED, [("base", 1 * M)])
     assert (await pools(sidecar, "glue-free"))["base"].balance == 99 * M
 
 
@@ -175,11 +160,11 @@ async def test_overage_is_billed_upfront_in_blocks_of_1000_until_max_spend(
     """
     await open_account(sidecar, "glue-starter", "glue_starter")
     d = await run(sidecar, "glue-starter", 2000)
-    assert debits(d) == [("base", 2000 * M)]
+    assert debits(d.debits) == [("base", 2000 * M)]
 
     # The 2,001st credit buys a whole block upfront: $20 spent, 999 credits left in it.
     d = await run(sidecar, "glue-starter", 1)
-    assert (d.allowed, debits(d)) == (True, [("overage", 1 * M)])
+    assert (d.allowed, debits(d.debits)) == (True, [("overage", 1 * M)])
     assert d.debits[0].remaining == 999 * M
     over = (await pools(sidecar, "glue-starter"))["overage"]
     assert (over.balance, over.spent, over.cap, over.spend_unit) == (
@@ -315,7 +300,7 @@ async def test_lowering_max_spend_below_the_months_spend_stops_everything_until_
 
     await clock_to(sidecar, "glue-stop", FEB_15)
     d = await run(sidecar, "glue-stop", 2000)
-    assert (d.allowed, debits(d)) == (True, [("base", 2000 * M)])
+    assert (d.allowed, debits(d.debits)) == (True, [("base", 2000 * M)])
     account = await sidecar.admin.GetAccount(admin_pb2.GetAccountRequest(account_id="glue-stop"))
     assert account.stopped_until_unix_ms == 0
     # The lowered maximum ($20) still holds in the new month: exactly one block.

@@ -19,10 +19,10 @@ Every account's test clock is first moved to 2027-01-15T12:00Z.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
+from scenario_kit import clock_to, debits, ms
 
 from creditgate.v1 import admin_pb2, quota_pb2
 
@@ -34,11 +34,6 @@ ALLOWED = quota_pb2.REASON_ALLOWED
 INSUFFICIENT = quota_pb2.REASON_INSUFFICIENT_CREDITS
 
 
-def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
-    """Unix milliseconds of a UTC calendar instant."""
-    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()) * 1000
-
-
 T0 = ms(2027, 1, 15, 12)
 FEB_1 = ms(2027, 2, 1)
 
@@ -48,12 +43,6 @@ async def open_account(sc: Sidecar, account_id: str, plan: str, anchor_day: int 
         admin_pb2.CreateAccountRequest(account_id=account_id, plan_id=plan, anchor_day=anchor_day)
     )
     await clock_to(sc, account_id, T0)
-
-
-async def clock_to(sc: Sidecar, account_id: str, when_ms: int) -> None:
-    await sc.admin.AdvanceTestClock(
-        admin_pb2.AdvanceTestClockRequest(account_id=account_id, to_unix_ms=when_ms)
-    )
 
 
 async def use(
@@ -71,10 +60,6 @@ async def left(sc: Sidecar, account_id: str) -> dict[str, int]:
     """Each pool's balance, in micro-credits."""
     bal = await sc.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id=account_id))
     return {p.pool_id: p.balance for p in bal.pools}
-
-
-def debits(d: quota_pb2.Decision) -> list[tuple[str, int]]:
-    return [(x.pool_id, x.amount) for x in d.debits]
 
 
 @pytest.mark.parametrize(
@@ -101,7 +86,7 @@ async def test_integration_actions_cost_their_listed_credits(
         3 * cost * M,
         "integration_credit",
     )
-    assert debits(d) == [("integration", 3 * cost * M)]
+    assert debits(d.debits) == [("integration", 3 * cost * M)]
     assert (await left(sidecar, "zite-acme"))["integration"] == (1000 - 3 * cost) * M
 
 
@@ -176,14 +161,14 @@ async def test_exhausting_ai_credits_leaves_integration_credits_whole(sidecar: S
     """
     await open_account(sidecar, "zite-ai", "zite_free")
     d = await use(sidecar, "zite-ai", "zite.ai.build", 50)
-    assert (d.meter, debits(d)) == ("ai_credit", [("ai", 50 * M)])
+    assert (d.meter, debits(d.debits)) == ("ai_credit", [("ai", 50 * M)])
     d = await use(sidecar, "zite-ai", "zite.ai.build")
     assert (d.allowed, d.reason, d.shortfall) == (False, INSUFFICIENT, 1 * M)
     assert d.retry_at_unix_ms == FEB_1
     assert await left(sidecar, "zite-ai") == {"integration": 1000 * M, "ai": 0}
 
     d = await use(sidecar, "zite-ai", "zite.integration", 1000)
-    assert (d.allowed, debits(d)) == (True, [("integration", 1000 * M)])
+    assert (d.allowed, debits(d.debits)) == (True, [("integration", 1000 * M)])
     assert await left(sidecar, "zite-ai") == {"integration": 0, "ai": 0}
 
 
@@ -206,7 +191,7 @@ async def test_an_ai_action_cannot_use_integration_credits(sidecar: Sidecar) -> 
     assert (await use(sidecar, "zite-ai3", "zite.integration", 1000)).allowed
     assert not (await use(sidecar, "zite-ai3", "zite.integration")).allowed
     d = await use(sidecar, "zite-ai3", "zite.ai.build", 50)
-    assert (d.allowed, debits(d)) == (True, [("ai", 50 * M)])
+    assert (d.allowed, debits(d.debits)) == (True, [("ai", 50 * M)])
 
 
 @pytest.mark.parametrize("action", ["zite.airtable", "zite.sheets", "zite.slack"])
@@ -226,7 +211,7 @@ async def test_airtable_sheets_slack_are_free_for_existing_customers(
 
     await open_account(sidecar, "zite-new", "zite_pro")
     d = await use(sidecar, "zite-new", action, 700)
-    assert (d.allowed, d.cost, debits(d)) == (True, 700 * M, [("integration", 700 * M)])
+    assert (d.allowed, d.cost, debits(d.debits)) == (True, 700 * M, [("integration", 700 * M)])
 
 
 async def test_upgrade_mid_month_keeps_this_months_usage(sidecar: Sidecar) -> None:

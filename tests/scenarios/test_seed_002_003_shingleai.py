@@ -21,28 +21,21 @@ Every account's test clock is first moved to 2027-01-15T12:00Z; billing cycles r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from scenario_kit import clock_to, debits, ms
 
 from creditgate.v1 import admin_pb2, quota_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from tests.conftest import Sidecar
 
 M = 1_000_000  # micro-units per unit of a meter, or per USD
 USD = M
 ALLOWED = quota_pb2.REASON_ALLOWED
 INSUFFICIENT = quota_pb2.REASON_INSUFFICIENT_CREDITS
-
-
-def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
-    """Unix milliseconds of a UTC calendar instant."""
-    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()) * 1000
 
 
 T0 = ms(2027, 1, 15, 12)
@@ -54,12 +47,6 @@ async def open_account(sc: Sidecar, account_id: str, plan: str) -> None:
         admin_pb2.CreateAccountRequest(account_id=account_id, plan_id=plan, anchor_day=15)
     )
     await clock_to(sc, account_id, T0)
-
-
-async def clock_to(sc: Sidecar, account_id: str, when_ms: int) -> None:
-    await sc.admin.AdvanceTestClock(
-        admin_pb2.AdvanceTestClockRequest(account_id=account_id, to_unix_ms=when_ms)
-    )
 
 
 async def buy(sc: Sidecar, account_id: str, micro_usd: int, grant_id: str) -> int:
@@ -91,10 +78,6 @@ async def left(sc: Sidecar, account_id: str) -> dict[str, int]:
     """Each pool's balance: meter micro-units for allowances, micro-USD for ``credits``."""
     bal = await sc.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id=account_id))
     return {p.pool_id: p.balance for p in bal.pools}
-
-
-def debits(rows: Iterable[quota_pb2.Debit]) -> list[tuple[str, int]]:
-    return [(x.pool_id, x.amount) for x in rows]
 
 
 # --- allowance first, then the credit balance ----------------------------------------------------

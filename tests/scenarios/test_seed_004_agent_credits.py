@@ -19,17 +19,15 @@ Every account's test clock is first moved to 2027-01-15T12:00Z; billing cycles r
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from scenario_kit import clock_to, debits, ms
 
 from creditgate.v1 import admin_pb2, quota_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
     from tests.conftest import Sidecar
 
 M = 1_000_000  # micro-units per credit or per USD
@@ -40,11 +38,6 @@ INSUFFICIENT = quota_pb2.REASON_INSUFFICIENT_CREDITS
 CAP = quota_pb2.REASON_SPEND_CAP_REACHED
 LIGHT_CHAT = {"model": "light", "feature": "chat"}
 LIGHT_AGENTS = {"model": "light", "feature": "agents"}
-
-
-def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
-    """Unix milliseconds of a UTC calendar instant."""
-    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp()) * 1000
 
 
 T0 = ms(2027, 1, 15, 12)
@@ -68,12 +61,6 @@ async def open_account(
     await clock_to(sc, account_id, T0)
     if payg:
         await set_payg(sc, account_id, enabled=True)
-
-
-async def clock_to(sc: Sidecar, account_id: str, when_ms: int) -> None:
-    await sc.admin.AdvanceTestClock(
-        admin_pb2.AdvanceTestClockRequest(account_id=account_id, to_unix_ms=when_ms)
-    )
 
 
 async def set_payg(
@@ -122,10 +109,6 @@ async def balance(sc: Sidecar, account_id: str) -> quota_pb2.GetBalanceResponse:
 async def left(sc: Sidecar, account_id: str) -> dict[str, int]:
     """Each pool's balance: credits (micro) or, for PAYG, micro-USD the cap still allows."""
     return {p.pool_id: p.balance for p in (await balance(sc, account_id)).pools}
-
-
-def debits(rows: Iterable[quota_pb2.Debit]) -> list[tuple[str, int]]:
-    return [(x.pool_id, x.amount) for x in rows]
 
 
 # --- consumption order ---------------------------------------------------------------------------
