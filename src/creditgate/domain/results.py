@@ -33,6 +33,24 @@ class Movement:
     covered: int
 
 
+def net_by_pool(rows: tuple[Movement, ...]) -> tuple[Movement, ...]:
+    """One movement per pool, in first-seen order, with the last row's balance.
+
+    A settled hold and its extra charge on the same pool are reported as one debit.
+    """
+    merged: dict[str, Movement] = {}
+    for m in rows:
+        prev = merged.get(m.pool_id)
+        merged[m.pool_id] = (
+            m
+            if prev is None
+            else Movement(
+                m.pool_id, prev.amount + m.amount, m.unit, m.remaining, prev.covered + m.covered
+            )
+        )
+    return tuple(merged.values())
+
+
 @dataclass(frozen=True, slots=True)
 class Remaining:
     pool_id: str

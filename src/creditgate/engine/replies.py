@@ -36,21 +36,6 @@ def movements(plan: Plan, reply: list[Any], at: int) -> tuple[tuple[Movement, ..
     return tuple(rows), i
 
 
-def net_by_pool(rows: tuple[Movement, ...]) -> tuple[Movement, ...]:
-    """One movement per pool, in first-seen order (a settled hold plus its extra charge)."""
-    merged: dict[str, Movement] = {}
-    for m in rows:
-        prev = merged.get(m.pool_id)
-        merged[m.pool_id] = (
-            m
-            if prev is None
-            else Movement(
-                m.pool_id, prev.amount + m.amount, m.unit, m.remaining, prev.covered + m.covered
-            )
-        )
-    return tuple(merged.values())
-
-
 def remaining(plan: Plan, reply: list[Any], at: int) -> tuple[Remaining, ...]:
     return tuple(Remaining(p.id, reply[at + i], p.balance_unit) for i, p in enumerate(plan.pools))
 

@@ -10,7 +10,7 @@ from creditgate.domain.errors import (
     NotFoundError,
 )
 from creditgate.domain.money import format_micro
-from creditgate.domain.results import Reason, Refund, Release, Settlement
+from creditgate.domain.results import Reason, Refund, Release, Settlement, net_by_pool
 from creditgate.engine import replies
 from creditgate.engine.admin import AdminEngine
 from creditgate.engine.core import Args, fingerprint, require_plan, too_large
@@ -48,7 +48,7 @@ class ReturnsEngine(AdminEngine):
         if reply[0] == b"REPLAY":
             plan, _, reply = self._recorded(plan, reply)
         debits, at = replies.movements(plan, reply, 8)
-        debits = replies.net_by_pool(debits)
+        debits = net_by_pool(debits)
         reason = Reason(reply[5])
         return Settlement(
             reservation_id=reservation_id,

@@ -179,18 +179,3 @@ class Op:
             for d in debits
             if d.amount != 0 or d.covered != 0
         )
-
-
-def net_by_pool(rows: tuple[Movement, ...]) -> tuple[Movement, ...]:
-    """One movement per pool in first-seen order, with the last row's balance."""
-    merged: dict[str, Movement] = {}
-    for m in rows:
-        prev = merged.get(m.pool_id)
-        merged[m.pool_id] = (
-            m
-            if prev is None
-            else Movement(
-                m.pool_id, prev.amount + m.amount, m.unit, m.remaining, prev.covered + m.covered
-            )
-        )
-    return tuple(merged.values())

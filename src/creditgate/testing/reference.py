@@ -15,9 +15,9 @@ from creditgate.domain import requests as check
 from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.money import demand as meter_demand
-from creditgate.domain.results import Decision, Reason, Refund, Release, Settlement
+from creditgate.domain.results import Decision, Reason, Refund, Release, Settlement, net_by_pool
 from creditgate.testing._ref_admin import AdminModel
-from creditgate.testing._ref_state import Hold, Op, Record, net_by_pool
+from creditgate.testing._ref_state import Hold, Op, Record
 from creditgate.testing._ref_walk import (
     account_block,
     apply,
