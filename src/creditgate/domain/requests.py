@@ -133,6 +133,21 @@ def unknown_action(action: str, request_id: str) -> Decision:
     )
 
 
+def hold_ttl_ms(ttl_seconds: int, idempotency_ttl_ms: int, default_ms: int) -> int:
+    """A Reserve's hold TTL in ms: ``ttl_seconds``, or the default for 0.
+
+    A hold may not outlive the idempotency record that settles it.
+    """
+    max_ttl = idempotency_ttl_ms // 1000
+    if not 0 <= ttl_seconds <= max_ttl:
+        msg = (
+            f"ttl_seconds must be between 1 and {max_ttl} (the idempotency TTL), or 0 for "
+            f"the default of {default_ms // 1000}"
+        )
+        raise InvalidArgumentError(msg)
+    return ttl_seconds * 1000 if ttl_seconds else default_ms
+
+
 def check_grant(account_id: str, grant_id: str, amount: int, expires_at: int, note: str) -> None:
     check_id(account_id, "account_id")
     check_id(grant_id, "grant_id")

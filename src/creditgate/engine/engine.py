@@ -10,7 +10,6 @@ from creditgate.domain import requests as check
 from creditgate.domain.errors import (
     CreditgateError,
     FailedPreconditionError,
-    InvalidArgumentError,
     UnavailableError,
 )
 from creditgate.domain.money import format_micro
@@ -452,14 +451,7 @@ class Engine(ReturnsEngine):
         *,
         dry_run: bool = False,
     ) -> Decision:
-        max_ttl = self.idempotency_ttl_ms // 1000
-        if not 0 <= ttl_seconds <= max_ttl:
-            msg = (
-                f"ttl_seconds must be between 1 and {max_ttl} (the idempotency TTL), or 0 for "
-                f"the default of {self.hold_ttl_ms // 1000}"
-            )
-            raise InvalidArgumentError(msg)
-        ttl_ms = ttl_seconds * 1000 if ttl_seconds else self.hold_ttl_ms
+        ttl_ms = check.hold_ttl_ms(ttl_seconds, self.idempotency_ttl_ms, self.hold_ttl_ms)
         return await self.consume(
             account_id,
             action,

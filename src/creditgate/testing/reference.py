@@ -143,11 +143,7 @@ class ReferenceModel(AdminModel):
         *,
         dry_run: bool = False,
     ) -> Decision:
-        max_ttl = self.idempotency_ttl_ms // 1000
-        if not 0 <= ttl_seconds <= max_ttl:
-            msg = f"ttl_seconds must be between 1 and {max_ttl} (0 for the default)"
-            raise InvalidArgumentError(msg)
-        ttl_ms = ttl_seconds * 1000 if ttl_seconds else self.hold_ttl_ms
+        ttl_ms = check.hold_ttl_ms(ttl_seconds, self.idempotency_ttl_ms, self.hold_ttl_ms)
         return self.consume(
             account_id,
             action,
