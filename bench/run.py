@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import grpc
 import tools
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from creditgate.domain.catalog import load_catalog
@@ -64,10 +66,18 @@ async def provision(url: str, accounts: int) -> dict[str, float]:
     return {"bytes_per_account": (after - middle) / max(accounts, 1), "base": middle - before}
 
 
+# redis-benchmark reads -r with atoi() into an int: 10**12 wrapped to a negative number, which it
+# treats as 0, so every __rand_int__ became 000000000000 and all but the first call were replays.
+RAND_SPACE = 10**9
+
+
 def redis_ceiling(url: str, socket_path: str, accounts: int, runs: int) -> dict[str, float]:
     """EVALSHA of the consume script with the sidecar's own arguments (fresh request ids).
 
-    Each figure is the median of ``runs`` redis-benchmark runs.
+    Each figure is the median of ``runs`` redis-benchmark runs. redis-benchmark draws every
+    ``__rand_int__`` separately, so the request id differs from call to call; in the spread
+    case the account hash and the idempotency record are drawn separately too (same cost).
+    Every run checks that the calls really charged (see ``fresh_fraction``).
     """
 
     async def command(account: str) -> list[str]:
@@ -91,22 +101,54 @@ def redis_ceiling(url: str, socket_path: str, accounts: int, runs: int) -> dict[
         return ["EVALSHA", sha, str(len(keys)), *keys, *map(str, args)]
 
     hot = asyncio.run(command("bench-hot"))
+    # -r bounds every __rand_int__ by the account count here: enough of them make the request id
+    # that 10**12 ids can be drawn.
+    tokens = math.ceil(12 / math.log10(max(accounts, 10)))
     spread = [
-        part.replace("acct-000000000000", "acct-__rand_int__")
+        part.replace("acct-000000000000", "acct-__rand_int__").replace(
+            "b__rand_int__", "b" + "__rand_int__" * tokens
+        )
         for part in asyncio.run(command("acct-000000000000"))
     ]
     cases = {
-        "hot": (hot, 1, 10**12),
-        "hot_pipelined": (hot, 16, 10**12),
+        "hot": (hot, 1, RAND_SPACE),
+        "hot_pipelined": (hot, 16, RAND_SPACE),
         "spread_pipelined": (spread, 16, accounts),
     }
-    return {
-        name: statistics.median(
-            tools.redis_benchmark(socket_path, cmd, pipeline=pipeline, keyspace=keyspace)
-            for _ in range(runs)
-        )
-        for name, (cmd, pipeline, keyspace) in cases.items()
-    }
+    results: dict[str, float] = {}
+    for name, (cmd, pipeline, keyspace) in cases.items():
+        rates, fresh = [], []
+        for _ in range(runs):
+            before = consume_counts(socket_path)
+            rates.append(
+                tools.redis_benchmark(socket_path, cmd, pipeline=pipeline, keyspace=keyspace)
+            )
+            fresh.append(fresh_fraction(before, consume_counts(socket_path)))
+        if min(fresh) < 0.99:
+            msg = f"redis-benchmark {name}: only {min(fresh):.1%} of the calls charged"
+            raise RuntimeError(msg)
+        results[name] = statistics.median(rates)
+        results[f"{name}_fresh"] = min(fresh)
+    return results
+
+
+def consume_counts(socket_path: str) -> tuple[int, int]:
+    """(EVALSHA calls, XADD calls) so far, from redis-server's own command statistics."""
+    with SyncRedis(unix_socket_path=socket_path) as redis:
+        stats = redis.info("commandstats")
+    return (
+        int(stats.get("cmdstat_evalsha", {}).get("calls", 0)),
+        int(stats.get("cmdstat_xadd", {}).get("calls", 0)),
+    )
+
+
+def fresh_fraction(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the EVALSHA calls between two counts that charged.
+
+    Each charge appends one event to the stream; a replayed request id appends none.
+    """
+    calls = after[0] - before[0]
+    return (after[1] - before[1]) / calls if calls else 0.0
 
 
 def postgres_baseline(url: str | None, runs: int) -> dict[str, float | None]:
