@@ -134,21 +134,35 @@ end
 
 for i = 0, NP - 1 do
   local j = 5 + i * 10
-  local id = ARGV[j]
-  local p = {
-    id = id, kind = ARGV[j + 1], period = ARGV[j + 2], amount = tonumber(ARGV[j + 3]),
-    rate = tonumber(ARGV[j + 4]), bs = tonumber(ARGV[j + 5]), bp = tonumber(ARGV[j + 6]),
-    elig = ARGV[j + 8] == '1',
-    b = tonumber(A['b:' .. id]) or 0, r = tonumber(A['r:' .. id]), s = tonumber(A['s:' .. id]) or 0,
-    -- An allowance's debt: this period's use beyond its amount after a plan change to a
-    -- smaller allowance; returns pay it off first, the next reset clears it.
-    o = tonumber(A['o:' .. id]) or 0,
-    c = tonumber(A['c:' .. id]) or tonumber(ARGV[j + 7]),
-  }
+  local id, k = ARGV[j], ARGV[j + 1]
+  -- Only the fields a pool of this kind uses are read (tonumber is strtod, the costliest
+  -- step here); the rest keep neutral values. `o` is an allowance's debt: this period's use
+  -- beyond its amount after a plan change to a smaller allowance; returns pay it off first,
+  -- the next reset clears it.
+  local p = {id = id, kind = k, period = ARGV[j + 2], amount = 0, rate = 0, bs = 0, bp = 0,
+    elig = ARGV[j + 8] == '1', b = 0, s = 0, o = 0, c = -1, en = false}
   local e = A['e:' .. id]
   if e == nil then e = ARGV[j + 9] end
   p.en = e == '1'
-  if p.kind == 'G' then load_lots(p) end
+  if k == 'G' then
+    load_lots(p)
+  else
+    local rate = ARGV[j + 4]
+    if rate ~= '0' then p.rate = tonumber(rate) end
+    if k ~= 'P' then p.b = tonumber(A['b:' .. id]) or 0 end
+    if k ~= 'B' then
+      p.r = tonumber(A['r:' .. id])
+      local o = A['o:' .. id]
+      if o then p.o = tonumber(o) end
+    end
+    if k == 'A' then
+      p.amount = tonumber(ARGV[j + 3])
+    elseif k == 'O' or k == 'P' then
+      p.s = tonumber(A['s:' .. id]) or 0
+      p.c = tonumber(A['c:' .. id]) or tonumber(ARGV[j + 7])
+      if k == 'O' then p.bs, p.bp = tonumber(ARGV[j + 5]), tonumber(ARGV[j + 6]) end
+    end
+  end
   POOLS[i + 1] = p
   BYID[id] = p
 end
