@@ -307,6 +307,11 @@ local function maintain(p)
       end
     end
   elseif k == 'G' then
+    local due = false
+    for _, l in ipairs(p.lots) do
+      if l[3] > 0 and l[3] <= NOW then due = true; break end
+    end
+    if not due then return end
     local kept = {}
     for _, l in ipairs(p.lots) do
       if l[3] > 0 and l[3] <= NOW then
@@ -455,9 +460,14 @@ local function take_lots(p, amt)
       taken[#taken + 1] = {l[1], t, l[3]}
     end
   end
-  local kept = {}
-  for _, l in ipairs(p.lots) do if l[2] > 0 then kept[#kept + 1] = l end end
-  p.lots = kept
+  for _, l in ipairs(p.lots) do
+    if l[2] <= 0 then
+      local kept = {}
+      for _, m in ipairs(p.lots) do if m[2] > 0 then kept[#kept + 1] = m end end
+      p.lots = kept
+      break
+    end
+  end
   return taken
 end
 
