@@ -270,7 +270,7 @@ def account_cost(target: str, pids: list[int], accounts: int, runs: int) -> floa
 
 def _options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--postgres", help="PostgreSQL URL for pgbench (default: local if up)")
