@@ -117,19 +117,34 @@ def redis_ceiling(url: str, socket_path: str, accounts: int, runs: int) -> dict[
     }
     results: dict[str, float] = {}
     for name, (cmd, pipeline, keyspace) in cases.items():
-        rates, fresh = [], []
+        rates, fresh, script_us = [], [], []
         for _ in range(runs):
-            before = consume_counts(socket_path)
+            before, timed = consume_counts(socket_path), evalsha_time(socket_path)
             rates.append(
                 tools.redis_benchmark(socket_path, cmd, pipeline=pipeline, keyspace=keyspace)
             )
             fresh.append(fresh_fraction(before, consume_counts(socket_path)))
+            script_us.append(per_call(timed, evalsha_time(socket_path)))
         if min(fresh) < 0.99:
             msg = f"redis-benchmark {name}: only {min(fresh):.1%} of the calls charged"
             raise RuntimeError(msg)
         results[name] = statistics.median(rates)
         results[f"{name}_fresh"] = min(fresh)
+        results[f"{name}_script_us"] = statistics.median(script_us)
     return results
+
+
+def evalsha_time(socket_path: str) -> tuple[int, int]:
+    """(EVALSHA calls, microseconds redis-server spent in them) so far."""
+    with SyncRedis(unix_socket_path=socket_path) as redis:
+        stats = redis.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
+def per_call(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Microseconds per EVALSHA between two ``evalsha_time`` readings."""
+    calls = after[0] - before[0]
+    return (after[1] - before[1]) / calls if calls else 0.0
 
 
 def consume_counts(socket_path: str) -> tuple[int, int]:
@@ -192,14 +207,20 @@ def measure_levels(
     body: bytes,
     runs: int,
     seconds: float,
+    socket_path: str,
 ) -> dict[int, dict[str, object]]:
-    """h2load on each server at each level, in turns; medians and pair-by-pair ratios."""
+    """h2load on each server at each level, in turns; medians and pair-by-pair ratios.
+
+    For the sidecar it also reads how long redis-server spent inside EVALSHA per call.
+    """
     levels: dict[int, dict[str, object]] = {}
     for inflight, (conns, streams) in LEVELS.items():
         print(f"h2load at {inflight} in flight ...", file=sys.stderr)
         loads: dict[str, list[tools.Load]] = {name: [] for name in servers}
+        script_us: list[float] = []
         for _ in range(runs):
             for name, (target, pids, redis_pid) in servers.items():
+                before = evalsha_time(socket_path)
                 loads[name].append(
                     tools.h2load(
                         target,
@@ -212,12 +233,15 @@ def measure_levels(
                         redis_pid=redis_pid,
                     )
                 )
+                if name == "sidecar":
+                    script_us.append(per_call(before, evalsha_time(socket_path)))
         pairs = list(zip(loads["floor"], loads["ping"], loads["sidecar"], strict=True))
         levels[inflight] = {
             **{name: tools.median_load(runs_) for name, runs_ in loads.items()},
             "ratio": statistics.median(s.rps / f.rps for f, _, s in pairs),
             "ping_ratio": statistics.median(p.rps / f.rps for f, p, _ in pairs),
             "p50_ratio": statistics.median(s.p50_ms / f.p50_ms for f, _, s in pairs),
+            "script_us": statistics.median(script_us),
         }
     return levels
 
@@ -350,7 +374,7 @@ def main() -> int:
                 "ping": (ping_target, [ping.pid], rd.pid),
                 "sidecar": (side_target, [side.pid], rd.pid),
             }
-            levels = measure_levels(servers, body, opts.runs, opts.seconds)
+            levels = measure_levels(servers, body, opts.runs, opts.seconds, socket_path)
             print("batch ...", file=sys.stderr)
             batch_runs = [
                 tools.h2load(

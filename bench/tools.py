@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
 
 ROOT = Path(__file__).resolve().parent.parent
+WARM_UP_S = 1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 TOOLS = {
     "h2load": "nghttp2-client",
@@ -112,6 +113,13 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, busy + idle) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / CLOCK_TICKS, sum(fields) / CLOCK_TICKS
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -128,14 +136,28 @@ class Load:
     requests: int
     cpu_s: float = 0.0
     redis_cpu_s: float = 0.0
+    machine_busy_s: float = 0.0  # every process on the machine, h2load included
+    machine_s: float = 0.0  # busy + idle, all cores
+
+    def _per_request(self, seconds: float) -> float:
+        return seconds / self.requests * 1e6 if self.requests else 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
-        return self.cpu_s / self.requests * 1e6 if self.requests else 0.0
+        return self._per_request(self.cpu_s)
 
     @property
     def redis_us_per_request(self) -> float:
-        return self.redis_cpu_s / self.requests * 1e6 if self.requests else 0.0
+        return self._per_request(self.redis_cpu_s)
+
+    @property
+    def machine_us_per_request(self) -> float:
+        return self._per_request(self.machine_busy_s)
+
+    @property
+    def machine_busy(self) -> float:
+        """Share of the machine's CPU time that was busy during the run."""
+        return self.machine_busy_s / self.machine_s if self.machine_s else 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -156,22 +178,28 @@ def h2load(
     pids: list[int],
     redis_pid: int | None = None,
 ) -> Load:
-    """Drive ``path`` with h2load for ``seconds`` (after a 1 s warm-up); latencies from its log.
+    """Drive ``path`` with h2load for ``seconds`` after a warm-up; latencies from its log.
 
-    CPU is that of ``pids`` (the server) and, separately, of ``redis_pid``, over the whole run.
+    CPU is that of ``pids`` (the server), separately of ``redis_pid``, and of the whole machine,
+    sampled over h2load's measured period (from the end of its warm-up to its exit), the same
+    period its request count and log cover.
     """
+
+    def sample() -> tuple[float, float, float, float]:
+        busy, total = machine_cpu()
+        redis = cpu_seconds([redis_pid]) if redis_pid else 0.0
+        return cpu_seconds(pids), redis, busy, total
+
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp) / "body", Path(tmp) / "log"
         data.write_bytes(body)
-        cpu0 = cpu_seconds(pids)
-        redis0 = cpu_seconds([redis_pid]) if redis_pid else 0.0
-        out = subprocess.run(
+        proc = subprocess.Popen(
             [
                 "h2load",
                 "-D",
                 str(round(seconds)),
                 "--warm-up-time",
-                "1",
+                str(WARM_UP_S),
                 "-c",
                 str(clients),
                 "-m",
@@ -186,22 +214,23 @@ def h2load(
                 "te: trailers",
                 f"http://{target}{path}",
             ],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            check=False,
         )
-        cpu = cpu_seconds(pids) - cpu0
-        redis_cpu = cpu_seconds([redis_pid]) - redis0 if redis_pid else 0.0
-        if out.returncode != 0:
-            msg = f"h2load exited {out.returncode}: {out.stdout[-1500:]} {out.stderr[-500:]}"
+        time.sleep(WARM_UP_S)
+        before = sample()
+        stdout, stderr = proc.communicate()
+        cpu, redis_cpu, busy, machine = (b - a for a, b in zip(before, sample(), strict=True))
+        if proc.returncode != 0:
+            msg = f"h2load exited {proc.returncode}: {stdout[-1500:]} {stderr[-500:]}"
             raise RuntimeError(msg)
-        lines = [line.split("\t") for line in log.read_text().splitlines() if line]
-        start = int(lines[0][0]) + 1_000_000 if lines else 0  # leave out the warm-up second
-        times = [int(f[2]) / 1000 for f in lines if int(f[0]) >= start]
-    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", out.stdout)
-    rate = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out.stdout)
+        # The log holds the measured requests only (not the warm-up's).
+        times = [int(line.split("\t")[2]) / 1000 for line in log.read_text().splitlines() if line]
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", stdout)
+    rate = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", stdout)
     if done is None or rate is None or done.group(1) != done.group(2):
-        msg = f"h2load failed or had errors:\n{out.stdout[-2000:]}"
+        msg = f"h2load failed or had errors:\n{stdout[-2000:]}"
         raise RuntimeError(msg)
     return Load(
         float(rate.group(1)),
@@ -211,6 +240,8 @@ def h2load(
         int(done.group(1)),
         cpu,
         redis_cpu,
+        busy,
+        machine,
     )
 
 
@@ -224,6 +255,8 @@ def median_load(runs: list[Load]) -> Load:
         int(statistics.median(r.requests for r in runs)),
         statistics.median(r.cpu_s for r in runs),
         statistics.median(r.redis_cpu_s for r in runs),
+        statistics.median(r.machine_busy_s for r in runs),
+        statistics.median(r.machine_s for r in runs),
     )
 
 
