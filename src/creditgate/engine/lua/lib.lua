@@ -144,11 +144,11 @@ for i = 0, NP - 1 do
   local e = A['e:' .. id]
   if e == nil then e = ARGV[j + 9] end
   p.en = e == '1'
+  local rate = ARGV[j + 4]
+  if rate ~= '0' then p.rate = tonumber(rate) end
   if k == 'G' then
     load_lots(p)
   else
-    local rate = ARGV[j + 4]
-    if rate ~= '0' then p.rate = tonumber(rate) end
     if k ~= 'P' then p.b = tonumber(A['b:' .. id]) or 0 end
     if k ~= 'B' then
       p.r = tonumber(A['r:' .. id])
