@@ -51,6 +51,7 @@ class EngineCore:
         idempotency_ttl_ms: int = DAY_MS,
         hold_ttl_ms: int = 300_000,
         fast: FastRedis | None = None,
+        lua_fast_path: bool = True,
     ) -> None:
         self.redis = redis
         self.catalog = catalog
@@ -59,7 +60,7 @@ class EngineCore:
         self.idempotency_ttl_ms = idempotency_ttl_ms
         self.hold_ttl_ms = hold_ttl_ms
         self._clock = "1" if test_clock else "0"
-        self._scripts = Scripts(redis)
+        self._scripts = Scripts(redis, fast_path=lua_fast_path)
         self._plans: dict[str, str] = {}
         self.fast = fast
         self._consume_args: dict[tuple[object, ...], tuple[Args, Price | None, bytes]] = {}

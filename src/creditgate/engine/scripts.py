@@ -1,5 +1,8 @@
 """Loads each Lua script once (lib.lua prelude + the operation) and registers it with Redis.
 
+consume starts with consume_fast.lua, which answers the common allowed charge before the prelude
+is built and otherwise falls through to lib.lua + consume.lua.
+
 redis-py's Script objects call EVALSHA and reload the script on NOSCRIPT, so a Redis restart or
 failover needs nothing from us.
 """
@@ -14,21 +17,28 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 
-def script_source(name: str) -> str:
-    """The full text Redis runs for one operation."""
+# Operations whose common case has a fast path of its own, run before the prelude is built.
+_FAST_PATHS = {"consume": "consume_fast"}
+
+
+def script_source(name: str, *, fast_path: bool = True) -> str:
+    """The full text Redis runs for one operation: [its fast path,] lib.lua, the operation.
+
+    ``fast_path=False`` leaves the fast path out (the general path alone answers everything);
+    the tests compare the two.
+    """
     lua = files("creditgate.engine") / "lua"
-    return (
-        (lua / "lib.lua").read_text(encoding="utf-8")
-        + "\n"
-        + (lua / f"{name}.lua").read_text(encoding="utf-8")
+    parts = [_FAST_PATHS[name]] if fast_path and name in _FAST_PATHS else []
+    return "\n".join(
+        (lua / f"{part}.lua").read_text(encoding="utf-8") for part in [*parts, "lib", name]
     )
 
 
 class Scripts:
     """One registered script per operation."""
 
-    def __init__(self, redis: Redis) -> None:
-        self.consume = self._register(redis, "consume")
+    def __init__(self, redis: Redis, *, fast_path: bool = True) -> None:
+        self.consume = redis.register_script(script_source("consume", fast_path=fast_path))
         self.settle = self._register(redis, "settle")
         self.release = self._register(redis, "release")
         self.refund = self._register(redis, "refund")
