@@ -116,12 +116,15 @@ def redis_ceiling(url: str, socket_path: str, accounts: int, runs: int) -> dict[
         "spread_pipelined": (spread, 16, accounts),
     }
     results: dict[str, float] = {}
-    for name, (cmd, pipeline, keyspace) in cases.items():
+    for case, (name, (cmd, pipeline, keyspace)) in enumerate(cases.items()):
         rates, fresh, script_us = [], [], []
-        for _ in range(runs):
+        for run in range(runs):
+            # redis-benchmark seeds random() with time ^ pid, which two runs can share: a run
+            # of its own in every request id keeps one run from replaying another's ids.
+            ids = [part.replace("b__rand_int__", f"b{case}{run}x__rand_int__") for part in cmd]
             before, timed = consume_counts(socket_path), evalsha_time(socket_path)
             rates.append(
-                tools.redis_benchmark(socket_path, cmd, pipeline=pipeline, keyspace=keyspace)
+                tools.redis_benchmark(socket_path, ids, pipeline=pipeline, keyspace=keyspace)
             )
             fresh.append(fresh_fraction(before, consume_counts(socket_path)))
             script_us.append(per_call(timed, evalsha_time(socket_path)))
