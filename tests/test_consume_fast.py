@@ -14,7 +14,6 @@ fixed cases at the end pin down when the fast path answers and when it must decl
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 from typing import TYPE_CHECKING, Any
@@ -22,9 +21,8 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
-from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.domain.catalog import CatalogConfig, compile_catalog
 from creditgate.domain.errors import CreditgateError
@@ -40,10 +38,14 @@ from test_properties import (
     Pair,
     _ops,
     _plain,
+    _runner_for,
+    sequences,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from redis.asyncio import Redis as AsyncRedis
 
 EXAMPLES = 60
 FAST, GENERAL = KeySpace("fast", 1), KeySpace("general", 1)
@@ -271,8 +273,7 @@ def _run(redis_url: str, catalog_name: str, data: st.DataObject) -> None:
             label="ops",
         )
     start = data.draw(st.sampled_from(STARTS), label="start")
-    runner = asyncio.Runner(loop_factory=asyncio.new_event_loop)
-    client = runner.run(_connect(redis_url))
+    runner, client = _runner_for(redis_url)
     try:
         runner.run(client.flushdb())
         engines = (
@@ -291,17 +292,8 @@ def _run(redis_url: str, catalog_name: str, data: st.DataObject) -> None:
         runner.close()
 
 
-async def _connect(redis_url: str) -> AsyncRedis:
-    return AsyncRedis.from_url(redis_url)
-
-
 @pytest.mark.parametrize("catalog_name", ["demo", "test", "small"])
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    report_multiple_bugs=False,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@sequences(EXAMPLES)
 @given(data=st.data())
 def test_fast_path_writes_what_the_general_path_writes(
     redis_url: str, catalog_name: str, data: st.DataObject

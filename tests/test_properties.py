@@ -456,13 +456,18 @@ def _run_examples(redis_url: str, catalog_name: str, data: st.DataObject) -> Non
         runner.close()
 
 
+def sequences(examples: int) -> settings:
+    """Hypothesis settings for tests that run random operation sequences on a real Redis."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        report_multiple_bugs=False,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
 @pytest.mark.parametrize("catalog_name", ["demo", "test"])
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    report_multiple_bugs=False,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@sequences(EXAMPLES)
 @given(data=st.data())
 def test_engine_matches_reference_model(
     redis_url: str, catalog_name: str, data: st.DataObject
