@@ -165,6 +165,7 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         ".venv/bin/python bench/run.py --soak 600   # plus a 10-minute memory soak",
         ".venv/bin/python bench/run.py --report-only # rewrite this file from BENCHMARKS.json",
         ".venv/bin/python bench/script_cost.py       # the consume script in instructions",
+        ".venv/bin/python bench/script_cost.py --general   # its general path alone",
         "```",
         "",
         "`make bench` installs the load tools from Debian's packages when it runs as root. It",

@@ -104,7 +104,7 @@ def process(
 
 
 def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of the processes and their children so far."""
+    """User + system CPU time of the processes so far (their own threads, not their children)."""
     total = 0
     for pid in pids:
         with contextlib.suppress(FileNotFoundError):
