@@ -8,6 +8,7 @@ on the same data directory must find the data again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from creditgate.v1 import quota_pb2, quota_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,6 +77,7 @@ class Served:
 
     data_dir: Path
     port: int = field(default_factory=_free_port)
+    processes: int = 1
     process: subprocess.Popen[bytes] | None = None
     returncode: int | None = None
     stop_seconds: float | None = None
@@ -108,7 +112,7 @@ class Served:
                     self.target,
                 ],
                 cwd=ROOT,
-                env=_env(self.data_dir),
+                env=_env(self.data_dir) | {"CREDITGATE_PROCESSES": str(self.processes)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -337,3 +341,92 @@ def test_balance_after_restart_lists_the_pools(restarted: Served) -> None:
     """`balance` right after a restart shows every pool with its balance."""
     integration = pool(cli(restarted.target, "balance", "demo-zite-pro"), "integration")
     assert int(integration["balance"]) == 50_000 * MICRO
+
+
+# --- several server processes on one port --------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in children.read_text().split()] if children.exists() else []
+
+
+ESTABLISHED, LISTEN = "01", "0A"  # TCP states as /proc/net/tcp writes them
+
+
+def _sockets(pid: int, port: int, state: str) -> int:
+    """TCP sockets on local ``port`` in ``state`` that process ``pid`` holds."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            link = str(fd.readlink())
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local_port = int(fields[1].rsplit(":", 1)[1], 16)
+            if local_port == port and fields[3] == state and fields[9] in inodes:
+                count += 1
+    return count
+
+
+@pytest.fixture
+def served_twice(tmp_path: Path) -> Iterator[Served]:
+    """The sidecar with CREDITGATE_PROCESSES=2."""
+    server = Served(tmp_path, processes=2)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_two_processes_share_the_port_and_both_answer(served_twice: Served) -> None:
+    """The second process serves the same port: connections land on both, and all answer."""
+    assert served_twice.process is not None
+    parent = served_twice.process.pid
+    (child,) = _children(parent)
+    for _ in range(READY_TRIES):  # the second process listens a moment after the first
+        if _sockets(child, served_twice.port, LISTEN):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail(f"the second process never listened:\n{served_twice.log_tail()}")
+    channels = [
+        grpc.insecure_channel(served_twice.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(16)
+    ]
+    try:
+        for i, channel in enumerate(channels):
+            stub = quota_pb2_grpc.QuotaServiceStub(channel)
+            decision = stub.CheckAndConsume(
+                quota_pb2.CheckAndConsumeRequest(
+                    account_id="demo-zite-pro",
+                    action="zite.email.send",
+                    quantity=1,
+                    request_id=f"two-{i}",
+                ),
+                timeout=10,
+            )
+            assert decision.allowed
+        spread = [_sockets(pid, served_twice.port, ESTABLISHED) for pid in (parent, child)]
+    finally:
+        for channel in channels:
+            channel.close()
+    assert sum(spread) == len(channels)
+    assert min(spread) > 0, spread
+    served_twice.stop()
+    assert served_twice.returncode == 0, served_twice.log_tail()
+    assert not Path(f"/proc/{child}").exists()
+
+
+def test_a_server_process_that_dies_stops_the_sidecar(served_twice: Served) -> None:
+    """A second process killed: the first stops too and exits 1, for a supervisor to see."""
+    assert served_twice.process is not None
+    (child,) = _children(served_twice.process.pid)
+    os.kill(child, signal.SIGKILL)
+    served_twice.returncode = served_twice.process.wait(timeout=STOP_SECONDS + 5)
+    assert served_twice.returncode == 1
+    assert "exited" in served_twice.log_tail()

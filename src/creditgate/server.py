@@ -10,7 +10,10 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from creditgate import metrics
 from creditgate.domain.catalog import Catalog, load_catalog
+from creditgate.domain.errors import ConfigError
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.fastpath import FastRedis
@@ -116,9 +120,15 @@ async def _watch_redis(redis: Redis, health: HealthServicer) -> None:
         await asyncio.sleep(_HEALTH_PERIOD_S)
 
 
-async def build_server(engine: Engine, listen: str) -> tuple[grpc.aio.Server, HealthServicer, int]:
-    """A started-ready (not yet started) server; returns it, its health servicer and the port."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+async def build_server(
+    engine: Engine, listen: str, *, reuse_port: bool = False
+) -> tuple[grpc.aio.Server, HealthServicer, int]:
+    """A started-ready (not yet started) server; returns it, its health servicer and the port.
+
+    ``reuse_port`` lets the other server processes of one sidecar bind the same port; off, a
+    second server on a taken port fails instead of silently sharing it.
+    """
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     messages = _messages()
     add_service(
         server,
@@ -178,6 +188,67 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[No
         await store.close()
 
 
+class ServerProcesses:
+    """The other server processes of a sidecar run with CREDITGATE_PROCESSES above 1.
+
+    Each is ``python -m creditgate serve`` on the same port (SO_REUSEPORT, so the kernel spreads
+    connections over them) and the same Redis, ledger and catalog, without the ledger worker,
+    migrations or demo accounts, which stay with the first process. If one exits on its own, the
+    first process stops the others and itself and exits 1, for the supervisor to restart.
+    """
+
+    def __init__(self, settings: Settings, backends: Backends) -> None:
+        redis_url = backends.embedded.url if backends.embedded else settings.redis_url
+        self._env = {
+            **os.environ,
+            "CREDITGATE_REDIS_URL": redis_url,
+            "CREDITGATE_LEDGER_URL": settings.ledger(),
+            "CREDITGATE_RUN_WORKER": "false",
+            "CREDITGATE_MIGRATE_ON_START": "false",
+            "CREDITGATE_LISTEN": settings.listen,
+            "CREDITGATE_CONFIG": str(settings.config),
+            "CREDITGATE_TEST_CLOCK": "true" if settings.test_clock else "false",
+            "CREDITGATE_PROCESSES": str(settings.processes),
+        }
+        self._count = settings.processes - 1
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
+        self.failed = False
+        self._watchers: list[asyncio.Task[None]] = []
+
+    def start(self, stop: asyncio.Event) -> None:
+        for index in range(1, self._count + 1):
+            env = {**self._env, "CREDITGATE_PROCESS_INDEX": str(index)}
+            proc = subprocess.Popen([sys.executable, "-m", "creditgate", "serve"], env=env)
+            self.procs.append(proc)
+            self._watchers.append(asyncio.create_task(self._watch(proc, stop)))
+        log.info("started %d more server processes: %s", self._count, [p.pid for p in self.procs])
+
+    async def _watch(self, proc: subprocess.Popen[bytes], stop: asyncio.Event) -> None:
+        code = await asyncio.to_thread(proc.wait)
+        if not self._stopping:
+            log.error("server process %d exited (%s): stopping the sidecar", proc.pid, code)
+            self.failed = True
+            stop.set()
+
+    def terminate(self) -> None:
+        self._stopping = True
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    async def wait(self, seconds: float) -> None:
+        """Wait for every process to end; kill what is still running after ``seconds``."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*self._watchers), seconds)
+        except TimeoutError:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    log.warning("server process %d did not stop: killing it", proc.pid)
+                    proc.kill()
+            await asyncio.gather(*self._watchers)
+
+
 async def serve(settings: Settings, *, demo: bool = False) -> None:
     """Run the sidecar until a termination signal."""
     async with open_backends(settings) as backends, ledger_for(settings, backends):
@@ -186,9 +257,15 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             from creditgate.demo import provision  # noqa: PLC0415
 
             await provision(backends.engine)
-        server, health, port = await build_server(backends.engine, settings.listen)
+        shared = settings.processes > 1
+        if shared and settings.listen.rsplit(":", 1)[-1] == "0":
+            msg = "CREDITGATE_PROCESSES above 1 needs a fixed port in CREDITGATE_LISTEN, not :0"
+            raise ConfigError(msg)
+        server, health, port = await build_server(
+            backends.engine, settings.listen, reuse_port=shared
+        )
         if settings.metrics_port:
-            start_http_server(settings.metrics_port)
+            start_http_server(settings.metrics_port + settings.process_index)
         await server.start()
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again under load.
@@ -206,8 +283,19 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        others = (
+            ServerProcesses(settings, backends) if shared and not settings.process_index else None
+        )
+        if others is not None:
+            others.start(stop)
         await stop.wait()
         log.info("stopping: draining for up to %.1f s", settings.grace_seconds)
         watcher.cancel()
+        if others is not None:
+            others.terminate()
         await health.enter_graceful_shutdown()
         await server.stop(settings.grace_seconds)
+        if others is not None:
+            await others.wait(settings.grace_seconds + 5)
+            if others.failed:
+                raise SystemExit(1)

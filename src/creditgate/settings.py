@@ -23,6 +23,17 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     uvloop: bool = Field(default=True, description="run the event loop on uvloop")
     grace_seconds: float = Field(5.0, ge=0, description="drain time for in-flight RPCs on stop")
+    processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="server processes sharing the listen port (SO_REUSEPORT); the first one "
+        "also runs embedded Redis, the ledger worker and --demo, and process i serves "
+        "/metrics on metrics_port + i",
+    )
+    process_index: int = Field(
+        0, ge=0, lt=64, description="set by the first process for the others it starts"
+    )
     # --- Redis ---------------------------------------------------------------------------
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",
