@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -246,6 +247,12 @@ def measure_levels(
             "p50_ratio": statistics.median(s.p50_ms / f.p50_ms for f, _, s in pairs),
             "script_us": statistics.median(script_us),
         }
+        if "sidecars" in loads:
+            many = list(zip(loads["floor"], loads["sidecars"], strict=True))
+            levels[inflight] |= {
+                "many_ratio": statistics.median(m.rps / f.rps for f, m in many),
+                "many_p50_ratio": statistics.median(m.p50_ms / f.p50_ms for f, m in many),
+            }
     return levels
 
 
@@ -273,6 +280,18 @@ def warm_up(target: str, accounts: int) -> None:
             )
 
 
+def processes_of(pid: int, expected: int) -> list[int]:
+    """The pids of a sidecar run with CREDITGATE_PROCESSES=``expected``, once all are up."""
+    for _ in range(100):
+        family = tools.family(pid)
+        if len(family) == expected:
+            time.sleep(1)  # the others serve a moment after they start
+            return family
+        time.sleep(0.1)
+    msg = f"{len(tools.family(pid))} sidecar processes, not {expected}"
+    raise RuntimeError(msg)
+
+
 def account_cost(target: str, pids: list[int], accounts: int, runs: int) -> float:
     """Median server CPU microseconds per decision under bench/load.py."""
     costs = []
@@ -298,6 +317,12 @@ def account_cost(target: str, pids: list[int], accounts: int, runs: int) -> floa
 def _options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="CREDITGATE_PROCESSES of the second sidecar measured (default: one per core)",
+    )
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--postgres", help="PostgreSQL URL for pgbench (default: local if up)")
@@ -363,19 +388,28 @@ def main() -> int:
                 * 100
             )
         )
+        many_target = f"127.0.0.1:{tools.free_port()}"
+        many_env = env | {
+            "CREDITGATE_LISTEN": many_target,
+            "CREDITGATE_PROCESSES": str(opts.processes),
+        }
         with (
             tools.process(floor_cmd) as floor,
             tools.process(ping_cmd) as ping,
             tools.process(side_cmd, env) as side,
+            tools.process(side_cmd, many_env) as many,
         ):
             for target in (floor_target, ping_target):
                 with grpc.insecure_channel(target) as ch:
                     grpc.channel_ready_future(ch).result(timeout=30)
             tools.wait_serving(side_target)
+            tools.wait_serving(many_target)
+            family = processes_of(many.pid, opts.processes)
             servers = {
                 "floor": (floor_target, [floor.pid], None),
                 "ping": (ping_target, [ping.pid], rd.pid),
                 "sidecar": (side_target, [side.pid], rd.pid),
+                "sidecars": (many_target, family, rd.pid),
             }
             levels = measure_levels(servers, body, opts.runs, opts.seconds, socket_path)
             print("batch ...", file=sys.stderr)
@@ -402,6 +436,7 @@ def main() -> int:
     print("pgbench ...", file=sys.stderr)
     pg = postgres_baseline(find_postgres(opts.postgres), opts.runs)
     results.update(
+        processes=opts.processes,
         levels=levels,
         batch=batch_rate,
         hot_cost=hot_cost,

@@ -113,6 +113,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def family(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        children = Path(f"/proc/{pids[i]}/task/{pids[i]}/children")
+        with contextlib.suppress(FileNotFoundError):
+            pids += [int(c) for c in children.read_text().split()]
+        i += 1
+    return pids
+
+
 def machine_cpu() -> tuple[float, float]:
     """(busy, busy + idle) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
