@@ -239,14 +239,15 @@ class ServerProcesses:
 
     async def wait(self, seconds: float) -> None:
         """Wait for every process to end; kill what is still running after ``seconds``."""
-        try:
-            await asyncio.wait_for(asyncio.gather(*self._watchers), seconds)
-        except TimeoutError:
+        if not self._watchers:
+            return
+        _, running = await asyncio.wait(self._watchers, timeout=seconds)
+        if running:
             for proc in self.procs:
                 if proc.poll() is None:
                     log.warning("server process %d did not stop: killing it", proc.pid)
                     proc.kill()
-            await asyncio.gather(*self._watchers)
+            await asyncio.wait(running)
 
 
 async def serve(settings: Settings, *, demo: bool = False) -> None:
