@@ -52,7 +52,7 @@ bench: venv proto  ## measure against the grpc floor, Redis and PostgreSQL (BENC
 lint: venv proto  ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy src
+	$(BIN)/mypy src bench
 
 fmt: venv  ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

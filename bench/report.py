@@ -27,6 +27,25 @@ def save(r: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
 
 
+def _spread(levels: dict[int, dict[str, Any]], runs: int) -> list[str]:
+    """How often SO_REUSEPORT left a process without any connection, level by level."""
+    counts = [
+        f"{level['lopsided']} of {runs} runs at {inflight} in flight "
+        f"({level['connections']} connections)"
+        for inflight, level in levels.items()
+        if "lopsided" in level and level["connections"] > 1
+    ]
+    if not counts:
+        return []
+    return [
+        "",
+        "The kernel places each connection on one process (SO_REUSEPORT hashes the",
+        "connection's addresses), never single requests, so with few connections a process",
+        "can be left without any and the sidecar serves as one process. That happened in",
+        "; ".join(counts) + ".",
+    ]
+
+
 def load(path: Path) -> dict[str, Any]:
     raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     raw["levels"] = {
@@ -154,6 +173,7 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
             "that many server processes on one port (SO_REUSEPORT), one per core. Its CPU",
             "columns add up all of them. The batch, the per-account cost and the soak below run",
             "on the one-process sidecar.",
+            *_spread(levels, r["runs"]),
         ]
     lines += [
         "",

@@ -252,6 +252,9 @@ def measure_levels(
             levels[inflight] |= {
                 "many_ratio": statistics.median(m.rps / f.rps for f, m in many),
                 "many_p50_ratio": statistics.median(m.p50_ms / f.p50_ms for f, m in many),
+                # Runs in which at least one process got no connection at all.
+                "lopsided": sum(1 for m in loads["sidecars"] if m.idle_processes),
+                "connections": conns,
             }
     return levels
 

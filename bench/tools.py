@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent.parent
 WARM_UP_S = 1
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+IDLE_SHARE = 0.05  # a server process under this share of the CPU of all of them did no work
 TOOLS = {
     "h2load": "nghttp2-client",
     "redis-benchmark": "redis-tools",
@@ -149,6 +150,10 @@ class Load:
     redis_cpu_s: float = 0.0
     machine_busy_s: float = 0.0  # every process on the machine, h2load included
     machine_s: float = 0.0  # busy + idle, all cores
+    # Server processes that did (almost) no work during the run: with several processes on one
+    # port, the kernel placed no connection on them (SO_REUSEPORT spreads connections, not
+    # requests). Always 0 for a one-process server.
+    idle_processes: int = 0
 
     def _per_request(self, seconds: float) -> float:
         return seconds / self.requests * 1e6 if self.requests else 0.0
@@ -201,6 +206,8 @@ def h2load(
         redis = cpu_seconds([redis_pid]) if redis_pid else 0.0
         return cpu_seconds(pids), redis, busy, total
 
+    each_before = [cpu_seconds([pid]) for pid in pids]
+
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp) / "body", Path(tmp) / "log"
         data.write_bytes(body)
@@ -233,6 +240,7 @@ def h2load(
         before = sample()
         stdout, stderr = proc.communicate()
         cpu, redis_cpu, busy, machine = (b - a for a, b in zip(before, sample(), strict=True))
+        each = [cpu_seconds([pid]) - a for pid, a in zip(pids, each_before, strict=True)]
         if proc.returncode != 0:
             msg = f"h2load exited {proc.returncode}: {stdout[-1500:]} {stderr[-500:]}"
             raise RuntimeError(msg)
@@ -253,6 +261,7 @@ def h2load(
         redis_cpu,
         busy,
         machine,
+        sum(1 for c in each if c < IDLE_SHARE * cpu) if len(pids) > 1 else 0,
     )
 
 
@@ -268,6 +277,7 @@ def median_load(runs: list[Load]) -> Load:
         statistics.median(r.redis_cpu_s for r in runs),
         statistics.median(r.machine_busy_s for r in runs),
         statistics.median(r.machine_s for r in runs),
+        max(r.idle_processes for r in runs),
     )
 
 
