@@ -29,14 +29,14 @@ from creditgate.domain.catalog import load_catalog
 from creditgate.domain.results import Decision
 from creditgate.embedded import find_redis_server
 from creditgate.engine import Engine, KeySpace
-from creditgate.engine.scripts import script_source
+from creditgate.engine.scripts import HEAD, script_source
 
 
 def _control(action: str, pid: int) -> None:
     subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
-async def _drive(url: str, source: str, pid: int, calls: int) -> None:
+async def _drive(url: str, source: str, pid: int, calls: int, quantity: int) -> None:
     await provision(url, 0)
     redis = Redis.from_url(url)
     engine = Engine(redis, load_catalog(CATALOG), keys=KeySpace("cg", 1))
@@ -49,14 +49,15 @@ async def _drive(url: str, source: str, pid: int, calls: int) -> None:
         pipe = redis.pipeline(transaction=False)
         for _ in range(n):
             call = engine._prepare(
-                "bench-hot", "agent.message", 1, ATTRS, "", dry_run=False, hold_ttl_ms=None
+                "bench-hot", "agent.message", quantity, ATTRS, "", dry_run=False, hold_ttl_ms=None
             )
             if isinstance(call, Decision):
                 raise TypeError(call.message)
             keys, args = engine._keys(call), engine._build(call, plan)
             pipe.evalsha(sha, len(keys), *keys, *args)
         replies = await pipe.execute()
-        if replies[-1] != 1 and replies[-1][:2] != [b"OK", 1]:
+        expected = [b"OK", 1] if quantity == 1 else [b"OK", 0]  # allowed, or denied
+        if replies[-1] != 1 and replies[-1][:2] != expected:
             msg = f"unexpected reply: {replies[-1]!r}"
             raise RuntimeError(msg)
 
@@ -68,7 +69,7 @@ async def _drive(url: str, source: str, pid: int, calls: int) -> None:
     await redis.aclose()
 
 
-def measure(source: str, calls: int) -> float:
+def measure(source: str, calls: int, quantity: int = 1) -> float:
     """Instructions per EVALSHA of ``source`` (consume's keys and arguments)."""
     with tempfile.TemporaryDirectory() as tmp:
         sock, out = Path(tmp) / "r.sock", Path(tmp) / "callgrind.out"
@@ -88,7 +89,7 @@ def measure(source: str, calls: int) -> float:
             deadline = time.monotonic() + 60
             while not sock.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
-            asyncio.run(_drive(f"unix://{sock}", source, proc.pid, calls))
+            asyncio.run(_drive(f"unix://{sock}", source, proc.pid, calls, quantity))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -109,17 +110,25 @@ def main() -> int:
         action="store_true",
         help="the general path alone: consume without consume_fast.lua",
     )
+    parser.add_argument(
+        "--quantity",
+        type=int,
+        default=1,
+        help="units per call; 1 is allowed, a quantity beyond every pool (10**9) is denied",
+    )
     opts = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
         return 2
     if opts.lua:
         parts = ["consume_fast.lua", "lib.lua", "consume.lua"]
-        source = "\n".join((opts.lua / n).read_text() for n in parts if (opts.lua / n).exists())
+        source = "\n".join(
+            [HEAD, *((opts.lua / n).read_text() for n in parts if (opts.lua / n).exists())]
+        )
     else:
         source = script_source("consume", fast_path=not opts.general)
-    script = measure(source, opts.calls)
-    base = measure("return 1", opts.calls)
+    script = measure(source, opts.calls, opts.quantity)
+    base = measure("return 1", opts.calls, opts.quantity)
     print(
         f"consume: {script:,.0f} instructions per call in redis-server; "
         f"an EVALSHA that only returns 1: {base:,.0f}; the script's own: {script - base:,.0f}"

@@ -28,6 +28,7 @@ from creditgate.domain.money import (
     money_floor,
     to_micro,
 )
+from creditgate.engine.scripts import HEAD
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -181,7 +182,7 @@ def lua_helpers(redis_url: str) -> Iterator[LuaHelpers]:
     """lib.lua's helpers as one EVAL-able function of (meter, rate, money)."""
     client = Redis.from_url(redis_url)
     lib = (files("creditgate.engine") / "lua" / "lib.lua").read_text(encoding="utf-8")
-    script = client.register_script(lib + _LUA_PROBE)
+    script = client.register_script(f"{HEAD}\n{lib}{_LUA_PROBE}")
 
     def run(meter: int, rate: int, money: int) -> list[int]:
         # KEYS[1] is read as an account hash; ARGV[1..4] are the common header with no pools.

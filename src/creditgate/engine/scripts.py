@@ -1,7 +1,7 @@
 """Loads each Lua script once (lib.lua prelude + the operation) and registers it with Redis.
 
 consume starts with consume_fast.lua, which answers the common allowed charge before the prelude
-is built and otherwise falls through to lib.lua + consume.lua.
+is built and otherwise falls through to lib.lua + consume.lua, handing over what it read (PRE).
 
 redis-py's Script objects call EVALSHA and reload the script on NOSCRIPT, so a Redis restart or
 failover needs nothing from us.
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 # Operations whose common case has a fast path of its own, run before the prelude is built.
 _FAST_PATHS = {"consume": "consume_fast"}
+# The first line of every script: what a fast path read before falling through to the general
+# path (nil when there is no fast path or it did not run), so lib.lua reads nothing twice.
+HEAD = "local PRE"
 
 
 def script_source(name: str, *, fast_path: bool = True) -> str:
@@ -30,7 +33,8 @@ def script_source(name: str, *, fast_path: bool = True) -> str:
     lua = files("creditgate.engine") / "lua"
     parts = [_FAST_PATHS[name]] if fast_path and name in _FAST_PATHS else []
     return "\n".join(
-        (lua / f"{part}.lua").read_text(encoding="utf-8") for part in [*parts, "lib", name]
+        [HEAD]
+        + [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in [*parts, "lib", name]]
     )
 
 
