@@ -195,10 +195,16 @@ class ServerProcesses:
     connections over them) and the same Redis, ledger and catalog, without the ledger worker,
     migrations or demo accounts, which stay with the first process. If one exits on its own, the
     first process stops the others and itself and exits 1, for the supervisor to restart.
+    (``command`` is for tests, which supervise other programs.)
     """
 
-    def __init__(self, settings: Settings, backends: Backends) -> None:
-        redis_url = backends.embedded.url if backends.embedded else settings.redis_url
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str,
+        command: tuple[str, ...] = (sys.executable, "-m", "creditgate", "serve"),
+    ) -> None:
+        self._command = command
         self._env = {
             **os.environ,
             "CREDITGATE_REDIS_URL": redis_url,
@@ -219,7 +225,7 @@ class ServerProcesses:
     def start(self, stop: asyncio.Event) -> None:
         for index in range(1, self._count + 1):
             env = {**self._env, "CREDITGATE_PROCESS_INDEX": str(index)}
-            proc = subprocess.Popen([sys.executable, "-m", "creditgate", "serve"], env=env)
+            proc = subprocess.Popen(self._command, env=env)  # noqa: S603 - our own command
             self.procs.append(proc)
             self._watchers.append(asyncio.create_task(self._watch(proc, stop)))
         log.info("started %d more server processes: %s", self._count, [p.pid for p in self.procs])
@@ -285,7 +291,11 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         others = (
-            ServerProcesses(settings, backends) if shared and not settings.process_index else None
+            ServerProcesses(
+                settings, backends.embedded.url if backends.embedded else settings.redis_url
+            )
+            if shared and not settings.process_index
+            else None
         )
         if others is not None:
             others.start(stop)

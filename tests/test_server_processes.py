@@ -1,0 +1,56 @@
+"""ServerProcesses: how the first server process supervises the others (CREDITGATE_PROCESSES).
+
+tests/test_cli.py runs the real sidecar with two processes. These tests put other programs
+under the same supervision, for what a real server process does not do on cue: ignore SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from creditgate.server import ServerProcesses
+from creditgate.settings import Settings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+SETTINGS = Settings(processes=2, listen="127.0.0.1:50999")
+STUBBORN = (
+    "import pathlib, signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "pathlib.Path(sys.argv[1]).touch()\n"
+    "time.sleep(120)\n"
+)
+
+
+async def test_a_process_that_ignores_sigterm_is_killed_after_the_wait(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    group = ServerProcesses(
+        SETTINGS, "redis://unused", (sys.executable, "-c", STUBBORN, str(ready))
+    )
+    stop = asyncio.Event()
+    group.start(stop)
+    (proc,) = group.procs
+    for _ in range(200):
+        if ready.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert ready.exists(), "the stubborn process never started"
+    group.terminate()
+    await group.wait(0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert not group.failed  # stopping was asked for: not a failure
+    assert not stop.is_set()
+
+
+async def test_a_process_that_exits_on_its_own_stops_the_sidecar() -> None:
+    group = ServerProcesses(SETTINGS, "redis://unused", (sys.executable, "-c", "exit(3)"))
+    stop = asyncio.Event()
+    group.start(stop)
+    await asyncio.wait_for(stop.wait(), 30)
+    assert group.failed
+    assert group.procs[0].returncode == 3
+    await group.wait(1)
