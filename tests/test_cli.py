@@ -78,7 +78,6 @@ class Served:
     data_dir: Path
     port: int = field(default_factory=_free_port)
     processes: int = 1
-    env: dict[str, str] = field(default_factory=dict)  # more settings
     process: subprocess.Popen[bytes] | None = None
     returncode: int | None = None
     stop_seconds: float | None = None
@@ -113,7 +112,7 @@ class Served:
                     self.target,
                 ],
                 cwd=ROOT,
-                env=_env(self.data_dir) | {"CREDITGATE_PROCESSES": str(self.processes)} | self.env,
+                env=_env(self.data_dir) | {"CREDITGATE_PROCESSES": str(self.processes)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
