@@ -1,7 +1,7 @@
 """Loads each Lua script once (lib.lua prelude + the operation) and registers it with Redis.
 
 consume starts with consume_fast.lua, which answers the common allowed charge before the prelude
-is built and otherwise falls through to lib.lua + consume.lua, handing over what it read (PRE).
+is built and otherwise falls through to lib.lua + consume.lua, handing over what it read.
 
 redis-py's Script objects call EVALSHA and reload the script on NOSCRIPT, so a Redis restart or
 failover needs nothing from us.
@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 # Operations whose common case has a fast path of its own, run before the prelude is built.
 _FAST_PATHS = {"consume": "consume_fast"}
 # The first line of every script: what a fast path read before falling through to the general
-# path (nil when there is no fast path or it did not run), so lib.lua reads nothing twice.
-HEAD = "local PRE"
+# path (nil when there is no fast path or it did not run), so lib.lua reads nothing twice. Plain
+# locals, not a table, so that the fast path allocates nothing for them.
+HEAD = "local PRE_A, PRE_REC, PRE_T, PRE_NO_DUE_HOLDS"
 
 
 def script_source(name: str, *, fast_path: bool = True) -> str:

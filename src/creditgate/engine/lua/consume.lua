@@ -14,7 +14,7 @@ if err then return err end
 local mode, rid, fp = ARGV[ARG0], ARGV[ARG0 + 1], ARGV[ARG0 + 2]
 local dry = ARGV[ARG0 + 8] == '1'
 
-local rec = PRE and PRE.rec
+local rec = PRE_REC
 if rec == nil then rec = redis.call('GET', KEYS[5]) end
 if rec then
   local r = cmsgpack.unpack(rec)

@@ -7,9 +7,9 @@
 -- fields, idempotency record, event and reply; tests/test_consume_fast.py compares the
 -- two paths write for write) without building the prelude's tables and closures, which cost
 -- more than half of a consume call. Anything else, including every denial, falls through to
--- the general path with nothing written, but with what it read in PRE (the account hash, the
--- idempotency record, TIME and whether a hold is due), so the general path does not read them
--- a second time. Same KEYS and ARGV as consume.lua.
+-- the general path with nothing written, but with what it read in the PRE_ locals (the account
+-- fields, the idempotency record, TIME and whether a hold is due), so the general path does not
+-- read them a second time. Same KEYS and ARGV as consume.lua.
 do
   local np = tonumber(ARGV[4])
   local a0 = 5 + np * 10
@@ -17,17 +17,17 @@ do
     local raw = redis.call('HGETALL', KEYS[1])
     local A = {}
     for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
-    PRE = {A = A}  -- handed to lib.lua as read; this path never changes A
+    PRE_A = A  -- handed to lib.lua as read; this path never changes A
     if A.plan == ARGV[2] and A.st ~= 'suspended' and A.stop == nil then
-      PRE.rec = redis.call('GET', KEYS[5])
+      PRE_REC = redis.call('GET', KEYS[5])
     end
-    if PRE.rec == false then
+    if PRE_REC == false then
       local t = redis.call('TIME')
-      PRE.t = t
+      PRE_T = t
       local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
       if ARGV[3] == '1' and A.clk then now = tonumber(A.clk) end
       local go = #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) == 0
-      PRE.no_due_holds = go
+      PRE_NO_DUE_HOLDS = go
       -- The demand in meter micro-units, rounded up, as lib.lua's demand().
       local uc, per = tonumber(ARGV[a0 + 4]), tonumber(ARGV[a0 + 5])
       local prod = tonumber(ARGV[a0 + 3]) * uc

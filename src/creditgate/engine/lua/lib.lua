@@ -103,7 +103,7 @@ end
 -- Account state ---------------------------------------------------------------------------
 
 local ACCT = ARGV[1]
-local A = PRE and PRE.A  -- the fields, as a fast path that fell through read them
+local A = PRE_A  -- the fields, as a fast path that fell through read them
 if not A then
   A = {}
   local raw = redis.call('HGETALL', KEYS[1])
@@ -112,7 +112,7 @@ end
 local EXISTS = A.plan ~= nil
 local NOW
 do
-  local t = PRE and PRE.t or redis.call('TIME')
+  local t = PRE_T or redis.call('TIME')
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   -- A test clock is frozen per account (like Stripe's test clocks): it moves only when advanced.
   if ARGV[3] == '1' and A.clk then NOW = tonumber(A.clk) end
@@ -418,7 +418,7 @@ end
 -- Every hold past its expiry gives its credits back before anything else is decided, so no
 -- balance is understated and no charge is refused for credits that are free again.
 local function expire_holds()
-  if PRE and PRE.no_due_holds then return end  -- the fast path looked at this NOW
+  if PRE_NO_DUE_HOLDS then return end  -- the fast path looked at this NOW
   local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW)
   for _, hid in ipairs(ids) do
     local raw = redis.call('HGET', KEYS[3], hid)
