@@ -403,8 +403,7 @@ def main() -> int:
             tools.process(side_cmd, many_env) as many,
         ):
             for target in (floor_target, ping_target):
-                with grpc.insecure_channel(target) as ch:
-                    grpc.channel_ready_future(ch).result(timeout=30)
+                tools.wait_ready(target)
             tools.wait_serving(side_target)
             tools.wait_serving(many_target)
             family = processes_of(many.pid, opts.processes)

@@ -68,6 +68,12 @@ def grpc_body(message: Message) -> bytes:
     return b"\x00" + struct.pack(">I", len(data)) + data
 
 
+def wait_ready(target: str, seconds: float = 30) -> None:
+    """Wait until a gRPC server (without a health service, as the floors) accepts a channel."""
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=seconds)
+
+
 def wait_serving(target: str, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
