@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import tools
-from run import ATTRS, CATALOG, PATH, evalsha_time, per_call, provision
+from run import ATTRS, PATH, evalsha_time, per_call, provision, sidecar_env
 
 from creditgate.embedded import EmbeddedRedis
 from creditgate.v1 import quota_pb2
@@ -57,14 +57,6 @@ def main() -> int:
         for n in burns:
             commands[f"floor + burn {n}"] = [*floor, "{port}", *redis, "--burn", str(n)]
         commands[f"steps + burn {burns[-1]}"] = [*commands[f"floor + burn {burns[-1]}"], "--steps"]
-        env = {
-            "CREDITGATE_REDIS_URL": rd.url,
-            "CREDITGATE_SHARDS": "1",
-            "CREDITGATE_LEDGER_URL": "",
-            "CREDITGATE_METRICS_PORT": "0",
-            "CREDITGATE_CONFIG": str(CATALOG),
-            "CREDITGATE_LOG_LEVEL": "WARNING",
-        }
         sidecar = [str(Path(sys.executable).parent / "creditgate"), "serve"]
         body = tools.grpc_body(
             quota_pb2.CheckAndConsumeRequest(
@@ -77,11 +69,10 @@ def main() -> int:
                 port = tools.free_port()
                 args = [a.replace("{port}", str(port)) for a in template]
                 servers[name] = (f"127.0.0.1:{port}", stack.enter_context(tools.process(args)))
-            port = tools.free_port()
-            target = f"127.0.0.1:{port}"
+            target = f"127.0.0.1:{tools.free_port()}"
             servers["creditgate"] = (
                 target,
-                stack.enter_context(tools.process(sidecar, env | {"CREDITGATE_LISTEN": target})),
+                stack.enter_context(tools.process(sidecar, sidecar_env(rd.url, target))),
             )
             tools.wait_serving(target)
             for address, _ in servers.values():

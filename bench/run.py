@@ -47,6 +47,19 @@ LEVELS = {1: (1, 1), 16: (4, 4), 64: (4, 16), 256: (8, 32)}  # in flight: (conne
 CATALOG = tools.ROOT / "examples" / "demo.yaml"
 
 
+def sidecar_env(redis_url: str, listen: str) -> dict[str, str]:
+    """`creditgate serve` on the bench's Redis and catalog: one shard, ledger and metrics off."""
+    return {
+        "CREDITGATE_REDIS_URL": redis_url,
+        "CREDITGATE_SHARDS": "1",
+        "CREDITGATE_LEDGER_URL": "",
+        "CREDITGATE_METRICS_PORT": "0",
+        "CREDITGATE_CONFIG": str(CATALOG),
+        "CREDITGATE_LISTEN": listen,
+        "CREDITGATE_LOG_LEVEL": "WARNING",
+    }
+
+
 async def provision(url: str, accounts: int) -> dict[str, float]:
     """Create the hot account and ``accounts`` others (agent_team, a large bonus each)."""
     redis = Redis.from_url(url)
@@ -359,15 +372,7 @@ def main() -> int:
         floor_port, side_port, ping_port = tools.free_port(), tools.free_port(), tools.free_port()
         floor_target, side_target = f"127.0.0.1:{floor_port}", f"127.0.0.1:{side_port}"
         ping_target = f"127.0.0.1:{ping_port}"
-        env = {
-            "CREDITGATE_REDIS_URL": rd.url,
-            "CREDITGATE_SHARDS": "1",
-            "CREDITGATE_LEDGER_URL": "",
-            "CREDITGATE_METRICS_PORT": "0",
-            "CREDITGATE_CONFIG": str(CATALOG),
-            "CREDITGATE_LISTEN": side_target,
-            "CREDITGATE_LOG_LEVEL": "WARNING",
-        }
+        env = sidecar_env(rd.url, side_target)
         floor_cmd = [
             sys.executable,
             str(tools.ROOT / "bench" / "floor.py"),
