@@ -8,6 +8,7 @@ import grpc
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+from creditgate.domain.results import Reason
 from creditgate.metrics import LoopHistogram
 from creditgate.v1 import admin_pb2, quota_pb2
 
@@ -30,7 +31,9 @@ async def test_rpc_latency_and_decisions_are_counted(sidecar: Sidecar) -> None:
         "ok": sample("creditgate_rpc_seconds_count", **ok),
         "ok_sum": sample("creditgate_rpc_seconds_sum", **ok),
         "bad": sample("creditgate_rpc_seconds_count", **bad),
-        "allowed": sample("creditgate_decisions_total", rpc="consume", reason="ALLOWED"),
+    }
+    decided = {
+        r.name: sample("creditgate_decisions_total", rpc="consume", reason=r.name) for r in Reason
     }
     charge = quota_pb2.CheckAndConsumeRequest(
         account_id="acme", action="zite.email.send", quantity=1
@@ -52,12 +55,12 @@ async def test_rpc_latency_and_decisions_are_counted(sidecar: Sidecar) -> None:
     assert sample("creditgate_rpc_seconds_count", **ok) == before["ok"] + 2
     assert sample("creditgate_rpc_seconds_sum", **ok) > before["ok_sum"]
     assert sample("creditgate_rpc_seconds_count", **bad) == before["bad"] + 1
-    assert (
-        sample("creditgate_decisions_total", rpc="consume", reason="ALLOWED")
-        == before["allowed"] + 1
-    )
     reason = quota_pb2.Reason.Name(denied.reason).removeprefix("REASON_")
-    assert sample("creditgate_decisions_total", rpc="consume", reason=reason) >= 1
+    changed = {
+        r: sample("creditgate_decisions_total", rpc="consume", reason=r) - n
+        for r, n in decided.items()
+    }
+    assert {r: n for r, n in changed.items() if n} == {"ALLOWED": 1, reason: 1}
     # Every bucket is cumulative: +Inf holds every observation.
     assert sample("creditgate_rpc_seconds_bucket", le="+Inf", **ok) == sample(
         "creditgate_rpc_seconds_count", **ok
