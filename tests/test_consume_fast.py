@@ -145,7 +145,10 @@ _PROBE = "\n".join(
         "  if cmd == 'SET' or cmd == 'HSET' or cmd == 'XADD' then return false end",
         "  return real.call(cmd, ...)",
         "end}",
-        (files("creditgate.engine") / "lua" / "consume_fast.lua").read_text(encoding="utf-8"),
+        *(
+            (files("creditgate.engine") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+            for name in ("fast", "consume_fast")
+        ),
         "return {'FELL_THROUGH'}",
     ]
 )

@@ -93,6 +93,7 @@ async def open_backends(
         idempotency_ttl_ms=settings.idempotency_ttl_seconds * 1000,
         hold_ttl_ms=settings.hold_ttl_seconds * 1000,
         fast=fast,
+        combine=settings.combine_charges,
     )
     try:
         yield Backends(redis, engine, embedded)

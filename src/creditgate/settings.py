@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         description="CheckAndConsume over one pipelined connection that sends calls made "
         "while replies are outstanding together in one write",
     )
+    combine_charges: bool = Field(
+        default=True,
+        description="on the pipelined connection, send charges of one account and request "
+        "shape that queued up together as one consume_batch script call",
+    )
     key_prefix: str = Field("cg", pattern=r"^[a-z0-9_]{1,16}$", description="Redis key prefix")
     shards: int = Field(
         16, ge=1, le=16384, description="event-stream shards; fixed for the life of the data"

@@ -19,9 +19,9 @@ from creditgate.domain.errors import (
     NotFoundError,
     UnavailableError,
 )
-from creditgate.engine.fastpath import FastRedis, encode
+from creditgate.engine.fastpath import FastRedis, command, encode
 from creditgate.engine.keys import KeySpace
-from creditgate.engine.scripts import Scripts
+from creditgate.engine.scripts import Scripts, script_source
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -52,6 +52,7 @@ class EngineCore:
         hold_ttl_ms: int = 300_000,
         fast: FastRedis | None = None,
         lua_fast_path: bool = True,
+        combine: bool = True,
     ) -> None:
         self.redis = redis
         self.catalog = catalog
@@ -70,10 +71,22 @@ class EngineCore:
         self._consume_parts: dict[tuple[object, ...], tuple[bytes, bytes, int, str]] = {}
         self._account_heads: dict[str, tuple[bytes, str]] = {}
         self._consume_head = encode(["EVALSHA", self._scripts.consume.sha, 5])
+        self._batch_head = encode(["EVALSHA", self._scripts.consume_batch.sha])
+        # FastRedis sends this when consume_batch is missing (after a Redis restart).
+        self.load = command(3, encode(["SCRIPT", "LOAD", script_source("consume_batch")]))
+        if fast is not None and combine and lua_fast_path:
+            fast.combine_with(self)  # engine.Engine.combine
         self._plain_args: dict[str, Args] = {}
         # Set by the ledger: loads an account missing from Redis (after a restart or eviction)
         # and answers whether it did; the call is then made again.
         self.on_missing: Callable[[str], Awaitable[bool]] | None = None
+
+    def combine(self, members: Sequence[Any]) -> bytes:
+        """FastRedis's Combiner: charges of one account and shape as one consume_batch call.
+
+        Overridden by engine.Engine, which builds CheckAndConsume's commands.
+        """
+        raise NotImplementedError
 
     # --- arguments -----------------------------------------------------------------------
 

@@ -73,6 +73,18 @@ T = TypeVar("T")
 _ACCOUNT_CACHE_SIZE = 100_000
 
 
+def _group(call: _Consume, plan: Plan) -> tuple[tuple[object, ...] | None, tuple[_Consume, Plan]]:
+    """FastRedis's group and member for a consume call.
+
+    Charges (not reservations, not dry runs) of one account, plan and request shape that queue
+    up together may be sent as one consume_batch call (``Engine.combine``).
+    """
+    shape = call.shape
+    if shape.mode != "C" or shape.dry_run:
+        return None, (call, plan)
+    return (call.account_id, plan.id, shape.key), (call, plan)
+
+
 def _domain_decision(
     plan: Plan,
     reply: list[Any],
@@ -192,7 +204,7 @@ class Engine(ReturnsEngine):
         """
         assert self.fast is not None  # noqa: S101 - checked by the caller
         try:
-            reply = await self.fast.call(self._encoded(call, plan))
+            reply = await self.fast.call(self._encoded(call, plan), *_group(call, plan))
         except (ConnectionError, TimeoutError, OSError) as exc:
             msg = f"Redis did not answer ({exc}); retry with the same request_id"
             raise UnavailableError(msg) from exc
@@ -254,7 +266,10 @@ class Engine(ReturnsEngine):
             return []
         if self.fast is not None:
             try:
-                return await self.fast.call_many([self._encoded(c, p) for _, c, p in queued])
+                return await self.fast.call_many(
+                    [self._encoded(c, p) for _, c, p in queued],
+                    [_group(c, p) for _, c, p in queued],
+                )
             except (ConnectionError, TimeoutError, OSError) as exc:
                 msg = f"Redis did not answer ({exc}); retry with the same request_ids"
                 raise UnavailableError(msg) from exc
@@ -396,10 +411,8 @@ class Engine(ReturnsEngine):
             self._consume_parts[key] = parts
         return parts
 
-    def _encoded(self, call: _Consume, plan: Plan) -> bytes:
-        """The whole EVALSHA as RESP, from cached parts and the two ids."""
-        static, tail, count, _ = self._parts(plan, call.shape)
-        account_id = call.account_id
+    def _head(self, account_id: str) -> tuple[bytes, str]:
+        """An account's four shared keys as RESP, and its idempotency records' key prefix."""
         head = self._account_heads.get(account_id)
         if head is None:
             keys = self.keys.account(account_id)
@@ -407,12 +420,19 @@ class Engine(ReturnsEngine):
             if len(self._account_heads) >= _ACCOUNT_CACHE_SIZE:
                 self._account_heads.clear()
             self._account_heads[account_id] = head
+        return head
+
+    def _encoded(self, call: _Consume, plan: Plan) -> bytes:
+        """The whole EVALSHA as RESP, from cached parts and the two ids."""
+        static, tail, count, _ = self._parts(plan, call.shape)
+        account_id = call.account_id
+        keys, prefix = self._head(account_id)
         # Ids are ASCII (checked), so their length in characters is their length in bytes.
-        record = head[1] + call.rid
+        record = prefix + call.rid
         return b"*%d\r\n%s%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s$%d\r\n%s\r\n%s" % (
             count,
             self._consume_head,
-            head[0],
+            keys,
             len(record),
             record.encode(),
             len(account_id),
@@ -421,6 +441,45 @@ class Engine(ReturnsEngine):
             len(call.rid),
             call.rid.encode(),
             tail,
+        )
+
+    def combine(self, members: Sequence[Any]) -> bytes:
+        """Charges of one account and request shape that queued up together, as one call.
+
+        Each member is a charge's (call, plan), as ``_fast`` gives them to FastRedis.
+        """
+        return self._encoded_batch([call for call, _ in members], members[0][1])
+
+    def _encoded_batch(self, calls: Sequence[_Consume], plan: Plan) -> bytes:
+        """One consume_batch EVALSHA for charges of one account and shape (consume_batch.lua).
+
+        Its KEYS are consume's four shared keys and each request's record; its ARGV consume's,
+        for the first request, then the other requests' ids.
+        """
+        first = calls[0]
+        static, tail, count, _ = self._parts(plan, first.shape)
+        account_id = first.account_id
+        keys, prefix = self._head(account_id)
+        n = len(calls)
+        records = b"".join(
+            b"$%d\r\n%s\r\n" % (len(prefix) + len(c.rid), (prefix + c.rid).encode()) for c in calls
+        )
+        rids = b"".join(b"$%d\r\n%s\r\n" % (len(c.rid), c.rid.encode()) for c in calls[1:])
+        numkeys = b"%d" % (4 + n)
+        return b"*%d\r\n%s$%d\r\n%s\r\n%s%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n%s%s" % (
+            count + 2 * (n - 1),
+            self._batch_head,
+            len(numkeys),
+            numkeys,
+            keys,
+            records,
+            len(account_id),
+            account_id.encode(),
+            static,
+            len(first.rid),
+            first.rid.encode(),
+            tail,
+            rids,
         )
 
     def _decide(self, call: _Consume, plan: Plan, reply: list[Any]) -> Decision:

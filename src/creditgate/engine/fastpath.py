@@ -11,11 +11,17 @@ This connection:
   pipelining: an idle sidecar adds no delay, a busy one sends one write per Redis round trip
   however many requests arrived meanwhile), and
 - parses the replies with hiredis (the C parser redis-py itself uses) and answers the waiting
-  futures in order; Redis answers a connection's commands in the order it received them.
+  futures in order; Redis answers a connection's commands in the order it received them, and
+- with a ``Combiner`` (the engine), sends queued charges of one account and request shape as one
+  combined command (consume_batch.lua) in place of one script call each. A combined command is
+  the last of its write; the charges it did not run (it stops at the first it cannot answer on
+  the fast path) are sent on their own right after it, so every command still runs in the order
+  it was sent.
 
-Each command is still its own atomic script call; nothing about atomicity, ordering or
-idempotency changes. Errors come back as ``hiredis.ReplyError`` objects in their slot. A lost
-connection fails every pending call with ConnectionError; the next call reconnects.
+Each charge is still atomic on its own (a combined command is one atomic script run), and
+nothing about ordering or idempotency changes. Errors come back as ``hiredis.ReplyError``
+objects in their slot. A lost connection fails every pending call with ConnectionError; the next
+call reconnects.
 """
 
 from __future__ import annotations
@@ -23,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Hashable, Sequence
 
 
 def encode(parts: Sequence[bytes | str | int]) -> bytes:
@@ -51,60 +57,164 @@ def command(count: int, body: bytes) -> bytes:
     return b"*%d\r\n%s" % (count, body)
 
 
+# Commands queued behind outstanding ones that may be sent as one combined command: consecutive
+# commands of the same group (an account and request shape), at most this many at a time.
+MAX_COMBINED = 32
+
+
+class Combiner(Protocol):
+    """Turns consecutive queued commands of one group into one command (engine.Engine's).
+
+    ``combine(members)`` is the combined command for the members of two or more commands; its
+    reply is a list of the first m commands' replies, in order (0 <= m <= n); the other commands
+    were not run and are sent as they are next. ``load`` is sent first when the combined
+    command's script is missing (NOSCRIPT, after a Redis restart).
+    """
+
+    load: bytes
+
+    def combine(self, members: Sequence[Any]) -> bytes: ...
+
+
+class _Item:
+    """A command not yet answered: as written, or to be combined with its neighbours."""
+
+    __slots__ = ("deadline", "future", "group", "member", "payload")
+
+    def __init__(
+        self,
+        payload: bytes,
+        future: asyncio.Future[Any],
+        deadline: float,
+        group: Hashable | None = None,
+        member: Any = None,  # noqa: ANN401 - the combiner's own
+    ) -> None:
+        self.payload = payload
+        self.future = future
+        self.deadline = deadline
+        self.group = group
+        self.member = member
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
-        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # What each written command answers: one item, or the items a combined command ran.
+        self.waiting: collections.deque[_Item | list[_Item]] = collections.deque()
         self.deadlines: collections.deque[float] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self.outstanding = 0  # commands written whose replies have not arrived
-        self.queued: list[bytes] = []  # commands waiting for the outstanding replies
+        self.queued: list[_Item] = []  # commands waiting for the outstanding replies
+        self.combiner: Combiner | None = None
+        self.combined = 0  # commands sent inside combined ones (a counter for tests and bench)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def send(
-        self, payloads: Sequence[bytes], futures: Sequence[asyncio.Future[Any]], deadline: float
-    ) -> None:
+    def send(self, items: Sequence[_Item]) -> None:
         """Write now when nothing is outstanding; otherwise queue behind the outstanding ones."""
-        if not payloads:
+        if not items:
             return
-        self.waiting.extend(futures)
-        self.deadlines.extend([deadline] * len(futures))
         if self.outstanding or self.queued:
-            self.queued.extend(payloads)
+            self.queued.extend(items)
             return
-        self.outstanding = len(payloads)
+        self._write(items)
+
+    def _write(self, items: Sequence[_Item]) -> None:
+        """Write ``items`` at once, runs of one group as a combined command."""
+        if len(items) == 1 or self.combiner is None:
+            for item in items:
+                self.waiting.append(item)
+                self.deadlines.append(item.deadline)
+            out = [item.payload for item in items]
+        else:
+            out = self._combine(items)
+        self.outstanding = len(out)
         if self.transport is not None and self.lost is None:
-            self.transport.write(payloads[0] if len(payloads) == 1 else b"".join(payloads))
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _combine(self, items: Sequence[_Item]) -> list[bytes]:
+        """The commands to write for ``items``: the first run of one group combined.
+
+        A combined command is the last of its write: what follows it waits in the queue for its
+        reply, because the commands it did not run are sent next, in their place, and so every
+        command still runs in the order it was sent.
+        """
+        assert self.combiner is not None  # noqa: S101 - checked by the caller
+        out: list[bytes] = []
+        for i, item in enumerate(items):
+            group = item.group
+            j = i + 1
+            if group is not None:
+                limit = min(len(items), i + MAX_COMBINED)
+                while j < limit and items[j].group == group:
+                    j += 1
+            if j - i > 1:
+                run = list(items[i:j])
+                out.append(self.combiner.combine([it.member for it in run]))
+                self.waiting.append(run)
+                self.deadlines.append(item.deadline)
+                self.combined += len(run)
+                self.queued[:0] = items[j:]
+                break
+            out.append(item.payload)
+            self.waiting.append(item)
+            self.deadlines.append(item.deadline)
+        return out
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
         waiting = self.waiting
+        again: list[_Item] = []
         while True:
             reply = self.reader.gets()
             if reply is False:
                 break
-            future = waiting.popleft()
+            entry = waiting.popleft()
             self.deadlines.popleft()
             self.outstanding -= 1
-            if not future.done():
-                future.set_result(reply)
+            if isinstance(entry, _Item):
+                if not entry.future.done():
+                    entry.future.set_result(reply)
+            else:
+                again += self._answer_combined(entry, reply)
+        if again:
+            # Not run by their combined command: sent as they are, ahead of what queued since.
+            self.queued[:0] = again
         if not self.outstanding and self.queued:
             # Everything asked for is answered: what queued up meanwhile goes in one write.
-            batch, self.queued = b"".join(self.queued), []
-            self.outstanding = len(self.waiting)
-            if self.transport is not None and self.lost is None:
-                self.transport.write(batch)
+            batch, self.queued = self.queued, []
+            self._write(batch)
+
+    def _answer_combined(self, run: list[_Item], reply: Any) -> list[_Item]:  # noqa: ANN401
+        """Answer the commands a combined command ran; the others, to send as they are."""
+        if isinstance(reply, list):
+            for item, answer in zip(run, reply, strict=False):
+                if not item.future.done():
+                    item.future.set_result(answer)
+            rest = run[len(reply) :]
+        else:  # an error reply: the combined script is missing (NOSCRIPT), or it failed
+            rest = run
+        again = [_Item(it.payload, it.future, it.deadline) for it in rest if not it.future.done()]
+        if (
+            again
+            and isinstance(reply, hiredis.ReplyError)
+            and str(reply).startswith("NOSCRIPT")
+            and self.combiner is not None
+        ):
+            loop = asyncio.get_running_loop()
+            again.insert(0, _Item(self.combiner.load, loop.create_future(), again[0].deadline))
+        return again
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.lost is None:
             self.lost = ConnectionError(f"Redis connection lost: {exc or 'closed'}")
-        while self.waiting:
-            future = self.waiting.popleft()
-            if not future.done():
-                future.set_exception(self.lost)
+        for entry in [*self.waiting, *self.queued]:
+            for item in [entry] if isinstance(entry, _Item) else entry:
+                if not item.future.done():
+                    item.future.set_exception(self.lost)
+        self.waiting.clear()
         self.deadlines.clear()
         self.queued.clear()
         self.outstanding = 0
@@ -122,6 +232,7 @@ class FastRedis:
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._combiner: Combiner | None = None
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:
@@ -140,6 +251,7 @@ class FastRedis:
                     _Protocol, url.hostname or "127.0.0.1", url.port or 6379, ssl=context
                 )
             _, proto = await asyncio.wait_for(coro, self._timeout)
+            proto.combiner = self._combiner
             setup = []
             if url.password:
                 user = [unquote(url.username)] if url.username else []
@@ -178,26 +290,60 @@ class FastRedis:
         assert proto is not None  # noqa: S101 - _connect ran first
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        proto.send((payload,), (future,), loop.time() + self._timeout)
+        proto.send((_Item(payload, future, loop.time() + self._timeout),))
         return future
 
-    async def call(self, payload: bytes) -> Any:  # noqa: ANN401 - a Redis reply
-        """Send one complete RESP command; its reply, or a ReplyError object for an error."""
-        proto = self._proto
-        if proto is None or proto.lost is not None:
-            await self._connect()
-        return await self._send(payload)
+    def combine_with(self, combiner: Combiner) -> None:
+        """Combine queued commands of one group with ``combiner`` (see ``call``)."""
+        self._combiner = combiner
+        if self._proto is not None:
+            self._proto.combiner = combiner
 
-    async def call_many(self, payloads: Sequence[bytes]) -> list[Any]:
-        """Send several commands in one write; their replies in order."""
+    @property
+    def combined(self) -> int:
+        """How many commands the current connection has sent inside combined commands."""
+        return self._proto.combined if self._proto is not None else 0
+
+    async def call(
+        self,
+        payload: bytes,
+        group: Hashable | None = None,
+        member: Any = None,  # noqa: ANN401 - the combiner's own
+    ) -> Any:  # noqa: ANN401 - a Redis reply
+        """Send one complete RESP command; its reply, or a ReplyError object for an error.
+
+        A command with a ``group`` that queues behind outstanding ones may be sent inside one
+        combined command (``combine_with``) with the commands of the same group queued next to
+        it; the reply is the same either way.
+        """
         proto = self._proto
         if proto is None or proto.lost is not None:
-            await self._connect()
-        proto = self._proto
-        assert proto is not None  # noqa: S101 - connected above
+            proto = await self._connect()
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        proto.send((_Item(payload, future, loop.time() + self._timeout, group, member),))
+        return await future
+
+    async def call_many(
+        self,
+        payloads: Sequence[bytes],
+        groups: Sequence[tuple[Hashable, Any] | None] = (),
+    ) -> list[Any]:
+        """Send several commands in one write; their replies in order.
+
+        ``groups`` gives each command's (group, member) as ``call`` takes them, or None.
+        """
+        proto = self._proto
+        if proto is None or proto.lost is not None:
+            proto = await self._connect()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
         futures = [loop.create_future() for _ in payloads]
-        proto.send(payloads, futures, loop.time() + self._timeout)
+        items = [
+            _Item(p, f, deadline, *(g or (None, None)))
+            for p, f, g in zip(payloads, futures, groups or [None] * len(payloads), strict=True)
+        ]
+        proto.send(items)
         return list(await asyncio.gather(*futures))
 
     async def aclose(self) -> None:

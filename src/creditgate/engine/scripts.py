@@ -1,7 +1,9 @@
 """Loads each Lua script once (lib.lua prelude + the operation) and registers it with Redis.
 
-consume starts with consume_fast.lua, which answers the common allowed charge before the prelude
-is built and otherwise falls through to lib.lua + consume.lua, handing over what it read.
+consume starts with consume_fast.lua, which answers the common allowed charge with fast.lua's
+fast_charge() before the prelude is built and otherwise falls through to lib.lua + consume.lua,
+handing over what it read. consume_batch runs fast_charge() for several charges of one account
+and needs no prelude.
 
 redis-py's Script objects call EVALSHA and reload the script on NOSCRIPT, so a Redis restart or
 failover needs nothing from us.
@@ -18,7 +20,9 @@ if TYPE_CHECKING:
 
 
 # Operations whose common case has a fast path of its own, run before the prelude is built.
-_FAST_PATHS = {"consume": "consume_fast"}
+_FAST_PATHS = {"consume": ["fast", "consume_fast"]}
+# Scripts that are only a fast path: no lib.lua prelude.
+_STANDALONE = {"consume_batch": ["fast", "consume_batch"]}
 # The first line of every script: what a fast path read before falling through to the general
 # path (nil when there is no fast path or it did not run), so lib.lua reads nothing twice. Plain
 # locals, not a table, so that the fast path allocates nothing for them.
@@ -32,11 +36,11 @@ def script_source(name: str, *, fast_path: bool = True) -> str:
     the tests compare the two.
     """
     lua = files("creditgate.engine") / "lua"
-    parts = [_FAST_PATHS[name]] if fast_path and name in _FAST_PATHS else []
-    return "\n".join(
-        [HEAD]
-        + [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in [*parts, "lib", name]]
-    )
+    if name in _STANDALONE:
+        parts = _STANDALONE[name]
+    else:
+        parts = [*(_FAST_PATHS.get(name, []) if fast_path else []), "lib", name]
+    return "\n".join([HEAD] + [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in parts])
 
 
 class Scripts:
@@ -44,6 +48,7 @@ class Scripts:
 
     def __init__(self, redis: Redis, *, fast_path: bool = True) -> None:
         self.consume = redis.register_script(script_source("consume", fast_path=fast_path))
+        self.consume_batch = self._register(redis, "consume_batch")
         self.settle = self._register(redis, "settle")
         self.release = self._register(redis, "release")
         self.refund = self._register(redis, "refund")

@@ -1,15 +1,12 @@
--- consume_fast.lua: the common CheckAndConsume, run before lib.lua's prelude is built.
+-- consume_fast.lua: the common CheckAndConsume, answered by fast.lua's fast_charge() before
+-- lib.lua's prelude is built.
 --
--- It answers only a charge that is allowed and wholly covered by allowance and grant pools
--- while nothing is due: the account exists on the caller's plan, is neither suspended nor
--- stopped, no period resets, no grant lot expires, no hold expires, and the request id is
--- new. Then it makes exactly the writes lib.lua + consume.lua would make (the same account
--- fields, idempotency record, event and reply; tests/test_consume_fast.py compares the
--- two paths write for write) without building the prelude's tables and closures, which cost
--- more than half of a consume call. Anything else, including every denial, falls through to
--- the general path with nothing written, but with what it read in the PRE_ locals (the account
--- fields, the idempotency record, TIME and whether a hold is due), so the general path does not
--- read them a second time. Same KEYS and ARGV as consume.lua.
+-- It reads the account, the request's idempotency record, TIME and whether a hold is due. When
+-- the account is on the caller's plan, neither suspended nor stopped, the request id is new and
+-- no hold is due, fast_charge() tries the charge. Anything it does not answer, including every
+-- denial, falls through to the general path with nothing written, but with what was read in the
+-- PRE_ locals (the account fields, the idempotency record, TIME and whether a hold is due), so
+-- the general path does not read them a second time. Same KEYS and ARGV as consume.lua.
 do
   local np = tonumber(ARGV[4])
   local a0 = 5 + np * 10
@@ -17,7 +14,7 @@ do
     local raw = redis.call('HGETALL', KEYS[1])
     local A = {}
     for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
-    PRE_A = A  -- handed to lib.lua as read; this path never changes A
+    PRE_A = A  -- handed to lib.lua as read: fast_charge() changes A only when it answers
     if A.plan == ARGV[2] and A.st ~= 'suspended' and A.stop == nil then
       PRE_REC = redis.call('GET', KEYS[5])
     end
@@ -26,112 +23,10 @@ do
       PRE_T = t
       local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
       if ARGV[3] == '1' and A.clk then now = tonumber(A.clk) end
-      local go = #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) == 0
-      PRE_NO_DUE_HOLDS = go
-      -- The demand in meter micro-units, rounded up, as lib.lua's demand().
-      local uc, per = tonumber(ARGV[a0 + 4]), tonumber(ARGV[a0 + 5])
-      local prod = tonumber(ARGV[a0 + 3]) * uc
-      local D = 0
-      if go and prod <= 4503599627370495 then
-        D = math.floor(prod / per)
-        while D * per > prod do D = D - 1 end
-        while (D + 1) * per <= prod do D = D + 1 end
-        if D * per < prod then D = D + 1 end
-      end
-      -- Each pool's balance (a pay-as-you-go pool's remaining cap); the pools to take from.
-      local bal, lots, takes = {}, {}, {}
-      local rem = D
-      go = go and D > 0
-      for i = 1, np do
-        if not go then break end
-        local j = -5 + i * 10
-        local id, k = ARGV[j], ARGV[j + 1]
-        local b = 0
-        if k == 'A' or k == 'O' or k == 'P' then
-          local r = tonumber(A['r:' .. id])
-          if r == nil or now >= r or A['o:' .. id] then go = false; break end
-        end
-        if k == 'G' then
-          local packed = A['L:' .. id]
-          local ls = packed and cmsgpack.unpack(packed) or {}
-          for _, l in ipairs(ls) do
-            if l[3] > 0 and l[3] <= now then go = false end
-            b = b + l[2]
-          end
-          lots[i] = ls
-        elseif k == 'P' then
-          local c = tonumber(A['c:' .. id]) or tonumber(ARGV[j + 7])
-          if c < 0 then b = -1 else b = math.max(0, c - (tonumber(A['s:' .. id]) or 0)) end
-        else
-          b = tonumber(A['b:' .. id]) or 0
-        end
-        bal[i] = b
-        if rem > 0 and ARGV[j + 8] == '1' then
-          if k ~= 'A' and k ~= 'G' then go = false; break end
-          local take = math.min(b, rem)
-          if take > 0 then takes[#takes + 1] = i; rem = rem - take end
-        end
-      end
-      if go and rem == 0 then
-        local fmt = string.format
-        local out = {'OK', 1, 1, D, 0, now, 0, 0, 0, #takes}
-        local debits, moves, fields, snap = {}, {}, {}, {}
-        rem = D
-        for _, i in ipairs(takes) do
-          local j = -5 + i * 10
-          local id, k = ARGV[j], ARGV[j + 1]
-          local amt = math.min(bal[i], rem)
-          local left = bal[i] - amt
-          rem = rem - amt
-          bal[i] = left
-          local rate = tonumber(ARGV[j + 4])
-          if k == 'G' then
-            -- Soonest-expiring lots first (the stored order); emptied lots are dropped.
-            local taken, kept, need = {}, {}, amt
-            for _, l in ipairs(lots[i]) do
-              if need > 0 and l[2] > 0 then
-                local x = math.min(need, l[2])
-                l[2] = l[2] - x
-                need = need - x
-                taken[#taken + 1] = {l[1], x, l[3]}
-              end
-              if l[2] > 0 then kept[#kept + 1] = l end
-            end
-            for _, l in ipairs(taken) do
-              moves[#moves + 1] = id .. ',' .. fmt('%d', -l[2]) .. ',' .. fmt('%d', left) .. ','
-                .. l[1]
-            end
-            local packed = cmsgpack.pack(kept)
-            fields[#fields + 1] = 'L:' .. id
-            fields[#fields + 1] = packed
-            snap['L:' .. id] = packed
-            debits[#debits + 1] = {id, k, amt, amt, 0, rate, taken}
-          else
-            local r, b = A['r:' .. id], fmt('%d', left)
-            moves[#moves + 1] = id .. ',' .. fmt('%d', -amt) .. ',' .. b
-            fields[#fields + 1] = 'b:' .. id
-            fields[#fields + 1] = b
-            fields[#fields + 1] = 'r:' .. id
-            fields[#fields + 1] = r
-            snap['b:' .. id], snap['r:' .. id] = b, r
-            debits[#debits + 1] = {id, k, amt, amt, tonumber(r), rate, {}}
-          end
-          out[#out + 1] = id
-          out[#out + 1] = amt
-          out[#out + 1] = left
-          out[#out + 1] = amt
-        end
-        for i = 1, np do out[#out + 1] = bal[i] end
-        local ttl = ARGV[a0 + 9]
-        local rec = cmsgpack.pack({fp = ARGV[a0 + 2], m = 'C', mt = ARGV[a0 + 11], pl = ARGV[2],
-          d = debits, cov = D, uc = uc, per = per, ref = 0, rep = out})
-        redis.call('SET', KEYS[5], rec, 'PX', ttl)
-        redis.call('HSET', KEYS[1], unpack(fields))
-        redis.call('XADD', KEYS[2], '*', 'v', '1', 'k', 'charge', 'a', ARGV[1], 'r', ARGV[a0 + 1],
-          't', fmt('%d', now), 'm', table.concat(moves, ';'), 'act', ARGV[a0 + 6],
-          'q', ARGV[a0 + 3], 'at', ARGV[a0 + 7],
-          'st', cmsgpack.pack({a = snap, h = {}, r = {[KEYS[5]] = {rec, tonumber(ttl)}}}))
-        do return out end
+      PRE_NO_DUE_HOLDS = #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) == 0
+      if PRE_NO_DUE_HOLDS then
+        local out = fast_charge(A, now, np, a0, KEYS[5], ARGV[a0 + 1])
+        if out then return out end
       end
     end
   end

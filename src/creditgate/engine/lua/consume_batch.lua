@@ -1,0 +1,37 @@
+-- consume_batch.lua: several CheckAndConsume charges of one account, all of the same action,
+-- quantity and attributes, answered in one call by fast.lua's fast_charge(), in order.
+--
+-- The sidecar's pipelined connection sends this for charges of one account that queued up while
+-- earlier commands were in flight (engine/fastpath.py), instead of one consume call each. Each
+-- charge is still all or nothing and makes exactly the writes a consume call would; the calls
+-- that fast_charge() does not answer (a repeated request id, a denial, anything due) are left to
+-- consume, which the sidecar sends for them next.
+-- KEYS: [1..4] as in consume.lua, then the idempotency record of each of the n requests.
+-- ARGV: consume.lua's, with the first request's id at ARG0 + 1 and the ids of requests 2..n
+--   after the last (ARG0 + 12 on).
+-- Returns the replies of the first m requests (0 <= m <= n), each as consume.lua's allowed
+-- reply; requests m + 1..n were not charged and nothing was written for them.
+local np = tonumber(ARGV[4])
+local a0 = 5 + np * 10
+local n = #KEYS - 4
+local done = {}
+if ARGV[a0] == 'C' and ARGV[a0 + 8] == '0' then
+  local raw = redis.call('HGETALL', KEYS[1])
+  local A = {}
+  for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
+  if A.plan == ARGV[2] and A.st ~= 'suspended' and A.stop == nil then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    if ARGV[3] == '1' and A.clk then now = tonumber(A.clk) end
+    if #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) == 0 then
+      for i = 1, n do
+        local rk = KEYS[4 + i]
+        if redis.call('GET', rk) then break end
+        local out = fast_charge(A, now, np, a0, rk, i == 1 and ARGV[a0 + 1] or ARGV[a0 + 10 + i])
+        if not out then break end
+        done[i] = out
+      end
+    end
+  end
+end
+return done
