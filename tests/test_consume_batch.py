@@ -18,7 +18,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from creditgate.domain.errors import CreditgateError
+from creditgate.domain.errors import CreditgateError, UnavailableError
 from creditgate.domain.results import Decision
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.fastpath import MAX_COMBINED, FastRedis
@@ -82,7 +82,9 @@ async def _compare(
         await fast.aclose()
 
 
-_charge = st.tuples(st.sampled_from([1, 1, 2, 7, 30]), st.sampled_from([f"q{i}" for i in range(16)]))
+_charge = st.tuples(
+    st.sampled_from([1, 1, 2, 7, 30]), st.sampled_from([f"q{i}" for i in range(16)])
+)
 
 
 @sequences(EXAMPLES)
@@ -171,5 +173,39 @@ async def test_only_charges_are_combined(
         assert all(d.allowed for d in charged)
         # The first is written at once; the four that queued behind it go out combined.
         assert fast.combined == (4 if combine else 0)
+    finally:
+        await fast.aclose()
+
+
+async def test_a_stuck_redis_fails_combined_charges_and_a_retry_charges_once(
+    redis: AsyncRedis, redis_url: str
+) -> None:
+    """Combined charges behind a Redis stuck in a long script fail UNAVAILABLE, not hang.
+
+    Whether Redis ran them after all is unknown to the caller; retrying with the same request
+    ids charges each exactly once.
+    """
+    fast = FastRedis(redis_url, timeout=0.3)
+    try:
+        engine = Engine(redis, SMALL, test_clock=True, fast=fast)
+        await _setup(engine, 0)
+        await engine.consume("a", "t.use", 1, {}, "warm")
+        busy = (
+            "local function us() local t = redis.call('TIME') "
+            "return t[1] * 1000000 + t[2] end "
+            "local t0 = us() while us() - t0 < 1000000 do end return 1"
+        )
+        blocker = asyncio.create_task(redis.eval(busy, 0))
+        await asyncio.sleep(0.05)
+        charges = [("a", "t.use", 1, {}, f"r{i}", False) for i in range(6)]
+        with pytest.raises(UnavailableError):
+            await engine.consume_many(charges)  # written at once, as one combined call
+        assert fast.combined == len(charges)
+        await blocker
+        retried = await engine.consume_many(charges)
+        assert all(isinstance(d, Decision) and d.allowed for d in retried)
+        state = await engine.balance("a")
+        left = {p.pool_id: p.balance for p in state.pools}
+        assert left["daily"] + left["base"] == (5 + 100 - 1 - len(charges)) * MICRO
     finally:
         await fast.aclose()

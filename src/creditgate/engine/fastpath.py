@@ -96,6 +96,12 @@ class _Item:
         self.member = member
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (a connection lost under it needs no log line)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
@@ -203,8 +209,9 @@ class _Protocol(asyncio.Protocol):
             and str(reply).startswith("NOSCRIPT")
             and self.combiner is not None
         ):
-            loop = asyncio.get_running_loop()
-            again.insert(0, _Item(self.combiner.load, loop.create_future(), again[0].deadline))
+            loaded: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            loaded.add_done_callback(_retrieved)  # nobody awaits the SCRIPT LOAD
+            again.insert(0, _Item(self.combiner.load, loaded, again[0].deadline))
         return again
 
     def connection_lost(self, exc: Exception | None) -> None:
