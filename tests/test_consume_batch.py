@@ -90,7 +90,7 @@ _charge = st.tuples(
 @sequences(EXAMPLES)
 @given(
     bonus=st.sampled_from([0, 30]),
-    rounds=st.lists(st.lists(_charge, min_size=2, max_size=MAX_COMBINED), min_size=1, max_size=4),
+    rounds=st.lists(st.lists(_charge, min_size=2, max_size=40), min_size=1, max_size=4),
 )
 def test_combined_charges_write_what_single_calls_write(
     redis_url: str, bonus: int, rounds: list[list[Charge]]
@@ -110,9 +110,9 @@ async def test_charges_queued_together_are_combined(redis: AsyncRedis, redis_url
     fast = FastRedis(redis_url)
     try:
         engine = Engine(redis, SMALL, test_clock=True, fast=fast)
-        await _setup(engine, 0)
+        n = 3 * MAX_COMBINED + 5  # several combined calls, one after the other
+        await _setup(engine, n)  # a bonus grant that covers them all
         await engine.consume("a", "t.use", 1, {}, "warm")
-        n = 3 * MAX_COMBINED + 5  # several combined calls in one write
         events = (await redis.info("commandstats"))["cmdstat_xadd"]["calls"]
         answers = await engine.consume_many(
             [("a", "t.use", 1, {}, f"r{i}", False) for i in range(n)]
@@ -123,7 +123,7 @@ async def test_charges_queued_together_are_combined(redis: AsyncRedis, redis_url
         assert stats["cmdstat_xadd"]["calls"] - events == n  # one event per charge
         state = await engine.balance("a")
         left = {p.pool_id: p.balance for p in state.pools}
-        assert left["daily"] + left["base"] == (5 + 100 - 1 - n) * MICRO
+        assert left["daily"] + left["bonus"] + left["base"] == (5 + n + 100 - 1 - n) * MICRO
     finally:
         await fast.aclose()
 
@@ -207,5 +207,47 @@ async def test_a_stuck_redis_fails_combined_charges_and_a_retry_charges_once(
         state = await engine.balance("a")
         left = {p.pool_id: p.balance for p in state.pools}
         assert left["daily"] + left["base"] == (5 + 100 - 1 - len(charges)) * MICRO
+    finally:
+        await fast.aclose()
+
+
+async def test_an_accounts_commands_wait_for_its_combined_call(
+    redis: AsyncRedis, redis_url: str
+) -> None:
+    """A combined call that stops part-way: the account's later charges run after the rest.
+
+    Another account's charges in the same write go ahead; each account's charges still run in
+    the order they were sent.
+    """
+    fast = FastRedis(redis_url)
+    try:
+        engine = Engine(redis, SMALL, test_clock=True, fast=fast)
+        for account in ("a", "b"):
+            await engine.create_account(account, "p", 1)
+            await engine.advance_clock(account, to_ms=NOW)
+            await engine.consume(account, "t.use", 1, {}, "warm")
+        sent = [
+            ("a", "r0"),
+            ("a", "r0"),  # a replay: consume_batch stops here, the rest of the run goes alone
+            ("a", "r1"),
+            ("b", "s0"),  # another account: combined in the same write
+            ("b", "s1"),
+            ("a", "r2"),  # waits for a's combined call
+            ("a", "r3"),
+        ]
+        answers = await engine.consume_many([(a, "t.use", 1, {}, r, False) for a, r in sent])
+        assert [(d.request_id, d.replayed) for d in answers] == [  # type: ignore[union-attr]
+            ("r0", False),
+            ("r0", True),
+            ("r1", False),
+            ("s0", False),
+            ("s1", False),
+            ("r2", False),
+            ("r3", False),
+        ]
+        assert fast.combined == 7  # a: r0 r0 r1, then b: s0 s1, then a: r2 r3
+        entries = await redis.xrange(engine.keys.stream(engine.keys.shard_of("a")))
+        charged = [f[b"r"].decode() for _, f in entries if f[b"a"] == b"a" and f[b"k"] == b"charge"]
+        assert charged == ["warm", "r0", "r1", "r2", "r3"]
     finally:
         await fast.aclose()

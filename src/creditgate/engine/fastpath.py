@@ -13,10 +13,10 @@ This connection:
 - parses the replies with hiredis (the C parser redis-py itself uses) and answers the waiting
   futures in order; Redis answers a connection's commands in the order it received them, and
 - with a ``Combiner`` (the engine), sends queued charges of one account and request shape as one
-  combined command (consume_batch.lua) in place of one script call each. A combined command is
-  the last of its write; the charges it did not run (it stops at the first it cannot answer on
-  the fast path) are sent on their own right after it, so every command still runs in the order
-  it was sent.
+  combined command (consume_batch.lua) in place of one script call each. The charges it did
+  not run (it stops at the first it cannot answer on the fast path) are sent on their own right
+  after it, and the account's later commands wait for its reply, so an account's commands still
+  run in the order they were sent.
 
 Each charge is still atomic on its own (a combined command is one atomic script run), and
 nothing about ordering or idempotency changes. Errors come back as ``hiredis.ReplyError``
@@ -58,8 +58,9 @@ def command(count: int, body: bytes) -> bytes:
 
 
 # Commands queued behind outstanding ones that may be sent as one combined command: consecutive
-# commands of the same group (an account and request shape), at most this many at a time.
-MAX_COMBINED = 32
+# commands of the same group (an account and request shape), at most this many at a time. A
+# combined call holds Redis about as long as the same charges pipelined one by one do.
+MAX_COMBINED = 100
 
 
 class Combiner(Protocol):
@@ -79,20 +80,21 @@ class Combiner(Protocol):
 class _Item:
     """A command not yet answered: as written, or to be combined with its neighbours."""
 
-    __slots__ = ("deadline", "future", "group", "member", "payload")
+    __slots__ = ("account", "deadline", "future", "group", "member", "payload")
 
     def __init__(
         self,
         payload: bytes,
         future: asyncio.Future[Any],
         deadline: float,
-        group: Hashable | None = None,
+        group: tuple[Hashable, ...] | None = None,
         member: Any = None,  # noqa: ANN401 - the combiner's own
     ) -> None:
         self.payload = payload
         self.future = future
         self.deadline = deadline
-        self.group = group
+        self.group = group  # (account, ...): commands that may be combined
+        self.account = group[0] if group else None  # None: not known (no group)
         self.member = member
 
 
@@ -141,32 +143,42 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _combine(self, items: Sequence[_Item]) -> list[bytes]:
-        """The commands to write for ``items``: the first run of one group combined.
+        """The commands to write for ``items``, runs of one group combined.
 
-        A combined command is the last of its write: what follows it waits in the queue for its
-        reply, because the commands it did not run are sent next, in their place, and so every
-        command still runs in the order it was sent.
+        Once a combined command is in the write, the commands after it for the same account (or
+        for an account not known here) wait in the queue for its reply: the charges it does not
+        run are sent next, in their place, so an account's commands run in the order they were
+        sent. Other accounts' commands go in the same write.
         """
         assert self.combiner is not None  # noqa: S101 - checked by the caller
         out: list[bytes] = []
-        for i, item in enumerate(items):
+        held: list[_Item] = []
+        behind: set[Hashable] = set()  # accounts with a combined command in this write
+        i, n = 0, len(items)
+        while i < n:
+            item = items[i]
+            if behind and (item.account is None or item.account in behind):
+                held.append(item)
+                i += 1
+                continue
             group = item.group
             j = i + 1
             if group is not None:
-                limit = min(len(items), i + MAX_COMBINED)
+                limit = min(n, i + MAX_COMBINED)
                 while j < limit and items[j].group == group:
                     j += 1
             if j - i > 1:
                 run = list(items[i:j])
                 out.append(self.combiner.combine([it.member for it in run]))
                 self.waiting.append(run)
-                self.deadlines.append(item.deadline)
                 self.combined += len(run)
-                self.queued[:0] = items[j:]
-                break
-            out.append(item.payload)
-            self.waiting.append(item)
+                behind.add(item.account)
+            else:
+                out.append(item.payload)
+                self.waiting.append(item)
             self.deadlines.append(item.deadline)
+            i = j
+        self.queued[:0] = held
         return out
 
     def data_received(self, data: bytes) -> None:
@@ -314,14 +326,14 @@ class FastRedis:
     async def call(
         self,
         payload: bytes,
-        group: Hashable | None = None,
+        group: tuple[Hashable, ...] | None = None,
         member: Any = None,  # noqa: ANN401 - the combiner's own
     ) -> Any:  # noqa: ANN401 - a Redis reply
         """Send one complete RESP command; its reply, or a ReplyError object for an error.
 
-        A command with a ``group`` that queues behind outstanding ones may be sent inside one
-        combined command (``combine_with``) with the commands of the same group queued next to
-        it; the reply is the same either way.
+        A command with a ``group`` (its account first) that queues behind outstanding ones may
+        be sent inside one combined command (``combine_with``) with the commands of the same
+        group queued next to it; the reply is the same either way.
         """
         proto = self._proto
         if proto is None or proto.lost is not None:
@@ -334,7 +346,7 @@ class FastRedis:
     async def call_many(
         self,
         payloads: Sequence[bytes],
-        groups: Sequence[tuple[Hashable, Any] | None] = (),
+        groups: Sequence[tuple[tuple[Hashable, ...] | None, Any] | None] = (),
     ) -> list[Any]:
         """Send several commands in one write; their replies in order.
 
