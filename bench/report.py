@@ -362,8 +362,10 @@ def _analysis(s: dict[str, Any]) -> list[str]:
         "Pipelining more cannot help at this load: requests reach the handler one event-loop",
         "tick apart (grpc.aio accepts one call per tick), so with the write-when-idle policy",
         "about 97% of commands left in a write of their own when each went out at once, and",
-        "about 60% still do when a command waits for the replies already asked for. A batched",
-        "script call would only share work between requests of one account's hash slot.",
+        "about 60% still do when a command waits for the replies already asked for. For the",
+        "same reason the sidecar's combined calls (one consume_batch call for charges of one",
+        "account that queued together) almost never form here: about 60 of 10,000 charges at",
+        "64 in flight. They lift the batch RPC, whose 100 charges arrive together.",
     ]
     return lines
 
