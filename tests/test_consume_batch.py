@@ -22,6 +22,7 @@ from creditgate.domain.errors import CreditgateError, UnavailableError
 from creditgate.domain.results import Decision
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.fastpath import MAX_COMBINED, FastRedis
+from creditgate.testing.faults import keep_busy
 from test_consume_fast import MICRO, NOW, SMALL, _alike, _events, _last_id, _state
 from test_properties import _runner_for, sequences
 
@@ -190,12 +191,7 @@ async def test_a_stuck_redis_fails_combined_charges_and_a_retry_charges_once(
         engine = Engine(redis, SMALL, test_clock=True, fast=fast)
         await _setup(engine, 0)
         await engine.consume("a", "t.use", 1, {}, "warm")
-        busy = (
-            "local function us() local t = redis.call('TIME') "
-            "return t[1] * 1000000 + t[2] end "
-            "local t0 = us() while us() - t0 < 1000000 do end return 1"
-        )
-        blocker = asyncio.create_task(redis.eval(busy, 0))
+        blocker = asyncio.create_task(keep_busy(redis, 1.0))
         await asyncio.sleep(0.05)
         charges = [("a", "t.use", 1, {}, f"r{i}", False) for i in range(6)]
         with pytest.raises(UnavailableError):

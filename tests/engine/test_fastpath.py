@@ -17,6 +17,7 @@ from creditgate.domain.errors import UnavailableError
 from creditgate.engine import Engine
 from creditgate.engine import engine as engine_module
 from creditgate.engine.fastpath import FastRedis
+from creditgate.testing.faults import keep_busy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -149,12 +150,7 @@ async def test_a_stuck_redis_gives_unavailable_not_a_hang(
     try:
         await engine.create_account("a", "zite_free")
         await engine.consume("a", "zite.email.send", 1, {}, "r1")
-        busy = (
-            "local function us() local t = redis.call('TIME') "
-            "return t[1] * 1000000 + t[2] end "
-            "local t0 = us() while us() - t0 < 1000000 do end return 1"
-        )
-        blocker = asyncio.create_task(redis.eval(busy, 0))
+        blocker = asyncio.create_task(keep_busy(redis, 1.0))
         await asyncio.sleep(0.05)
         with pytest.raises(UnavailableError):
             await engine.consume("a", "zite.email.send", 1, {}, "r2")
