@@ -16,14 +16,10 @@ local a0 = 5 + np * 10
 local n = #KEYS - 4
 local done = {}
 if ARGV[a0] == 'C' and ARGV[a0 + 8] == '0' then
-  local raw = redis.call('HGETALL', KEYS[1])
-  local A = {}
-  for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
-  if A.plan == ARGV[2] and A.st ~= 'suspended' and A.stop == nil then
-    local t = redis.call('TIME')
-    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-    if ARGV[3] == '1' and A.clk then now = tonumber(A.clk) end
-    if #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) == 0 then
+  local A = fast_account()
+  if fast_open(A) then
+    local _, now, no_due_holds = fast_now(A)
+    if no_due_holds then
       for i = 1, n do
         local rk = KEYS[4 + i]
         if redis.call('GET', rk) then break end

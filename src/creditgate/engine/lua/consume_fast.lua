@@ -11,19 +11,12 @@ do
   local np = tonumber(ARGV[4])
   local a0 = 5 + np * 10
   if ARGV[a0] == 'C' and ARGV[a0 + 8] == '0' then
-    local raw = redis.call('HGETALL', KEYS[1])
-    local A = {}
-    for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
+    local A = fast_account()
     PRE_A = A  -- handed to lib.lua as read: fast_charge() changes A only when it answers
-    if A.plan == ARGV[2] and A.st ~= 'suspended' and A.stop == nil then
-      PRE_REC = redis.call('GET', KEYS[5])
-    end
+    if fast_open(A) then PRE_REC = redis.call('GET', KEYS[5]) end
     if PRE_REC == false then
-      local t = redis.call('TIME')
-      PRE_T = t
-      local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-      if ARGV[3] == '1' and A.clk then now = tonumber(A.clk) end
-      PRE_NO_DUE_HOLDS = #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) == 0
+      local now
+      PRE_T, now, PRE_NO_DUE_HOLDS = fast_now(A)
       if PRE_NO_DUE_HOLDS then
         local out = fast_charge(A, now, np, a0, KEYS[5], ARGV[a0 + 1])
         if out then return out end

@@ -1,5 +1,6 @@
--- fast.lua: fast_charge(), the common allowed charge, shared by consume_fast.lua (one request)
--- and consume_batch.lua (several requests of one account and shape in one call).
+-- fast.lua: fast_charge(), the common allowed charge, and the reads made before it
+-- (fast_account, fast_open, fast_now), shared by consume_fast.lua (one request) and
+-- consume_batch.lua (several requests of one account and shape in one call).
 --
 -- It answers a charge only when it is allowed and wholly covered by allowance and grant pools
 -- while nothing is due: the caller has checked that the account exists on the caller's plan, is
@@ -10,6 +11,28 @@
 -- prelude's tables and closures, which cost more than half of a consume call, and returns the
 -- reply. Otherwise it returns nil having written nothing.
 --
+-- The reads both callers make before fast_charge(). The account's fields, as a table:
+local function fast_account()
+  local raw = redis.call('HGETALL', KEYS[1])
+  local A = {}
+  for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
+  return A
+end
+
+-- Whether fast_charge() may try this account on the caller's plan: neither suspended nor stopped.
+local function fast_open(A)
+  return A.plan == ARGV[2] and A.st ~= 'suspended' and A.stop == nil
+end
+
+-- TIME, and the instant in ms it gives (the account's frozen clock under test clocks, as
+-- lib.lua's NOW); whether no hold expires by then.
+local function fast_now(A)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if ARGV[3] == '1' and A.clk then now = tonumber(A.clk) end
+  return t, now, #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) == 0
+end
+
 -- A: the account's fields as read (updated here with what the charge writes, so a batch can
 -- charge again from them); now: the instant in ms; np, a0: the pool count and the index of the
 -- mode in ARGV (consume.lua's layout); rk, rid: the request's idempotency record key and id.
