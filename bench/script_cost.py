@@ -6,9 +6,10 @@ embedded redis-server under valgrind's callgrind, charges the benchmark's hot ac
 the consume script, and for a script that only returns 1 given the same keys and arguments (what
 reading, parsing and answering one EVALSHA costs). Instruction counts repeat to within a
 fraction of a percent whatever else the machine is doing, unlike timings on a shared VM, so this
-is the measure to optimise the Lua against. ``--lua DIR`` measures the consume_fast.lua (if
-there is one), lib.lua and consume.lua of another directory (a candidate change) instead of the
-package's; ``--general`` measures the general path alone (no consume_fast.lua).
+is the measure to optimise the Lua against. ``--lua DIR`` measures the fast.lua and
+consume_fast.lua (if there are), lib.lua and consume.lua of another directory (a candidate
+change) instead of the package's; ``--general`` measures the general path alone (no
+consume_fast.lua).
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def measure(source: str, calls: int, quantity: int = 1) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
-    parser.add_argument("--lua", type=Path, help="a directory with lib.lua and consume.lua")
+    parser.add_argument(
+        "--lua", type=Path, help="a directory of candidate Lua (fast.lua ... consume.lua)"
+    )
     parser.add_argument(
         "--general",
         action="store_true",
@@ -121,7 +124,7 @@ def main() -> int:
         print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
         return 2
     if opts.lua:
-        parts = ["consume_fast.lua", "lib.lua", "consume.lua"]
+        parts = ["fast.lua", "consume_fast.lua", "lib.lua", "consume.lua"]
         source = "\n".join(
             [HEAD, *((opts.lua / n).read_text() for n in parts if (opts.lua / n).exists())]
         )
