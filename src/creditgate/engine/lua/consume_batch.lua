@@ -11,7 +11,7 @@
 --   after the last (ARG0 + 12 on).
 -- Returns the replies of the first m requests (0 <= m <= n), each as consume.lua's allowed
 -- reply; requests m + 1..n were not charged and nothing was written for them.
-local np = tonumber(ARGV[4])
+local np = ARGV[4] + 0
 local a0 = 5 + np * 10
 local n = #KEYS - 4
 local done = {}

@@ -8,7 +8,7 @@
 -- PRE_ locals (the account fields, the idempotency record, TIME and whether a hold is due), so
 -- the general path does not read them a second time. Same KEYS and ARGV as consume.lua.
 do
-  local np = tonumber(ARGV[4])
+  local np = ARGV[4] + 0
   local a0 = 5 + np * 10
   if ARGV[a0] == 'C' and ARGV[a0 + 8] == '0' then
     local A = fast_account()

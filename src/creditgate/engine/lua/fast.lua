@@ -11,6 +11,9 @@
 -- prelude's tables and closures, which cost more than half of a consume call, and returns the
 -- reply. Otherwise it returns nil having written nothing.
 --
+-- Numeric strings that are always there (ARGV, TIME, fields these scripts write) are converted
+-- with `x + 0`, which parses them once; tonumber() parses twice (lua_isnumber, lua_tonumber).
+--
 -- The reads both callers make before fast_charge(). The account's fields, as a table:
 local function fast_account()
   local raw = redis.call('HGETALL', KEYS[1])
@@ -28,9 +31,12 @@ end
 -- lib.lua's NOW); whether no hold expires by then.
 local function fast_now(A)
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local now = t[1] * 1000 + math.floor(t[2] / 1000)
   if ARGV[3] == '1' and A.clk then now = tonumber(A.clk) end
-  return t, now, #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, 1) == 0
+  -- Arguments to redis.call as strings: a Lua number is printed with '%.14g' on the way.
+  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', now),
+    'LIMIT', '0', '1')
+  return t, now, #due == 0
 end
 
 -- A: the account's fields as read (updated here with what the charge writes, so a batch can
@@ -38,8 +44,8 @@ end
 -- mode in ARGV (consume.lua's layout); rk, rid: the request's idempotency record key and id.
 local function fast_charge(A, now, np, a0, rk, rid)
   -- The demand in meter micro-units, rounded up, as lib.lua's demand().
-  local uc, per = tonumber(ARGV[a0 + 4]), tonumber(ARGV[a0 + 5])
-  local prod = tonumber(ARGV[a0 + 3]) * uc
+  local uc, per = ARGV[a0 + 4] + 0, ARGV[a0 + 5] + 0
+  local prod = ARGV[a0 + 3] * uc
   local D = 0
   if prod <= 4503599627370495 then
     D = math.floor(prod / per)
@@ -48,7 +54,7 @@ local function fast_charge(A, now, np, a0, rk, rid)
     if D * per < prod then D = D + 1 end
   end
   -- Each pool's balance (a pay-as-you-go pool's remaining cap); the pools to take from.
-  local bal, lots, takes = {}, {}, {}
+  local bal, lots, takes, ends = {}, {}, {}, {}
   local rem = D
   local go = D > 0
   for i = 1, np do
@@ -57,8 +63,11 @@ local function fast_charge(A, now, np, a0, rk, rid)
     local id, k = ARGV[j], ARGV[j + 1]
     local b = 0
     if k == 'A' or k == 'O' or k == 'P' then
-      local r = tonumber(A['r:' .. id])
-      if r == nil or now >= r or A['o:' .. id] then go = false; break end
+      local r = A['r:' .. id]
+      if r == nil then go = false; break end
+      r = r + 0
+      if now >= r or A['o:' .. id] then go = false; break end
+      ends[i] = r
     end
     if k == 'G' then
       local packed = A['L:' .. id]
@@ -69,10 +78,12 @@ local function fast_charge(A, now, np, a0, rk, rid)
       end
       lots[i] = ls
     elseif k == 'P' then
-      local c = tonumber(A['c:' .. id]) or tonumber(ARGV[j + 7])
-      if c < 0 then b = -1 else b = math.max(0, c - (tonumber(A['s:' .. id]) or 0)) end
+      local c = tonumber(A['c:' .. id]) or ARGV[j + 7] + 0
+      local spent = A['s:' .. id]
+      if c < 0 then b = -1 else b = math.max(0, c - (spent and spent + 0 or 0)) end
     else
-      b = tonumber(A['b:' .. id]) or 0
+      local x = A['b:' .. id]
+      b = x and x + 0 or 0
     end
     bal[i] = b
     if rem > 0 and ARGV[j + 8] == '1' then
@@ -86,6 +97,7 @@ local function fast_charge(A, now, np, a0, rk, rid)
     local fmt = string.format
     local out = {'OK', 1, 1, D, 0, now, 0, 0, 0, #takes}
     local debits, moves, fields, snap = {}, {}, {}, {}
+    local none = {}  -- packed as an empty list wherever it appears
     rem = D
     for _, i in ipairs(takes) do
       local j = -5 + i * 10
@@ -94,7 +106,7 @@ local function fast_charge(A, now, np, a0, rk, rid)
       local left = bal[i] - amt
       rem = rem - amt
       bal[i] = left
-      local rate = tonumber(ARGV[j + 4])
+      local rate = ARGV[j + 4] + 0
       if k == 'G' then
         -- Soonest-expiring lots first (the stored order); emptied lots are dropped.
         local taken, kept, need = {}, {}, amt
@@ -124,7 +136,7 @@ local function fast_charge(A, now, np, a0, rk, rid)
         fields[#fields + 1] = 'r:' .. id
         fields[#fields + 1] = r
         snap['b:' .. id], snap['r:' .. id] = b, r
-        debits[#debits + 1] = {id, k, amt, amt, tonumber(r), rate, {}}
+        debits[#debits + 1] = {id, k, amt, amt, ends[i], rate, none}
       end
       out[#out + 1] = id
       out[#out + 1] = amt
@@ -141,7 +153,7 @@ local function fast_charge(A, now, np, a0, rk, rid)
     redis.call('XADD', KEYS[2], '*', 'v', '1', 'k', 'charge', 'a', ARGV[1], 'r', rid,
       't', fmt('%d', now), 'm', table.concat(moves, ';'), 'act', ARGV[a0 + 6],
       'q', ARGV[a0 + 3], 'at', ARGV[a0 + 7],
-      'st', cmsgpack.pack({a = snap, h = {}, r = {[rk] = {rec, tonumber(ttl)}}}))
+      'st', cmsgpack.pack({a = snap, h = none, r = {[rk] = {rec, ttl + 0}}}))
     return out
   end
 end
