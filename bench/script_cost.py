@@ -7,7 +7,7 @@ the consume script, and for a script that only returns 1 given the same keys and
 reading, parsing and answering one EVALSHA costs). Instruction counts repeat to within a
 fraction of a percent whatever else the machine is doing, unlike timings on a shared VM, so this
 is the measure to optimise the Lua against. ``--lua DIR`` measures the fast.lua and
-consume_fast.lua (if there are), lib.lua and consume.lua of another directory (a candidate
+consume_fast.lua (those present), lib.lua and consume.lua of another directory (a candidate
 change) instead of the package's; ``--general`` measures the general path alone (no
 consume_fast.lua).
 """
