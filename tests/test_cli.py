@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
 
@@ -78,6 +80,7 @@ class Served:
     data_dir: Path
     port: int = field(default_factory=_free_port)
     processes: int = 1
+    metrics_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     returncode: int | None = None
     stop_seconds: float | None = None
@@ -112,7 +115,11 @@ class Served:
                     self.target,
                 ],
                 cwd=ROOT,
-                env=_env(self.data_dir) | {"CREDITGATE_PROCESSES": str(self.processes)},
+                env=_env(self.data_dir)
+                | {
+                    "CREDITGATE_PROCESSES": str(self.processes),
+                    "CREDITGATE_METRICS_PORT": str(self.metrics_port),
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -374,8 +381,8 @@ def _sockets(pid: int, port: int, state: str) -> int:
 
 @pytest.fixture
 def served_twice(tmp_path: Path) -> Iterator[Served]:
-    """The sidecar with CREDITGATE_PROCESSES=2."""
-    server = Served(tmp_path, processes=2)
+    """The sidecar with CREDITGATE_PROCESSES=2 (and /metrics)."""
+    server = Served(tmp_path, processes=2, metrics_port=_free_port())
     server.start()
     try:
         yield server
@@ -383,8 +390,23 @@ def served_twice(tmp_path: Path) -> Iterator[Served]:
         server.stop()
 
 
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The samples /metrics serves, by name and labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def test_two_processes_share_the_port_and_both_answer(served_twice: Served) -> None:
-    """The second process serves the same port: connections land on both, and all answer."""
+    """The second process serves the same port: connections land on both, and all answer.
+
+    The first process's /metrics counts the answers of both, and the metrics files go when the
+    sidecar stops.
+    """
     assert served_twice.process is not None
     parent = served_twice.process.pid
     (child,) = _children(parent)
@@ -417,9 +439,23 @@ def test_two_processes_share_the_port_and_both_answer(served_twice: Served) -> N
             channel.close()
     assert sum(spread) == len(channels)
     assert min(spread) > 0, spread
+    samples = _scrape(served_twice.metrics_port)
+    allowed = (("reason", "ALLOWED"), ("rpc", "consume"))
+    assert samples["creditgate_decisions_total", allowed] == len(channels)
+    ok = (("code", "OK"), ("method", "CheckAndConsume"))
+    assert samples["creditgate_rpc_seconds_count", ok] == len(channels)
+    assert samples["creditgate_redis_up", ()] == 1
+    environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+    (metrics_dir,) = (
+        Path(e.split(b"=", 1)[1].decode())
+        for e in environ
+        if e.startswith(b"PROMETHEUS_MULTIPROC_DIR=")
+    )
+    assert metrics_dir.is_dir()
     served_twice.stop()
     assert served_twice.returncode == 0, served_twice.log_tail()
     assert not Path(f"/proc/{child}").exists()
+    assert not metrics_dir.exists()
 
 
 def test_a_server_process_that_dies_stops_the_sidecar(served_twice: Served) -> None:

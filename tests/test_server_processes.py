@@ -7,12 +7,13 @@ under the same supervision, for what a real server process does not do on cue: i
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
 
 from creditgate.server import ServerProcesses
-from creditgate.settings import Settings
+from creditgate.settings import Settings, cores_available
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -54,3 +55,22 @@ async def test_a_process_that_exits_on_its_own_stops_the_sidecar() -> None:
     assert group.failed
     assert group.procs[0].returncode == 3
     await group.wait(1)
+
+
+def test_processes_zero_is_one_per_available_core(tmp_path: Path) -> None:
+    """0 resolves to the CPU affinity, capped by a cgroup v2 quota rounded up; 1 on port :0."""
+    cores = len(os.sched_getaffinity(0))
+    assert cores_available(tmp_path) == cores  # no cpu.max: no quota
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert cores_available(tmp_path) == cores
+    cpu_max.write_text("50000 100000\n")  # half a core
+    assert cores_available(tmp_path) == 1
+    cpu_max.write_text("150000 100000\n")  # one and a half
+    assert cores_available(tmp_path) == min(cores, 2)
+    cpu_max.write_text(f"{(cores + 3) * 100000} 100000\n")  # more quota than cores
+    assert cores_available(tmp_path) == cores
+    auto = Settings(processes=0, listen="127.0.0.1:50999")
+    assert auto.server_processes(tmp_path) == cores
+    assert Settings(processes=0, listen="127.0.0.1:0").server_processes(tmp_path) == 1
+    assert Settings(processes=3, listen="127.0.0.1:0").server_processes(tmp_path) == 3

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,9 +24,11 @@ from creditgate.domain.errors import ConfigError
 from creditgate.domain.money import to_micro
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
     from google.protobuf.message import Message
+
+    from creditgate.settings import Settings
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -83,6 +88,35 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    with _metrics_dir(settings):
+        return _run_server(settings, demo=args.demo)
+
+
+@contextlib.contextmanager
+def _metrics_dir(settings: Settings) -> Iterator[None]:
+    """With several server processes, a fresh PROMETHEUS_MULTIPROC_DIR for the sidecar's life.
+
+    The first process makes it before prometheus-client is imported, the others inherit it
+    through the environment, and it is removed when the first process ends. A directory the
+    caller set is used as it is and kept.
+    """
+    if (
+        settings.server_processes() == 1
+        or settings.process_index
+        or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    ):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="creditgate-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _run_server(settings: Settings, *, demo: bool) -> int:
     from creditgate.server import serve  # noqa: PLC0415
 
     runner: Callable[[Any], Any] = asyncio.run
@@ -96,7 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
     from creditgate.ledger.store import LedgerError  # noqa: PLC0415
 
     try:
-        runner(serve(settings, demo=args.demo))
+        runner(serve(settings, demo=demo))
     except (ConfigError, LedgerError) as exc:
         print(f"creditgate: {exc}", file=sys.stderr)  # noqa: T201
         return 2

@@ -1,11 +1,19 @@
-"""Prometheus metrics, served on CREDITGATE_METRICS_PORT (default 9464) at /metrics."""
+"""Prometheus metrics, served on CREDITGATE_METRICS_PORT (default 9464) at /metrics.
+
+With several server processes (CREDITGATE_PROCESSES) every process writes its metrics to files
+in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, which the first process
+sets up before this module is imported) and the first process serves them summed. Then the RPC
+latency histogram is prometheus-client's own, since the loop-only one below keeps its counts in
+the process's memory.
+"""
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from typing import TYPE_CHECKING
 
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -75,14 +83,37 @@ class LoopHistogram(Collector):
 DECISIONS = Counter(
     "creditgate_decisions_total", "Quota decisions by RPC and reason", ["rpc", "reason"]
 )
-RPC_SECONDS = LoopHistogram(
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+_RPC = (
     "creditgate_rpc_seconds",
     "Server-side RPC latency by method and status code",
     ["method", "code"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
 )
-REGISTRY.register(RPC_SECONDS)
-REDIS_UP = Gauge("creditgate_redis_up", "1 when the last Redis health probe succeeded")
+_RPC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
+RPC_SECONDS: LoopHistogram | Histogram
+if MULTIPROCESS:
+    RPC_SECONDS = Histogram(*_RPC, buckets=_RPC_BUCKETS)
+else:
+    RPC_SECONDS = LoopHistogram(*_RPC, buckets=_RPC_BUCKETS)
+    REGISTRY.register(RPC_SECONDS)
+# Summed over processes, the lowest: 0 when any server process cannot reach Redis.
+REDIS_UP = Gauge(
+    "creditgate_redis_up",
+    "1 when the last Redis health probe succeeded (of every server process)",
+    multiprocess_mode="min",
+)
+
+
+def registry() -> CollectorRegistry:
+    """What /metrics serves: this process's metrics, or every server process's, summed."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    from prometheus_client import multiprocess  # noqa: PLC0415 - multiprocess mode only
+
+    summed = CollectorRegistry()
+    multiprocess.MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+    return summed
+
 
 # Children bound once: a label lookup per call costs more than the update itself.
 _DECIDED = {
@@ -101,6 +132,6 @@ def decided_counter(rpc: str, reason: Reason) -> Counter:
     return _DECIDED[rpc, reason]
 
 
-def latency(method: str, code: str = "OK") -> Timing:
+def latency(method: str, code: str = "OK") -> Timing | Histogram:
     """The histogram child for one method and status (created on first use, then cached)."""
     return RPC_SECONDS.labels(method, code)

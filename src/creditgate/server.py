@@ -215,9 +215,9 @@ class ServerProcesses:
             "CREDITGATE_LISTEN": settings.listen,
             "CREDITGATE_CONFIG": str(settings.config),
             "CREDITGATE_TEST_CLOCK": "true" if settings.test_clock else "false",
-            "CREDITGATE_PROCESSES": str(settings.processes),
+            "CREDITGATE_PROCESSES": str(settings.server_processes()),
         }
-        self._count = settings.processes - 1
+        self._count = settings.server_processes() - 1
         self.procs: list[subprocess.Popen[bytes]] = []
         self._stopping = False
         self.failed = False
@@ -265,15 +265,16 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             from creditgate.demo import provision  # noqa: PLC0415
 
             await provision(backends.engine)
-        shared = settings.processes > 1
+        processes = settings.server_processes()
+        shared = processes > 1
         if shared and settings.listen.rsplit(":", 1)[-1] == "0":
             msg = "CREDITGATE_PROCESSES above 1 needs a fixed port in CREDITGATE_LISTEN, not :0"
             raise ConfigError(msg)
         server, health, port = await build_server(
             backends.engine, settings.listen, reuse_port=shared
         )
-        if settings.metrics_port:
-            start_http_server(settings.metrics_port + settings.process_index)
+        if settings.metrics_port and not settings.process_index:
+            start_http_server(settings.metrics_port, registry=metrics.registry())
         await server.start()
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again under load.
@@ -281,9 +282,11 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         gc.freeze()
         watcher = asyncio.create_task(_watch_redis(backends.redis, health))
         log.info(
-            "creditgate serving on %s (port %d), catalog %s, %d plans",
+            "creditgate serving on %s (port %d, process %d of %d), catalog %s, %d plans",
             settings.listen,
             port,
+            settings.process_index + 1,
+            processes,
             settings.config,
             len(backends.engine.catalog.plans),
         )

@@ -7,6 +7,8 @@ the backend: ``redis://``, ``rediss://``, ``unix://`` or ``embedded`` for Redis;
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -25,11 +27,11 @@ class Settings(BaseSettings):
     grace_seconds: float = Field(5.0, ge=0, description="drain time for in-flight RPCs on stop")
     processes: int = Field(
         1,
-        ge=1,
+        ge=0,
         le=64,
-        description="server processes sharing the listen port (SO_REUSEPORT); the first one "
-        "also runs embedded Redis, the ledger worker and --demo, and process i serves "
-        "/metrics on metrics_port + i",
+        description="server processes sharing the listen port (SO_REUSEPORT); 0: one per core "
+        "this process may use (CPU affinity and the cgroup's CPU quota). The first one also "
+        "runs embedded Redis, the ledger worker and --demo, and serves /metrics for all",
     )
     process_index: int = Field(
         0, ge=0, lt=64, description="set by the first process for the others it starts"
@@ -93,3 +95,31 @@ class Settings(BaseSettings):
         if self.ledger_url == "auto":
             return f"sqlite:///{self.data_dir / 'creditgate.db'}"
         return self.ledger_url
+
+    def server_processes(self, cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+        """``processes`` with 0 resolved.
+
+        That is the cores available, or 1 on an ephemeral port (:0), which several processes
+        cannot share.
+        """
+        if self.processes:
+            return self.processes
+        if self.listen.rsplit(":", 1)[-1] == "0":
+            return 1
+        return cores_available(cgroup)
+
+
+def cores_available(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may run on.
+
+    That is its CPU affinity, capped by a cgroup v2 CPU quota (``cpu.max``: "quota period",
+    rounded up; "max" is no quota).
+    """
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))

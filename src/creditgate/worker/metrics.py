@@ -9,6 +9,7 @@ LAG = Gauge(
     "Age of the oldest event of a shard stream not yet in the ledger (0: caught up); what a "
     "Redis crash without persistence could lose",
     ["stream"],
+    multiprocess_mode="mostrecent",  # only the first server process runs the worker
 )
 APPLIED = Counter("creditgate_ledger_events_applied", "Events written to the ledger")
 DUPLICATES = Counter(
