@@ -111,7 +111,10 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "pg_spread_tps": round(pg["spread"]) if pg["spread"] else None,
         "cpu_us_per_decision_hot": round(r["hot_cost"], 1),
         "cpu_us_per_decision_spread": round(r["spread_cost"], 1),
-        "accounts_cost_ratio": round(r["spread_cost"] / r["hot_cost"], 3),
+        # The median of pair-by-pair ratios (runs before 16:00 on 2026-11-22: of the medians).
+        "accounts_cost_ratio": round(
+            r.get("account_cost_ratio", r["spread_cost"] / r["hot_cost"]), 3
+        ),
         "redis_bytes_per_account": round(r["memory"]["bytes_per_account"]),
     }
     if "sidecars" in at64:
@@ -278,7 +281,7 @@ def _targets(s: dict[str, Any]) -> list[str]:
         )
     rows += [
         (
-            "100,000 accounts cost at most 1.1x one account",
+            "100,000 accounts cost at most 1.1x one account (CPU per decision, run pair by pair)",
             f"{s['accounts_cost_ratio']:.2f}x",
             s["accounts_cost_ratio"] <= 1.1,
         ),

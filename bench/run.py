@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import tools
@@ -308,26 +309,34 @@ def processes_of(pid: int, expected: int) -> list[int]:
     raise RuntimeError(msg)
 
 
-def account_cost(target: str, pids: list[int], accounts: int, runs: int) -> float:
-    """Median server CPU microseconds per decision under bench/load.py."""
-    costs = []
+def account_cost(target: str, pids: list[int], accounts: int) -> float:
+    """Server CPU microseconds per decision in one bench/load.py run over ``accounts``."""
+    cpu0 = tools.cpu_seconds(pids)
+    out = subprocess.run(
+        [sys.executable, str(tools.ROOT / "bench" / "load.py"), target, "4", "64", str(accounts)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return (tools.cpu_seconds(pids) - cpu0) / int(out.stdout.split()[-1]) * 1e6
+
+
+def account_costs(target: str, pids: list[int], accounts: int, runs: int) -> dict[str, Any]:
+    """CPU per decision on one account and on ``accounts``, run pair by pair (one, then many).
+
+    Each pair's ratio is taken within the pair, so drift over the run (the machine's other
+    load, the sidecar's own state) falls on both sides of it; the result holds the medians.
+    """
+    hot, spread = [], []
     for _ in range(runs):
-        cpu0 = tools.cpu_seconds(pids)
-        out = subprocess.run(
-            [
-                sys.executable,
-                str(tools.ROOT / "bench" / "load.py"),
-                target,
-                "4",
-                "64",
-                str(accounts),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        costs.append((tools.cpu_seconds(pids) - cpu0) / int(out.stdout.split()[-1]) * 1e6)
-    return statistics.median(costs)
+        hot.append(account_cost(target, pids, 1))
+        spread.append(account_cost(target, pids, accounts))
+    return {
+        "hot": statistics.median(hot),
+        "spread": statistics.median(spread),
+        "ratio": statistics.median(s / h for h, s in zip(hot, spread, strict=True)),
+        "pairs": [[round(h, 1), round(s, 1)] for h, s in zip(hot, spread, strict=True)],
+    }
 
 
 def _options() -> argparse.Namespace:
@@ -435,8 +444,7 @@ def main() -> int:
             batch_rate = statistics.median(r.rps * 100 for r in batch_runs)
             print("1 vs many accounts ...", file=sys.stderr)
             warm_up(side_target, opts.accounts)
-            hot_cost = account_cost(side_target, [side.pid], 1, opts.runs)
-            spread_cost = account_cost(side_target, [side.pid], opts.accounts, opts.runs)
+            costs = account_costs(side_target, [side.pid], opts.accounts, opts.runs)
             soak = run_soak(side_target, side.pid, body, opts.soak) if opts.soak else None
         print("redis-benchmark ...", file=sys.stderr)
         ceiling = redis_ceiling(rd.url, socket_path, opts.accounts, opts.runs)
@@ -446,8 +454,10 @@ def main() -> int:
         processes=opts.processes,
         levels=levels,
         batch=batch_rate,
-        hot_cost=hot_cost,
-        spread_cost=spread_cost,
+        hot_cost=costs["hot"],
+        spread_cost=costs["spread"],
+        account_cost_ratio=costs["ratio"],
+        account_cost_pairs=costs["pairs"],
         ceiling=ceiling,
         pg=pg,
         memory=memory,
