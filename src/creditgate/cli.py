@@ -98,10 +98,11 @@ def _metrics_dir(settings: Settings) -> Iterator[None]:
 
     The first process makes it before prometheus-client is imported, the others inherit it
     through the environment, and it is removed when the first process ends. A directory the
-    caller set is used as it is and kept.
+    caller set is used as it is and kept. With metrics off there is nothing to sum.
     """
     if (
-        settings.server_processes() == 1
+        not settings.metrics_port
+        or settings.server_processes() == 1
         or settings.process_index
         or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     ):
