@@ -215,9 +215,10 @@ class ServerProcesses:
             "CREDITGATE_LISTEN": settings.listen,
             "CREDITGATE_CONFIG": str(settings.config),
             "CREDITGATE_TEST_CLOCK": "true" if settings.test_clock else "false",
-            "CREDITGATE_PROCESSES": str(settings.server_processes()),
         }
-        self._count = settings.server_processes() - 1
+        processes = settings.server_processes()
+        self._env["CREDITGATE_PROCESSES"] = str(processes)
+        self._count = processes - 1
         self.procs: list[subprocess.Popen[bytes]] = []
         self._stopping = False
         self.failed = False
@@ -267,7 +268,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             await provision(backends.engine)
         processes = settings.server_processes()
         shared = processes > 1
-        if shared and settings.listen.rsplit(":", 1)[-1] == "0":
+        if shared and not settings.fixed_port():
             msg = "CREDITGATE_PROCESSES above 1 needs a fixed port in CREDITGATE_LISTEN, not :0"
             raise ConfigError(msg)
         server, health, port = await build_server(

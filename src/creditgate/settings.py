@@ -104,9 +104,11 @@ class Settings(BaseSettings):
         """
         if self.processes:
             return self.processes
-        if self.listen.rsplit(":", 1)[-1] == "0":
-            return 1
-        return cores_available(cgroup)
+        return cores_available(cgroup) if self.fixed_port() else 1
+
+    def fixed_port(self) -> bool:
+        """Whether ``listen`` names a port (not :0, which the system picks per process)."""
+        return self.listen.rsplit(":", 1)[-1] != "0"
 
 
 def cores_available(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
