@@ -29,6 +29,8 @@ from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog, load_catalog
 from creditgate.domain.errors import CreditgateError
+from creditgate.domain.money import MAX_AMOUNT
+from creditgate.domain.results import Reason
 from creditgate.engine import Engine
 from creditgate.testing import ReferenceModel
 
@@ -497,6 +499,31 @@ async def _agree(redis: AsyncRedis, catalog_name: str, plan: str, steps: list[St
         assert _plain(got) == _plain(want), f"step {i} {name}: {_diff(_plain(got), want)}"
         got, want = _plain(await engine.balance("a")), model.balance("a")
         assert got == want, f"balance after {i}: {_diff(got, want)}"
+
+
+async def test_an_uncapped_payg_pool_spends_at_most_the_exact_range(redis: AsyncRedis) -> None:
+    """A pay-as-you-go pool without a cap spends at most MAX_AMOUNT a period, exactly.
+
+    Lua's numbers are doubles: spend summed beyond 2^53 lost units (found by the model test:
+    749999999500033334 kept as 749999999500033280). A charge beyond it is denied at the cap.
+    On p_lite one i.make is 3 images at 250 USD: 750 USD; its imgs pool covers 2 images.
+    """
+    steps: list[Step] = [
+        ("consume", ("i.make", 10**9, {}, "q1"), {}),  # 750 billion USD at once
+        ("consume", ("i.make", 6_000_000, {}, "q2"), {}),  # 4.4999995 billion USD
+        ("consume", ("i.make", 4_000, {}, "q3"), {}),  # 3 million USD more: within
+        ("consume", ("i.make", 4_000, {}, "q4"), {}),  # and again: beyond
+        ("consume", ("c.odd", 1, {}, "q5"), {}),  # 0.033334 USD: within
+    ]
+    await _agree(redis, "test", "p_lite", steps)
+    engine = Engine(redis, CATALOGS["test"], test_clock=True)
+    replays = [await engine.consume("a", *args) for _, args, _ in steps]
+    assert [d.allowed for d in replays] == [False, True, True, False, True]
+    assert replays[0].reason == replays[3].reason == Reason.SPEND_CAP_REACHED
+    payg = next(p for p in (await engine.balance("a")).pools if p.pool_id == "payg")
+    # c.odd: 0.333333 / 7 calls at 0.7 USD a call, rounded up: 0.033334 USD.
+    spent = (6_000_000 * 3 - 2 + 4_000 * 3) * 250 * MICRO + 33_334
+    assert payg.spent == spent <= MAX_AMOUNT
 
 
 async def test_replay_after_a_plan_change_answers_the_first_result(redis: AsyncRedis) -> None:

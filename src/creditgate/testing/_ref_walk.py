@@ -80,17 +80,21 @@ def account_block(op: Op) -> tuple[Reason, int] | None:
 # --- the consumption walk ------------------------------------------------------------------
 
 
+def _spend_cap(p: Live) -> int:
+    """What an overage or pay-as-you-go pool may spend in a period: its cap, else MAX_AMOUNT."""
+    return MAX_AMOUNT if p.cap < 0 else p.cap
+
+
 def _money_take(op: Op, p: Live, rate: int, rem: int) -> tuple[Take | None, int, bool]:
     """A money pool pays for ``rem`` in full if it can, else for what it can afford."""
-    avail: int | None
     if p.code == "B":
         avail = p.rec.balance
     elif not p.enabled or op.account.status == "trial":
         avail = 0
     else:
-        avail = None if p.cap < 0 else max(0, p.cap - p.rec.spent)
+        avail = max(0, _spend_cap(p) - p.rec.spent)
     need = money_ceil(rem, rate)
-    if avail is None or avail >= need:
+    if avail >= need:
         return Take(p, need, rem, 0, rate), 0, False
     covered = meter_floor(avail, rate)
     take = Take(p, money_ceil(covered, rate), covered, 0, rate) if covered > 0 else None
@@ -106,7 +110,7 @@ def _overage_take(p: Live, rate: int, rem: int) -> tuple[Take | None, int, bool]
     if rem > t and p.enabled:
         n = ceil_div(rem - t, cfg.block_size)
         price = n * cfg.block_price
-        if price > MAX_AMOUNT or (p.cap >= 0 and p.rec.spent + price > p.cap):
+        if p.rec.spent + price > _spend_cap(p):
             capped = True
         else:
             blocks, t = n, rem
@@ -204,12 +208,12 @@ def _spend_capacity(op: Op, p: Live, rate: int, *, fresh: bool) -> int:
         bought = 0 if fresh else rec.balance
         if not p.enabled:
             return bought
-        if p.cap < 0 or cfg is None:
+        if cfg is None:
             return MAX_AMOUNT
-        return bought + max(0, p.cap - spent) // cfg.block_price * cfg.block_size
+        return bought + max(0, _spend_cap(p) - spent) // cfg.block_price * cfg.block_size
     if not p.enabled or op.account.status == "trial":
         return 0
-    return MAX_AMOUNT if p.cap < 0 else meter_floor(max(0, p.cap - spent), rate)
+    return meter_floor(max(0, _spend_cap(p) - spent), rate)
 
 
 def retry_at(op: Op, eligible: list[tuple[Live, int]], demand: int) -> int:

@@ -473,6 +473,12 @@ local function take_lots(p, amt)
   return taken
 end
 
+-- What an overage or pay-as-you-go pool may spend in a period: its cap, or without one MAX, so
+-- that its spend, summed over the period's charges, stays exact.
+local function spend_cap(p)
+  return p.c >= 0 and p.c or MAX
+end
+
 -- Plan (without changing anything) how `D` meter micro-units would be covered by `elig`, a list
 -- of {pool, rate}. Returns the takes, what is left uncovered, and whether a cap stopped it.
 local function plan_charge(elig, D)
@@ -488,9 +494,10 @@ local function plan_charge(elig, D)
       local avail
       if k == 'B' then avail = p.b
       elseif not p.en or A.st == 'trial' then avail = 0
-      elseif p.c >= 0 then avail = math.max(0, p.c - p.s) end
+      else avail = math.max(0, spend_cap(p) - p.s) end
+      -- Exact while it is at most MAX; beyond that it is only ever compared with avail <= MAX.
       local need = money_ceil(rem, rate)
-      if avail == nil or avail >= need then
+      if avail >= need then
         takes[#takes + 1] = {p, need, rem, 0, rate}
         rem = 0
       else
@@ -507,7 +514,7 @@ local function plan_charge(elig, D)
       if rem > t and p.en then
         local n = ceil_div(rem - t, p.bs)
         local price = n * p.bp
-        if price > MAX or (p.c >= 0 and p.s + price > p.c) then capped = true
+        if price > spend_cap(p) - p.s then capped = true
         else blocks = n; t = rem end
       end
       if t > 0 then takes[#takes + 1] = {p, t, t, blocks, rate}; rem = rem - t end
@@ -554,12 +561,11 @@ local function capacity(p, rate, t)
   if k == 'O' then
     local b = fresh and 0 or p.b
     if not p.en then return b end
-    if p.c < 0 then return MAX end
-    return b + idiv(math.max(0, p.c - spent), p.bp) * p.bs
+    return b + idiv(math.max(0, spend_cap(p) - spent), p.bp) * p.bs
   end
   if not p.en or A.st == 'trial' then return 0 end
-  if p.c < 0 then return MAX end
-  return meter_floor(math.max(0, p.c - spent), rate)
+  -- Beyond MAX only compared (total >= D, with D <= MAX), so an inexact large value will do.
+  return meter_floor(math.max(0, spend_cap(p) - spent), rate)
 end
 
 -- When a denial of `D` ends by itself: the first reset of a pool in scope after which the pools
