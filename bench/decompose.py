@@ -11,7 +11,10 @@ the floor, floor + PING and the sidecar, it serves (bench/floor.py):
 
 If steps + burn matches floor + burn, creditgate's Python costs little; if the sidecar falls
 below a burn floor whose script takes as long as consume, the difference is what the real script
-does to the machine beyond its own time. Prints a markdown table; not part of `make bench`.
+does to the machine beyond its own time. The event loop column is the CPU time of each server's
+main thread alone (grpc's poller and event-engine threads left out), and in brackets how busy
+that thread was: near 100% the server is bound by its one event loop. Prints a markdown table;
+not part of `make bench`.
 """
 
 from __future__ import annotations
@@ -79,9 +82,9 @@ def main() -> int:
                 tools.wait_ready(address)
             print(
                 "| in flight | server | req/s | / floor | p50 ms | p50 / floor | script µs "
-                "| server CPU µs/req | Redis CPU µs/req |"
+                "| server CPU µs/req | event loop CPU µs/req (busy) | Redis CPU µs/req |"
             )
-            print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+            print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for inflight, (conns, streams) in levels.items():
                 loads: dict[str, list[tools.Load]] = {name: [] for name in servers}
                 script: dict[str, list[float]] = {name: [] for name in servers}
@@ -104,13 +107,16 @@ def main() -> int:
                 for name, runs in loads.items():
                     pairs = list(zip(runs, loads["floor"], strict=True))
                     m = tools.median_load(runs)
+                    loop_busy = m.loop_us_per_request * m.rps / 1e4  # µs/req x req/s, in %
                     print(
                         f"| {inflight} | {name} | {m.rps:,.0f} "
                         f"| {statistics.median(a.rps / f.rps for a, f in pairs):.2f} "
                         f"| {m.p50_ms:.2f} "
                         f"| {statistics.median(a.p50_ms / f.p50_ms for a, f in pairs):.2f} "
                         f"| {statistics.median(script[name]):.0f} "
-                        f"| {m.cpu_us_per_request:.0f} | {m.redis_us_per_request:.0f} |",
+                        f"| {m.cpu_us_per_request:.0f} "
+                        f"| {m.loop_us_per_request:.0f} ({loop_busy:.0f}%) "
+                        f"| {m.redis_us_per_request:.0f} |",
                         flush=True,
                     )
     return 0

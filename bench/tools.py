@@ -120,6 +120,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def loop_cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time so far of each process's main thread: a server's event loop.
+
+    grpc's own threads (its poller and event engine) are left out; ``cpu_seconds`` counts them.
+    """
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError):
+            stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
 def family(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     pids, i = [pid], 0
@@ -160,6 +174,7 @@ class Load:
     # port, the kernel placed no connection on them (SO_REUSEPORT spreads connections, not
     # requests). Always 0 for a one-process server.
     idle_processes: int = 0
+    loop_cpu_s: float = 0.0  # the server processes' main (event-loop) threads only
 
     def _per_request(self, seconds: float) -> float:
         return seconds / self.requests * 1e6 if self.requests else 0.0
@@ -167,6 +182,10 @@ class Load:
     @property
     def cpu_us_per_request(self) -> float:
         return self._per_request(self.cpu_s)
+
+    @property
+    def loop_us_per_request(self) -> float:
+        return self._per_request(self.loop_cpu_s)
 
     @property
     def redis_us_per_request(self) -> float:
@@ -207,10 +226,10 @@ def h2load(
     period its request count and log cover.
     """
 
-    def sample() -> tuple[float, float, float, float]:
+    def sample() -> tuple[float, float, float, float, float]:
         busy, total = machine_cpu()
         redis = cpu_seconds([redis_pid]) if redis_pid else 0.0
-        return cpu_seconds(pids), redis, busy, total
+        return cpu_seconds(pids), redis, busy, total, loop_cpu_seconds(pids)
 
     each_before = [cpu_seconds([pid]) for pid in pids]
 
@@ -245,7 +264,7 @@ def h2load(
         time.sleep(WARM_UP_S)
         before = sample()
         stdout, stderr = proc.communicate()
-        cpu, redis_cpu, busy, machine = (b - a for a, b in zip(before, sample(), strict=True))
+        cpu, redis_cpu, busy, machine, loop = (b - a for a, b in zip(before, sample(), strict=True))
         each = [cpu_seconds([pid]) - a for pid, a in zip(pids, each_before, strict=True)]
         if proc.returncode != 0:
             msg = f"h2load exited {proc.returncode}: {stdout[-1500:]} {stderr[-500:]}"
@@ -268,6 +287,7 @@ def h2load(
         busy,
         machine,
         sum(1 for c in each if c < IDLE_SHARE * cpu) if len(pids) > 1 else 0,
+        loop,
     )
 
 
@@ -284,6 +304,7 @@ def median_load(runs: list[Load]) -> Load:
         statistics.median(r.machine_busy_s for r in runs),
         statistics.median(r.machine_s for r in runs),
         max(r.idle_processes for r in runs),
+        statistics.median(r.loop_cpu_s for r in runs),
     )
 
 
