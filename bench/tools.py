@@ -110,14 +110,19 @@ def process(
             os.killpg(proc.pid, 9)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of the processes so far (their own threads, not their children)."""
+def _stat_seconds(stats: list[str]) -> float:
+    """User + system CPU time in these /proc stat files so far (gone ones count 0)."""
     total = 0
-    for pid in pids:
+    for stat in stats:
         with contextlib.suppress(FileNotFoundError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
     return total / CLOCK_TICKS
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes so far (their own threads, not their children)."""
+    return _stat_seconds([f"/proc/{pid}/stat" for pid in pids])
 
 
 def loop_cpu_seconds(pids: list[int]) -> float:
@@ -125,13 +130,7 @@ def loop_cpu_seconds(pids: list[int]) -> float:
 
     grpc's own threads (its poller and event engine) are left out; ``cpu_seconds`` counts them.
     """
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(FileNotFoundError):
-            stat = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
-            fields = stat.rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / CLOCK_TICKS
+    return _stat_seconds([f"/proc/{pid}/task/{pid}/stat" for pid in pids])
 
 
 def family(pid: int) -> list[int]:
