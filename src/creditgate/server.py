@@ -22,13 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from creditgate import metrics
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine, KeySpace
+from creditgate.engine.connect import redis_client
 from creditgate.engine.fastpath import FastRedis
 from creditgate.transport.admin import AdminService
 from creditgate.transport.quota import QuotaService
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from google.protobuf.message import Message
+    from redis.asyncio import Redis
 
     from creditgate.settings import Settings
 
@@ -77,14 +78,9 @@ async def open_backends(
         await asyncio.to_thread(embedded.start)
         url = embedded.url
         log.info("embedded redis-server started at %s", url)
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_max_connections,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        timeout=settings.redis_timeout_seconds,
+    redis = redis_client(
+        url, timeout=settings.redis_timeout_seconds, max_connections=settings.redis_max_connections
     )
-    redis = Redis(connection_pool=pool)
     fast = FastRedis(url, timeout=settings.redis_timeout_seconds) if settings.fast_path else None
     engine = Engine(
         redis,
