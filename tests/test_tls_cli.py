@@ -110,6 +110,7 @@ def test_cli_speaks_mutual_tls_by_flags_and_by_environment(mtls_sidecar: str, ki
     )  # fmt: skip
     no_cert = _cli("--target", mtls_sidecar, "--tls-ca", ca, "balance", account)
     plaintext = _cli("--target", mtls_sidecar, "balance", account)
+    half = _cli("--target", mtls_sidecar, "--tls-ca", ca, "--tls-cert", cert, "balance", account)
     out, err = by_flags.communicate(timeout=60)
     assert by_flags.returncode == 0, err
     assert json.loads(out)["account_id"] == account
@@ -125,6 +126,9 @@ def test_cli_speaks_mutual_tls_by_flags_and_by_environment(mtls_sidecar: str, ki
     out, err = by_env.communicate(timeout=60)
     assert by_env.returncode == 0, err
     assert json.loads(out)["account_id"] == account
+    _, err = half.communicate(timeout=60)
+    assert half.returncode == 2
+    assert err == "creditgate: a client certificate needs its key, and a key its certificate\n"
     for refused in (no_cert, plaintext):
         _, err = refused.communicate(timeout=60)
         assert refused.returncode == 1

@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,13 @@ class Settings(BaseSettings):
         description="CA bundle (PEM) clients' certificates must chain to: mutual TLS; "
         "clients without one are refused",
     )
+
+    @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (a manifest's ``value: ""``) means no file, not the directory '.'."""
+        return None if value == "" else value
+
     # --- Redis ---------------------------------------------------------------------------
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",

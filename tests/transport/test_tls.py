@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from creditgate.domain.errors import ConfigError
 from creditgate.engine import Engine
 from creditgate.server import build_server
+from creditgate.settings import Settings
 from creditgate.testing.certs import CertKit, Issued
 from creditgate.transport.tls import ClientTLS, client_channel, server_credentials
 
@@ -207,3 +208,12 @@ def test_bad_tls_settings_are_one_line_errors(kit: CertKit, tmp_path: Path) -> N
         assert text in str(err.value)
         assert "\n" not in str(err.value)
     assert server_credentials(None, None) is None
+
+
+def test_empty_tls_variables_mean_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``CREDITGATE_TLS_CERT=""`` (a manifest's empty value) is no TLS, not the directory '.'."""
+    for name in ("CREDITGATE_TLS_CERT", "CREDITGATE_TLS_KEY", "CREDITGATE_TLS_CLIENT_CA"):
+        monkeypatch.setenv(name, "")
+    settings = Settings()
+    assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == (None, None, None)
+    assert server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca) is None

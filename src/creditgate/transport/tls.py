@@ -129,6 +129,8 @@ def server_credentials(
         msg = "set both CREDITGATE_TLS_CERT and CREDITGATE_TLS_KEY, or neither"
         raise ConfigError(msg)
     reloader = _Reloader(cert, key, client_ca)
+    mutual = " (mutual: clients need a certificate from CREDITGATE_TLS_CLIENT_CA)"
+    log.info("gRPC TLS on with %s%s", cert, mutual if client_ca else "")
     # The stub types the fetcher as never returning None; gRPC documents None as "no change".
     fetcher = cast("Callable[[], grpc.ServerCertificateConfiguration]", reloader)
     return grpc.dynamic_ssl_server_credentials(
