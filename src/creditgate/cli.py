@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
 
     from creditgate.settings import Settings
-    from creditgate.transport.tls import ClientTLS
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -143,11 +142,11 @@ def _run_server(settings: Settings, *, demo: bool) -> int:
 
 
 async def _call(args: argparse.Namespace, service: str, method: str, request: Message) -> Message:
-    from creditgate.transport.tls import client_channel  # noqa: PLC0415
+    from creditgate import cli_tls  # noqa: PLC0415
     from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc  # noqa: PLC0415
 
     stubs = {"quota": quota_pb2_grpc.QuotaServiceStub, "admin": admin_pb2_grpc.AdminServiceStub}
-    async with client_channel(args.target, _client_tls(args)) as channel:
+    async with cli_tls.channel(args) as channel:
         stub = stubs[service](channel)
         response: Message = await getattr(stub, method)(request, timeout=10)
         return response
@@ -183,37 +182,6 @@ def _client(
         return 0
 
     return run
-
-
-def _add_client_tls_arguments(root: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    g = root.add_argument_group("TLS to the sidecar (any of these turns it on)")
-    g.add_argument(
-        "--tls",
-        action="store_true",
-        default=env("CREDITGATE_CLIENT_TLS", "").lower() in ("1", "true", "yes"),
-        help="TLS trusting the system CAs (CREDITGATE_CLIENT_TLS=1)",
-    )
-    g.add_argument("--tls-ca", default=env("CREDITGATE_CLIENT_TLS_CA"), help="CA bundle (PEM)")
-    g.add_argument(
-        "--tls-cert", default=env("CREDITGATE_CLIENT_TLS_CERT"), help="client certificate: mTLS"
-    )
-    g.add_argument("--tls-key", default=env("CREDITGATE_CLIENT_TLS_KEY"), help="its key (PEM)")
-    g.add_argument(
-        "--tls-server-name",
-        default=env("CREDITGATE_CLIENT_TLS_SERVER_NAME", ""),
-        help="name to check the server certificate against, if not the target's host",
-    )
-
-
-def _client_tls(args: argparse.Namespace) -> ClientTLS | None:
-    from creditgate.transport.tls import ClientTLS  # noqa: PLC0415
-
-    paths = (args.tls_ca, args.tls_cert, args.tls_key)
-    if not (args.tls or args.tls_server_name or any(paths)):
-        return None
-    ca, cert, key = (Path(p) if p else None for p in paths)
-    return ClientTLS(ca, cert, key, args.tls_server_name)
 
 
 Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
@@ -453,7 +421,9 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
         help="sidecar address for client commands",
     )
-    _add_client_tls_arguments(root)
+    from creditgate import cli_tls  # noqa: PLC0415
+
+    cli_tls.add_arguments(root)
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the gRPC sidecar")
     p.add_argument(
