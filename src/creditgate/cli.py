@@ -141,13 +141,12 @@ def _run_server(settings: Settings, *, demo: bool) -> int:
 # --- client commands -----------------------------------------------------------------------
 
 
-async def _call(target: str, service: str, method: str, request: Message) -> Message:
-    import grpc  # noqa: PLC0415
-
+async def _call(args: argparse.Namespace, service: str, method: str, request: Message) -> Message:
+    from creditgate import cli_tls  # noqa: PLC0415
     from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc  # noqa: PLC0415
 
     stubs = {"quota": quota_pb2_grpc.QuotaServiceStub, "admin": admin_pb2_grpc.AdminServiceStub}
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with cli_tls.channel(args) as channel:
         stub = stubs[service](channel)
         response: Message = await getattr(stub, method)(request, timeout=10)
         return response
@@ -163,10 +162,13 @@ def _client(
         from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
 
         try:
-            response = asyncio.run(_call(args.target, service, method, build(args)))
+            response = asyncio.run(_call(args, service, method, build(args)))
         except grpc.aio.AioRpcError as exc:
             print(f"creditgate: {exc.code().name}: {exc.details()}", file=sys.stderr)  # noqa: T201
             return 1
+        except ConfigError as exc:
+            print(f"creditgate: {exc}", file=sys.stderr)  # noqa: T201
+            return 2
         print(  # noqa: T201 - the command's output
             json.dumps(
                 MessageToDict(
@@ -419,6 +421,9 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
         help="sidecar address for client commands",
     )
+    from creditgate import cli_tls  # noqa: PLC0415
+
+    cli_tls.add_arguments(root)
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the gRPC sidecar")
     p.add_argument(

@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _redis(settings: Settings) -> Redis:
-    from redis.asyncio import Redis  # noqa: PLC0415
+    from creditgate.domain.errors import ConfigError  # noqa: PLC0415
+    from creditgate.engine.connect import redis_client  # noqa: PLC0415
 
     if settings.redis_url == "embedded":
         msg = (
@@ -74,7 +75,10 @@ def _redis(settings: Settings) -> Redis:
             " the ledger commands need a Redis URL (redis://, rediss:// or unix://)"
         )
         raise CommandError(msg)
-    return Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_seconds)
+    try:
+        return redis_client(settings.redis_url, timeout=settings.redis_timeout_seconds)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def _main(command: Command, args: argparse.Namespace) -> int:

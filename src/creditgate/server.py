@@ -22,23 +22,25 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from creditgate import metrics
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine, KeySpace
+from creditgate.engine.connect import redis_client
 from creditgate.engine.fastpath import FastRedis
 from creditgate.transport.admin import AdminService
 from creditgate.transport.quota import QuotaService
 from creditgate.transport.registry import add_service
+from creditgate.transport.tls import server_credentials
 from creditgate.v1 import admin_pb2, quota_pb2
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from google.protobuf.message import Message
+    from redis.asyncio import Redis
 
     from creditgate.settings import Settings
 
@@ -76,14 +78,9 @@ async def open_backends(
         await asyncio.to_thread(embedded.start)
         url = embedded.url
         log.info("embedded redis-server started at %s", url)
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=settings.redis_max_connections,
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        timeout=settings.redis_timeout_seconds,
+    redis = redis_client(
+        url, timeout=settings.redis_timeout_seconds, max_connections=settings.redis_max_connections
     )
-    redis = Redis(connection_pool=pool)
     fast = FastRedis(url, timeout=settings.redis_timeout_seconds) if settings.fast_path else None
     engine = Engine(
         redis,
@@ -122,12 +119,17 @@ async def _watch_redis(redis: Redis, health: HealthServicer) -> None:
 
 
 async def build_server(
-    engine: Engine, listen: str, *, reuse_port: bool = False
+    engine: Engine,
+    listen: str,
+    *,
+    reuse_port: bool = False,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """A started-ready (not yet started) server; returns it, its health servicer and the port.
 
     ``reuse_port`` lets the other server processes of one sidecar bind the same port; off, a
-    second server on a taken port fails instead of silently sharing it.
+    second server on a taken port fails instead of silently sharing it. ``credentials``
+    (``transport.tls.server_credentials``) make the port TLS; without them it is plaintext.
     """
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     messages = _messages()
@@ -153,7 +155,10 @@ async def build_server(
         ),
         server,
     )
-    port = server.add_insecure_port(listen)
+    if credentials is not None:
+        port = server.add_secure_port(listen, credentials)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         msg = f"cannot listen on {listen}"
         raise OSError(msg)
@@ -260,6 +265,8 @@ class ServerProcesses:
 
 async def serve(settings: Settings, *, demo: bool = False) -> None:
     """Run the sidecar until a termination signal."""
+    # Before anything starts: a bad certificate is one line and exit 2, not a half-up sidecar.
+    credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     async with open_backends(settings) as backends, ledger_for(settings, backends):
         await backends.redis.ping()
         if demo:
@@ -272,7 +279,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             msg = "CREDITGATE_PROCESSES above 1 needs a fixed port in CREDITGATE_LISTEN, not :0"
             raise ConfigError(msg)
         server, health, port = await build_server(
-            backends.engine, settings.listen, reuse_port=shared
+            backends.engine, settings.listen, reuse_port=shared, credentials=credentials
         )
         if settings.metrics_port and not settings.process_index:
             start_http_server(settings.metrics_port, registry=metrics.registry())

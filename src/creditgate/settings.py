@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -36,6 +36,24 @@ class Settings(BaseSettings):
     process_index: int = Field(
         0, ge=0, lt=64, description="set by the first process for the others it starts"
     )
+    # --- TLS -----------------------------------------------------------------------------
+    # PEM files, re-read when they change (a rotated Secret applies to new connections).
+    tls_cert: Path | None = Field(
+        None, description="gRPC server certificate chain (PEM); with tls_key turns TLS on"
+    )
+    tls_key: Path | None = Field(None, description="private key of tls_cert (PEM)")
+    tls_client_ca: Path | None = Field(
+        None,
+        description="CA bundle (PEM) clients' certificates must chain to: mutual TLS; "
+        "clients without one are refused",
+    )
+
+    @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (a manifest's ``value: ""``) means no file, not the directory '.'."""
+        return None if value == "" else value
+
     # --- Redis ---------------------------------------------------------------------------
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0",

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ssl
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
+
+from creditgate.engine.connect import tls_context
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
@@ -247,6 +248,7 @@ class FastRedis:
 
     def __init__(self, url: str, *, timeout: float = 2.0) -> None:
         self._url = url
+        self._tls = tls_context(url)  # rediss://: redis-py's own context for the same URL
         self._timeout = timeout
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
@@ -265,9 +267,8 @@ class FastRedis:
             if url.scheme == "unix":
                 coro = loop.create_unix_connection(_Protocol, url.path)
             else:
-                context = ssl.create_default_context() if url.scheme == "rediss" else None
                 coro = loop.create_connection(
-                    _Protocol, url.hostname or "127.0.0.1", url.port or 6379, ssl=context
+                    _Protocol, url.hostname or "127.0.0.1", url.port or 6379, ssl=self._tls
                 )
             _, proto = await asyncio.wait_for(coro, self._timeout)
             proto.combiner = self._combiner
