@@ -1,15 +1,20 @@
 """``creditgate worker | migrate | reconcile``: the ledger's command-line subcommands.
 
 ``creditgate.cli`` calls ``register(subparsers)``; each subcommand sets ``func``, which takes the
-parsed arguments and returns the exit status. Settings come from the environment
-(``CREDITGATE_REDIS_URL``, ``CREDITGATE_LEDGER_URL``, ``CREDITGATE_WORKER_*``...).
+parsed arguments and returns the exit status: 0, 1 when reconcile found differences, 2 when the
+command could not run (with a one-line reason, never a traceback). Settings come from the
+environment (``CREDITGATE_REDIS_URL``, ``CREDITGATE_LEDGER_URL``, ``CREDITGATE_WORKER_*``...);
+``--data-dir`` sets ``CREDITGATE_DATA_DIR``. Without a Redis URL they use the embedded Redis of
+the data dir when ``serve --embedded`` runs there, so they find it as ``make run`` left it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 # The modules behind these commands load only when one runs, so `creditgate --help` and the
@@ -28,9 +33,8 @@ if TYPE_CHECKING:
 
     Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
-EXIT_DRIFT = 1
-EXIT_USAGE = 2
-EXIT_UNAVAILABLE = 3
+EXIT_DIFFERENCES = 1
+EXIT_CANNOT_RUN = 2
 
 
 class CommandError(RuntimeError):
@@ -51,7 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     w.set_defaults(func=cmd_worker)
     m = subparsers.add_parser("migrate", help="create or upgrade the ledger schema")
     m.set_defaults(func=cmd_migrate)
-    r = subparsers.add_parser("reconcile", help="compare Redis with the ledger, or repair it")
+    r = subparsers.add_parser(
+        "reconcile",
+        help="compare Redis with the ledger, or repair it",
+        description="Exit status: 0 Redis and the ledger agree, 1 they differ, 2 could not run.",
+    )
     mode = r.add_mutually_exclusive_group(required=True)
     mode.add_argument(
         "--check", action="store_true", help="report differences; exit 1 if there are any"
@@ -63,42 +71,86 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     r.add_argument("accounts", nargs="*", metavar="ACCOUNT")
     r.set_defaults(func=cmd_reconcile)
+    for p in (w, m, r):
+        p.add_argument(
+            "--data-dir",
+            type=Path,
+            help="the data dir of `serve` (default CREDITGATE_DATA_DIR, var): its embedded Redis"
+            " and SQLite ledger",
+        )
+
+
+def redis_url(settings: Settings) -> str:
+    """The Redis to use: CREDITGATE_REDIS_URL, else the data dir's embedded Redis if it runs.
+
+    The default URL is used only when neither the URL nor the data dir was given and no embedded
+    Redis listens in the default data dir.
+    """
+    from creditgate.embedded import socket_path  # noqa: PLC0415
+
+    given = settings.model_fields_set
+    if "redis_url" in given and settings.redis_url != "embedded":
+        return settings.redis_url
+    redis_dir = settings.embedded_redis_dir()
+    sock = socket_path(redis_dir)
+    if sock is not None and sock.exists():
+        return f"unix://{sock}?db=0"
+    if "redis_url" not in given and "data_dir" not in given:
+        return settings.redis_url
+    where = f"no {sock}" if sock else "its path is too long for a socket"
+    msg = (
+        f"no embedded Redis runs in the data dir {settings.data_dir} ({where}): start"
+        " `creditgate serve --embedded` there, or set CREDITGATE_REDIS_URL"
+    )
+    raise CommandError(msg)
 
 
 def _redis(settings: Settings) -> Redis:
     from creditgate.domain.errors import ConfigError  # noqa: PLC0415
     from creditgate.engine.connect import redis_client  # noqa: PLC0415
 
-    if settings.redis_url == "embedded":
-        msg = (
-            "CREDITGATE_REDIS_URL=embedded: the embedded Redis lives inside `creditgate serve`;"
-            " the ledger commands need a Redis URL (redis://, rediss:// or unix://)"
-        )
-        raise CommandError(msg)
     try:
-        return redis_client(settings.redis_url, timeout=settings.redis_timeout_seconds)
+        return redis_client(redis_url(settings), timeout=settings.redis_timeout_seconds)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
 
 
 def _main(command: Command, args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
     from creditgate.ledger.store import LedgerError  # noqa: PLC0415
     from creditgate.settings import Settings  # noqa: PLC0415
 
-    overrides: dict[str, Any] = {}  # everything from the environment
+    overrides: dict[str, Any] = {}  # everything else from the environment
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
     settings = Settings(**overrides)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        code = asyncio.run(command(settings, args))
+        return asyncio.run(command(settings, args))
     except CommandError as exc:
-        print(f"creditgate: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
-        return EXIT_USAGE
-    except LedgerError as exc:
-        print(f"creditgate: {exc}", file=sys.stderr)  # noqa: T201 - CLI output
-        return EXIT_UNAVAILABLE
-    return code
+        reason = str(exc)
+    except RedisError as exc:
+        reason = f"Redis at {_safe(settings)}: {type(exc).__name__}: {exc}"
+    except (LedgerError, sqlite3.Error) as exc:
+        reason = f"ledger {settings.ledger()}: {exc}"
+    except OSError as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+    one_line = " ".join(reason.split())
+    print(f"creditgate {args.command}: could not run: {one_line}", file=sys.stderr)  # noqa: T201
+    return EXIT_CANNOT_RUN
+
+
+def _safe(settings: Settings) -> str:
+    """The Redis URL for a message, without a password."""
+    try:
+        url = redis_url(settings)
+    except CommandError:
+        return settings.redis_url
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -159,6 +211,25 @@ async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_ledger(settings: Settings) -> str:
+    """The ledger's URL, once it is known to exist (reconcile never creates one)."""
+    from creditgate.ledger.sqlite import sqlite_path  # noqa: PLC0415
+
+    url = settings.ledger()
+    if not url:
+        msg = "no ledger: CREDITGATE_LEDGER_URL is empty"
+        raise CommandError(msg)
+    if url.startswith("sqlite:"):
+        try:
+            path = sqlite_path(url)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        if path != ":memory:" and not Path(path).exists():
+            msg = f"no ledger at {path}: give --data-dir or CREDITGATE_LEDGER_URL"
+            raise CommandError(msg)
+    return url
+
+
 async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from creditgate.engine.keys import KeySpace  # noqa: PLC0415
     from creditgate.ledger.store import open_ledger  # noqa: PLC0415
@@ -166,10 +237,14 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from creditgate.worker.reconcile import Reconciler  # noqa: PLC0415
     from creditgate.worker.worker import GROUP  # noqa: PLC0415
 
-    redis = _redis(settings)
-    store = await open_ledger(settings.ledger())
+    redis = _redis(settings)  # connects on first use
+    try:
+        store = await open_ledger(_existing_ledger(settings))
+    except ValueError as exc:  # a URL of no known kind
+        raise CommandError(str(exc)) from exc
     keys = KeySpace(settings.key_prefix, settings.shards)
     try:
+        await redis.ping()  # an unreachable Redis is reported before any work
         rec = Reconciler(redis, store, keys)
         names = args.accounts or None
         if args.repair:
@@ -198,4 +273,4 @@ def _print_report(report: dict[str, list[Difference]], behind: list[str]) -> int
             " differences may be events in flight: check again once it caught up\n"
         )
     out.write(f"{len(report)} account(s) differ\n" if report else "Redis and the ledger agree\n")
-    return EXIT_DRIFT if report else 0
+    return EXIT_DIFFERENCES if report else 0

@@ -27,7 +27,7 @@ import redis
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "socket_path"]
 
 _SOCKET_NAME = "redis.sock"
 _LOG_NAME = "redis.log"
@@ -272,3 +272,12 @@ def _answers_ping(socket_path: Path) -> bool:
         return False
     finally:
         client.close()
+
+
+def socket_path(data_dir: Path) -> Path | None:
+    """The socket an ``EmbeddedRedis(data_dir)`` listens on, for tools that look for it.
+
+    None when that path is too long for a socket: the server then listens in a temp dir.
+    """
+    path = data_dir.resolve() / _SOCKET_NAME
+    return path if len(os.fsencode(path)) <= _MAX_SOCKET_PATH else None

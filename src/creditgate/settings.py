@@ -114,6 +114,10 @@ class Settings(BaseSettings):
             return f"sqlite:///{self.data_dir / 'creditgate.db'}"
         return self.ledger_url
 
+    def embedded_redis_dir(self) -> Path:
+        """Where ``serve --embedded`` keeps its redis-server's files and socket."""
+        return self.data_dir / "redis"
+
     def server_processes(self, cgroup: Path = Path("/sys/fs/cgroup")) -> int:
         """``processes`` with 0 resolved.
 

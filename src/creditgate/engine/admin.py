@@ -47,7 +47,14 @@ class AdminEngine(EngineCore):
             msg = f"anchor_day must be 1-31 (0: today), got {anchor_day}"
             raise InvalidArgumentError(msg)
         args = [*self.header(account_id, plan, self.plain_args(plan)), "create", status, anchor_day]
-        reply = await self.call(self._scripts.account, self.keys.account(account_id), args)
+        # Created only where Redis and the ledger both lack it (run() asks the ledger first).
+        _, reply = await self.run(
+            self._scripts.account,
+            account_id,
+            self.keys.account(account_id),
+            lambda _: [*args, "0"],
+            absent=lambda _: [*args, "1"],
+        )
         if reply[0] == b"EXISTS":
             msg = f"account {account_id!r} already exists: use UpdateAccount to change it"
             raise AlreadyExistsError(msg)

@@ -171,13 +171,22 @@ class EngineCore:
         account_id: str,
         keys: Sequence[str],
         build: Callable[[Plan | None], Args],
+        absent: Callable[[Plan | None], Args] | None = None,
     ) -> tuple[Plan | None, list[Any]]:
-        """Run ``script`` with arguments built for the account's plan, learning it if needed."""
+        """Run ``script`` with arguments built for the account's plan, learning it if needed.
+
+        This is the only way an account's script is run, so every operation sees what the
+        ledger knows: a script finds the account missing from Redis (it answers NO_ACCOUNT, and
+        changes nothing), the account is loaded from the ledger, and the call is made again.
+        Only an account that neither Redis nor the ledger has is missing: NOT_FOUND, or, when
+        ``absent`` is given (creating it), the call is made once more with its arguments.
+        """
         plan_id = self._plans.get(account_id, "")
-        hydrated = False
+        looked_up = False
+        make = build
         for _ in range(4):
             plan = self.plan_of(plan_id) if plan_id else None
-            reply = await self.call(script, keys, build(plan))
+            reply = await self._call(script, keys, make(plan))
             code = reply[0]
             if code == b"PLAN":
                 plan_id = reply[1].decode()
@@ -185,10 +194,13 @@ class EngineCore:
                 continue
             if code == b"NO_ACCOUNT":
                 self._plans.pop(account_id, None)
-                if not hydrated and self.on_missing is not None:
-                    hydrated = True
-                    if await self.on_missing(account_id):
+                if not looked_up:
+                    looked_up = True
+                    if self.on_missing is not None and await self.on_missing(account_id):
                         plan_id = ""
+                        continue
+                    if absent is not None:
+                        make = absent
                         continue
                 msg = f"account {account_id!r} does not exist: create it with AdminService"
                 raise NotFoundError(msg)
@@ -201,7 +213,8 @@ class EngineCore:
             self._plans.clear()
         self._plans[account_id] = plan_id
 
-    async def call(self, script: AsyncScript, keys: Sequence[str], args: Args) -> list[Any]:
+    async def _call(self, script: AsyncScript, keys: Sequence[str], args: Args) -> list[Any]:
+        """One script call; use run(), which loads an account missing from Redis first."""
         try:
             reply: list[Any] = await script(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

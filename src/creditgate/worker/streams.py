@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ResponseError
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -64,17 +66,28 @@ async def trim(redis: Redis, stream: str) -> None:
 
 
 async def oldest_unapplied(redis: Redis, stream: str, group: str) -> StreamId | None:
-    """The oldest entry ``group`` has not acknowledged (pending or not yet delivered)."""
-    for g in await redis.xinfo_groups(stream):
+    """The oldest entry ``group`` has not acknowledged (pending or not yet delivered).
+
+    A stream that does not exist (an empty Redis) has none. Without the group (Redis lost it and
+    the worker has not recreated it yet) every entry of the stream is still to be applied.
+    """
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError as exc:
+        if "no such key" not in str(exc):
+            raise
+        return None
+    start = "-"
+    for g in groups:
         if _get(g, "name") != group:
             continue
         pending = await _oldest_pending(redis, stream, g)
         if pending is not None:
             return pending
-        nxt = await redis.xrange(stream, min=fmt(after(sid(_get(g, "last-delivered-id")))), count=1)
-        first = nxt[0][0] if nxt else None
-        return sid(first) if first is not None else None
-    return None
+        start = fmt(after(sid(_get(g, "last-delivered-id"))))
+    nxt = await redis.xrange(stream, min=start, count=1)
+    first = nxt[0][0] if nxt else None
+    return sid(first) if first is not None else None
 
 
 async def forget_dead_consumers(redis: Redis, stream: str, group: str) -> None:

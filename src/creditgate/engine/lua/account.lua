@@ -2,7 +2,10 @@
 -- test clock.
 -- KEYS: [1..4] as in lib.lua. ARGV: common (lib.lua; the pools are those of the plan the account
 --   has after the change, ARGV[2] the plan it has before), then [ARG0] operation and:
---   create:   [+1] status, [+2] anchor day (0: today's day of month)
+--   create:   [+1] status, [+2] anchor day (0: today's day of month), [+3] '1' once the
+--             ledger was found not to know the account; until then a missing account is
+--             answered NO_ACCOUNT, so the engine loads it from the ledger first (and the
+--             account then EXISTS) instead of creating it afresh over its history
 --   update:   [+1] new plan, [+2] status or '', [+3] anchor day or '0', [+4] n, then n x
 --             (allowance pool id, new amount - old amount)
 --   settings: [+1] pool id, [+2] cap or '', [+3] enabled '1'/'0' or '', [+4] '1' when a cap
@@ -13,6 +16,7 @@
 local op = ARGV[ARG0]
 if op == 'create' then
   if EXISTS then return {'EXISTS'} end
+  if ARGV[ARG0 + 3] ~= '1' then return {'NO_ACCOUNT'} end
   ANCHOR = tonumber(ARGV[ARG0 + 2])
   if ANCHOR == 0 then
     local _, _, d = civil_from_days(math.floor(NOW / DAY))
