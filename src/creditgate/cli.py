@@ -141,7 +141,9 @@ def _run_server(settings: Settings, *, demo: bool) -> int:
 # --- client commands -----------------------------------------------------------------------
 
 
-async def _call(target: str, service: str, method: str, request: Message) -> Message:
+async def _call(
+    target: str, service: str, method: str, request: Message, token: str = ""
+) -> Message:
     import grpc  # noqa: PLC0415
 
     from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc  # noqa: PLC0415
@@ -149,7 +151,8 @@ async def _call(target: str, service: str, method: str, request: Message) -> Mes
     stubs = {"quota": quota_pb2_grpc.QuotaServiceStub, "admin": admin_pb2_grpc.AdminServiceStub}
     async with grpc.aio.insecure_channel(target) as channel:
         stub = stubs[service](channel)
-        response: Message = await getattr(stub, method)(request, timeout=10)
+        metadata = (("authorization", f"Bearer {token}"),) if token else None
+        response: Message = await getattr(stub, method)(request, timeout=10, metadata=metadata)
         return response
 
 
@@ -163,7 +166,7 @@ def _client(
         from google.protobuf.json_format import MessageToDict  # noqa: PLC0415
 
         try:
-            response = asyncio.run(_call(args.target, service, method, build(args)))
+            response = asyncio.run(_call(args.target, service, method, build(args), args.token))
         except grpc.aio.AioRpcError as exc:
             print(f"creditgate: {exc.code().name}: {exc.details()}", file=sys.stderr)  # noqa: T201
             return 1
@@ -419,6 +422,11 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
         help="sidecar address for client commands",
     )
+    root.add_argument(
+        "--token",
+        default=os.environ.get("CREDITGATE_TOKEN", ""),
+        help="bearer token for client commands (default CREDITGATE_TOKEN)",
+    )
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the gRPC sidecar")
     p.add_argument(
@@ -426,7 +434,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--demo", action="store_true", help="create one demo account per plan")
     p.add_argument("--config", help="plans file (default CREDITGATE_CONFIG)")
-    p.add_argument("--listen", help="host:port (default CREDITGATE_LISTEN, 0.0.0.0:50051)")
+    p.add_argument("--listen", help="host:port (default CREDITGATE_LISTEN, 127.0.0.1:50051)")
     p.add_argument("--test-clock", action="store_true", help="frozen per-account test clocks")
     p.set_defaults(func=_serve)
     p = sub.add_parser("plans", help="list the plans of a plans file")
@@ -435,6 +443,9 @@ def parser() -> argparse.ArgumentParser:
     _add_account_commands(sub)
     _add_money_commands(sub)
     _add_quota_commands(sub)
+    from creditgate import cli_auth  # noqa: PLC0415
+
+    cli_auth.register(sub)
     try:
         from creditgate import cli_ledger  # noqa: PLC0415
     except ImportError:  # pragma: no cover - the ledger commands ship with the ledger
