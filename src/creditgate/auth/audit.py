@@ -40,7 +40,11 @@ UNRECORDED = Counter(
 
 def _json(message: Message) -> str:
     return json.dumps(
-        MessageToDict(message, preserving_proto_field_name=True),
+        MessageToDict(
+            message,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        ),
         sort_keys=True,
         separators=(",", ":"),
     )
