@@ -48,6 +48,7 @@ class Secured:
     tokens_file: Path
     store: TokenStore
     clock: Clock
+    target: str
     tokens: dict[str, str] = field(default_factory=dict)  # role (or name) -> token
 
     def auth(self, who: str) -> tuple[tuple[str, str], ...]:
@@ -77,6 +78,7 @@ async def secured_sidecar(
             path,
             store,
             clock,
+            f"127.0.0.1:{port}",
             tokens,
         )
     finally:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
@@ -214,3 +218,36 @@ async def test_health_and_reflection_need_no_token(secured: Secured) -> None:
     async for response in stub.ServerReflectionInfo(requests()):
         names |= {s.name for s in response.list_services_response.service}
     assert "creditgate.v1.AdminService" in names
+
+
+async def _cli(s: Secured, *args: str, token: str | None = None) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
+    if token is not None:
+        env["CREDITGATE_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "creditgate"),
+        "--target",
+        s.target,
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_sends_its_token(secured: Secured) -> None:
+    """Client commands send CREDITGATE_TOKEN (or --token); without one the status is shown."""
+    await secured.engine.create_account("a1", "agent_team")
+    code, out, _ = await _cli(secured, "balance", "a1", token=secured.tokens["viewer"])
+    assert code == 0
+    assert '"account_id": "a1"' in out
+    code, _, err = await _cli(
+        secured, "--token", secured.tokens["viewer"], "grant", "a1", "bonus", "5"
+    )
+    assert code == 1
+    assert "PERMISSION_DENIED" in err
+    code, _, err = await _cli(secured, "balance", "a1")
+    assert code == 1
+    assert err.startswith("creditgate: UNAUTHENTICATED: this call needs a bearer token")
