@@ -148,7 +148,8 @@ async def _call(args: argparse.Namespace, service: str, method: str, request: Me
     stubs = {"quota": quota_pb2_grpc.QuotaServiceStub, "admin": admin_pb2_grpc.AdminServiceStub}
     async with cli_tls.channel(args) as channel:
         stub = stubs[service](channel)
-        response: Message = await getattr(stub, method)(request, timeout=10)
+        metadata = (("authorization", f"Bearer {args.token}"),) if args.token else None
+        response: Message = await getattr(stub, method)(request, timeout=10, metadata=metadata)
         return response
 
 
@@ -424,6 +425,11 @@ def parser() -> argparse.ArgumentParser:
     from creditgate import cli_tls  # noqa: PLC0415
 
     cli_tls.add_arguments(root)
+    root.add_argument(
+        "--token",
+        default=os.environ.get("CREDITGATE_TOKEN", ""),
+        help="bearer token for client commands (default CREDITGATE_TOKEN)",
+    )
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve", help="run the gRPC sidecar")
     p.add_argument(
@@ -431,7 +437,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--demo", action="store_true", help="create one demo account per plan")
     p.add_argument("--config", help="plans file (default CREDITGATE_CONFIG)")
-    p.add_argument("--listen", help="host:port (default CREDITGATE_LISTEN, 0.0.0.0:50051)")
+    p.add_argument("--listen", help="host:port (default CREDITGATE_LISTEN, 127.0.0.1:50051)")
     p.add_argument("--test-clock", action="store_true", help="frozen per-account test clocks")
     p.set_defaults(func=_serve)
     p = sub.add_parser("plans", help="list the plans of a plans file")
@@ -440,6 +446,9 @@ def parser() -> argparse.ArgumentParser:
     _add_account_commands(sub)
     _add_money_commands(sub)
     _add_quota_commands(sub)
+    from creditgate import cli_auth  # noqa: PLC0415
+
+    cli_auth.register(sub)
     try:
         from creditgate import cli_ledger  # noqa: PLC0415
     except ImportError:  # pragma: no cover - the ledger commands ship with the ledger

@@ -21,9 +21,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
 from creditgate import metrics
+from creditgate.auth import exposure
+from creditgate.auth.audit import Auditor
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError
 from creditgate.embedded import EmbeddedRedis
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
     from redis.asyncio import Redis
 
+    from creditgate.auth.guard import Guard
+    from creditgate.ledger.store import LedgerStore
     from creditgate.settings import Settings
 
 log = logging.getLogger("creditgate")
@@ -118,18 +121,23 @@ async def _watch_redis(redis: Redis, health: HealthServicer) -> None:
         await asyncio.sleep(_HEALTH_PERIOD_S)
 
 
-async def build_server(
+async def build_server(  # noqa: PLR0913 - the security options are keywords with defaults
     engine: Engine,
     listen: str,
     *,
     reuse_port: bool = False,
     credentials: grpc.ServerCredentials | None = None,
+    guard: Guard | None = None,
+    reflection_on: bool = True,
+    auditor: Auditor | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """A started-ready (not yet started) server; returns it, its health servicer and the port.
 
     ``reuse_port`` lets the other server processes of one sidecar bind the same port; off, a
     second server on a taken port fails instead of silently sharing it. ``credentials``
     (``transport.tls.server_credentials``) make the port TLS; without them it is plaintext.
+    ``guard`` (None: no auth) gates the quota and admin services; health and reflection stay
+    open for probes.
     """
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
     messages = _messages()
@@ -138,23 +146,26 @@ async def build_server(
         quota_pb2.DESCRIPTOR.services_by_name["QuotaService"],
         QuotaService(engine),
         messages,
+        guard,
     )
     add_service(
         server,
         admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-        AdminService(engine),
+        AdminService(engine, auditor),
         messages,
+        guard,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(
-        (
-            *SERVICES,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    if reflection_on:
+        reflection.enable_server_reflection(
+            (
+                *SERVICES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
     if credentials is not None:
         port = server.add_secure_port(listen, credentials)
     else:
@@ -166,10 +177,10 @@ async def build_server(
 
 
 @contextlib.asynccontextmanager
-async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[None]:
+async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[LedgerStore | None]:
     """Open the ledger: hydration, migrations and (embedded, or when asked) the worker."""
     if not settings.ledger():
-        yield
+        yield None
         return
     from creditgate.cli_ledger import build_worker  # noqa: PLC0415
     from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
@@ -186,7 +197,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[No
             await worker.setup()
             task = asyncio.create_task(worker.run())
             log.info("ledger worker running in-process on %s", settings.ledger())
-        yield
+        yield store
     finally:
         if worker is not None and task is not None:
             worker.stop()
@@ -265,9 +276,11 @@ class ServerProcesses:
 
 async def serve(settings: Settings, *, demo: bool = False) -> None:
     """Run the sidecar until a termination signal."""
-    # Before anything starts: a bad certificate is one line and exit 2, not a half-up sidecar.
+    # Before anything starts: an unsafe exposure or a bad certificate is one line and exit 2,
+    # not a half-up sidecar.
+    guard = exposure.guard_for(settings)
     credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-    async with open_backends(settings) as backends, ledger_for(settings, backends):
+    async with open_backends(settings) as backends, ledger_for(settings, backends) as store:
         await backends.redis.ping()
         if demo:
             from creditgate.demo import provision  # noqa: PLC0415
@@ -279,10 +292,16 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             msg = "CREDITGATE_PROCESSES above 1 needs a fixed port in CREDITGATE_LISTEN, not :0"
             raise ConfigError(msg)
         server, health, port = await build_server(
-            backends.engine, settings.listen, reuse_port=shared, credentials=credentials
+            backends.engine,
+            settings.listen,
+            reuse_port=shared,
+            credentials=credentials,
+            guard=guard,
+            reflection_on=settings.reflection,
+            auditor=Auditor(store),
         )
         if settings.metrics_port and not settings.process_index:
-            start_http_server(settings.metrics_port, registry=metrics.registry())
+            exposure.start_metrics(settings)
         await server.start()
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again under load.

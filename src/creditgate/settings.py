@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,7 +20,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CREDITGATE_", extra="ignore")
 
     # --- serving -------------------------------------------------------------------------
-    listen: str = Field("0.0.0.0:50051", description="gRPC listen address (host:port)")
+    listen: str = Field(
+        "127.0.0.1:50051",
+        description="gRPC listen address (host:port); another host than loopback needs auth",
+    )
     config: Path = Field(Path("examples/demo.yaml"), description="plans file (YAML)")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0: off")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
@@ -107,6 +111,26 @@ class Settings(BaseSettings):
     hydrate: bool = Field(
         default=True, description="load accounts missing from Redis out of the ledger"
     )
+
+    # --- security: tokens, exposure (see creditgate.auth) ----------------------------------
+    auth: Literal["", "tokens", "none"] = Field(
+        "",
+        description="'tokens': every call but health and reflection needs a bearer token; "
+        "'none': anonymous callers may do anything (warned at start); empty: tokens when the "
+        "tokens file exists, else none and loopback only",
+    )
+    tokens_file: Path | None = Field(
+        None,
+        description="hashed bearer tokens, reloaded when changed (`creditgate token create` "
+        "writes it); default <data dir>/tokens.json",
+    )
+    metrics_host: str = Field("", description="host of /metrics; empty: the host of listen")
+    reflection: bool = Field(
+        default=True, description="serve gRPC reflection (the API's schema, no data)"
+    )
+
+    def tokens_path(self) -> Path:
+        return self.tokens_file or self.data_dir / "tokens.json"
 
     def ledger(self) -> str:
         """The ledger URL with ``auto`` resolved (empty: no ledger)."""

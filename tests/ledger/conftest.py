@@ -69,7 +69,9 @@ plans:
          cap: "20.00", cap_min: 0, period: cycle}
 """
 PLANS = ("mixed", "capped", "blocks")
-TABLES = "events, movements, requests, accounts, pool_balances, account_fields, holds, records"
+TABLES = (
+    "events, movements, requests, accounts, pool_balances, account_fields, holds, records, audit"
+)
 
 
 def catalog() -> Catalog:

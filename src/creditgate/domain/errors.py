@@ -36,3 +36,7 @@ class UnavailableError(CreditgateError):
 
 class ConfigError(CreditgateError):
     """The plans file is invalid; raised at start-up, never on a request."""
+
+
+class UnauthenticatedError(CreditgateError):
+    """The call carries no token, or one the server does not know (unknown or revoked)."""

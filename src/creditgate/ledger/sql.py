@@ -14,6 +14,7 @@ from creditgate.ledger.events import ADD_KINDS, USAGE_KINDS, BatchRows, collect,
 from creditgate.ledger.store import (
     AccountMirror,
     ApplyResult,
+    AuditEntry,
     LedgerStore,
     Page,
     Period,
@@ -81,6 +82,12 @@ _TOTALS = (
     " FROM movements WHERE account = ? GROUP BY pool, kind"
 )
 _MAX_VER = 2**63 - 1
+_AUDIT_COLUMNS = "time_ms, principal, role, rpc, account, request, state_before, state_after"
+_AUDIT_INSERT = f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"  # noqa: S608 - constant columns
+
+
+def _audit_row(e: AuditEntry) -> Row:
+    return (e.time_ms, e.principal, e.role, e.rpc, e.account, e.request, e.before, e.after)
 
 
 class Conn(Protocol):
@@ -141,7 +148,18 @@ class SqlLedger(LedgerStore):
             )
         return len(rows)
 
+    async def write_audit(self, entry: AuditEntry) -> None:
+        async with self.transaction() as conn:
+            await conn.executemany(_AUDIT_INSERT, [_audit_row(entry)])
+
     # --- reads ---------------------------------------------------------------------------
+
+    async def audit_entries(self, account: str, limit: int = 100) -> list[AuditEntry]:
+        rows = await self.fetch(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE account = ? ORDER BY id DESC LIMIT ?",  # noqa: S608 - constant column list
+            (account, limit),
+        )
+        return [AuditEntry(int(r[0]), *r[1:]) for r in rows]
 
     async def load_account(self, account: str, now_ms: int) -> AccountMirror | None:
         fields = await self.fetch(

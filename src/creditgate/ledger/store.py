@@ -78,6 +78,20 @@ class AccountMirror:
     records: dict[str, tuple[bytes, int | None]]  # Redis key -> (value, expires ms or None)
 
 
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin change: who, what (the RPC and its request as JSON), the account before/after."""
+
+    time_ms: int
+    principal: str
+    role: str
+    rpc: str
+    account: str
+    request: str
+    before: str | None  # None: the call created the account
+    after: str
+
+
 class LedgerStore(ABC):
     """A durable ledger. Every write is idempotent on the event id."""
 
@@ -131,6 +145,14 @@ class LedgerStore(ABC):
     @abstractmethod
     async def prune_records(self, before_ms: int) -> int:
         """Forget idempotency records that expired before ``before_ms``."""
+
+    @abstractmethod
+    async def write_audit(self, entry: AuditEntry) -> None:
+        """Append one audit row (migration 0002)."""
+
+    @abstractmethod
+    async def audit_entries(self, account: str, limit: int = 100) -> list[AuditEntry]:
+        """An account's audit rows, newest first."""
 
     @abstractmethod
     async def close(self) -> None:

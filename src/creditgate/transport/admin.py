@@ -6,12 +6,16 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
+from creditgate.auth import roles
+from creditgate.auth.audit import Auditor
+from creditgate.auth.guard import current, require
 from creditgate.domain.errors import InvalidArgumentError
 from creditgate.transport import convert
 from creditgate.transport.errors import boundary
 from creditgate.v1 import admin_pb2
 
 if TYPE_CHECKING:
+    from creditgate.domain.results import AccountState
     from creditgate.engine import Engine
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -27,9 +31,20 @@ def _status(value: int, *, default: str) -> str:
     return name
 
 
+def _require_pool(state: AccountState, pool_id: str, ops: dict[str, roles.Op], verb: str) -> None:
+    """Narrow Grant/SetPoolSettings to the operation the pool's kind makes it (seeds 000-004)."""
+    kind = next((p.kind for p in state.pools if p.pool_id == pool_id), None)
+    op = ops.get(kind or "")
+    if op is not None:  # another pool or kind: the engine refuses it with its own message
+        require(current(), (op,), f"{verb} the {kind} pool {pool_id!r}")
+
+
 class AdminService:
-    def __init__(self, engine: Engine) -> None:
+    """Each change reads the account before it and writes an audit row after it."""
+
+    def __init__(self, engine: Engine, auditor: Auditor | None = None) -> None:
         self.engine = engine
+        self.audit = auditor or Auditor()
 
     @boundary
     async def CreateAccount(
@@ -37,14 +52,14 @@ class AdminService:
         request: admin_pb2.CreateAccountRequest,
         context: Ctx,
     ) -> admin_pb2.Account:
-        return convert.account(
-            await self.engine.create_account(
-                request.account_id,
-                request.plan_id,
-                anchor_day=request.anchor_day,
-                status=_status(request.status, default="active"),
-            )
+        after = await self.engine.create_account(
+            request.account_id,
+            request.plan_id,
+            anchor_day=request.anchor_day,
+            status=_status(request.status, default="active"),
         )
+        await self.audit.record("AdminService/CreateAccount", request, None, after)
+        return convert.account(after)
 
     @boundary
     async def UpdateAccount(
@@ -52,14 +67,15 @@ class AdminService:
         request: admin_pb2.UpdateAccountRequest,
         context: Ctx,
     ) -> admin_pb2.Account:
-        return convert.account(
-            await self.engine.update_account(
-                request.account_id,
-                request.plan_id,
-                anchor_day=request.anchor_day,
-                status=_status(request.status, default=""),
-            )
+        before = await self.engine.balance(request.account_id)
+        after = await self.engine.update_account(
+            request.account_id,
+            request.plan_id,
+            anchor_day=request.anchor_day,
+            status=_status(request.status, default=""),
         )
+        await self.audit.record("AdminService/UpdateAccount", request, before, after)
+        return convert.account(after)
 
     @boundary
     async def GetAccount(
@@ -75,6 +91,8 @@ class AdminService:
         request: admin_pb2.GrantRequest,
         context: Ctx,
     ) -> admin_pb2.GrantResponse:
+        before = await self.engine.balance(request.account_id)
+        _require_pool(before, request.pool_id, roles.GRANT_OPS, "grant into")
         g = await self.engine.grant(
             request.account_id,
             request.pool_id,
@@ -83,6 +101,8 @@ class AdminService:
             expires_at=request.expires_at_unix_ms,
             note=request.note,
         )
+        after = await self.engine.balance(request.account_id)
+        await self.audit.record("AdminService/Grant", request, before, after)
         return admin_pb2.GrantResponse(
             grant_id=g.grant_id, balance=g.balance, unit=g.unit, replayed=g.replayed
         )
@@ -98,11 +118,13 @@ class AdminService:
         if cap is None and enabled is None:
             msg = "give cap or enabled (or both); nothing to change"
             raise InvalidArgumentError(msg)
-        return convert.account(
-            await self.engine.set_pool_settings(
-                request.account_id, request.pool_id, cap=cap, enabled=enabled
-            )
+        before = await self.engine.balance(request.account_id)
+        _require_pool(before, request.pool_id, roles.SETTINGS_OPS, "change the settings of")
+        after = await self.engine.set_pool_settings(
+            request.account_id, request.pool_id, cap=cap, enabled=enabled
         )
+        await self.audit.record("AdminService/SetPoolSettings", request, before, after)
+        return convert.account(after)
 
     @boundary
     async def AdvanceTestClock(
@@ -110,8 +132,9 @@ class AdminService:
         request: admin_pb2.AdvanceTestClockRequest,
         context: Ctx,
     ) -> admin_pb2.Account:
-        return convert.account(
-            await self.engine.advance_clock(
-                request.account_id, seconds=request.seconds, to_ms=request.to_unix_ms
-            )
+        before = await self.engine.balance(request.account_id)
+        after = await self.engine.advance_clock(
+            request.account_id, seconds=request.seconds, to_ms=request.to_unix_ms
         )
+        await self.audit.record("AdminService/AdvanceTestClock", request, before, after)
+        return convert.account(after)

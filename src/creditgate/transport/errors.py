@@ -30,6 +30,7 @@ STATUS: dict[type[errors.CreditgateError], grpc.StatusCode] = {
     errors.AlreadyExistsError: grpc.StatusCode.ALREADY_EXISTS,
     errors.FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
     errors.PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    errors.UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     errors.UnavailableError: grpc.StatusCode.UNAVAILABLE,
     errors.ConfigError: grpc.StatusCode.FAILED_PRECONDITION,
 }

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from creditgate import metrics
+from creditgate.auth.guard import redact_balance
 from creditgate.domain.errors import CreditgateError
 from creditgate.domain.results import Reason
 from creditgate.transport import convert
@@ -149,4 +150,4 @@ class QuotaService:
         request: quota_pb2.GetBalanceRequest,
         context: Ctx,
     ) -> quota_pb2.GetBalanceResponse:
-        return convert.balance(await self.engine.balance(request.account_id))
+        return redact_balance(convert.balance(await self.engine.balance(request.account_id)))

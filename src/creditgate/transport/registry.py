@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from google.protobuf.descriptor import ServiceDescriptor
     from google.protobuf.message import Message
 
+    from creditgate.auth.guard import Guard
+
 
 def _decoder(cls: type[Message]) -> Callable[[bytes], Any]:
     def decode(data: bytes) -> Message | Malformed:
@@ -36,14 +38,19 @@ def add_service(
     service: ServiceDescriptor,
     servicer: object,
     messages: dict[str, type[Message]],
+    guard: Guard | None = None,
 ) -> None:
-    """Serve every method of ``service`` from the same-named coroutine of ``servicer``."""
+    """Serve every method of ``service`` from the same-named coroutine of ``servicer``.
+
+    With a ``guard``, each call is authenticated and authorized before the servicer runs.
+    """
     handlers = {}
     for method in service.methods:
         request_cls = messages[method.input_type.name]
         response_cls = messages[method.output_type.name]
+        handler = getattr(servicer, method.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, method.name),
+            guard.wrap(method.name, handler) if guard else handler,
             request_deserializer=_decoder(request_cls),
             response_serializer=response_cls.SerializeToString,
         )

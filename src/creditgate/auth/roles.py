@@ -1,0 +1,81 @@
+"""The one permission table: which role may perform which operation.
+
+An operation is what a call does, not only which RPC it is: a Grant into a money balance pool
+is buying credits (seeds 002/003: Owner or Admin only), a Grant into a grant pool is a bonus;
+SetPoolSettings on an overage pool sets the maximum auto top-up spend (seed 000: Super Admin or
+Billing only), on a pay-as-you-go pool the PAYG toggle and cap (seed 004: admins).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Role = Literal["service", "viewer", "billing", "admin", "owner", "super_admin"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+Op = Literal[
+    "quota",  # CheckAndConsume(Batch), Reserve, Settle, Release, Refund
+    "read",  # GetBalance, GetAccount (a money balance pool only with read_money)
+    "read_money",  # see a money balance pool's figures in GetBalance (seeds 002/003)
+    "manage_accounts",  # CreateAccount, UpdateAccount
+    "grant_credits",  # Grant into a grant pool (bonus, promotional)
+    "buy_credits",  # Grant into a balance pool: purchased money (seeds 002/003)
+    "set_max_spend",  # SetPoolSettings on an overage pool (seed 000)
+    "set_payg",  # SetPoolSettings on a pay-as-you-go pool (seed 004)
+    "test_clock",  # AdvanceTestClock
+]
+OPS: tuple[Op, ...] = get_args(Op)
+
+_ADMIN: frozenset[Op] = frozenset(
+    {
+        "read",
+        "read_money",
+        "manage_accounts",
+        "grant_credits",
+        "buy_credits",
+        "set_payg",
+        "test_clock",
+    }
+)
+
+PERMISSIONS: dict[Role, frozenset[Op]] = {
+    "service": frozenset({"quota", "read"}),
+    "viewer": frozenset({"read"}),
+    "billing": frozenset({"read", "set_max_spend"}),
+    "admin": _ADMIN,
+    "owner": _ADMIN,
+    # The top role of seed 000: everything, including the calls a service makes.
+    "super_admin": frozenset(OPS),
+}
+
+# The operations an RPC may be; a call needs one of them (Grant and SetPoolSettings are narrowed
+# to one once the pool's kind is known).
+RPC_OPS: dict[str, tuple[Op, ...]] = {
+    "CheckAndConsume": ("quota",),
+    "CheckAndConsumeBatch": ("quota",),
+    "Reserve": ("quota",),
+    "Settle": ("quota",),
+    "Release": ("quota",),
+    "Refund": ("quota",),
+    "GetBalance": ("read",),
+    "GetAccount": ("read",),
+    "CreateAccount": ("manage_accounts",),
+    "UpdateAccount": ("manage_accounts",),
+    "Grant": ("grant_credits", "buy_credits"),
+    "SetPoolSettings": ("set_max_spend", "set_payg"),
+    "AdvanceTestClock": ("test_clock",),
+}
+
+GRANT_OPS: dict[str, Op] = {"balance": "buy_credits", "grant": "grant_credits"}
+SETTINGS_OPS: dict[str, Op] = {"overage": "set_max_spend", "payg": "set_payg"}
+
+
+def may(role: Role, ops: tuple[Op, ...]) -> bool:
+    """Whether ``role`` holds at least one of ``ops``."""
+    held = PERMISSIONS[role]
+    return any(op in held for op in ops)
+
+
+def roles_for(ops: tuple[Op, ...]) -> list[Role]:
+    """The roles that may perform one of ``ops``, for messages."""
+    return [role for role in ROLES if may(role, ops)]
