@@ -278,8 +278,8 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
     """Run the sidecar until a termination signal."""
     # Before anything starts: an unsafe exposure or a bad certificate is one line and exit 2,
     # not a half-up sidecar.
-    guard = exposure.guard_for(settings)
     credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+    guard = exposure.guard_for(settings)
     async with open_backends(settings) as backends, ledger_for(settings, backends) as store:
         await backends.redis.ping()
         if demo:
