@@ -64,7 +64,7 @@ class Sidecar:
 
     def start(self) -> None:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own command
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "creditgate", "serve"],
                 env=self.env,
                 stdout=out,
@@ -323,6 +323,36 @@ class Drill:
         if out:
             with Path(out).open("a") as f:
                 f.write(line + "\n")
+
+
+async def open_drill(tmp: Path, ledger_url: str) -> Drill:
+    redis = EmbeddedRedis(tmp / "redis", appendonly=True).start()
+    port = free_port()
+    sidecar = Sidecar(sidecar_env(tmp, redis.url, ledger_url, port), port, tmp / "sidecar.log")
+    sidecar.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    drill = Drill(
+        tmp,
+        ledger_url,
+        redis,
+        sidecar,
+        channel,
+        quota_pb2_grpc.QuotaServiceStub(channel),
+        admin_pb2_grpc.AdminServiceStub(channel),
+        HealthWatch(health_pb2_grpc.HealthStub(channel)),
+    )
+    await drill.wait_serving()
+    await drill.provision()
+    drill.health.start()
+    return drill
+
+
+async def close_drill(drill: Drill) -> None:
+    await drill.health.stop()
+    await drill.channel.close()
+    drill.sidecar.stop()
+    with contextlib.suppress(Exception):
+        drill.redis.stop()
 
 
 def sidecar_env(tmp: Path, redis_url: str, ledger_url: str, port: int) -> dict[str, str]:

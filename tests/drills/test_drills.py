@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from conftest import close_drill, open_drill
-from harness import ACCOUNTS, MICRO, TIMEOUT_S, Load
+from harness import ACCOUNTS, MICRO, TIMEOUT_S, Load, close_drill, open_drill
 
 from creditgate.v1 import admin_pb2, quota_pb2
 
