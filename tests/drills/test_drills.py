@@ -1,0 +1,226 @@
+"""Failure drills under load: each ends with no money lost, no charge doubled, reconcile clean.
+
+Each drill runs a real sidecar process (ledger worker in it) against a real redis-server with
+AOF, puts a bounded load of CheckAndConsume calls on it (8 callers, each id retried on
+UNAVAILABLE or DEADLINE_EXCEEDED until it is answered), injects the fault, lifts it, and then
+checks the money (``Drill.check_money``). It records how long failing calls took (at most the
+Redis timeout + 50 ms), when readiness flipped, and that service came back without a restart.
+Run with ``-s`` to see the figures; ``CREDITGATE_DRILL_FIGURES=path`` appends them as JSON lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+from harness import ACCOUNTS, MICRO, TIMEOUT_S, Load, close_drill, open_drill
+
+from creditgate.v1 import admin_pb2, quota_pb2
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from harness import Drill
+
+pytestmark = pytest.mark.slow
+BOUND_S = TIMEOUT_S + 0.05  # how long a failing call may take
+
+
+def _fault_figures(drill: Drill, load: Load, fault: float, lifted: float) -> None:
+    """How long calls took to fail, when readiness flipped, when service came back."""
+    failed = [a for a in load.failed(since=fault) if a.sent_at < lifted]
+    down = drill.health.first("NOT_SERVING", fault)
+    up = drill.health.first("SERVING", lifted)
+    ok = load.first_ok_after(lifted)
+    drill.figures.update(
+        failed_calls=len(failed),
+        fail_codes=sorted({a.code for a in failed}),
+        fail_max_ms=round(max((a.seconds for a in failed), default=0) * 1000, 1),
+        health_down_after_ms=None if down is None else round((down - fault) * 1000),
+        health_up_after_ms=None if up is None else round((up - lifted) * 1000),
+        recovered_after_ms=None if ok is None else round((ok - lifted) * 1000),
+    )
+    assert failed, "the fault made no call fail: it was not drilled"
+    assert max(a.seconds for a in failed) <= BOUND_S, drill.figures
+    assert down is not None, f"readiness never went NOT_SERVING: {drill.health.changes}"
+    assert ok is not None, "no call succeeded after the fault was lifted"
+
+
+async def _run_with_fault(drill: Drill, inject: object, lift: object, hold_s: float) -> Load:
+    load = Load(drill.quota, "L")
+    pid = drill.sidecar.proc.pid if drill.sidecar.proc else None
+    load.start()
+    await asyncio.sleep(1.0)
+    fault = time.monotonic()
+    await asyncio.to_thread(inject)  # type: ignore[arg-type]
+    await asyncio.sleep(hold_s)
+    lifted = time.monotonic()
+    await asyncio.to_thread(lift)  # type: ignore[arg-type]
+    await asyncio.sleep(1.5)
+    await load.stop()
+    _fault_figures(drill, load, fault, lifted)
+    assert drill.sidecar.proc is not None
+    assert drill.sidecar.proc.pid == pid, "the sidecar was restarted"
+    assert drill.sidecar.proc.poll() is None, "the sidecar exited"
+    return load
+
+
+async def test_redis_sigkill_under_load(drill: Drill) -> None:
+    """Redis killed and restarted from its AOF: calls fail fast, health flips, service returns."""
+
+    def kill() -> None:
+        assert drill.redis.pid is not None
+        os.kill(drill.redis.pid, signal.SIGKILL)
+
+    def restart() -> None:
+        drill.redis.stop()  # reaps the killed process
+        drill.redis.start()
+
+    load = await _run_with_fault(drill, kill, restart, hold_s=1.0)
+    await drill.check_money([load])
+    drill.record("redis_sigkill")
+
+
+async def test_redis_sigstop_3s_under_load(drill: Drill) -> None:
+    """Redis paused 3 s: calls end at the timeout as DEADLINE_EXCEEDED; retried ids charge once."""
+    pid = drill.redis.pid
+    assert pid is not None
+    load = await _run_with_fault(
+        drill, lambda: os.kill(pid, signal.SIGSTOP), lambda: os.kill(pid, signal.SIGCONT), 3.0
+    )
+    codes = {a.code for a in load.failed()}
+    assert "DEADLINE_EXCEEDED" in codes, codes
+    await drill.check_money([load])
+    drill.record("redis_sigstop_3s")
+
+
+async def test_sidecar_sigkill_with_retries(drill: Drill) -> None:
+    """The sidecar killed under load and started again: every retried id is charged once."""
+    load = Load(drill.quota, "K")
+    load.start()
+    await asyncio.sleep(1.0)
+    killed = time.monotonic()
+    await asyncio.to_thread(drill.sidecar.kill)
+    await asyncio.sleep(0.5)
+    restarted = time.monotonic()
+    drill.sidecar.start()
+    await drill.wait_serving()
+    drill.figures["serving_after_restart_ms"] = round((time.monotonic() - restarted) * 1000)
+    await asyncio.sleep(1.0)
+    await load.stop()
+    failed = load.failed(since=killed)
+    drill.figures["failed_calls"] = len(failed)
+    drill.figures["fail_codes"] = sorted({a.code for a in failed})
+    assert failed, "no call saw the dead sidecar"
+    await drill.check_money([load])
+    drill.record("sidecar_sigkill")
+
+
+async def test_redis_wiped_then_every_admin_rpc(drill: Drill) -> None:
+    """Redis loses everything: each admin RPC acts on the ledger's state; old ids replay."""
+    load = Load(drill.quota, "W")
+    load.start()
+    await asyncio.sleep(1.0)
+    await load.stop()
+    await drill.settle_ledger()  # what a wipe loses is what the worker had not applied yet
+    before = await drill.balances()
+    await drill.redis_client_flushall()
+    a, b = ACCOUNTS[0], ACCOUNTS[1]
+    with pytest.raises(grpc.aio.AioRpcError) as exists:
+        await drill.admin.CreateAccount(
+            admin_pb2.CreateAccountRequest(account_id=a, plan_id="drill"), timeout=10
+        )
+    assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    got = await drill.admin.GetAccount(admin_pb2.GetAccountRequest(account_id=b), timeout=10)
+    assert got.plan_id == "drill"
+    await drill.admin.Grant(
+        admin_pb2.GrantRequest(account_id=a, pool_id="bonus", amount=7 * MICRO, grant_id="after"),
+        timeout=10,
+    )
+    again = await drill.admin.Grant(
+        admin_pb2.GrantRequest(
+            account_id=b, pool_id="bonus", amount=2_000 * MICRO, grant_id=f"{b}-start"
+        ),
+        timeout=10,
+    )
+    assert again.replayed
+    await drill.admin.SetPoolSettings(
+        admin_pb2.SetPoolSettingsRequest(account_id=ACCOUNTS[2], pool_id="payg", cap=9 * MICRO),
+        timeout=10,
+    )
+    await drill.admin.UpdateAccount(
+        admin_pb2.UpdateAccountRequest(account_id=ACCOUNTS[3], anchor_day=15), timeout=10
+    )
+    await drill.admin.AdvanceTestClock(
+        admin_pb2.AdvanceTestClockRequest(account_id=ACCOUNTS[3], seconds=3600), timeout=10
+    )
+    after = await drill.balances()
+    assert after == {**before, a: before[a] + 7 * MICRO}
+    pools = {
+        p.pool_id: p
+        for p in (
+            await drill.quota.GetBalance(
+                quota_pb2.GetBalanceRequest(account_id=ACCOUNTS[2]), timeout=10
+            )
+        ).pools
+    }
+    assert pools["payg"].cap == 9 * MICRO
+    # The 7 credits granted after the wipe are the only change: the money check counts them.
+    drill.figures["wiped_accounts_back"] = len(after)
+    await _check_money_plus(drill, load, {a: 7 * MICRO})
+    drill.record("redis_wiped_admin_rpcs")
+
+
+async def _check_money_plus(drill: Drill, load: Load, granted: dict[str, int]) -> None:
+    now = await drill.balances()
+    spent = dict.fromkeys(ACCOUNTS, 0)
+    for account in load.allowed.values():
+        spent[account] += MICRO
+    for account in ACCOUNTS:
+        expected = 2_000 * MICRO - spent[account] + granted.get(account, 0)
+        assert now[account] == expected, (account, now[account], expected)
+    for rid, account in list(load.allowed.items())[:100]:
+        d = await drill.quota.CheckAndConsume(
+            quota_pb2.CheckAndConsumeRequest(
+                account_id=account, action="use", quantity=1, request_id=rid
+            ),
+            timeout=10,
+        )
+        assert d.replayed, rid
+    assert await drill.balances() == now
+    drill.figures["charged"] = len(load.allowed)
+    drill.figures["reconcile"] = (await drill.settle_ledger()).strip().splitlines()[-1]
+
+
+@pytest.mark.postgres
+async def test_postgres_down_under_load(tmp_path: Path, pg_url: str, postgres: object) -> None:
+    """The ledger's PostgreSQL stops: charges go on, the worker catches up when it returns."""
+    drill = await open_drill(tmp_path, pg_url)
+    try:
+        load = Load(drill.quota, "P")
+        load.start()
+        await asyncio.sleep(1.0)
+        down = time.monotonic()
+        await postgres.outage_begin()  # type: ignore[attr-defined]
+        await asyncio.sleep(2.0)
+        await postgres.outage_end()  # type: ignore[attr-defined]
+        up = time.monotonic()
+        await asyncio.sleep(1.0)
+        await load.stop()
+        during = [a for a in load.attempts if down <= a.sent_at < up]
+        drill.figures["calls_during_outage"] = len(during)
+        drill.figures["failed_during_outage"] = sum(a.code != "OK" for a in during)
+        assert during, "no load during the outage"
+        assert all(a.code == "OK" for a in during), "a charge failed because the ledger was down"
+        assert drill.health.first("NOT_SERVING", down) is None, "readiness followed the ledger"
+        caught_up = time.monotonic()
+        await drill.check_money([load])
+        drill.figures["ledger_caught_up_ms"] = round((time.monotonic() - caught_up) * 1000)
+        drill.record("postgres_down")
+    finally:
+        await close_drill(drill)
