@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pytest
 import pytest_asyncio
-from harness import Drill, close_drill, open_drill
+
+from drill_kit import Drill, close_drill, open_drill
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -21,8 +21,3 @@ async def drill(tmp_path: Path) -> AsyncIterator[Drill]:
         yield d
     finally:
         await close_drill(d)
-
-
-@pytest.fixture
-def pg_url(postgres: object) -> str:
-    return str(postgres.url)  # type: ignore[attr-defined]

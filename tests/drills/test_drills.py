@@ -16,16 +16,12 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-import grpc
 import pytest
-from harness import ACCOUNTS, MICRO, TIMEOUT_S, Load, close_drill, open_drill
 
-from creditgate.v1 import admin_pb2, quota_pb2
+from drill_kit import TIMEOUT_S, Load
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from harness import Drill
+    from drill_kit import Drill
 
 pytestmark = pytest.mark.slow
 BOUND_S = TIMEOUT_S + 0.05  # how long a failing call may take
@@ -119,108 +115,3 @@ async def test_sidecar_sigkill_with_retries(drill: Drill) -> None:
     assert failed, "no call saw the dead sidecar"
     await drill.check_money([load])
     drill.record("sidecar_sigkill")
-
-
-async def test_redis_wiped_then_every_admin_rpc(drill: Drill) -> None:
-    """Redis loses everything: each admin RPC acts on the ledger's state; old ids replay."""
-    load = Load(drill.quota, "W")
-    load.start()
-    await asyncio.sleep(1.0)
-    await load.stop()
-    await drill.settle_ledger()  # what a wipe loses is what the worker had not applied yet
-    before = await drill.balances()
-    await drill.redis_client_flushall()
-    a, b = ACCOUNTS[0], ACCOUNTS[1]
-    with pytest.raises(grpc.aio.AioRpcError) as exists:
-        await drill.admin.CreateAccount(
-            admin_pb2.CreateAccountRequest(account_id=a, plan_id="drill"), timeout=10
-        )
-    assert exists.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    got = await drill.admin.GetAccount(admin_pb2.GetAccountRequest(account_id=b), timeout=10)
-    assert got.plan_id == "drill"
-    await drill.admin.Grant(
-        admin_pb2.GrantRequest(account_id=a, pool_id="bonus", amount=7 * MICRO, grant_id="after"),
-        timeout=10,
-    )
-    again = await drill.admin.Grant(
-        admin_pb2.GrantRequest(
-            account_id=b, pool_id="bonus", amount=2_000 * MICRO, grant_id=f"{b}-start"
-        ),
-        timeout=10,
-    )
-    assert again.replayed
-    await drill.admin.SetPoolSettings(
-        admin_pb2.SetPoolSettingsRequest(account_id=ACCOUNTS[2], pool_id="payg", cap=9 * MICRO),
-        timeout=10,
-    )
-    await drill.admin.UpdateAccount(
-        admin_pb2.UpdateAccountRequest(account_id=ACCOUNTS[3], anchor_day=15), timeout=10
-    )
-    await drill.admin.AdvanceTestClock(
-        admin_pb2.AdvanceTestClockRequest(account_id=ACCOUNTS[3], seconds=3600), timeout=10
-    )
-    after = await drill.balances()
-    assert after == {**before, a: before[a] + 7 * MICRO}
-    pools = {
-        p.pool_id: p
-        for p in (
-            await drill.quota.GetBalance(
-                quota_pb2.GetBalanceRequest(account_id=ACCOUNTS[2]), timeout=10
-            )
-        ).pools
-    }
-    assert pools["payg"].cap == 9 * MICRO
-    # The 7 credits granted after the wipe are the only change: the money check counts them.
-    drill.figures["wiped_accounts_back"] = len(after)
-    await _check_money_plus(drill, load, {a: 7 * MICRO})
-    drill.record("redis_wiped_admin_rpcs")
-
-
-async def _check_money_plus(drill: Drill, load: Load, granted: dict[str, int]) -> None:
-    now = await drill.balances()
-    spent = dict.fromkeys(ACCOUNTS, 0)
-    for account in load.allowed.values():
-        spent[account] += MICRO
-    for account in ACCOUNTS:
-        expected = 2_000 * MICRO - spent[account] + granted.get(account, 0)
-        assert now[account] == expected, (account, now[account], expected)
-    for rid, account in list(load.allowed.items())[:100]:
-        d = await drill.quota.CheckAndConsume(
-            quota_pb2.CheckAndConsumeRequest(
-                account_id=account, action="use", quantity=1, request_id=rid
-            ),
-            timeout=10,
-        )
-        assert d.replayed, rid
-    assert await drill.balances() == now
-    drill.figures["charged"] = len(load.allowed)
-    drill.figures["reconcile"] = (await drill.settle_ledger()).strip().splitlines()[-1]
-
-
-@pytest.mark.postgres
-async def test_postgres_down_under_load(tmp_path: Path, pg_url: str, postgres: object) -> None:
-    """The ledger's PostgreSQL stops: charges go on, the worker catches up when it returns."""
-    drill = await open_drill(tmp_path, pg_url)
-    try:
-        load = Load(drill.quota, "P")
-        load.start()
-        await asyncio.sleep(1.0)
-        down = time.monotonic()
-        await postgres.outage_begin()  # type: ignore[attr-defined]
-        await asyncio.sleep(2.0)
-        await postgres.outage_end()  # type: ignore[attr-defined]
-        up = time.monotonic()
-        await asyncio.sleep(1.0)
-        await load.stop()
-        during = [a for a in load.attempts if down <= a.sent_at < up]
-        drill.figures["calls_during_outage"] = len(during)
-        drill.figures["failed_during_outage"] = sum(a.code != "OK" for a in during)
-        assert during, "no load during the outage"
-        assert all(a.code == "OK" for a in during), "a charge failed because the ledger was down"
-        assert drill.health.first("NOT_SERVING", down) is None, "readiness followed the ledger"
-        caught_up = time.monotonic()
-        await drill.check_money([load])
-        drill.figures["ledger_caught_up_ms"] = round((time.monotonic() - caught_up) * 1000)
-        drill.record("postgres_down")
-    finally:
-        await close_drill(drill)

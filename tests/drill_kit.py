@@ -24,7 +24,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.embedded import EmbeddedRedis
 from creditgate.v1 import admin_pb2, admin_pb2_grpc, quota_pb2, quota_pb2_grpc
@@ -37,8 +36,6 @@ plans:
   drill:
     pools:
       - {id: bonus, kind: grant, meter: credit}
-      - {id: payg, kind: payg, unit: usd, rates: {credit: "0.10"}, cap: "5.00", cap_min: "1.00",
-         cap_max: "50.00", enabled: false}
 """
 TIMEOUT_S = 0.5  # CREDITGATE_REDIS_TIMEOUT_SECONDS of the drilled sidecar
 CREDITS = 2_000  # per account: the load runs some accounts dry, so depletion is drilled too
@@ -222,14 +219,6 @@ class Drill:
     def redis_url(self) -> str:
         return self.redis.url
 
-    async def redis_client_flushall(self) -> None:
-        """Redis loses every key, as a restart without persistence does."""
-        client = AsyncRedis.from_url(self.redis.url)
-        try:
-            await client.flushall()
-        finally:
-            await client.aclose()
-
     async def wait_serving(self, seconds: float = 30) -> None:
         deadline = time.monotonic() + seconds
         stub = health_pb2_grpc.HealthStub(self.channel)
@@ -263,7 +252,7 @@ class Drill:
             r = await self.quota.GetBalance(
                 quota_pb2.GetBalanceRequest(account_id=account), timeout=10
             )
-            out[account] = sum(p.balance for p in r.pools if p.pool_id == "bonus")
+            out[account] = sum(p.balance for p in r.pools)
         return out
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -373,5 +362,4 @@ def sidecar_env(tmp: Path, redis_url: str, ledger_url: str, port: int) -> dict[s
         "CREDITGATE_DATA_DIR": str(tmp / "var"),
         "CREDITGATE_LOG_LEVEL": "WARNING",
         "CREDITGATE_UVLOOP": "true",
-        "CREDITGATE_TEST_CLOCK": "true",  # AdvanceTestClock is one of the admin RPCs drilled
     }
