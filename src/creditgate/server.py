@@ -94,6 +94,7 @@ async def open_backends(
         hold_ttl_ms=settings.hold_ttl_seconds * 1000,
         fast=fast,
         combine=settings.combine_charges,
+        require_request_id=settings.require_request_id,
     )
     try:
         yield Backends(redis, engine, embedded)

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     test_clock: bool = Field(
         default=False, description="freeze each account's clock; AdvanceTestClock moves it"
     )
+    # --- request ids (issue 17 item 3) --------------------------------------------------
+    require_request_id: bool = Field(
+        default=False,
+        description="refuse CheckAndConsume, its batch items and Reserve without a request_id "
+        "(reservation_id), so that every charge can be retried safely",
+    )
     # --- ledger --------------------------------------------------------------------------
     ledger_url: str = Field(
         "auto",
