@@ -30,6 +30,7 @@ from creditgate.domain.errors import ConfigError
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.fastpath import FastRedis
+from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.quota import QuotaService
 from creditgate.transport.registry import add_service
@@ -130,7 +131,9 @@ async def build_server(
     ``reuse_port`` lets the other server processes of one sidecar bind the same port; off, a
     second server on a taken port fails instead of silently sharing it.
     """
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.server_options()]
+    )
     messages = _messages()
     add_service(
         server,

@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -115,6 +115,17 @@ class Settings(BaseSettings):
     def fixed_port(self) -> bool:
         """Whether ``listen`` names a port (not :0, which the system picks per process)."""
         return self.listen.rsplit(":", 1)[-1] != "0"
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming each bad CREDITGATE_ variable and what is wrong with it."""
+    parts = []
+    for error in exc.errors():
+        name = "CREDITGATE_" + "_".join(str(part) for part in error["loc"]).upper()
+        value = str(error.get("input", ""))
+        shown = f" (got {value[:40]!r})" if value and "url" not in name.lower() else ""
+        parts.append(f"{name}: {error['msg']}{shown}")
+    return "invalid setting " + "; ".join(parts)
 
 
 def cores_available(cgroup: Path = Path("/sys/fs/cgroup")) -> int:

@@ -10,7 +10,7 @@ from creditgate import metrics
 from creditgate.domain.errors import CreditgateError, InvalidArgumentError
 from creditgate.domain.requests import is_valid_id
 from creditgate.domain.results import Reason
-from creditgate.transport import convert
+from creditgate.transport import convert, limits
 from creditgate.transport.errors import bind_request_id, boundary, status_of
 from creditgate.v1 import quota_pb2
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from creditgate.engine import Engine
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-MAX_BATCH = 1000
+MAX_BATCH = limits.MAX_BATCH
 _ALLOWED = metrics.decided_counter("consume", Reason.ALLOWED)
 
 
