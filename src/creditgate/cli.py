@@ -460,8 +460,23 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except ValueError as exc:  # pydantic's ValidationError is one
+        return _bad_settings(exc)
     return result
+
+
+def _bad_settings(exc: ValueError) -> int:
+    """A bad CREDITGATE_ variable: one line naming it, exit 2 (not a traceback)."""
+    from pydantic import ValidationError  # noqa: PLC0415 - keep client commands light
+
+    from creditgate.settings import Settings, describe_error  # noqa: PLC0415
+
+    if not isinstance(exc, ValidationError) or exc.title != Settings.__name__:
+        raise exc
+    print(f"creditgate: {describe_error(exc)}", file=sys.stderr)  # noqa: T201 - CLI output
+    return 2
 
 
 if __name__ == "__main__":

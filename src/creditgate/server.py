@@ -31,6 +31,7 @@ from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.connect import redis_client
 from creditgate.engine.fastpath import FastRedis
+from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.quota import QuotaService
 from creditgate.transport.registry import add_service
@@ -94,6 +95,7 @@ async def open_backends(
         hold_ttl_ms=settings.hold_ttl_seconds * 1000,
         fast=fast,
         combine=settings.combine_charges,
+        require_request_id=settings.require_request_id,
     )
     try:
         yield Backends(redis, engine, embedded)
@@ -139,7 +141,9 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     ``guard`` (None: no auth) gates the quota and admin services; health and reflection stay
     open for probes.
     """
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuse_port else 0)])
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.server_options()]
+    )
     messages = _messages()
     add_service(
         server,

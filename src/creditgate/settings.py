@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     test_clock: bool = Field(
         default=False, description="freeze each account's clock; AdvanceTestClock moves it"
     )
+    # --- request ids (issue 17 item 3) --------------------------------------------------
+    require_request_id: bool = Field(
+        default=False,
+        description="refuse CheckAndConsume, its batch items and Reserve without a request_id "
+        "(reservation_id), so that every charge can be retried safely",
+    )
     # --- ledger --------------------------------------------------------------------------
     ledger_url: str = Field(
         "auto",
@@ -155,6 +161,17 @@ class Settings(BaseSettings):
     def fixed_port(self) -> bool:
         """Whether ``listen`` names a port (not :0, which the system picks per process)."""
         return self.listen.rsplit(":", 1)[-1] != "0"
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line naming each bad CREDITGATE_ variable and what is wrong with it."""
+    parts = []
+    for error in exc.errors():
+        name = "CREDITGATE_" + "_".join(str(part) for part in error["loc"]).upper()
+        value = str(error.get("input", ""))
+        shown = f" (got {value[:40]!r})" if value and "url" not in name.lower() else ""
+        parts.append(f"{name}: {error['msg']}{shown}")
+    return "invalid setting " + "; ".join(parts)
 
 
 def cores_available(cgroup: Path = Path("/sys/fs/cgroup")) -> int:

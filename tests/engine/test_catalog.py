@@ -46,6 +46,13 @@ EXPECTED = {
         "block_price"
     ),
     "override_unknown_action": ": plan basic: price override for unknown action 'play'",
+    "negative_allowance": (
+        ": plan basic pool base amount: -100 is negative; amounts, prices and caps are 0 or more"
+    ),
+    "negative_cost": (
+        ": action work cost: '-0.5' is negative; amounts, prices and caps are 0 or more"
+    ),
+    "cap_outside_range": ": plan basic pool payg: cap (50) is outside cap_min..cap_max",
 }
 
 

@@ -248,15 +248,24 @@ class Catalog:
 
 
 def _micro(value: Amount | None, what: str, default: int = 0) -> int:
+    """An amount of the plans file in micro-units; every amount there is 0 or more.
+
+    A negative amount would credit the caller (an allowance of -100 shows -100 credits, a
+    negative price pays for using an action): refused here, once for every field.
+    """
     if value is None:
         return default
     if isinstance(value, float):
         msg = f"{what}: write {value!r} as a string (floats are not exact)"
         raise ConfigError(msg)
     try:
-        return to_micro(value, what=what)
+        micro = to_micro(value, what=what)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if micro < 0:
+        msg = f"{what}: {value!r} is negative; amounts, prices and caps are 0 or more"
+        raise ConfigError(msg)
+    return micro
 
 
 def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
@@ -280,6 +289,7 @@ def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
     if cfg.kind == "overage" and _micro(cfg.block_price, f"{w} block_price") <= 0:
         msg = f"{w}: block_price must be above 0"
         raise ConfigError(msg)
+    _check_caps(cfg, w)
     return Pool(
         id=cfg.id,
         kind=cfg.kind,
@@ -307,6 +317,19 @@ def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
     )
 
 
+def _check_caps(cfg: PoolConfig, where: str) -> None:
+    """The default cap lies within the range an account may set (cap_min..cap_max)."""
+    low = _micro(cfg.cap_min, f"{where} cap_min", 0)
+    high = _micro(cfg.cap_max, f"{where} cap_max", -1)
+    cap = _micro(cfg.cap, f"{where} cap", -1)
+    if high >= 0 and low > high:
+        msg = f"{where}: cap_min ({cfg.cap_min}) is above cap_max ({cfg.cap_max})"
+        raise ConfigError(msg)
+    if cap >= 0 and (cap < low or (high >= 0 and cap > high)):
+        msg = f"{where}: cap ({cfg.cap}) is outside cap_min..cap_max"
+        raise ConfigError(msg)
+
+
 def _compile_action(
     name: str,
     cfg: ActionConfig,
@@ -326,9 +349,6 @@ def _compile_action(
         for var in cfg.variants
     )
     unit_cost = _micro(cfg.cost if cost is None else cost, f"action {name} cost")
-    if unit_cost < 0 or any(v.unit_cost < 0 for v in variants):
-        msg = f"action {name}: cost must not be negative"
-        raise ConfigError(msg)
     return ActionPrice(cfg.meter, unit_cost, cfg.per, variants)
 
 
@@ -400,5 +420,6 @@ def load_catalog(path: str | Path) -> Catalog:
         raise ConfigError(msg) from None
 
 
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}$")
+# Used with fullmatch: "$" alone would also accept a trailing newline.
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}")
 REQUEST_ID = ACCOUNT_ID

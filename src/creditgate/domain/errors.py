@@ -34,6 +34,13 @@ class UnavailableError(CreditgateError):
     """A backend (Redis) cannot be reached; the call may be retried."""
 
 
+class OutcomeUnknownError(UnavailableError):
+    """The command reached Redis but no answer came: it may have been applied.
+
+    Only a retry with the same request id is safe (it replays instead of charging again).
+    """
+
+
 class ConfigError(CreditgateError):
     """The plans file is invalid; raised at start-up, never on a request."""
 

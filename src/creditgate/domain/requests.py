@@ -15,7 +15,7 @@ MAX_QUANTITY = 10**12
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_VALUE = 256
 MAX_NOTE = 256
-_ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # fullmatch: "$" passes a final "\n"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 STATUSES = ("active", "trial", "suspended")
 # Generated request ids: 32 hex digits, a random half per process and a counter; unique
@@ -29,6 +29,11 @@ def new_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` is a well-formed account, request, reservation, refund or grant id."""
+    return ACCOUNT_ID.fullmatch(value) is not None
+
+
 def check_id(value: str, field: str, *, generate: bool = False) -> str:
     """An account, request, reservation, refund or grant id."""
     if not value:
@@ -36,7 +41,7 @@ def check_id(value: str, field: str, *, generate: bool = False) -> str:
             return new_id()
         msg = f"{field} is required"
         raise InvalidArgumentError(msg)
-    if ACCOUNT_ID.match(value) is None:
+    if not is_valid_id(value):
         shown = value if len(value) <= 40 else value[:40] + "..."  # noqa: PLR2004
         msg = (
             f"{field} {shown!r} is invalid: use 1-128 characters from letters, digits and "
@@ -66,7 +71,7 @@ def check_attributes(attributes: dict[str, str]) -> dict[str, str]:
         msg = f"attributes: at most {MAX_ATTRIBUTES} entries, got {len(attributes)}"
         raise InvalidArgumentError(msg)
     for key, value in attributes.items():
-        if _ATTRIBUTE_KEY.match(key) is None:
+        if _ATTRIBUTE_KEY.fullmatch(key) is None:
             msg = f"attributes: key {key[:64]!r} must be 1-64 characters of letters, digits, _.:-"
             raise InvalidArgumentError(msg)
         if len(value) > MAX_ATTRIBUTE_VALUE or _CONTROL.search(value):

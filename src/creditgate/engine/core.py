@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from creditgate.domain import requests as check
 from creditgate.domain.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     UnavailableError,
 )
+from creditgate.engine.failures import failure, guarded, track_writes
 from creditgate.engine.fastpath import FastRedis, command, encode
 from creditgate.engine.keys import KeySpace
 from creditgate.engine.scripts import Scripts, script_source
@@ -53,8 +55,12 @@ class EngineCore:
         fast: FastRedis | None = None,
         lua_fast_path: bool = True,
         combine: bool = True,
+        require_request_id: bool = False,
     ) -> None:
         self.redis = redis
+        # Each call learns whether its command was written before a failure (failures.py).
+        track_writes(redis.connection_pool)
+        self.require_request_id = require_request_id
         self.catalog = catalog
         self.keys = keys or KeySpace()
         self.test_clock = test_clock
@@ -202,8 +208,7 @@ class EngineCore:
                     if absent is not None:
                         make = absent
                         continue
-                msg = f"account {account_id!r} does not exist: create it with AdminService"
-                raise NotFoundError(msg)
+                raise _no_account(account_id)
             return plan, reply
         msg = f"the plan of account {account_id!r} kept changing; try again"
         raise UnavailableError(msg)
@@ -215,28 +220,53 @@ class EngineCore:
 
     async def _call(self, script: AsyncScript, keys: Sequence[str], args: Args) -> list[Any]:
         """One script call; use run(), which loads an account missing from Redis first."""
-        try:
-            reply: list[Any] = await script(keys=keys, args=args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise _unavailable(exc) from exc
+        reply: list[Any] = await guarded(script(keys=keys, args=args))
         return reply
 
     async def execute(self, pipe: Pipeline) -> list[Any]:
         """Run a pipeline; per-command errors come back in their slots."""
-        try:
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise _unavailable(exc) from exc
+        replies: list[Any] = await guarded(pipe.execute(raise_on_error=False))
         for reply in replies:
             if isinstance(reply, RedisConnectionError | RedisTimeoutError):
-                raise _unavailable(reply)
+                raise failure(reply, sent=True)
         return replies
 
+    # --- ids and accounts ----------------------------------------------------------------
 
-def _unavailable(exc: Exception) -> UnavailableError:
-    return UnavailableError(
-        f"Redis did not answer ({exc}); retry with the same request_id, which never charges twice"
-    )
+    def request_id(self, given: str) -> str:
+        """The id a charge runs under: ``given``, or a new one (none when ids are required).
+
+        The transport returns it to the caller before the charge is made, so that a call whose
+        outcome is unknown can be retried under the same id.
+        """
+        if given or self.require_request_id:
+            return given
+        return check.new_id()
+
+    def check_request_id(self, value: str, field: str) -> str:
+        """A charge's id; with ``require_request_id`` an empty one is refused."""
+        if not value and self.require_request_id:
+            msg = (
+                f"{field} is required: this server runs with CREDITGATE_REQUIRE_REQUEST_ID=true; "
+                "send a unique id for each charge and the same id when retrying it"
+            )
+            raise InvalidArgumentError(msg)
+        return check.check_id(value, field, generate=True)
+
+    async def require_account(self, account_id: str) -> None:
+        """NOT_FOUND unless the account is in Redis or, loaded from the ledger, now is."""
+        if account_id in self._plans:
+            return
+        key = self.keys.account(account_id)[0]
+        if await guarded(self.redis.hexists(key, "plan")):
+            return
+        if self.on_missing is not None and await self.on_missing(account_id):
+            return
+        raise _no_account(account_id)
+
+
+def _no_account(account_id: str) -> NotFoundError:
+    return NotFoundError(f"account {account_id!r} does not exist: create it with AdminService")
 
 
 def require_plan(plan: Plan | None) -> Plan:

@@ -13,11 +13,10 @@ from creditgate.domain.errors import (
     UnavailableError,
 )
 from creditgate.domain.money import format_micro
-from creditgate.domain.results import (
-    Decision,
-)
+from creditgate.domain.results import Decision, Reason
 from creditgate.engine import replies
 from creditgate.engine.core import Args, fingerprint, require_plan, too_large
+from creditgate.engine.failures import FAILURES, failure
 from creditgate.engine.fastpath import encode
 from creditgate.engine.returns import REASON_TEXT, ReturnsEngine
 
@@ -172,7 +171,8 @@ class Engine(ReturnsEngine):
             dry_run=dry_run,
             hold_ttl_ms=hold_ttl_ms,
         )
-        if isinstance(call, Decision):
+        if isinstance(call, Decision):  # an unknown action, on an account that must exist
+            await self.require_account(account_id)
             return otherwise(call)
         plan, reply = await self._consume_reply(call)
         if reply[0] == b"OK" and reply[1] == 1:
@@ -205,9 +205,8 @@ class Engine(ReturnsEngine):
         assert self.fast is not None  # noqa: S101 - checked by the caller
         try:
             reply = await self.fast.call(self._encoded(call, plan), *_group(call, plan))
-        except (ConnectionError, TimeoutError, OSError) as exc:
-            msg = f"Redis did not answer ({exc}); retry with the same request_id"
-            raise UnavailableError(msg) from exc
+        except FAILURES as exc:
+            raise failure(exc, sent=False) from exc
         if not isinstance(reply, list) or reply[0] in (b"PLAN", b"NO_ACCOUNT"):
             return None
         return reply
@@ -230,6 +229,8 @@ class Engine(ReturnsEngine):
         for i, slot in enumerate(out):
             if slot is None:  # plan not known here yet, or an error reply: one by one
                 out[i] = await self._consume_or_error(*requests[i])
+            elif isinstance(slot, Decision) and slot.reason is Reason.UNKNOWN_ACTION:
+                out[i] = await self._account_or_error(requests[i][0], slot)
         return [r for r in out if r is not None]
 
     def _prepare_batch(
@@ -270,9 +271,8 @@ class Engine(ReturnsEngine):
                     [self._encoded(c, p) for _, c, p in queued],
                     [_group(c, p) for _, c, p in queued],
                 )
-            except (ConnectionError, TimeoutError, OSError) as exc:
-                msg = f"Redis did not answer ({exc}); retry with the same request_ids"
-                raise UnavailableError(msg) from exc
+            except FAILURES as exc:
+                raise failure(exc, sent=False) from exc
         pipe = self.redis.pipeline(transaction=False)
         for _, call, plan in queued:
             await self._scripts.consume(
@@ -290,6 +290,16 @@ class Engine(ReturnsEngine):
             return self._decide(call, plan, reply)
         except CreditgateError as exc:
             return exc
+
+    async def _account_or_error(self, account_id: str, d: Decision) -> Decision | CreditgateError:
+        """An unknown action's denial, or NOT_FOUND when the account does not exist either."""
+        try:
+            await self.require_account(account_id)
+        except UnavailableError:
+            raise  # Redis is gone for the whole batch
+        except CreditgateError as exc:
+            return exc
+        return d
 
     async def _consume_or_error(  # noqa: PLR0913, PLR0917 - one batch item
         self,
@@ -330,7 +340,7 @@ class Engine(ReturnsEngine):
         shape = self._shapes.get(key)
         check.check_id(account_id, "account_id")
         field = "reservation_id" if reserve else "request_id"
-        rid = check.check_id(request_id, field, generate=True)
+        rid = self.check_request_id(request_id, field)
         if shape is None:
             shape = self._shape(key, action, quantity, attributes, dry_run, hold_ttl_ms)
         if not shape.known:

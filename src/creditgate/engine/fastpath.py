@@ -39,6 +39,10 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
 
 
+class UnansweredError(ConnectionError):
+    """The command was written to Redis and its reply never came: it may have run."""
+
+
 def encode(parts: Sequence[bytes | str | int]) -> bytes:
     """RESP bulk strings for ``parts`` (without the array header)."""
     out = []
@@ -230,10 +234,16 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.lost is None:
             self.lost = ConnectionError(f"Redis connection lost: {exc or 'closed'}")
-        for entry in [*self.waiting, *self.queued]:
+        # Written commands may have run; queued ones were never sent (their callers may retry
+        # freely), so they fail differently.
+        unanswered = UnansweredError(str(self.lost))
+        for entry in self.waiting:
             for item in [entry] if isinstance(entry, _Item) else entry:
                 if not item.future.done():
-                    item.future.set_exception(self.lost)
+                    item.future.set_exception(unanswered)
+        for item in self.queued:
+            if not item.future.done():
+                item.future.set_exception(self.lost)
         self.waiting.clear()
         self.deadlines.clear()
         self.queued.clear()

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from importlib.resources import files
 
-_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+_NAME = re.compile(r"(\d{4})_[a-z0-9_]+\.sql")  # used with fullmatch
 VERSION_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_version ("
     " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
@@ -29,7 +29,7 @@ def migrations(dialect: str) -> list[Migration]:
     folder = files("creditgate.ledger") / "migrations" / dialect
     found = []
     for entry in folder.iterdir():
-        m = _NAME.match(entry.name)
+        m = _NAME.fullmatch(entry.name)
         if m:
             found.append(Migration(int(m.group(1)), entry.name, entry.read_text("utf-8")))
     return sorted(found, key=lambda x: x.version)

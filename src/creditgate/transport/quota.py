@@ -8,10 +8,11 @@ import grpc
 
 from creditgate import metrics
 from creditgate.auth.guard import redact_balance
-from creditgate.domain.errors import CreditgateError
+from creditgate.domain.errors import CreditgateError, InvalidArgumentError
+from creditgate.domain.requests import is_valid_id
 from creditgate.domain.results import Reason
-from creditgate.transport import convert
-from creditgate.transport.errors import boundary, status_of
+from creditgate.transport import convert, limits
+from creditgate.transport.errors import bind_request_id, boundary, status_of
 from creditgate.v1 import quota_pb2
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from creditgate.engine import Engine
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-MAX_BATCH = 1000
+MAX_BATCH = limits.MAX_BATCH
 _ALLOWED = metrics.decided_counter("consume", Reason.ALLOWED)
 
 
@@ -46,12 +47,20 @@ class QuotaService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def _bound_id(self, given: str, context: Ctx) -> str:
+        """The charge's id (generated when empty), returned to the caller on every outcome."""
+        rid = self.engine.request_id(given)
+        if is_valid_id(rid):
+            bind_request_id(context, rid)
+        return rid
+
     @boundary
     async def CheckAndConsume(
         self,
         request: quota_pb2.CheckAndConsumeRequest,
         context: Ctx,
     ) -> quota_pb2.Decision:
+        rid = self._bound_id(request.request_id, context)
         return await self.engine.consume_as(
             _allowed,
             _answer,
@@ -59,7 +68,7 @@ class QuotaService:
             request.action,
             request.quantity,
             request.attributes,
-            request.request_id,
+            rid,
             dry_run=request.dry_run,
         )
 
@@ -67,19 +76,27 @@ class QuotaService:
     async def CheckAndConsumeBatch(
         self, request: quota_pb2.CheckAndConsumeBatchRequest, context: Ctx
     ) -> quota_pb2.CheckAndConsumeBatchResponse:
-        if len(request.requests) > MAX_BATCH:
-            from creditgate.domain.errors import InvalidArgumentError  # noqa: PLC0415
+        """Items sent without request_id run as ``<batch id>-<index>``.
 
+        The batch id is returned like a CheckAndConsume's id, so a batch whose outcome is
+        unknown can be retried with the same ids.
+        """
+        if len(request.requests) > MAX_BATCH:
             msg = f"a batch holds at most {MAX_BATCH} requests, got {len(request.requests)}"
             raise InvalidArgumentError(msg)
+        batch_id = self._bound_id("", context)
+        rids = [
+            r.request_id or (f"{batch_id}-{i}" if batch_id else "")
+            for i, r in enumerate(request.requests)
+        ]
         decisions = []
         results = await self.engine.consume_many(
             [
-                (r.account_id, r.action, r.quantity, dict(r.attributes), r.request_id, r.dry_run)
-                for r in request.requests
+                (r.account_id, r.action, r.quantity, dict(r.attributes), rid, r.dry_run)
+                for r, rid in zip(request.requests, rids, strict=True)
             ]
         )
-        for result in results:
+        for result, rid in zip(results, rids, strict=True):
             if isinstance(result, CreditgateError):
                 code, message = status_of(result)
                 decisions.append(
@@ -87,6 +104,7 @@ class QuotaService:
                         allowed=False,
                         reason=quota_pb2.REASON_UNSPECIFIED,
                         message=f"{code.name}: {message}",
+                        request_id=rid,
                     )
                 )
             else:
@@ -105,7 +123,7 @@ class QuotaService:
             request.action,
             request.quantity,
             dict(request.attributes),
-            request.reservation_id,
+            self._bound_id(request.reservation_id, context),
             request.ttl_seconds,
             dry_run=request.dry_run,
         )

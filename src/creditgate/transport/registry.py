@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from creditgate.transport import limits
 from creditgate.transport.errors import Malformed
 
 if TYPE_CHECKING:
@@ -23,11 +24,20 @@ if TYPE_CHECKING:
     from creditgate.auth.guard import Guard
 
 
-def _decoder(cls: type[Message]) -> Callable[[bytes], Any]:
+def _decoder(cls: type[Message], method: str) -> Callable[[bytes], Any]:
+    """Parse a request of ``method``; refuse it first when its bytes are more than it needs."""
+    batch = method == limits.BATCH_METHOD
+
     def decode(data: bytes) -> Message | Malformed:
         try:
+            limits.check_size(method, data)
+        except limits.TooLargeError as exc:
+            return Malformed(str(exc), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        try:
+            if batch:
+                limits.check_batch(data)
             return cls.FromString(data)
-        except DecodeError as exc:
+        except (DecodeError, limits.TooLargeError) as exc:
             return Malformed(str(exc) or "cannot be decoded")
 
     return decode
@@ -51,7 +61,7 @@ def add_service(
         handler = getattr(servicer, method.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             guard.wrap(method.name, handler) if guard else handler,
-            request_deserializer=_decoder(request_cls),
+            request_deserializer=_decoder(request_cls, method.name),
             response_serializer=response_cls.SerializeToString,
         )
     server.add_generic_rpc_handlers(

@@ -1,0 +1,54 @@
+"""A bad CREDITGATE_ variable stops a command with one line naming it, exit status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "line"),
+    [
+        (
+            ["serve"],
+            {"CREDITGATE_IDEMPOTENCY_TTL_SECONDS": "10"},
+            (
+                "creditgate: invalid setting CREDITGATE_IDEMPOTENCY_TTL_SECONDS: Input should be "
+                "greater than or equal to 86400 (got '10')"
+            ),
+        ),
+        (
+            ["serve", "--embedded"],
+            {"CREDITGATE_SHARDS": "many"},
+            (
+                "creditgate: invalid setting CREDITGATE_SHARDS: Input should be a valid integer, "
+                "unable to parse string as an integer (got 'many')"
+            ),
+        ),
+        (
+            ["reconcile", "--check"],
+            {"CREDITGATE_METRICS_PORT": "70000"},
+            (
+                "creditgate: invalid setting CREDITGATE_METRICS_PORT: Input should be less than or "
+                "equal to 65535 (got '70000')"
+            ),
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_2(
+    command: list[str], env: dict[str, str], line: str
+) -> None:
+    """No pydantic traceback: the variable, the problem and the value, on one line."""
+    done = subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-m", "creditgate", *command],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == line + "\n"
