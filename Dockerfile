@@ -46,9 +46,11 @@ WORKDIR /var/lib/creditgate
 USER 10001:10001
 EXPOSE 50051 9464
 
-# grpc.health.v1 Check on the overall service (""); any error or non-SERVING status is unhealthy.
+# grpc.health.v1 Check on the "liveness" service: SERVING while the process serves, whatever
+# Redis does (Docker restarts an unhealthy container under Swarm, and a Redis outage must not do
+# that). Readiness, whether Redis answers, is the overall service ("") for load balancers.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=15s --retries=3 \
-  CMD ["python", "-c", "import sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; r = g.HealthStub(grpc.insecure_channel('127.0.0.1:50051')).Check(h.HealthCheckRequest(service=''), timeout=3); sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"]
+  CMD ["python", "-c", "import sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; r = g.HealthStub(grpc.insecure_channel('127.0.0.1:50051')).Check(h.HealthCheckRequest(service='liveness'), timeout=3); sys.exit(0 if r.status == h.HealthCheckResponse.SERVING else 1)"]
 
 ENTRYPOINT ["creditgate"]
 CMD ["serve"]

@@ -354,8 +354,10 @@ def test_balance_after_restart_lists_the_pools(restarted: Served) -> None:
 
 
 def _children(pid: int) -> list[int]:
+    """The server processes ``pid`` started (its embedded redis-server is a child too)."""
     children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(c) for c in children.read_text().split()] if children.exists() else []
+    pids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return [c for c in pids if b"redis-server" not in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 ESTABLISHED, LISTEN = "01", "0A"  # TCP states as /proc/net/tcp writes them

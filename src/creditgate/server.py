@@ -1,7 +1,9 @@
 """Wiring: settings -> Redis -> engine -> gRPC server (quota, admin, health, reflection, metrics).
 
-``serve()`` runs until SIGTERM/SIGINT, then reports NOT_SERVING, drains in-flight RPCs for
-``grace_seconds`` and closes Redis (and stops a private embedded Redis).
+``serve()`` starts serving before Redis answers (readiness NOT_SERVING, liveness SERVING, see
+transport/health.py), provisions demo accounts once it does, and runs until SIGTERM/SIGINT;
+then it reports NOT_SERVING, drains in-flight RPCs for ``grace_seconds`` and closes Redis (and
+stops a private embedded Redis, which it restarts meanwhile if it dies).
 """
 
 from __future__ import annotations
@@ -21,25 +23,28 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from creditgate import metrics
 from creditgate.auth import exposure
 from creditgate.auth.audit import Auditor
 from creditgate.domain.catalog import Catalog, load_catalog
-from creditgate.domain.errors import ConfigError
+from creditgate.domain.errors import ConfigError, UnavailableError
 from creditgate.embedded import EmbeddedRedis
+from creditgate.embedded_supervisor import Supervisor
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.connect import redis_client
 from creditgate.engine.fastpath import FastRedis
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
+from creditgate.transport.health import RedisHealth
 from creditgate.transport.quota import QuotaService
 from creditgate.transport.registry import add_service
 from creditgate.transport.tls import server_credentials
 from creditgate.v1 import admin_pb2, quota_pb2
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from google.protobuf.message import Message
     from redis.asyncio import Redis
@@ -50,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("creditgate")
 SERVICES = ("creditgate.v1.QuotaService", "creditgate.v1.AdminService")
-_HEALTH_PERIOD_S = 2.0
 
 
 def _messages() -> dict[str, type[Message]]:
@@ -67,6 +71,13 @@ class Backends:
     engine: Engine
     embedded: EmbeddedRedis | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    # Set when a backend is lost for good (the embedded Redis cannot be restarted): serve exits 1.
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    lost_reason: str = ""
+
+    def lose(self, reason: str) -> None:
+        self.lost_reason = reason
+        self.lost.set()
 
 
 @contextlib.asynccontextmanager
@@ -74,14 +85,16 @@ async def open_backends(
     settings: Settings,
     catalog: Catalog | None = None,
 ) -> AsyncIterator[Backends]:
-    """Redis (embedded when asked) and the engine; closed on exit."""
+    """Redis (embedded when asked, and kept running) and the engine; closed on exit."""
     embedded = None
     url = settings.redis_url
     if url == "embedded":
         embedded = EmbeddedRedis(data_dir=settings.data_dir / "redis", appendonly=True)
-        await asyncio.to_thread(embedded.start)
+        # On this thread, not a worker thread: the child's PR_SET_PDEATHSIG follows the thread
+        # that started it. Nothing is served yet, so blocking the loop here costs nothing.
+        embedded.start()
         url = embedded.url
-        log.info("embedded redis-server started at %s", url)
+        log.info("embedded redis-server started at %s (pid %s)", url, embedded.pid)
     redis = redis_client(
         url, timeout=settings.redis_timeout_seconds, max_connections=settings.redis_max_connections
     )
@@ -97,30 +110,26 @@ async def open_backends(
         combine=settings.combine_charges,
         require_request_id=settings.require_request_id,
     )
+    backends = Backends(redis, engine, embedded)
+    supervisor = None
+    if embedded is not None:
+        loop = asyncio.get_running_loop()
+
+        def lose(why: str) -> None:  # called on the supervisor's thread
+            loop.call_soon_threadsafe(backends.lose, why)
+
+        supervisor = Supervisor(embedded, lose)
+        supervisor.start()
     try:
-        yield Backends(redis, engine, embedded)
+        yield backends
     finally:
         if fast is not None:
             await fast.aclose()
         await redis.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
-
-
-async def _watch_redis(redis: Redis, health: HealthServicer) -> None:
-    """SERVING while Redis answers PING; NOT_SERVING (for load balancers) while it does not."""
-    serving = health_pb2.HealthCheckResponse.SERVING
-    down = health_pb2.HealthCheckResponse.NOT_SERVING
-    while True:
-        try:
-            await redis.ping()
-            ok = True
-        except Exception:  # noqa: BLE001 - any failure means not serving
-            ok = False
-        metrics.REDIS_UP.set(1 if ok else 0)
-        for name in ("", *SERVICES):
-            await health.set(name, serving if ok else down)
-        await asyncio.sleep(_HEALTH_PERIOD_S)
+        if supervisor is not None:
+            await asyncio.to_thread(supervisor.join)
 
 
 async def build_server(  # noqa: PLR0913 - the security options are keywords with defaults
@@ -198,7 +207,11 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
             install_hydration(backends.engine, store)
         if settings.run_worker or embedded:
             worker = build_worker(backends.redis, store, settings)
-            await worker.setup()
+            try:
+                await worker.setup()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                # Serve anyway: the worker makes its consumer groups once Redis answers.
+                log.info("ledger worker: Redis not reachable yet (%s)", exc)
             task = asyncio.create_task(worker.run())
             log.info("ledger worker running in-process on %s", settings.ledger())
         yield store
@@ -278,18 +291,36 @@ class ServerProcesses:
             await asyncio.wait(running)
 
 
+async def _become_ready(
+    readiness: RedisHealth, engine: Engine, *, demo: bool, others: Callable[[], None]
+) -> None:
+    """Wait for Redis, provision the demo accounts, start the other processes, watch Redis."""
+    while True:
+        await readiness.wait_for_redis()
+        if not demo:
+            break
+        from creditgate.demo import provision  # noqa: PLC0415
+
+        try:
+            await provision(engine)
+            break
+        except UnavailableError as exc:
+            log.warning("demo accounts: %s; again once Redis answers", exc)
+    # Everything allocated so far lives as long as the process: keep the collector from
+    # walking it again and again under load.
+    gc.collect()
+    gc.freeze()
+    others()
+    await readiness.watch()
+
+
 async def serve(settings: Settings, *, demo: bool = False) -> None:
-    """Run the sidecar until a termination signal."""
+    """Run the sidecar until a termination signal, or exit 1 if embedded Redis is lost."""
     # Before anything starts: an unsafe exposure or a bad certificate is one line and exit 2,
     # not a half-up sidecar.
     credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     guard = exposure.guard_for(settings)
     async with open_backends(settings) as backends, ledger_for(settings, backends) as store:
-        await backends.redis.ping()
-        if demo:
-            from creditgate.demo import provision  # noqa: PLC0415
-
-            await provision(backends.engine)
         processes = settings.server_processes()
         shared = processes > 1
         if shared and not settings.fixed_port():
@@ -304,16 +335,14 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             reflection_on=settings.reflection,
             auditor=Auditor(store),
         )
+        readiness = RedisHealth(health, backends.redis, SERVICES)
+        await readiness.start()
         if settings.metrics_port and not settings.process_index:
             exposure.start_metrics(settings)
         await server.start()
-        # Everything allocated so far lives as long as the process: keep the collector from
-        # walking it again and again under load.
-        gc.collect()
-        gc.freeze()
-        watcher = asyncio.create_task(_watch_redis(backends.redis, health))
         log.info(
-            "creditgate serving on %s (port %d, process %d of %d), catalog %s, %d plans",
+            "creditgate listening on %s (port %d, process %d of %d), catalog %s, %d plans; "
+            "ready once Redis answers",
             settings.listen,
             port,
             settings.process_index + 1,
@@ -325,6 +354,8 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        lost = asyncio.create_task(backends.lost.wait())
+        lost.add_done_callback(lambda _: stop.set())
         others = (
             ServerProcesses(
                 settings, backends.embedded.url if backends.embedded else settings.redis_url
@@ -332,16 +363,26 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             if shared and not settings.process_index
             else None
         )
-        if others is not None:
-            others.start(stop)
+        watcher = asyncio.create_task(
+            _become_ready(
+                readiness,
+                backends.engine,
+                demo=demo,
+                others=(lambda: others.start(stop)) if others is not None else lambda: None,
+            )
+        )
         await stop.wait()
         log.info("stopping: draining for up to %.1f s", settings.grace_seconds)
         watcher.cancel()
+        lost.cancel()
         if others is not None:
             others.terminate()
         await health.enter_graceful_shutdown()
         await server.stop(settings.grace_seconds)
         if others is not None:
             await others.wait(settings.grace_seconds + 5)
-            if others.failed:
-                raise SystemExit(1)
+        if backends.lost.is_set():
+            log.error("exiting 1: %s", backends.lost_reason)
+            raise SystemExit(1)
+        if others is not None and others.failed:
+            raise SystemExit(1)

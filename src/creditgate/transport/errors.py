@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate import metrics
 from creditgate.domain import errors
+from creditgate.transport.health import redis_failed
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -143,6 +144,7 @@ def boundary(
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             code, message = status_of(exc)
+            await redis_failed(exc)  # Redis down: health NOT_SERVING before this call's answer
             if code is grpc.StatusCode.INTERNAL:
                 log.exception("unexpected error in %s", fn.__name__)
             metrics.latency(fn.__name__, code.name).observe(time.perf_counter() - start)
