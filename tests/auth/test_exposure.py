@@ -105,10 +105,10 @@ def test_auth_none_warns_at_start(tmp_path: Path, redis_url: str) -> None:
     try:
         for _ in range(300):  # up to ~30 s on a busy machine
             text = log.read_text(errors="replace")
-            if "creditgate serving" in text or proc.poll() is not None:
+            if "Redis answers: serving" in text or proc.poll() is not None:
                 break
             time.sleep(0.1)
-        assert "creditgate serving" in text, text
+        assert "Redis answers: serving" in text, text
         warning = next(line for line in text.splitlines() if "CREDITGATE_AUTH=none" in line)
         assert "WARNING" in warning
         assert "grants included" in warning
