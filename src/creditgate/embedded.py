@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Self
 
 import redis
 
-from creditgate.embedded_stale import find_servers, stop_server
+from creditgate.embedded_stale import find_servers, socket_client, stop_server
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -368,7 +368,7 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 def _answers_ping(socket_path: Path) -> bool:
-    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1.0)
+    client = socket_client(socket_path)
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError):

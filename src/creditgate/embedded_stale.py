@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 __all__ = ["RedisProcess", "find_servers", "stop_server"]
 
@@ -92,10 +94,21 @@ def _pids_by_dir(data_dir: Path) -> list[int]:
     return [pid for pid in found if not _gone(pid)]
 
 
+def socket_client(socket_path: Path) -> redis.Redis:
+    """A client for one question to the server on ``socket_path``, asked once.
+
+    redis-py retries a failed connection with backoff by default: seconds spent on a socket
+    nobody listens on, which is exactly what a restart after a crash finds.
+    """
+    return redis.Redis(
+        unix_socket_path=str(socket_path), socket_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
+
+
 def _pid_on_socket(socket_path: Path) -> int | None:
     if not socket_path.exists():
         return None
-    client = redis.Redis(unix_socket_path=str(socket_path), socket_timeout=1.0)
+    client = socket_client(socket_path)
     try:
         info = client.info("server")
     except (redis.RedisError, OSError):
