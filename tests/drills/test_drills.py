@@ -45,6 +45,7 @@ def _fault_figures(drill: Drill, load: Load, fault: float, lifted: float) -> Non
     assert max(a.seconds for a in failed) <= BOUND_S, drill.figures
     assert down is not None, f"readiness never went NOT_SERVING: {drill.health.changes}"
     assert ok is not None, "no call succeeded after the fault was lifted"
+    assert up is not None, f"readiness never came back: {drill.health.changes}"
 
 
 async def _run_with_fault(drill: Drill, inject: object, lift: object, hold_s: float) -> Load:
