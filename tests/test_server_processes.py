@@ -12,7 +12,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from creditgate.server import ServerProcesses
+from creditgate.server_processes import ServerProcesses
 from creditgate.settings import Settings, cores_available
 
 if TYPE_CHECKING:

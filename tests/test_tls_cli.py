@@ -155,3 +155,37 @@ def test_serve_with_bad_tls_files_exits_2_with_one_line(
     assert err.strip().splitlines() == [f"creditgate: {err.strip().split(': ', 1)[1]}"]
     assert message in err
     assert "Traceback" not in err
+
+
+def test_probes_reach_health_in_plaintext_beside_a_tls_port(redis_url: str, kit: CertKit) -> None:
+    """CREDITGATE_HEALTH_LISTEN: plaintext health for probes; the main port stays TLS-only."""
+    server = kit.issue("server", serial=4)
+    port, probe_port = _free_port(), _free_port()
+    env = _env(
+        CREDITGATE_REDIS_URL=redis_url,
+        CREDITGATE_LISTEN=f"127.0.0.1:{port}",
+        CREDITGATE_HEALTH_LISTEN=f"127.0.0.1:{probe_port}",
+        CREDITGATE_TLS_CERT=str(server.cert),
+        CREDITGATE_TLS_KEY=str(server.key),
+    )
+    proc = subprocess.Popen([str(CREDITGATE), "serve"], cwd=ROOT, env=env)  # noqa: S603
+    try:
+        _wait_serving(
+            f"localhost:{port}", grpc.ssl_channel_credentials(kit.ca.cert.read_bytes()), proc
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{probe_port}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "liveness", "creditgate.v1.QuotaService"):
+                answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING, service
+            with pytest.raises(grpc.RpcError) as other:
+                channel.unary_unary("/creditgate.v1.QuotaService/GetBalance")(b"", timeout=5)
+            assert other.value.code() == grpc.StatusCode.UNIMPLEMENTED  # health only
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as plain:
+            stub = health_pb2_grpc.HealthStub(plain)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)

@@ -12,10 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -35,6 +32,7 @@ from creditgate.embedded_supervisor import Supervisor
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.connect import redis_client
 from creditgate.engine.fastpath import FastRedis
+from creditgate.server_processes import ServerProcesses
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.health import RedisHealth
@@ -222,73 +220,22 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         await store.close()
 
 
-class ServerProcesses:
-    """The other server processes of a sidecar run with CREDITGATE_PROCESSES above 1.
+async def _health_only(health: HealthServicer, settings: Settings) -> grpc.aio.Server | None:
+    """The plaintext health listener of ``CREDITGATE_HEALTH_LISTEN`` (None when unset).
 
-    Each is ``python -m creditgate serve`` on the same port (SO_REUSEPORT, so the kernel spreads
-    connections over them) and the same Redis, ledger and catalog, without the ledger worker,
-    migrations or demo accounts, which stay with the first process. If one exits on its own, the
-    first process stops the others and itself and exits 1, for the supervisor to restart.
-    (``command`` is for tests, which supervise other programs.)
+    It serves the same statuses as the main port (liveness, readiness) and nothing else, so a
+    probe that cannot speak TLS can still reach them; health needs no token anyway.
     """
-
-    def __init__(
-        self,
-        settings: Settings,
-        redis_url: str,
-        command: tuple[str, ...] = (sys.executable, "-m", "creditgate", "serve"),
-    ) -> None:
-        self._command = command
-        self._env = {
-            **os.environ,
-            "CREDITGATE_REDIS_URL": redis_url,
-            "CREDITGATE_LEDGER_URL": settings.ledger(),
-            "CREDITGATE_RUN_WORKER": "false",
-            "CREDITGATE_MIGRATE_ON_START": "false",
-            "CREDITGATE_LISTEN": settings.listen,
-            "CREDITGATE_CONFIG": str(settings.config),
-            "CREDITGATE_TEST_CLOCK": "true" if settings.test_clock else "false",
-        }
-        processes = settings.server_processes()
-        self._env["CREDITGATE_PROCESSES"] = str(processes)
-        self._count = processes - 1
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self._stopping = False
-        self.failed = False
-        self._watchers: list[asyncio.Task[None]] = []
-
-    def start(self, stop: asyncio.Event) -> None:
-        for index in range(1, self._count + 1):
-            env = {**self._env, "CREDITGATE_PROCESS_INDEX": str(index)}
-            proc = subprocess.Popen(self._command, env=env)  # noqa: S603 - our own command
-            self.procs.append(proc)
-            self._watchers.append(asyncio.create_task(self._watch(proc, stop)))
-        log.info("started %d more server processes: %s", self._count, [p.pid for p in self.procs])
-
-    async def _watch(self, proc: subprocess.Popen[bytes], stop: asyncio.Event) -> None:
-        code = await asyncio.to_thread(proc.wait)
-        if not self._stopping:
-            log.error("server process %d exited (%s): stopping the sidecar", proc.pid, code)
-            self.failed = True
-            stop.set()
-
-    def terminate(self) -> None:
-        self._stopping = True
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-
-    async def wait(self, seconds: float) -> None:
-        """Wait for every process to end; kill what is still running after ``seconds``."""
-        if not self._watchers:
-            return
-        _, running = await asyncio.wait(self._watchers, timeout=seconds)
-        if running:
-            for proc in self.procs:
-                if proc.poll() is None:
-                    log.warning("server process %d did not stop: killing it", proc.pid)
-                    proc.kill()
-            await asyncio.wait(running)
+    if not settings.health_listen:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if server.add_insecure_port(settings.health_listen) == 0:
+        msg = f"cannot listen on CREDITGATE_HEALTH_LISTEN={settings.health_listen}"
+        raise ConfigError(msg)
+    await server.start()
+    log.info("health (only) on %s, plaintext, for probes", settings.health_listen)
+    return server
 
 
 async def _become_ready(
@@ -339,6 +286,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         await readiness.start()
         if settings.metrics_port and not settings.process_index:
             exposure.start_metrics(settings)
+        probes = await _health_only(health, settings) if not settings.process_index else None
         await server.start()
         log.info(
             "creditgate listening on %s (port %d, process %d of %d), catalog %s, %d plans; "
@@ -379,6 +327,8 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             others.terminate()
         await health.enter_graceful_shutdown()
         await server.stop(settings.grace_seconds)
+        if probes is not None:
+            await probes.stop(None)
         if others is not None:
             await others.wait(settings.grace_seconds + 5)
         if backends.lost.is_set():

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
         "clients without one are refused",
     )
 
+    health_listen: str = Field(
+        "",
+        description="a second, plaintext listener serving only grpc.health.v1 (host:port), for "
+        "probes that cannot speak TLS (Kubernetes' grpc probes); empty: none",
+    )
+
     @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -1,0 +1,85 @@
+"""The other server processes of a sidecar run with CREDITGATE_PROCESSES above 1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from creditgate.settings import Settings
+
+log = logging.getLogger("creditgate")
+
+
+class ServerProcesses:
+    """The other server processes of a sidecar run with CREDITGATE_PROCESSES above 1.
+
+    Each is ``python -m creditgate serve`` on the same port (SO_REUSEPORT, so the kernel spreads
+    connections over them) and the same Redis, ledger and catalog, without the ledger worker,
+    migrations or demo accounts, which stay with the first process. If one exits on its own, the
+    first process stops the others and itself and exits 1, for the supervisor to restart.
+    (``command`` is for tests, which supervise other programs.)
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis_url: str,
+        command: tuple[str, ...] = (sys.executable, "-m", "creditgate", "serve"),
+    ) -> None:
+        self._command = command
+        self._env = {
+            **os.environ,
+            "CREDITGATE_REDIS_URL": redis_url,
+            "CREDITGATE_LEDGER_URL": settings.ledger(),
+            "CREDITGATE_RUN_WORKER": "false",
+            "CREDITGATE_MIGRATE_ON_START": "false",
+            "CREDITGATE_LISTEN": settings.listen,
+            "CREDITGATE_CONFIG": str(settings.config),
+            "CREDITGATE_TEST_CLOCK": "true" if settings.test_clock else "false",
+        }
+        processes = settings.server_processes()
+        self._env["CREDITGATE_PROCESSES"] = str(processes)
+        self._count = processes - 1
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stopping = False
+        self.failed = False
+        self._watchers: list[asyncio.Task[None]] = []
+
+    def start(self, stop: asyncio.Event) -> None:
+        for index in range(1, self._count + 1):
+            env = {**self._env, "CREDITGATE_PROCESS_INDEX": str(index)}
+            proc = subprocess.Popen(self._command, env=env)  # noqa: S603 - our own command
+            self.procs.append(proc)
+            self._watchers.append(asyncio.create_task(self._watch(proc, stop)))
+        log.info("started %d more server processes: %s", self._count, [p.pid for p in self.procs])
+
+    async def _watch(self, proc: subprocess.Popen[bytes], stop: asyncio.Event) -> None:
+        code = await asyncio.to_thread(proc.wait)
+        if not self._stopping:
+            log.error("server process %d exited (%s): stopping the sidecar", proc.pid, code)
+            self.failed = True
+            stop.set()
+
+    def terminate(self) -> None:
+        self._stopping = True
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    async def wait(self, seconds: float) -> None:
+        """Wait for every process to end; kill what is still running after ``seconds``."""
+        if not self._watchers:
+            return
+        _, running = await asyncio.wait(self._watchers, timeout=seconds)
+        if running:
+            for proc in self.procs:
+                if proc.poll() is None:
+                    log.warning("server process %d did not stop: killing it", proc.pid)
+                    proc.kill()
+            await asyncio.wait(running)
