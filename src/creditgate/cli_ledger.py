@@ -181,7 +181,7 @@ def build_worker(redis: Redis, store: LedgerStore, settings: Settings) -> Worker
 
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
-    from creditgate.ledger.store import open_ledger  # noqa: PLC0415
+    from creditgate.ledger.open import open_ledger  # noqa: PLC0415
 
     redis = _redis(settings)
     store = await open_ledger(settings.ledger(), migrate=args.migrate)
@@ -200,7 +200,7 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from creditgate.ledger.store import open_ledger  # noqa: PLC0415
+    from creditgate.ledger.open import open_ledger  # noqa: PLC0415
 
     store = await open_ledger(settings.ledger())
     try:
@@ -232,7 +232,7 @@ def _existing_ledger(settings: Settings) -> str:
 
 async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from creditgate.engine.keys import KeySpace  # noqa: PLC0415
-    from creditgate.ledger.store import open_ledger  # noqa: PLC0415
+    from creditgate.ledger.open import open_ledger  # noqa: PLC0415
     from creditgate.worker import streams  # noqa: PLC0415
     from creditgate.worker.reconcile import Reconciler  # noqa: PLC0415
     from creditgate.worker.worker import GROUP  # noqa: PLC0415

@@ -195,7 +195,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         return
     from creditgate.cli_ledger import build_worker  # noqa: PLC0415
     from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
-    from creditgate.ledger.store import open_ledger  # noqa: PLC0415
+    from creditgate.ledger.open import open_ledger  # noqa: PLC0415
 
     embedded = backends.embedded is not None
     store = await open_ledger(settings.ledger(), migrate=settings.migrate_on_start or embedded)

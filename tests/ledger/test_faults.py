@@ -10,7 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -45,7 +45,7 @@ def _spawn_worker(
         "CREDITGATE_WORKER_NAME": name,
         "CREDITGATE_LOG_LEVEL": "WARNING",
     }
-    return subprocess.Popen([sys.executable, "-m", "creditgate.worker", *extra], env=env)  # noqa: S603
+    return subprocess.Popen([sys.executable, "-m", "creditgate", "worker", *extra], env=env)  # noqa: S603
 
 
 async def test_worker_killed_mid_batch_then_restarted(
@@ -165,3 +165,46 @@ async def test_redis_restarted_empty_rehydrates_from_ledger(
         await make_worker(redis, ledger.store, keys).drain()
         await assert_consistent(engine, ledger, work)
         await redis.aclose()
+
+
+async def test_worker_survives_an_unexpected_error(
+    ledger: Ledger,
+    workload: Workload,
+    redis: AsyncRedis,
+    keys: KeySpace,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error nobody foresaw (a driver's protocol error, a bug) is logged and retried.
+
+    The worker a sidecar runs in-process must not die of it: the ledger would fall behind while
+    the sidecar kept serving. One apply fails with an injected error; the running worker goes on
+    and every event still lands once.
+    """
+    real_apply = ledger.store.apply
+    failed = asyncio.Event()
+
+    async def apply_once_broken(events: list[Any]) -> Any:  # noqa: ANN401 - the store's result
+        if not failed.is_set():
+            failed.set()
+            msg = "cannot switch to state 15; another operation (2) is in progress"
+            raise RuntimeError(msg)
+        return await real_apply(events)
+
+    monkeypatch.setattr(ledger.store, "apply", apply_once_broken)
+    worker = make_worker(redis, ledger.store, keys, block_ms=50)
+    task = asyncio.create_task(worker.run())
+    try:
+        await workload.create(5)
+        await workload.run(200)
+        await asyncio.wait_for(failed.wait(), 10)
+        for _ in range(100):
+            if not task.done() and sum((await ledger.store.event_counts()).values()) >= sum(
+                workload.expected.values()
+            ):
+                break
+            await asyncio.sleep(0.1)
+        assert not task.done(), "the worker died of the error"
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 10)
+    await assert_consistent(workload.engine, ledger, workload)

@@ -1,6 +1,7 @@
 """The durable ledger: every event of the Redis streams, and a mirror that can rebuild Redis."""
 
 from creditgate.ledger.events import Event, EventError, parse_entry
+from creditgate.ledger.open import open_ledger
 from creditgate.ledger.store import (
     AccountMirror,
     ApplyResult,
@@ -10,7 +11,6 @@ from creditgate.ledger.store import (
     PoolTotals,
     Transaction,
     Usage,
-    open_ledger,
 )
 
 __all__ = [

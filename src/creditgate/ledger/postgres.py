@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
+# A client-side protocol error (seen after a server restart: "cannot switch to state 15; another
+# operation is in progress") leaves the connection unusable; it is dropped, not pooled again.
+_BROKEN = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+_FAILURES = (OSError, asyncpg.PostgresError, TimeoutError, *_BROKEN)
 _MIGRATE_LOCK = 0x63726564  # advisory lock id: one migrator at a time
 _INSERT_EVENTS = (
     "INSERT INTO events (event_id, ver, account, kind, request_id, time_ms, action, quantity,"
@@ -78,8 +81,13 @@ class PostgresLedger(SqlLedger):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield _Conn(conn)
+            async with self._pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        yield _Conn(conn)
+                except _BROKEN:
+                    conn.terminate()
+                    raise
         except _FAILURES as exc:
             raise _failure(exc) from exc
 

@@ -1,7 +1,7 @@
 """The backend-neutral ledger interface and the values its reads return.
 
-Amounts are integer micro-units of the pool's unit. ``open_ledger`` picks the backend from the
-DSN: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://...``.
+Amounts are integer micro-units of the pool's unit. ``creditgate.ledger.open.open_ledger`` picks
+the backend from the DSN: ``sqlite:///relative/path``, ``sqlite:////absolute/path`` or ``postgresql://...``.
 """
 
 from __future__ import annotations
@@ -157,22 +157,3 @@ class LedgerStore(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections."""
-
-
-async def open_ledger(url: str, *, migrate: bool = False) -> LedgerStore:
-    """Connect to the ledger named by ``url``; run migrations first when asked."""
-    store: LedgerStore
-    if url.startswith("sqlite:"):
-        from creditgate.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - optional backend
-
-        store = await SqliteLedger.connect(url)
-    elif url.startswith(("postgresql:", "postgres:")):
-        from creditgate.ledger.postgres import PostgresLedger  # noqa: PLC0415 - optional backend
-
-        store = await PostgresLedger.connect(url)
-    else:
-        msg = f"ledger URL {url!r}: use sqlite:///path or postgresql://..."
-        raise ValueError(msg)
-    if migrate:
-        await store.migrate()
-    return store

@@ -113,9 +113,17 @@ class Worker:
             except RETRYABLE as exc:
                 metrics.FAILURES.inc()
                 log.warning("ledger worker: %s; retrying in %.1f s", exc, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), backoff)
-                backoff = min(backoff * 2, 10.0)
+            except Exception:
+                # A bug or a driver error nobody foresaw: the events stay pending in Redis, so
+                # retrying loses nothing, while a dead worker would let the ledger fall behind
+                # unseen (the sidecar that runs it keeps serving).
+                metrics.FAILURES.inc()
+                log.exception("ledger worker: unexpected error; retrying in %.1f s", backoff)
+            else:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff)
+            backoff = min(backoff * 2, 10.0)
 
     async def drain(self) -> int:
         """Burst mode: apply everything there is (claiming stale entries too), then return."""
