@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from creditgate.auth.audit import Auditor
-from creditgate.auth.guard import Guard
 from creditgate.auth.roles import ROLES
 from creditgate.auth.tokens import TokenStore, create_token
 from creditgate.engine import Engine
 from creditgate.server import build_server
+from creditgate.transport.audit import Auditor
+from creditgate.transport.guard import Guard
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
 
 if TYPE_CHECKING:

@@ -26,10 +26,8 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
-    from creditgate.ledger.store import LedgerStore
     from creditgate.settings import Settings
     from creditgate.worker.reconcile import Difference
-    from creditgate.worker.worker import Worker
 
     Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -165,28 +163,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return _main(_reconcile, args)
 
 
-def build_worker(redis: Redis, store: LedgerStore, settings: Settings) -> Worker:
-    from creditgate.engine.keys import KeySpace  # noqa: PLC0415
-    from creditgate.worker.worker import Worker  # noqa: PLC0415
-
-    return Worker(
-        redis,
-        store,
-        KeySpace(settings.key_prefix, settings.shards),
-        batch=settings.worker_batch,
-        block_ms=settings.worker_block_ms,
-        claim_idle_ms=settings.worker_claim_idle_ms,
-        name=settings.worker_name,
-    )
-
-
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from creditgate.ledger.open import open_ledger  # noqa: PLC0415
+    from creditgate.worker.worker import Worker  # noqa: PLC0415
 
     redis = _redis(settings)
     store = await open_ledger(settings.ledger(), migrate=args.migrate)
     try:
-        worker = build_worker(redis, store, settings)
+        worker = Worker.from_settings(redis, store, settings)
         await worker.setup()
         if args.burst:
             n = await worker.drain()

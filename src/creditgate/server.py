@@ -24,7 +24,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.auth import exposure
-from creditgate.auth.audit import Auditor
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError, UnavailableError
 from creditgate.embedded import EmbeddedRedis
@@ -35,6 +34,8 @@ from creditgate.engine.fastpath import FastRedis
 from creditgate.server_processes import ServerProcesses
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
+from creditgate.transport.audit import Auditor
+from creditgate.transport.guard import Guard
 from creditgate.transport.health import RedisHealth
 from creditgate.transport.quota import QuotaService
 from creditgate.transport.registry import add_service
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
     from redis.asyncio import Redis
 
-    from creditgate.auth.guard import Guard
     from creditgate.ledger.store import LedgerStore
     from creditgate.settings import Settings
 
@@ -193,9 +193,9 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
     if not settings.ledger():
         yield None
         return
-    from creditgate.cli_ledger import build_worker  # noqa: PLC0415
     from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
     from creditgate.ledger.open import open_ledger  # noqa: PLC0415
+    from creditgate.worker.worker import Worker  # noqa: PLC0415
 
     embedded = backends.embedded is not None
     store = await open_ledger(settings.ledger(), migrate=settings.migrate_on_start or embedded)
@@ -204,7 +204,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         if settings.hydrate:
             install_hydration(backends.engine, store)
         if settings.run_worker or embedded:
-            worker = build_worker(backends.redis, store, settings)
+            worker = Worker.from_settings(backends.redis, store, settings)
             try:
                 await worker.setup()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -266,7 +266,8 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
     # Before anything starts: an unsafe exposure or a bad certificate is one line and exit 2,
     # not a half-up sidecar.
     credentials = server_credentials(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
-    guard = exposure.guard_for(settings)
+    tokens = exposure.token_store_for(settings)
+    guard = Guard(tokens) if tokens is not None else None
     async with open_backends(settings) as backends, ledger_for(settings, backends) as store:
         processes = settings.server_processes()
         shared = processes > 1

@@ -18,7 +18,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from creditgate.auth.exposure import guard_for, listen_host, start_metrics
+from creditgate.auth.exposure import listen_host, start_metrics, token_store_for
 from creditgate.auth.tokens import create_token
 from creditgate.engine import Engine
 from creditgate.server import build_server
@@ -72,23 +72,23 @@ def test_open_listen_without_auth_refuses_to_start(tmp_path: Path) -> None:
 
 def test_auth_tokens_without_a_file_refuses(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="CREDITGATE_AUTH=tokens but there is no tokens file"):
-        guard_for(_settings(tmp_path, auth="tokens"))
+        token_store_for(_settings(tmp_path, auth="tokens"))
 
 
 def test_loopback_without_tokens_runs_open_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="creditgate.auth")
-    assert guard_for(_settings(tmp_path, listen="127.0.0.1:0")) is None
+    assert token_store_for(_settings(tmp_path, listen="127.0.0.1:0")) is None
     assert "auth off" in caplog.text
     assert "loopback only" in caplog.text
 
 
 def test_tokens_file_turns_auth_on_anywhere(tmp_path: Path) -> None:
     create_token(tmp_path / "tokens.json", "ops", "owner")
-    guard = guard_for(_settings(tmp_path, listen="0.0.0.0:0"))
-    assert guard is not None
-    assert [e.name for e in guard.store.entries()] == ["ops"]
+    store = token_store_for(_settings(tmp_path, listen="0.0.0.0:0"))
+    assert store is not None
+    assert [e.name for e in store.entries()] == ["ops"]
 
 
 def test_auth_none_warns_at_start(tmp_path: Path, redis_url: str) -> None:

@@ -22,7 +22,7 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from creditgate.cli_ledger import _redis, build_worker
+from creditgate.cli_ledger import _redis
 from creditgate.domain.errors import ConfigError
 from creditgate.engine import Engine
 from creditgate.engine.connect import redis_client
@@ -31,6 +31,7 @@ from creditgate.ledger import open_ledger
 from creditgate.server import open_backends
 from creditgate.settings import Settings
 from creditgate.testing.certs import CertKit, Issued
+from creditgate.worker.worker import Worker
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -195,7 +196,7 @@ async def test_check_and_consume_over_rediss_on_both_clients_and_the_worker(
     redis = _redis(worker_settings)
     store = await open_ledger(ledger_url, migrate=True)
     try:
-        worker = build_worker(redis, store, worker_settings)
+        worker = Worker.from_settings(redis, store, worker_settings)
         await worker.setup()
         assert await worker.drain() >= 4  # the account and its three charges
         ledger = await store.pool_balances("tls-acct")

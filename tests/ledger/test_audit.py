@@ -11,8 +11,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from auth_kit import secured_sidecar
-from creditgate.auth.audit import Auditor
 from creditgate.ledger import open_ledger
+from creditgate.transport.audit import Auditor
 from creditgate.v1 import admin_pb2
 
 if TYPE_CHECKING:

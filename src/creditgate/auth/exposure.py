@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from prometheus_client import start_http_server
 
 from creditgate import metrics
-from creditgate.auth.guard import Guard
 from creditgate.auth.tokens import TokenStore
 from creditgate.domain.errors import ConfigError
 
@@ -44,8 +43,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def guard_for(settings: Settings) -> Guard | None:
-    """The token guard the settings ask for, or None; ConfigError if the exposure is unsafe."""
+def token_store_for(settings: Settings) -> TokenStore | None:
+    """The tokens the settings ask callers for, or None; ConfigError if the exposure is unsafe."""
     path = settings.tokens_path()
     mode = settings.auth or ("tokens" if path.exists() else "")
     if mode == "tokens":
@@ -58,7 +57,7 @@ def guard_for(settings: Settings) -> Guard | None:
             raise ConfigError(msg)
         store = TokenStore(path)
         log.info("auth: bearer tokens from %s (%d tokens)", path, len(store.entries()))
-        return Guard(store)
+        return store
     if mode == "none":
         log.warning(
             "CREDITGATE_AUTH=none: anyone who reaches %s may call every RPC, grants included",

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from creditgate.auth import roles
-from creditgate.auth.audit import Auditor
-from creditgate.auth.guard import current, require
 from creditgate.domain.errors import InvalidArgumentError
 from creditgate.transport import convert
+from creditgate.transport.audit import Auditor
 from creditgate.transport.errors import boundary
+from creditgate.transport.guard import current, require
 from creditgate.v1 import admin_pb2
 
 if TYPE_CHECKING:

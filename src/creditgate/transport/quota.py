@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from creditgate import metrics
-from creditgate.auth.guard import redact_balance
 from creditgate.domain.errors import CreditgateError, InvalidArgumentError
 from creditgate.domain.requests import is_valid_id
 from creditgate.domain.results import Reason
 from creditgate.transport import convert, limits
 from creditgate.transport.errors import bind_request_id, boundary, status_of
+from creditgate.transport.guard import redact_balance
 from creditgate.v1 import quota_pb2
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from google.protobuf.descriptor import ServiceDescriptor
     from google.protobuf.message import Message
 
-    from creditgate.auth.guard import Guard
+    from creditgate.transport.guard import Guard
 
 
 def _decoder(cls: type[Message], method: str) -> Callable[[bytes], Any]:

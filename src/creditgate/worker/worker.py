@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from creditgate.engine.keys import KeySpace
 from creditgate.ledger.events import Event, EventError, parse_entry
 from creditgate.ledger.store import LedgerError
 from creditgate.worker import metrics, streams
@@ -27,8 +28,8 @@ from creditgate.worker import metrics, streams
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from creditgate.engine.keys import KeySpace
     from creditgate.ledger.store import LedgerStore
+    from creditgate.settings import Settings
 
 GROUP = "creditgate-ledger"
 log = logging.getLogger("creditgate.worker")
@@ -88,6 +89,19 @@ class Worker:
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
+
+    @classmethod
+    def from_settings(cls, redis: Redis, store: LedgerStore, settings: Settings) -> Worker:
+        """The worker ``creditgate worker`` and ``serve`` run: its knobs from ``settings``."""
+        return cls(
+            redis,
+            store,
+            KeySpace(settings.key_prefix, settings.shards),
+            batch=settings.worker_batch,
+            block_ms=settings.worker_block_ms,
+            claim_idle_ms=settings.worker_claim_idle_ms,
+            name=settings.worker_name,
+        )
 
     def stop(self) -> None:
         """Finish the current batch, then return from ``run``."""

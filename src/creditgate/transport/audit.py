@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 from google.protobuf.json_format import MessageToDict
 from prometheus_client import Counter
 
-from creditgate.auth.guard import current
 from creditgate.ledger.store import AuditEntry
 from creditgate.transport import convert
+from creditgate.transport.guard import current
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
