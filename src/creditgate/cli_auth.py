@@ -30,7 +30,11 @@ def _path(args: argparse.Namespace) -> Path:
 
 
 def _create(args: argparse.Namespace) -> int:
-    accounts = tuple(a.strip() for a in args.accounts.split(",") if a.strip())
+    accounts = tuple(a.strip() for a in (args.accounts or "").split(",") if a.strip())
+    if args.accounts is not None and not accounts:
+        # An empty list means "every account": never let an unset shell variable grant that.
+        msg = "--accounts names no account; leave it out for a token valid for every account"
+        raise ConfigError(msg)
     token = create_token(_path(args), args.name, args.role, accounts)
     print(token)  # noqa: T201 - the command's output, shown this once
     print(f"creditgate: token {args.name!r} ({args.role}) added to {_path(args)}", file=sys.stderr)  # noqa: T201
@@ -68,7 +72,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = ops.add_parser("create", help="add a token and print it (once)")
     p.add_argument("--name", required=True)
     p.add_argument("--role", required=True, choices=ROLES)
-    p.add_argument("--accounts", default="", help="comma-separated accounts (default: all)")
+    p.add_argument("--accounts", default=None, help="comma-separated accounts (default: all)")
     p.set_defaults(func=_run, token_func=_create)
     p = ops.add_parser("list", help="names, roles, accounts and creation times (no secrets)")
     p.set_defaults(func=_run, token_func=_list)

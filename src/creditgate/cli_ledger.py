@@ -133,7 +133,7 @@ def _main(command: Command, args: argparse.Namespace) -> int:
     except RedisError as exc:
         reason = f"Redis at {_safe(settings)}: {type(exc).__name__}: {exc}"
     except (LedgerError, sqlite3.Error) as exc:
-        reason = f"ledger {settings.ledger()}: {exc}"
+        reason = f"ledger {_without_password(settings.ledger())}: {exc}"
     except OSError as exc:
         reason = f"{type(exc).__name__}: {exc}"
     one_line = " ".join(reason.split())
@@ -144,9 +144,12 @@ def _main(command: Command, args: argparse.Namespace) -> int:
 def _safe(settings: Settings) -> str:
     """The Redis URL for a message, without a password."""
     try:
-        url = redis_url(settings)
+        return _without_password(redis_url(settings))
     except CommandError:
-        return settings.redis_url
+        return _without_password(settings.redis_url)
+
+
+def _without_password(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
 

@@ -287,3 +287,17 @@ async def test_redis_timeout_setting_bounds_a_paused_redis(tmp_path: Path, ledge
         client = AsyncRedis.from_url(server.url)
         assert await client.ping()
         await client.aclose()
+
+
+def test_a_ledger_password_is_not_printed(tmp_path: Path, redis_url: str) -> None:
+    """`reconcile` that cannot reach PostgreSQL names the URL without its password."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
+    env["CREDITGATE_LEDGER_URL"] = "postgresql://u:s3cretpw@127.0.0.1:1/x"
+    env["CREDITGATE_REDIS_URL"] = redis_url
+    done = subprocess.run(
+        [sys.executable, "-m", "creditgate", "reconcile", "--check"],
+        capture_output=True, text=True, env=env, check=False, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "ledger postgresql://127.0.0.1:1/x" in done.stderr
+    assert "s3cretpw" not in done.stdout + done.stderr

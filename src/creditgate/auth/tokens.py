@@ -10,7 +10,9 @@ longer parses keeps the tokens loaded before it, with an error in the log each t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import json
@@ -29,7 +31,7 @@ from creditgate.auth.roles import ROLES, Role
 from creditgate.domain.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 log = logging.getLogger("creditgate.auth")
 RELOAD_CHECK_S = 1.0
@@ -65,6 +67,11 @@ def _entry(raw: object, where: str) -> TokenEntry:
         msg = f"{where}: a token needs a name and the 64-hex-digit sha256 of the token"
         raise ConfigError(msg)
     accounts = raw.get("accounts") or ()
+    if not isinstance(accounts, list | tuple) or not all(
+        isinstance(a, str) and a for a in accounts
+    ):
+        msg = f"{where}: token {name!r}: accounts must be a list of account ids (empty: all)"
+        raise ConfigError(msg)
     return TokenEntry(
         name, role, sha.lower(), tuple(str(a) for a in accounts), str(raw.get("created", ""))
     )
@@ -106,6 +113,22 @@ def write_tokens(path: Path, entries: list[TokenEntry]) -> None:
     Path(tmp).replace(path)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One read-modify-write of the tokens file at a time (a lock file beside it).
+
+    Without it a revoke racing a create could write the revoked token back, and two creates
+    could each drop the other's token.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def create_token(path: Path, name: str, role: str, accounts: tuple[str, ...] = ()) -> str:
     """Add a token to the file and return it: the only time it is ever shown."""
     if not name or not set(name) <= _NAME_CHARS:
@@ -114,24 +137,26 @@ def create_token(path: Path, name: str, role: str, accounts: tuple[str, ...] = (
     if role not in ROLES:
         msg = f"role {role!r}: use one of {', '.join(ROLES)}"
         raise ConfigError(msg)
-    entries = read_tokens(path)
-    if any(e.name == name for e in entries):
-        msg = f"a token named {name!r} exists already; revoke it first or pick another name"
-        raise ConfigError(msg)
     token = _PREFIX + secrets.token_urlsafe(32)
     created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    entries.append(TokenEntry(name, role, digest(token), accounts, created))
-    write_tokens(path, entries)
+    with _locked(path):
+        entries = read_tokens(path)
+        if any(e.name == name for e in entries):
+            msg = f"a token named {name!r} exists already; revoke it first or pick another name"
+            raise ConfigError(msg)
+        entries.append(TokenEntry(name, role, digest(token), accounts, created))
+        write_tokens(path, entries)
     return token
 
 
 def revoke_token(path: Path, name: str) -> None:
-    entries = read_tokens(path)
-    kept = [e for e in entries if e.name != name]
-    if len(kept) == len(entries):
-        msg = f"no token named {name!r} in {path} (see `creditgate token list`)"
-        raise ConfigError(msg)
-    write_tokens(path, kept)
+    with _locked(path):
+        entries = read_tokens(path)
+        kept = [e for e in entries if e.name != name]
+        if len(kept) == len(entries):
+            msg = f"no token named {name!r} in {path} (see `creditgate token list`)"
+            raise ConfigError(msg)
+        write_tokens(path, kept)
 
 
 @dataclass
