@@ -6,39 +6,35 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 import pytest
 
-from creditgate.auth.tokens import create_token, read_tokens, revoke_token
+from creditgate.auth.tokens import create_token, read_tokens
 from creditgate.domain.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-def _create(path: str, name: str) -> None:
-    from pathlib import Path  # noqa: PLC0415 - runs in a child process
-
-    create_token(Path(path), name, "service")
-
-
-def _revoke(path: str, name: str) -> None:
-    from pathlib import Path  # noqa: PLC0415 - runs in a child process
-
-    revoke_token(Path(path), name)
+_JOB = (
+    "import sys; from pathlib import Path; from creditgate.auth import tokens; "
+    "p = Path(sys.argv[2]); "
+    "tokens.create_token(p, sys.argv[3], 'service') if sys.argv[1] == 'create' "
+    "else tokens.revoke_token(p, sys.argv[3])"
+)
 
 
 def test_concurrent_creates_and_a_revoke_lose_nothing_and_revive_nothing(tmp_path: Path) -> None:
     """Eight creates and a revoke at once, from separate processes: all eight kept, victim gone."""
     path = tmp_path / "tokens.json"
     create_token(path, "victim", "service")
-    with ProcessPoolExecutor(max_workers=4) as pool:
-        jobs = [pool.submit(_create, str(path), f"t{i}") for i in range(8)]
-        jobs.append(pool.submit(_revoke, str(path), "victim"))
-        for job in jobs:
-            job.result(timeout=60)
+    jobs = [("create", f"t{i}") for i in range(8)] + [("revoke", "victim")]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _JOB, op, str(path), name])  # noqa: S603
+        for op, name in jobs
+    ]
+    assert [p.wait(60) for p in procs] == [0] * len(jobs)
     names = sorted(e.name for e in read_tokens(path))
     assert names == [f"t{i}" for i in range(8)]
 
