@@ -29,6 +29,14 @@ import pytest
             ),
         ),
         (
+            ["serve"],
+            {"CREDITGATE_HOLD_TTL_SECONDS": "999999"},
+            (
+                "creditgate: invalid setting CREDITGATE_HOLD_TTL_SECONDS: Value error, at most "
+                "CREDITGATE_IDEMPOTENCY_TTL_SECONDS (86400) (got '999999')"
+            ),
+        ),
+        (
             ["reconcile", "--check"],
             {"CREDITGATE_METRICS_PORT": "70000"},
             (

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,6 +57,16 @@ class Settings(BaseSettings):
         description="a second, plaintext listener serving only grpc.health.v1 (host:port), for "
         "probes that cannot speak TLS (Kubernetes' grpc probes); empty: none",
     )
+
+    @field_validator("hold_ttl_seconds")
+    @classmethod
+    def _hold_within_idempotency(cls, value: int, info: ValidationInfo) -> int:
+        """A hold outlives its reservation record otherwise, and Reserve's own limit reads wrong."""
+        limit = info.data.get("idempotency_ttl_seconds")
+        if isinstance(limit, int) and value > limit:
+            msg = f"at most CREDITGATE_IDEMPOTENCY_TTL_SECONDS ({limit})"
+            raise ValueError(msg)
+        return value
 
     @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
     @classmethod
