@@ -87,8 +87,10 @@ class EmbeddedRedis:
     Args:
         data_dir: where the server keeps its files (log, AOF). ``None`` means a fresh
             temporary directory, removed again by ``stop``.
-        appendonly: turn on the append-only file (``appendfsync everysec``) so data
-            survives a restart on the same ``data_dir``. Off by default: RDB snapshots
+        appendonly: turn on the append-only file (``appendfsync always``) so data
+            survives a restart on the same ``data_dir``. ``always`` because with
+            ``everysec`` Redis postpones the AOF write by up to 2 s while a slow fsync
+            runs, and a SIGKILL then loses charges it had already answered. Off by default: RDB snapshots
             are always off.
         binary: the redis-server to run; ``None`` means ``find_redis_server()``.
         startup_timeout: seconds to wait for the first successful PING.
@@ -303,7 +305,7 @@ class EmbeddedRedis:
             "--loglevel", "notice",
         ]  # fmt: skip
         if self._appendonly:
-            args += ["--appendonly", "yes", "--appendfsync", "everysec"]
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
         return args

@@ -1,11 +1,11 @@
 """Keep the embedded redis-server of ``serve --embedded`` running for as long as the sidecar.
 
 A redis-server that dies (killed, out of memory) is reaped at once, so no ``<defunct>`` child
-is left, and started again on the same data dir: it reads its AOF back. redis-server writes
-each command to the AOF file before it replies, so the death of the process alone loses no
-answered charge; ``appendfsync everysec`` matters only if the machine goes down, or if a disk
-so slow that an fsync is still running makes Redis postpone that write (by up to 2 s; Redis
-logs "Asynchronous AOF fsync is taking too long").
+is left, and started again on the same data dir: it reads its AOF back. The embedded server
+runs with ``appendfsync always``: each write reaches the AOF, and is fsynced, before Redis
+replies, so neither the death of the process nor of the machine loses an answered charge.
+(With ``everysec`` Redis postpones the write by up to 2 s while a slow fsync runs, and a
+SIGKILL in that window lost acknowledged charges in a test here.)
 If it cannot be started again, ``on_failure`` is called, for the sidecar to exit non-zero and
 let its supervisor restart it.
 

@@ -159,7 +159,6 @@ async def test_a_killed_redis_is_unavailable_and_charges_nothing(rig: Rig) -> No
     pid = rig.redis.pid
     assert pid is not None
     assert data_dir is not None
-    await asyncio.sleep(1.1)  # appendfsync everysec: the warm-up charge is on disk
     os.kill(pid, signal.SIGKILL)
     await asyncio.to_thread(os.waitpid, pid, 0)
     await asyncio.sleep(0.05)  # let the sidecar's connections see the close
