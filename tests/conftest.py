@@ -25,6 +25,7 @@ from creditgate.engine import Engine
 from creditgate.engine.fastpath import FastRedis
 from creditgate.server import build_server
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
+from served_kit import restarted, served  # noqa: F401 - the `make run` sidecar fixtures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

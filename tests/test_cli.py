@@ -1,220 +1,42 @@
 """Acceptance test of ``make run``: the real ``creditgate serve --embedded --demo`` process.
 
 The sidecar runs as a subprocess with its private redis-server in a temporary data directory;
-the CLI's client commands run as subprocesses against it and their JSON is parsed. At the end
-SIGTERM must stop the sidecar (exit status 0) and the redis-server it started, and a restart
-on the same data directory must find the data again.
+the CLI's client commands run as subprocesses against it and their JSON is parsed
+(``served_kit``). At the end SIGTERM must stop the sidecar (exit status 0) and the
+redis-server it started, and a restart on the same data directory must find the data again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
+from served_kit import (
+    MICRO,
+    READY_TRIES,
+    STOP_SECONDS,
+    Served,
+    cli,
+    free_port,
+    pool,
+    redis_servers,
+    run_cli,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-ROOT = Path(__file__).resolve().parent.parent
-CREDITGATE = Path(sys.executable).parent / "creditgate"
-READY_TRIES = 150  # x up to ~0.1 s each
-STOP_SECONDS = 5.0
-MICRO = 1_000_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(data_dir: Path) -> dict[str, str]:
-    """The caller's environment without CREDITGATE_* settings, plus the test's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
-    env |= {
-        "CREDITGATE_METRICS_PORT": "0",
-        "CREDITGATE_DATA_DIR": str(data_dir),
-        "CREDITGATE_LEDGER_URL": f"sqlite:///{data_dir / 'ledger.db'}",
-    }
-    return env
-
-
-def _redis_servers(socket_path: Path) -> list[int]:
-    """Pids of live redis-server processes serving ``socket_path`` (read from /proc)."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue  # exited while we looked
-        if "redis-server" in cmdline and str(socket_path) in cmdline and state != "Z":
-            pids.append(int(proc.name))
-    return pids
-
-
-@dataclass
-class Served:
-    """One ``creditgate serve --embedded --demo`` subprocess."""
-
-    data_dir: Path
-    port: int = field(default_factory=_free_port)
-    processes: int = 1
-    metrics_port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-    returncode: int | None = None
-    stop_seconds: float | None = None
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self.data_dir / f"serve-{self.port}.log"
-
-    @property
-    def redis_socket(self) -> Path:
-        return self.data_dir / "redis" / "redis.sock"
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
-
-    def start(self) -> None:
-        """Start the server and return once health says SERVING (bounded number of tries)."""
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
-                [
-                    str(CREDITGATE),
-                    "serve",
-                    "--embedded",
-                    "--demo",
-                    "--config",
-                    "examples/demo.yaml",
-                    "--listen",
-                    self.target,
-                ],
-                cwd=ROOT,
-                env=_env(self.data_dir)
-                | {
-                    "CREDITGATE_PROCESSES": str(self.processes),
-                    "CREDITGATE_METRICS_PORT": str(self.metrics_port),
-                },
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        request = health_pb2.HealthCheckRequest(service="")
-        with grpc.insecure_channel(self.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            for _ in range(READY_TRIES):
-                if self.process.poll() is not None:
-                    pytest.fail(
-                        f"creditgate serve exited with {self.process.returncode}:\n"
-                        f"{self.log_tail()}"
-                    )
-                try:
-                    status = stub.Check(request, timeout=0.1).status
-                except grpc.RpcError:
-                    time.sleep(0.05)
-                    continue
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-                time.sleep(0.05)
-        self.stop()
-        pytest.fail(f"creditgate serve never reported SERVING:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM, then wait; records the exit status and how long it took. Idempotent."""
-        if self.process is None or self.returncode is not None:
-            return
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.returncode = self.process.wait(timeout=STOP_SECONDS + 5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.returncode = self.process.wait()
-        self.stop_seconds = time.monotonic() - started
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The sidecar as `make run` starts it, on a fresh data directory."""
-    server = Served(tmp_path_factory.mktemp("cli"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def restarted(served: Served) -> Iterator[Served]:
-    """The sidecar started again on the data directory of ``served`` (stopped first)."""
-    served.stop()
-    server = Served(served.data_dir)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _run(target: str, commands: list[tuple[str, ...]]) -> list[subprocess.CompletedProcess[str]]:
-    """Run ``creditgate --target <target> <command>`` for each command, all at once.
-
-    Each client command pays the CLI's import time (about a second), so independent ones run
-    side by side.
-    """
-    running = [
-        subprocess.Popen(  # noqa: S603 - fixed argument list
-            [str(CREDITGATE), "--target", target, *args],
-            cwd=ROOT,
-            env=_env(ROOT / "var"),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for args in commands
-    ]
-    done = []
-    for args, process in zip(commands, running, strict=True):
-        stdout, stderr = process.communicate(timeout=30)
-        done.append(subprocess.CompletedProcess(args, process.returncode, stdout, stderr))
-    return done
-
-
-def cli(target: str, *args: str) -> Any:  # noqa: ANN401
-    """Run ``creditgate --target <target> <args>``, require exit 0, return the parsed JSON."""
-    (done,) = _run(target, [args])
-    assert done.returncode == 0, (args, done.returncode, done.stderr)
-    return json.loads(done.stdout)
-
-
-def pool(balance: dict[str, Any], pool_id: str) -> dict[str, Any]:
-    found: list[dict[str, Any]] = [p for p in balance["pools"] if p["pool_id"] == pool_id]
-    assert found, (pool_id, balance)
-    return found[0]
 
 
 # --- against the running sidecar -----------------------------------------------------------
@@ -305,7 +127,7 @@ def test_account_create_then_charge(served: Served) -> None:
 
 def test_errors_go_to_stderr_with_the_status(served: Served) -> None:
     """A refused call exits 1 and prints `creditgate: <STATUS>: <message>` on stderr."""
-    ghost, again = _run(
+    ghost, again = run_cli(
         served.target,
         [
             ("check", "ghost", "zite.email.send"),
@@ -322,12 +144,12 @@ def test_errors_go_to_stderr_with_the_status(served: Served) -> None:
 
 def test_sigterm_exits_zero_and_stops_embedded_redis(served: Served) -> None:
     """SIGTERM: exit status 0 within a few seconds, and the private redis-server is gone."""
-    assert _redis_servers(served.redis_socket), "the embedded redis-server is not running"
+    assert redis_servers(served.redis_socket), "the embedded redis-server is not running"
     served.stop()
     assert served.returncode == 0, served.log_tail()
     assert served.stop_seconds is not None
     assert served.stop_seconds < STOP_SECONDS, served.stop_seconds
-    assert _redis_servers(served.redis_socket) == []
+    assert redis_servers(served.redis_socket) == []
     assert "stopping" in served.log_tail()
 
 
@@ -384,7 +206,7 @@ def _sockets(pid: int, port: int, state: str) -> int:
 @pytest.fixture
 def served_twice(tmp_path: Path) -> Iterator[Served]:
     """The sidecar with CREDITGATE_PROCESSES=2 (and /metrics)."""
-    server = Served(tmp_path, processes=2, metrics_port=_free_port())
+    server = Served(tmp_path, processes=2, metrics_port=free_port())
     server.start()
     try:
         yield server

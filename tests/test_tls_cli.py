@@ -106,7 +106,7 @@ def test_cli_speaks_mutual_tls_by_flags_and_by_environment(mtls_sidecar: str, ki
     account = f"tls-{os.getpid()}"
     by_flags = _cli(
         "--target", mtls_sidecar, "--tls-ca", ca, "--tls-cert", cert, "--tls-key", key,
-        "account", "create", account, "--plan", "zite_free",
+        "account", "create", account, "--plan", "zite_free", "--json",
     )  # fmt: skip
     no_cert = _cli("--target", mtls_sidecar, "--tls-ca", ca, "balance", account)
     plaintext = _cli("--target", mtls_sidecar, "balance", account)
@@ -119,6 +119,7 @@ def test_cli_speaks_mutual_tls_by_flags_and_by_environment(mtls_sidecar: str, ki
         mtls_sidecar,
         "balance",
         account,
+        "--json",
         CREDITGATE_CLIENT_TLS_CA=ca,
         CREDITGATE_CLIENT_TLS_CERT=cert,
         CREDITGATE_CLIENT_TLS_KEY=key,
@@ -127,7 +128,7 @@ def test_cli_speaks_mutual_tls_by_flags_and_by_environment(mtls_sidecar: str, ki
     assert by_env.returncode == 0, err
     assert json.loads(out)["account_id"] == account
     _, err = half.communicate(timeout=60)
-    assert half.returncode == 2
+    assert half.returncode == 3  # the command could not run (2 is "denied" since issue 18)
     assert err == "creditgate: a client certificate needs its key, and a key its certificate\n"
     for refused in (no_cert, plaintext):
         _, err = refused.communicate(timeout=60)

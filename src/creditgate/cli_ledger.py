@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="rebuild the named accounts (default: all) from the ledger",
     )
-    r.add_argument("accounts", nargs="*", metavar="ACCOUNT")
+    r.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="only these (default: all)")
     r.set_defaults(func=cmd_reconcile)
     for p in (w, m, r):
         p.add_argument(

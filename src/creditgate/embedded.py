@@ -90,8 +90,8 @@ class EmbeddedRedis:
         appendonly: turn on the append-only file (``appendfsync always``) so data
             survives a restart on the same ``data_dir``. ``always`` because with
             ``everysec`` Redis postpones the AOF write by up to 2 s while a slow fsync
-            runs, and a SIGKILL then loses charges it had already answered. Off by default: RDB snapshots
-            are always off.
+            runs, and a SIGKILL then loses charges it had already answered. Off by
+            default: RDB snapshots are always off.
         binary: the redis-server to run; ``None`` means ``find_redis_server()``.
         startup_timeout: seconds to wait for the first successful PING.
 

@@ -200,7 +200,7 @@ class Sidecar:
                 self.process.wait()
 
     def client(self, *args: str) -> dict[str, object]:
-        done = creditgate("--target", self.target, *args, cwd=self.cwd)
+        done = creditgate("--target", self.target, *args, "--json", cwd=self.cwd)
         assert done.returncode == 0, (args, done.stderr)
         answer: dict[str, object] = json.loads(done.stdout)
         return answer

@@ -534,7 +534,8 @@ CASES: list[Any] = [
     pytest.param(_a("Grant", grant(pool_id=""), NOT_FOUND, "pool"), id="Grant-pool-empty"),
     pytest.param(_a("Grant", grant(amount=0), INVALID, "amount"), id="Grant-amount-zero"),
     pytest.param(
-        _a("Grant", grant(amount=-5 * USD), INVALID, "amount"), id="Grant-amount-negative"
+        _a("Grant", grant(amount=-5 * USD), INVALID, "got -5 (-5,000,000 micro-units)"),
+        id="Grant-amount-negative",
     ),
     pytest.param(
         _a("Grant", grant(amount=INT64_MAX), INVALID, "amount"), id="Grant-amount-int64-max"

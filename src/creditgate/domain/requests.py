@@ -8,7 +8,7 @@ import re
 
 from creditgate.domain.catalog import ACCOUNT_ID
 from creditgate.domain.errors import InvalidArgumentError
-from creditgate.domain.money import MAX_AMOUNT
+from creditgate.domain.money import MAX_AMOUNT, format_micro
 from creditgate.domain.results import Decision, Reason
 
 MAX_QUANTITY = 10**12
@@ -61,7 +61,10 @@ def check_quantity(value: int, field: str = "quantity", *, allow_zero: bool = Fa
 
 def check_amount(value: int, field: str = "amount") -> int:
     if not 1 <= value <= MAX_AMOUNT:
-        msg = f"{field} must be between 1 and {MAX_AMOUNT:,} micro-units, got {value}"
+        msg = (
+            f"{field} must be more than 0 and at most {format_micro(MAX_AMOUNT)} in the pool's "
+            f"unit; got {format_micro(value)} ({value:,} micro-units)"
+        )
         raise InvalidArgumentError(msg)
     return value
 

@@ -1,0 +1,162 @@
+"""Answers of the sidecar as a person reads them: aligned text, amounts with their units.
+
+The wire speaks integers in micro-units with the unit beside them (``cost: 5000000``, ``meter:
+integration_credit``); here that is ``5 integration_credit``, a money amount in USD is
+``$12.50``, ``-1`` where the proto says "no limit" is ``unlimited``, and ``*_unix_ms`` times
+are ISO 8601 in UTC. Scalars become ``label  value`` lines, repeated messages become tables.
+``--json`` bypasses all of this and prints the proto's JSON mapping, in micro-units.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import TYPE_CHECKING
+
+from creditgate.domain.money import MICRO
+
+if TYPE_CHECKING:
+    from google._upb._message import FieldDescriptor as UpbField
+    from google.protobuf.descriptor import FieldDescriptor as PyField
+    from google.protobuf.message import Message
+
+    FieldDescriptor = PyField | UpbField  # protobuf's stubs give descriptors either type
+
+__all__ = ["amount", "render"]
+
+# Which sibling field names the unit of an amount field. Fields not listed here are plain
+# numbers. ``covered`` and the Decision-level amounts are in the action's meter.
+_UNIT_OF = {
+    "amount": "unit",
+    "remaining": "unit",
+    "balance": "unit",
+    "cap": "unit",
+    "covered": "meter",
+    "cost": "meter",
+    "shortfall": "meter",
+    "held": "meter",
+    "returned": "meter",
+    "refunded": "meter",
+    "refundable": "meter",
+}
+# PoolBalance keeps its spend (overage and pay-as-you-go money) in ``spend_unit``.
+_SPEND_FIELDS = frozenset({"spent", "cap"})
+_UNLIMITED = -1
+_MONEY = {"USD": "$", "EUR": "€", "GBP": "£"}
+_ALWAYS = frozenset({"allowed", "cost", "balance", "held", "returned", "refunded", "released"})
+_UNITS = frozenset({"unit", "meter", "spend_unit"})  # shown with the amounts, not on their own
+
+
+def amount(micro: int, unit: str) -> str:
+    """``5000000, "integration_credit"`` -> ``5 integration_credit``; USD -> ``$5.00``."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), MICRO)
+    digits = f"{frac:06d}".rstrip("0")
+    symbol = _MONEY.get(unit.upper())
+    if symbol is not None:
+        return f"{sign}{symbol}{whole:,}.{digits.ljust(2, '0')}"
+    text = f"{sign}{whole:,}" + (f".{digits}" if digits else "")
+    return f"{text} {unit}".rstrip()
+
+
+def _time(unix_ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(unix_ms / 1000, tz=dt.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _label(name: str) -> str:
+    return name.removesuffix("_unix_ms").replace("_", " ")
+
+
+def _unit(message: Message, name: str, meter: str) -> str | None:
+    """The unit of amount field ``name`` of ``message``, or None if it is not an amount."""
+    fields = message.DESCRIPTOR.fields_by_name
+    if name in _SPEND_FIELDS and "spend_unit" in fields:
+        return str(getattr(message, "spend_unit")) or None  # noqa: B009 - only money pools spend
+    sibling = _UNIT_OF.get(name)
+    if sibling is None:
+        return None
+    if sibling in fields:
+        return str(getattr(message, sibling))
+    return meter if sibling == "meter" else None
+
+
+def _value(message: Message, field: FieldDescriptor, meter: str) -> str:
+    value = getattr(message, field.name)
+    if field.enum_type is not None:
+        name = field.enum_type.values_by_number[value].name
+        prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", field.enum_type.name).upper()  # AccountStatus
+        return name.removeprefix(f"{prefix}_").lower()
+    if field.type == field.TYPE_BOOL:
+        return "yes" if value else "no"
+    if field.name.endswith("_unix_ms"):
+        return _time(value) if value else "-"
+    unit = _unit(message, field.name, meter)
+    if (
+        unit is None
+        and field.name in _SPEND_FIELDS
+        and "spend_unit" in message.DESCRIPTOR.fields_by_name
+    ):
+        return "-"
+    if unit is not None:
+        return "unlimited" if value == _UNLIMITED else amount(value, unit)
+    return str(value)
+
+
+def _shown(message: Message, field: FieldDescriptor) -> bool:
+    """Scalars that say something: the answer's flags and amounts, and whatever is set."""
+    if field.name in _UNITS:
+        return False
+    return field.name in _ALWAYS or bool(getattr(message, field.name))
+
+
+def _table(rows: list[Message], meter: str, indent: str) -> list[str]:
+    if not rows:
+        return []
+    descriptor = rows[0].DESCRIPTOR
+    columns = [
+        f
+        for f in descriptor.fields
+        if not f.is_repeated and f.name not in _UNITS and f.message_type is None
+    ]
+    cells = [[_label(f.name) for f in columns]]
+    cells += [[_value(row, f, meter) for f in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    out = [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+           for r in cells]  # fmt: skip
+    for row in rows:
+        for f in descriptor.fields:
+            nested = list(getattr(row, f.name)) if f.is_repeated else []
+            if nested and f.message_type is not None:
+                out.append(f"{indent}  {_label(f.name)} of {getattr(row, columns[0].name)}:")
+                out += _table(nested, meter, indent + "    ")
+    return out
+
+
+def render(message: Message, indent: str = "") -> list[str]:
+    """The lines that show ``message`` to a person (see the module doc)."""
+    meter = str(getattr(message, "meter", ""))
+    scalars = []
+    tables: list[str] = []
+    for field in message.DESCRIPTOR.fields:
+        if field.is_repeated:
+            items = list(getattr(message, field.name))
+            if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                scalars += [
+                    (f"{_label(field.name)}.{k}", v)
+                    for k, v in getattr(message, field.name).items()
+                ]
+                continue
+            if items and field.message_type is not None:
+                tables += ["", f"{indent}{_label(field.name)}:"]
+                tables += _table(items, meter, indent + "  ")
+            elif items:
+                scalars.append((_label(field.name), ", ".join(map(str, items))))
+        elif field.message_type is not None:
+            if message.HasField(field.name):
+                tables += ["", f"{indent}{_label(field.name)}:"]
+                tables += render(getattr(message, field.name), indent + "  ")
+        elif _shown(message, field):
+            scalars.append((_label(field.name), _value(message, field, meter)))
+    width = max((len(k) for k, _ in scalars), default=0)
+    return [f"{indent}{k.ljust(width)}  {v}".rstrip() for k, v in scalars] + tables
