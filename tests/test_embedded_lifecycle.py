@@ -22,7 +22,7 @@ from redis import Redis
 
 from creditgate.embedded import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
-from test_cli import Served, _redis_servers
+from served_kit import Served, redis_servers
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -67,7 +67,7 @@ def test_sigkilled_sidecar_takes_its_redis_server_along(tmp_path: Path) -> None:
     first = Served(tmp_path)
     first.start()
     assert first.process is not None
-    (redis_pid,) = _redis_servers(first.redis_socket)
+    (redis_pid,) = redis_servers(first.redis_socket)
     decision = _charge(first.target, "before-kill")
     assert decision.allowed
     first.process.send_signal(signal.SIGKILL)
@@ -75,9 +75,9 @@ def test_sigkilled_sidecar_takes_its_redis_server_along(tmp_path: Path) -> None:
     first.returncode = first.process.returncode
     try:
         _until("the orphaned redis-server exits", lambda: _gone(redis_pid), 5.0)
-        assert _redis_servers(first.redis_socket) == []
+        assert redis_servers(first.redis_socket) == []
     finally:
-        _kill_all(_redis_servers(first.redis_socket))
+        _kill_all(redis_servers(first.redis_socket))
     second = Served(tmp_path)
     second.start()
     try:
@@ -144,13 +144,13 @@ def test_a_redis_server_a_running_sidecar_owns_is_refused_with_both_pids(
     served.start()
     assert served.process is not None
     try:
-        (redis_pid,) = _redis_servers(served.redis_socket)
+        (redis_pid,) = redis_servers(served.redis_socket)
         with pytest.raises(EmbeddedRedisError) as excinfo:
             EmbeddedRedis(served.redis_socket.parent, appendonly=True).start()
         message = str(excinfo.value)
         assert f"redis-server pid {redis_pid}" in message
         assert f"running sidecar pid {served.process.pid}" in message
-        assert _redis_servers(served.redis_socket) == [redis_pid], "it was left alone"
+        assert redis_servers(served.redis_socket) == [redis_pid], "it was left alone"
     finally:
         served.stop()
 
@@ -170,14 +170,14 @@ def test_a_killed_embedded_redis_is_restarted_from_its_aof_and_reaped(tmp_path: 
     served = Served(tmp_path)
     served.start()
     try:
-        (old,) = _redis_servers(served.redis_socket)
+        (old,) = redis_servers(served.redis_socket)
         charged = [_charge(served.target, f"pre-{i}") for i in range(20)]
         assert all(d.allowed for d in charged)
         os.kill(old, signal.SIGKILL)
         started = time.monotonic()
         _until(
             "a new redis-server serves the socket",
-            lambda: _redis_servers(served.redis_socket) not in ([], [old]),
+            lambda: redis_servers(served.redis_socket) not in ([], [old]),
         )
         _until("the sidecar serves again", lambda: _serving(served.target))
         recovered = time.monotonic() - started

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from creditgate.embedded import EmbeddedRedis
 from creditgate.transport.health import LIVENESS
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
-from test_cli import ROOT, Served, _free_port
+from served_kit import ROOT, Served, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -96,7 +96,7 @@ class Probe:
 @pytest.fixture
 def waiting(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Served, Probe]]:
     """``python -m creditgate serve --demo`` on a Unix socket where no Redis listens yet."""
-    served = Served(tmp_path, metrics_port=_free_port())
+    served = Served(tmp_path, metrics_port=free_port())
     socket_path = tmp_path / "redis" / "redis.sock"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")} | {
         "CREDITGATE_REDIS_URL": f"unix://{socket_path}?db=0",

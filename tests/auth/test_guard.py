@@ -240,7 +240,7 @@ async def _cli(s: Secured, *args: str, token: str | None = None) -> tuple[int, s
 async def test_cli_sends_its_token(secured: Secured) -> None:
     """Client commands send CREDITGATE_TOKEN (or --token); without one the status is shown."""
     await secured.engine.create_account("a1", "agent_team")
-    code, out, _ = await _cli(secured, "balance", "a1", token=secured.tokens["viewer"])
+    code, out, _ = await _cli(secured, "balance", "a1", "--json", token=secured.tokens["viewer"])
     assert code == 0
     assert '"account_id": "a1"' in out
     code, _, err = await _cli(
