@@ -27,8 +27,8 @@ from redis.asyncio import Redis
 
 from creditgate.domain.catalog import load_catalog
 from creditgate.domain.results import Decision
+from creditgate.driver.pipelined import FastRedis, command, encode
 from creditgate.engine import Engine, KeySpace
-from creditgate.engine.fastpath import FastRedis, command, encode
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
 
 PING = command(1, encode(["PING"]))
@@ -101,7 +101,7 @@ class StepsFloor(BurnFloor):
         self.plan = plan
 
     async def CheckAndConsume(self, request, context):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201, ARG002, N802
-        call = self.engine._prepare(
+        call = self.engine.quota.prepare(
             request.account_id,
             request.action,
             request.quantity,
@@ -112,7 +112,7 @@ class StepsFloor(BurnFloor):
         )
         if isinstance(call, Decision):
             raise TypeError(call.message)
-        self.engine._encoded(call, self.plan)
+        call.resp(self.plan)
         await self.redis.call(self.payload)
         return ANSWER
 

@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 from tools import ROOT
 
 from creditgate.domain.catalog import load_catalog
+from creditgate.driver.pipelined import FastRedis, command, encode
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
-from creditgate.engine.fastpath import FastRedis, command, encode
 
 ATTRS = {"model": "pro", "feature": "agents"}
 CALLS = 3000

@@ -99,7 +99,7 @@ def redis_ceiling(url: str, socket_path: str, accounts: int, runs: int) -> dict[
         redis = Redis.from_url(url)
         engine = Engine(redis, load_catalog(CATALOG), keys=KeySpace("cg", 1))
         sha = await redis.script_load(script_source("consume"))
-        call = engine._prepare(
+        call = engine.quota.prepare(
             account,
             "agent.message",
             1,
@@ -111,7 +111,7 @@ def redis_ceiling(url: str, socket_path: str, accounts: int, runs: int) -> dict[
         plan = engine.catalog.plan("agent_team")
         assert plan is not None
         assert not isinstance(call, Decision)
-        keys, args = engine._keys(call), engine._build(call, plan)
+        keys, args = call.keys(), call.argv(plan)
         await redis.aclose()
         return ["EVALSHA", sha, str(len(keys)), *keys, *map(str, args)]
 

@@ -57,12 +57,12 @@ async def _drive(url: str, source: str, pid: int, calls: int, quantity: int) -> 
     async def batch(n: int) -> None:
         pipe = redis.pipeline(transaction=False)
         for _ in range(n):
-            call = engine._prepare(
+            call = engine.quota.prepare(
                 "bench-hot", "agent.message", quantity, ATTRS, "", dry_run=False, hold_ttl_ms=None
             )
             if isinstance(call, Decision):
                 raise TypeError(call.message)
-            keys, args = engine._keys(call), engine._build(call, plan)
+            keys, args = call.keys(), call.argv(plan)
             pipe.evalsha(sha, len(keys), *keys, *args)
         replies = await pipe.execute()
         expected = [b"OK", 1] if quantity == 1 else [b"OK", 0]  # allowed, or denied

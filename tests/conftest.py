@@ -20,9 +20,9 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.domain.catalog import Catalog, load_catalog
+from creditgate.driver.pipelined import FastRedis
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
-from creditgate.engine.fastpath import FastRedis
 from creditgate.server import build_server
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
 from served_kit import restarted, served  # noqa: F401 - the `make run` sidecar fixtures

@@ -1,7 +1,7 @@
 """Combined charges (consume_batch.lua) write exactly what one consume call each would write.
 
 The pipelined connection sends charges of one account and request shape that queue up together
-as one consume_batch call (engine/fastpath.py). Random runs of charges go through
+as one consume_batch call (driver/pipelined.py). Random runs of charges go through
 ``consume_many`` (one write, so they are combined) on an engine with a FastRedis, and one by
 one through an engine without the fast path (lib.lua + consume.lua answer everything), each in
 its own key space on one Redis. Answers, Redis state and events must be the same, including
@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from creditgate.domain.errors import CreditgateError, UnavailableError
 from creditgate.domain.results import Decision
+from creditgate.driver.pipelined import MAX_COMBINED, FastRedis
 from creditgate.engine import Engine, KeySpace
-from creditgate.engine.fastpath import MAX_COMBINED, FastRedis
 from creditgate.testing.faults import keep_busy
 from test_consume_fast import MICRO, NOW, SMALL, _alike, _events, _last_id, _state
 from test_properties import _runner_for, sequences
@@ -140,7 +140,7 @@ async def test_combined_charges_survive_a_script_flush(redis: AsyncRedis, redis_
         first = await engine.consume_many([("a", "t.use", 1, {}, f"r{i}", False) for i in range(4)])
         assert all(isinstance(d, Decision) and d.allowed for d in first)
         # NOSCRIPT: the four were sent again one by one, after consume_batch was loaded.
-        sha = engine._scripts.consume_batch.sha
+        sha = engine.scripts.consume_batch.sha
         assert await redis.script_exists(sha) == [True]
         calls = (await redis.info("commandstats"))["cmdstat_evalsha"]["calls"]
         again = await engine.consume_many([("a", "t.use", 1, {}, f"s{i}", False) for i in range(4)])

@@ -164,19 +164,19 @@ async def _fast_answers(  # noqa: PLR0913, PLR0917 - consume's arguments
 ) -> bool:
     """Whether the fast path would answer this CheckAndConsume (without running it)."""
     try:
-        call = engine._prepare(
+        call = engine.quota.prepare(
             account_id, action, quantity, attributes, request_id, dry_run=False, hold_ttl_ms=None
         )
     except CreditgateError:
         return False
     if isinstance(call, Decision):
         return False
-    keys = engine._keys(call)
+    keys = call.keys()
     plan_id = await engine.redis.hget(keys[0], "plan")
     plan = engine.catalog.plan(plan_id.decode()) if plan_id else None
     if plan is None:
         return False
-    reply = await engine.redis.eval(_PROBE, len(keys), *keys, *engine._build(call, plan))
+    reply = await engine.redis.eval(_PROBE, len(keys), *keys, *call.argv(plan))
     return reply != [b"FELL_THROUGH"]
 
 

@@ -105,7 +105,7 @@ def redis_url(settings: Settings) -> str:
 
 def _redis(settings: Settings) -> Redis:
     from creditgate.domain.errors import ConfigError  # noqa: PLC0415
-    from creditgate.engine.connect import redis_client  # noqa: PLC0415
+    from creditgate.driver.connect import redis_client  # noqa: PLC0415
 
     try:
         return redis_client(redis_url(settings), timeout=settings.redis_timeout_seconds)

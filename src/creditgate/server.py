@@ -26,11 +26,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from creditgate.auth import exposure
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError, UnavailableError
+from creditgate.driver.connect import redis_client
+from creditgate.driver.pipelined import FastRedis
 from creditgate.embedded import EmbeddedRedis
 from creditgate.embedded_supervisor import Supervisor
 from creditgate.engine import Engine, KeySpace
-from creditgate.engine.connect import redis_client
-from creditgate.engine.fastpath import FastRedis
 from creditgate.server_processes import ServerProcesses
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService

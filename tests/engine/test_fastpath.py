@@ -1,4 +1,4 @@
-"""The pipelined hot path (engine/fastpath.py) against a real Redis.
+"""The pipelined hot path (driver/pipelined.py) against a real Redis.
 
 Same answers as the redis-py path, exact under concurrency, and it recovers from NOSCRIPT,
 dropped connections and a stuck or dead server with UNAVAILABLE rather than a hang.
@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from creditgate.domain.errors import UnavailableError
+from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine
-from creditgate.engine import engine as engine_module
-from creditgate.engine.fastpath import FastRedis
+from creditgate.engine.calls import consume as consume_calls
 from creditgate.testing.faults import keep_busy
 
 if TYPE_CHECKING:
@@ -67,8 +67,8 @@ async def test_small_caches_still_answer_alike(
     redis: Redis, fast: FastRedis, demo_catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Overflowing the bounded shape and account-key caches (here at 3) changes no answer."""
-    monkeypatch.setattr(engine_module, "_SHAPE_CACHE_SIZE", 3)
-    monkeypatch.setattr(engine_module, "_ACCOUNT_CACHE_SIZE", 3)
+    monkeypatch.setattr(consume_calls, "_SHAPE_CACHE_SIZE", 3)
+    monkeypatch.setattr(consume_calls, "_ACCOUNT_CACHE_SIZE", 3)
     quick = Engine(redis, demo_catalog, test_clock=True, fast=fast)
     plain = Engine(redis, demo_catalog, test_clock=True)
     accounts = [f"acct-{i}" for i in range(5)]
@@ -83,9 +83,9 @@ async def test_small_caches_still_answer_alike(
         a = await quick.consume(f"f-{account}", "agent.message", quantity, attrs, f"r{step}")
         b = await plain.consume(f"s-{account}", "agent.message", quantity, attrs, f"r{step}")
         assert _same(a) == _same(b)
-    assert len(quick._shapes) <= 3
-    assert len(quick._account_heads) <= 3
-    assert len(quick._consume_parts) <= 3
+    assert len(quick.consume_calls._shapes) <= 3
+    assert len(quick.consume_calls._heads) <= 3
+    assert len(quick.consume_calls._parts) <= 3
 
 
 async def test_concurrent_fast_calls_allow_exactly_what_is_affordable(

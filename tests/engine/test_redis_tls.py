@@ -24,9 +24,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from creditgate.cli_ledger import _redis
 from creditgate.domain.errors import ConfigError
+from creditgate.driver.connect import redis_client
+from creditgate.driver.pipelined import FastRedis, command, encode
 from creditgate.engine import Engine
-from creditgate.engine.connect import redis_client
-from creditgate.engine.fastpath import FastRedis, command, encode
 from creditgate.ledger import open_ledger
 from creditgate.server import open_backends
 from creditgate.settings import Settings

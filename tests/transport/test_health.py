@@ -18,9 +18,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
+from creditgate.driver.pipelined import FastRedis
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
-from creditgate.engine.fastpath import FastRedis
 from creditgate.server import SERVICES, build_server
 from creditgate.transport.health import LIVENESS, RedisHealth
 from creditgate.v1 import admin_pb2, admin_pb2_grpc, quota_pb2, quota_pb2_grpc

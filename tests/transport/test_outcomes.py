@@ -21,9 +21,9 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from creditgate.driver.pipelined import FastRedis
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
-from creditgate.engine.fastpath import FastRedis
 from creditgate.server import build_server
 from creditgate.transport.errors import REQUEST_ID_KEY
 from creditgate.v1 import quota_pb2, quota_pb2_grpc

@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain.errors import OutcomeUnknownError, UnavailableError
-from creditgate.engine.fastpath import UnansweredError
+from creditgate.driver.pipelined import UnansweredError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable

@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import hiredis
 
-from creditgate.engine.connect import tls_context
+from creditgate.driver.connect import tls_context
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence

@@ -5,37 +5,35 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from creditgate.domain import requests as check
-from creditgate.domain.errors import (
-    AlreadyExistsError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-)
+from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError
 from creditgate.domain.money import format_micro
-from creditgate.domain.results import AccountState, GrantResult
-from creditgate.engine import replies
-from creditgate.engine.core import Args, EngineCore, fingerprint, pool_or_error, too_large
+from creditgate.engine.calls import admin as calls
+from creditgate.engine.calls.admin import BalanceCall, GrantCall
 
 if TYPE_CHECKING:
     from creditgate.domain.catalog import Plan
+    from creditgate.domain.results import AccountState, GrantResult
+    from creditgate.engine.calls.common import Context
+    from creditgate.engine.runner import Runner
+
+__all__ = ["AdminOps"]
 
 _MAX_CLOCK_STEP_S = 10 * 366 * 86_400
 _MAX_CLOCK_MS = 32_503_680_000_000  # 3000-01-01: far enough for any test, exact in Lua
+_MAX_ANCHOR_DAY = 31
 
 
-class AdminEngine(EngineCore):
+class AdminOps:
     """What AdminService (and GetBalance) do to accounts; each one script call."""
+
+    def __init__(self, runner: Runner, ctx: Context) -> None:
+        self.runner = runner
+        self.ctx = ctx
 
     async def balance(self, account_id: str) -> AccountState:
         """Every pool of the account, brought up to date (resets, expiries, expired holds)."""
         check.check_id(account_id, "account_id")
-
-        def build(plan: Plan | None) -> Args:
-            return self.header(account_id, plan, self.plain_args(plan) if plan else [])
-
-        plan, reply = await self.run(
-            self._scripts.balance, account_id, self.keys.account(account_id), build
-        )
-        return replies.account_state(account_id, plan, reply)
+        return await self.runner.call(BalanceCall(self.ctx, account_id))
 
     async def create_account(
         self, account_id: str, plan_id: str, anchor_day: int = 0, status: str = "active"
@@ -43,22 +41,12 @@ class AdminEngine(EngineCore):
         check.check_id(account_id, "account_id")
         check.check_status(status)
         plan = self._known_plan(plan_id)
-        if not 0 <= anchor_day <= 31:  # noqa: PLR2004
+        if not 0 <= anchor_day <= _MAX_ANCHOR_DAY:
             msg = f"anchor_day must be 1-31 (0: today), got {anchor_day}"
             raise InvalidArgumentError(msg)
-        args = [*self.header(account_id, plan, self.plain_args(plan)), "create", status, anchor_day]
-        # Created only where Redis and the ledger both lack it (run() asks the ledger first).
-        _, reply = await self.run(
-            self._scripts.account,
-            account_id,
-            self.keys.account(account_id),
-            lambda _: [*args, "0"],
-            absent=lambda _: [*args, "1"],
-        )
-        if reply[0] == b"EXISTS":
-            msg = f"account {account_id!r} already exists: use UpdateAccount to change it"
-            raise AlreadyExistsError(msg)
-        self.remember(account_id, plan.id)
+        # Created only where Redis and the ledger both lack it (the runner asks the ledger first).
+        await self.runner.call(calls.create(self.ctx, account_id, plan, status, anchor_day))
+        self.runner.remember(account_id, plan.id)
         return await self.balance(account_id)
 
     async def update_account(
@@ -69,29 +57,15 @@ class AdminEngine(EngineCore):
         if status:
             check.check_status(status)
         new = self._known_plan(plan_id) if plan_id else None
-        if not 0 <= anchor_day <= 31:  # noqa: PLR2004
+        if not 0 <= anchor_day <= _MAX_ANCHOR_DAY:
             msg = f"anchor_day must be 1-31 (0 keeps it), got {anchor_day}"
             raise InvalidArgumentError(msg)
-
-        def build(old: Plan | None) -> Args:
-            if old is None:
-                return self.header(account_id, None, [])
-            target = new or old
-            deltas: Args = []
-            for p in target.pools:
-                before = old.pool(p.id)
-                if p.kind == "allowance" and before is not None and before.kind == "allowance":
-                    deltas += [p.id, p.amount - before.amount]
-            header = self.header(account_id, target, self.plain_args(target))
-            header[1] = old.id
-            return [*header, "update", target.id, status, anchor_day, len(deltas) // 2, *deltas]
-
         if not (plan_id or anchor_day or status):
             msg = "give plan_id, anchor_day or status; nothing to change"
             raise InvalidArgumentError(msg)
-        await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
+        await self.runner.call(calls.update(self.ctx, account_id, new, status, anchor_day))
         if new is not None:
-            self.remember(account_id, new.id)
+            self.runner.remember(account_id, new.id)
         return await self.balance(account_id)
 
     async def set_pool_settings(
@@ -102,24 +76,8 @@ class AdminEngine(EngineCore):
         enabled: bool | None = None,  # noqa: FBT001 - None means "leave as is"
     ) -> AccountState:
         check.check_id(account_id, "account_id")
-
-        def build(plan: Plan | None) -> Args:
-            if plan is None:
-                return self.header(account_id, None, [])
-            pool_or_error(plan, pool_id, ("overage", "payg"))
-            pool = plan.by_id[pool_id]
-            if cap is not None:
-                self._check_cap(pool.id, cap, pool.cap_min, pool.cap_max)
-            return [
-                *self.header(account_id, plan, self.plain_args(plan)),
-                "settings",
-                pool_id,
-                "" if cap is None else cap,
-                "" if enabled is None else ("1" if enabled else "0"),
-                "1" if pool.stops_account else "0",
-            ]
-
-        await self.run(self._scripts.account, account_id, self.keys.account(account_id), build)
+        call = calls.settings(self.ctx, account_id, pool_id, cap, enabled, _check_cap)
+        await self.runner.call(call)
         return await self.balance(account_id)
 
     async def grant(  # noqa: PLR0913, PLR0917 - mirrors the request message
@@ -132,53 +90,15 @@ class AdminEngine(EngineCore):
         note: str = "",
     ) -> GrantResult:
         check.check_grant(account_id, grant_id, amount, expires_at, note)
-        fp = fingerprint(f"G|{pool_id}|{amount}|{expires_at}")
-        keys = self.keys.account(account_id, grant_id)
-        unit = ""
-
-        def build(plan: Plan | None) -> Args:
-            nonlocal unit
-            if plan is None:
-                return self.header(account_id, None, [])
-            pool_or_error(plan, pool_id, ("grant", "balance"))
-            pool = plan.by_id[pool_id]
-            unit = pool.balance_unit
-            if expires_at and pool.kind != "grant":
-                msg = "expires_at applies to grant pools only; money balances never expire"
-                raise InvalidArgumentError(msg)
-            return [
-                *self.header(account_id, plan, self.plain_args(plan)),
-                pool_id,
-                amount,
-                grant_id,
-                expires_at,
-                note,
-                self.idempotency_ttl_ms,
-                fp,
-            ]
-
-        _, reply = await self.run(self._scripts.grant, account_id, keys, build)
-        if reply[0] == b"TOO_LARGE":
-            msg = f"the grant would take pool {pool_id!r} beyond the exact range (2^52 micro-units)"
-            raise InvalidArgumentError(msg)
-        if reply[0] == b"IDEM_MISMATCH":
-            msg = f"grant_id {grant_id!r} was already used for a different grant"
-            raise FailedPreconditionError(msg)
-        if reply[0] == b"PAST_EXPIRY":
-            msg = f"expires_at is not in the future (the account's clock reads {reply[1]} ms)"
-            raise InvalidArgumentError(msg)
-        too_large(reply)
-        return GrantResult(grant_id, reply[1], unit, reply[2] == 1)
+        call = GrantCall(self.ctx, account_id, pool_id, amount, grant_id, expires_at, note)
+        return await self.runner.call(call)
 
     async def advance_clock(
-        self,
-        account_id: str,
-        seconds: int = 0,
-        to_ms: int = 0,
+        self, account_id: str, seconds: int = 0, to_ms: int = 0
     ) -> AccountState:
         """Move an account's frozen test clock forward by ``seconds`` or to ``to_ms``."""
         check.check_id(account_id, "account_id")
-        if not self.test_clock:
+        if not self.ctx.test_clock:
             msg = "the test clock is off: start the server with CREDITGATE_TEST_CLOCK=true"
             raise FailedPreconditionError(msg)
         if (
@@ -191,37 +111,25 @@ class AdminEngine(EngineCore):
                 "account's clock and before the year 3000); the test clock only moves forward"
             )
             raise InvalidArgumentError(msg)
-
-        def build(plan: Plan | None) -> Args:
-            args = self.plain_args(plan) if plan else []
-            return [*self.header(account_id, plan, args), "clock", seconds * 1000, to_ms]
-
-        _, reply = await self.run(
-            self._scripts.account, account_id, self.keys.account(account_id), build
-        )
-        if reply[0] == b"CLOCK_BACKWARDS":
-            msg = f"to_unix_ms is before the account's clock ({reply[1]} ms); it only moves forward"
-            raise InvalidArgumentError(msg)
+        await self.runner.call(calls.clock(self.ctx, account_id, seconds, to_ms))
         return await self.balance(account_id)
 
-    # --- helpers -------------------------------------------------------------------------
-
     def _known_plan(self, plan_id: str) -> Plan:
-        plan = self.catalog.plan(plan_id)
+        plan = self.ctx.catalog.plan(plan_id)
         if plan is None:
-            names = ", ".join(sorted(self.catalog.plans))
+            names = ", ".join(sorted(self.ctx.catalog.plans))
             msg = f"unknown plan {plan_id!r}; the catalog has: {names}"
             raise InvalidArgumentError(msg)
         return plan
 
-    @staticmethod
-    def _check_cap(pool_id: str, cap: int, low: int, high: int) -> None:
-        if cap == -1 and high == -1:
-            return
-        if cap < 0 or cap < low or (high >= 0 and cap > high):
-            top = "no upper limit (-1 removes the cap)" if high < 0 else format_micro(high)
-            msg = (
-                f"cap for {pool_id} must be between {format_micro(low)} and {top}, "
-                f"in micro-units; got {cap}"
-            )
-            raise InvalidArgumentError(msg)
+
+def _check_cap(pool_id: str, cap: int, low: int, high: int) -> None:
+    if cap == -1 and high == -1:
+        return
+    if cap < 0 or cap < low or (high >= 0 and cap > high):
+        top = "no upper limit (-1 removes the cap)" if high < 0 else format_micro(high)
+        msg = (
+            f"cap for {pool_id} must be between {format_micro(low)} and {top}, "
+            f"in micro-units; got {cap}"
+        )
+        raise InvalidArgumentError(msg)

@@ -24,7 +24,7 @@ from creditgate.ledger.store import LedgerError
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from creditgate.engine.core import EngineCore
+    from creditgate.engine import Engine
     from creditgate.engine.keys import KeySpace
     from creditgate.ledger.store import AccountMirror, LedgerStore
 
@@ -89,7 +89,7 @@ class Hydrator:
         return [*self.keys.account(account), *record_keys], args
 
 
-def install_hydration(engine: EngineCore, store: LedgerStore) -> Hydrator:
+def install_hydration(engine: Engine, store: LedgerStore) -> Hydrator:
     """Make ``engine`` load accounts it cannot find in Redis from ``store``."""
     hydrator = Hydrator(engine.redis, store, engine.keys)
     engine.on_missing = hydrator.load

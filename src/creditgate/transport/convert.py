@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from creditgate.v1 import admin_pb2, quota_pb2
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from creditgate.domain.catalog import Plan
     from creditgate.domain.results import (
         AccountState,
         Decision,
@@ -68,51 +67,6 @@ def decision(d: Decision) -> quota_pb2.Decision:
         now_unix_ms=d.now,
         dry_run=d.dry_run,
     )
-
-
-def allowed_decision(
-    plan: Plan,
-    reply: list[Any],
-    request_id: str,
-    meter: str,
-    dry_run: bool,  # noqa: FBT001 - the engine's present() callback is positional
-) -> quota_pb2.Decision:
-    """An allowed consume reply straight to its message (the hot path).
-
-    The same message as ``decision(replies.decision(...))`` for that reply, without the domain
-    values in between; a test holds the two to that.
-    """
-    d = quota_pb2.Decision(
-        allowed=True,
-        reason=quota_pb2.REASON_ALLOWED,
-        cost=reply[3],
-        meter=meter,
-        retry_at_unix_ms=reply[4],
-        request_id=request_id,
-        replayed=reply[6] == 1,
-        shortfall=reply[7],
-        expires_at_unix_ms=reply[8],
-        now_unix_ms=reply[5],
-        dry_run=dry_run,
-    )
-    units = plan.units
-    debit = d.debits.add
-    i = 10
-    for _ in range(reply[9]):
-        pool_id = reply[i].decode()
-        debit(
-            pool_id=pool_id,
-            amount=reply[i + 1],
-            unit=units.get(pool_id, ""),
-            remaining=reply[i + 2],
-            covered=reply[i + 3],
-        )
-        i += 4
-    balance = d.balances.add
-    for pool_id, unit in plan.layout:
-        balance(pool_id=pool_id, remaining=reply[i], unit=unit)
-        i += 1
-    return d
 
 
 def settlement(s: Settlement) -> quota_pb2.SettleResponse:

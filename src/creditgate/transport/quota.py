@@ -16,7 +16,6 @@ from creditgate.transport.guard import redact_balance
 from creditgate.v1 import quota_pb2
 
 if TYPE_CHECKING:
-    from creditgate.domain.catalog import Plan
     from creditgate.domain.results import Decision
     from creditgate.engine import Engine
 
@@ -25,19 +24,11 @@ MAX_BATCH = limits.MAX_BATCH
 _ALLOWED = metrics.decided_counter("consume", Reason.ALLOWED)
 
 
-def _allowed(
-    plan: Plan,
-    reply: list[Any],
-    request_id: str,
-    meter: str,
-    dry_run: bool,  # noqa: FBT001 - positional callback
-) -> quota_pb2.Decision:
-    _ALLOWED.inc()
-    return convert.allowed_decision(plan, reply, request_id, meter, dry_run)
-
-
 def _answer(d: Decision) -> quota_pb2.Decision:
-    metrics.decided("consume", d.reason)
+    if d.allowed:
+        _ALLOWED.inc()
+    else:
+        metrics.decided("consume", d.reason)
     return convert.decision(d)
 
 
@@ -61,9 +52,7 @@ class QuotaService:
         context: Ctx,
     ) -> quota_pb2.Decision:
         rid = self._bound_id(request.request_id, context)
-        return await self.engine.consume_as(
-            _allowed,
-            _answer,
+        d = await self.engine.consume(
             request.account_id,
             request.action,
             request.quantity,
@@ -71,6 +60,7 @@ class QuotaService:
             rid,
             dry_run=request.dry_run,
         )
+        return _answer(d)
 
     @boundary
     async def CheckAndConsumeBatch(

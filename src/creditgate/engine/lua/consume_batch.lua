@@ -2,7 +2,7 @@
 -- quantity and attributes, answered in one call by fast.lua's fast_charge(), in order.
 --
 -- The sidecar's pipelined connection sends this for charges of one account that queued up while
--- earlier commands were in flight (engine/fastpath.py), instead of one consume call each. Each
+-- earlier commands were in flight (driver/pipelined.py), instead of one consume call each. Each
 -- charge is still all or nothing and makes exactly the writes a consume call would; the calls
 -- that fast_charge() does not answer (a repeated request id, a denial, anything due) are left to
 -- consume, which the sidecar sends for them next.

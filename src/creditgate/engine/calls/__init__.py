@@ -1,0 +1,1 @@
+"""One call object per script: the only place that knows its KEYS, ARGV and reply."""

@@ -1,0 +1,212 @@
+"""What every script call shares: lib.lua's ARGV prefix, the reply parts, the call protocol.
+
+ARGV of every script starts with lib.lua's layout: [1] account id, [2] the plan the caller
+priced with ('' when it does not know it), [3] test clock '1'/'0', [4] pool count n, then 10
+fields per pool: id, code, period, amount, rate (0 if the pool does not pay for this call),
+block size, block price, cap, eligible '1'/'0', enabled '1'/'0'. What follows is the script's
+own (each call module says). A script answers {'PLAN', plan} when the caller priced with
+another plan and {'NO_ACCOUNT'} when the account is not in Redis (``runner.Runner`` handles
+both); any other first element is the script's own answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError
+from creditgate.domain.results import Movement, Reason, Remaining
+from creditgate.driver.pipelined import encode
+
+if TYPE_CHECKING:
+    from creditgate.domain.catalog import Catalog, Plan, Price
+    from creditgate.engine.keys import KeySpace
+
+__all__ = [
+    "REASON_TEXT",
+    "Args",
+    "Call",
+    "Context",
+    "fingerprint",
+    "movements",
+    "recorded",
+    "remaining",
+    "require_plan",
+    "text",
+    "too_large",
+]
+
+Args = list[str | int]
+R_co = TypeVar("R_co", covariant=True)
+_ARGS_CACHE_SIZE = 20_000
+
+REASON_TEXT = {
+    Reason.INSUFFICIENT_CREDITS: "not enough credits in the pools that accept this action",
+    Reason.SPEND_CAP_REACHED: "the monthly spend cap would be exceeded",
+    Reason.ACCOUNT_SUSPENDED: "the account is suspended",
+    Reason.ACCOUNT_STOPPED: "the account is stopped until its renewal (a cap was lowered below "
+    "this period's spend)",
+    Reason.NOT_ENTITLED: "no pool of the plan accepts this action with these attributes",
+}
+
+
+class Context:
+    """What calls need from the engine's settings: catalog, keys, TTLs, and the ARGV prefix.
+
+    The pool descriptors of a plan, and of a plan priced for one action, are built once and
+    cached (bounded).
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        keys: KeySpace,
+        *,
+        test_clock: bool,
+        idempotency_ttl_ms: int,
+        hold_ttl_ms: int,
+    ) -> None:
+        self.catalog = catalog
+        self.keys = keys
+        self.test_clock = test_clock
+        self.idempotency_ttl_ms = idempotency_ttl_ms
+        self.hold_ttl_ms = hold_ttl_ms
+        self.clock = "1" if test_clock else "0"
+        self._plain: dict[str, Args] = {}
+        self._priced: dict[tuple[object, ...], tuple[Args, Price | None, bytes]] = {}
+
+    def header(self, account_id: str, plan: Plan | None, pool_args: Args) -> Args:
+        if plan is None:
+            return [account_id, "", self.clock, 0]
+        return [account_id, plan.id, self.clock, len(plan.pools), *pool_args]
+
+    def prefix(self, account_id: str, plan: Plan | None) -> Args:
+        """The ARGV prefix with nothing eligible (maintenance and balances only)."""
+        return self.header(account_id, plan, self.plain(plan) if plan else [])
+
+    def plain(self, plan: Plan) -> Args:
+        args = self._plain.get(plan.id)
+        if args is None:
+            args = []
+            for p in plan.pools:
+                args += _pool(p.id, p.code, p.period, p.amount, 0, p, eligible=False)
+            self._plain[plan.id] = args
+        return args
+
+    def priced(
+        self, plan: Plan, action: str, attributes: dict[str, str]
+    ) -> tuple[Args, Price | None, bytes]:
+        """Pool descriptors with eligibility and rates for one action, and its price.
+
+        The third item is ARGV[2..] (plan id, clock flag, count, descriptors) as RESP, for the
+        pipelined connection.
+        """
+        key = (plan.id, action, *(attributes.get(k) for k in plan.attribute_keys))
+        hit = self._priced.get(key)
+        if hit is not None:
+            return hit
+        price = plan.actions[action].price(attributes)
+        args: Args = []
+        for p in plan.pools:
+            rate = None if price is None else p.rate_for(action, price.meter, attributes)
+            args += _pool(p.id, p.code, p.period, p.amount, rate or 0, p, eligible=rate is not None)
+        if len(self._priced) >= _ARGS_CACHE_SIZE:
+            self._priced.clear()
+        encoded = encode([plan.id, self.clock, len(plan.pools), *args])
+        self._priced[key] = (args, price, encoded)
+        return args, price, encoded
+
+
+def _pool(  # noqa: PLR0913, PLR0917 - one descriptor's fields
+    pool_id: str,
+    code: str,
+    period: str,
+    amount: int,
+    rate: int,
+    p: Any,  # noqa: ANN401 - domain.catalog.Pool
+    *,
+    eligible: bool,
+) -> Args:
+    return [
+        pool_id,
+        code,
+        period,
+        amount,
+        rate,
+        p.block_size,
+        p.block_price,
+        p.cap,
+        "1" if eligible else "0",
+        "1" if p.enabled else "0",
+    ]
+
+
+class Call(Protocol[R_co]):
+    """One script call: the only place that knows that script's KEYS, ARGV and reply."""
+
+    @property
+    def script(self) -> str: ...
+
+    @property
+    def account_id(self) -> str: ...
+
+    def keys(self) -> tuple[str, ...]: ...
+
+    def argv(self, plan: Plan | None) -> Args: ...
+
+    def result(self, plan: Plan | None, reply: list[Any]) -> R_co: ...
+
+
+def text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def movements(plan: Plan, reply: list[Any], at: int) -> tuple[tuple[Movement, ...], int]:
+    """Rows of (pool, amount, remaining, covered) starting with their count at ``at``."""
+    n = reply[at]
+    rows = []
+    i = at + 1
+    units = plan.units
+    for _ in range(n):
+        pool_id = text(reply[i])
+        rows.append(
+            Movement(pool_id, reply[i + 1], units.get(pool_id, ""), reply[i + 2], reply[i + 3])
+        )
+        i += 4
+    return tuple(rows), i
+
+
+def remaining(plan: Plan, reply: list[Any], at: int) -> tuple[Remaining, ...]:
+    """The balance of every pool of the plan, in its order, from ``at`` on."""
+    return tuple(
+        Remaining(pool_id, reply[at + i], unit) for i, (pool_id, unit) in enumerate(plan.layout)
+    )
+
+
+def recorded(catalog: Catalog, plan: Plan, reply: list[Any]) -> tuple[Plan, str, list[Any]]:
+    """A replayed answer {'REPLAY', plan then, meter, reply}, read with its plan then.
+
+    Plans can change between the first answer and its replay.
+    """
+    then = catalog.plan(reply[1].decode()) or plan
+    return then, reply[2].decode(), reply[3]
+
+
+def fingerprint(value: str) -> str:
+    """What an idempotency record remembers of its request, to refuse reuse for another."""
+    return hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+
+
+def too_large(reply: list[Any]) -> None:
+    """The script found quantity x price beyond the exact range."""
+    if reply[0] == b"TOO_LARGE":
+        msg = "quantity x price is beyond the exact range (2^52 micro-units); split it"
+        raise InvalidArgumentError(msg)
+
+
+def require_plan(plan: Plan | None) -> Plan:
+    """After the runner returned the script's own answer the plan is known; narrows the type."""
+    if plan is None:  # pragma: no cover - only a priced call gets the script's own answer
+        msg = "internal: no plan"
+        raise FailedPreconditionError(msg)
+    return plan

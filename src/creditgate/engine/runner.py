@@ -1,0 +1,143 @@
+"""Runs script calls: the account's plan learned and remembered, a missing account loaded.
+
+The scripts check that the caller priced the request with the account's current plan. The
+runner remembers each account's plan; on a miss or after a plan change the script answers PLAN
+with the real one and the call is made again (one extra round trip, once per account and
+sidecar). A script that finds the account missing from Redis answers NO_ACCOUNT and changes
+nothing; the account is loaded from the ledger (``on_missing``) and the call made again, so
+every operation sees what the ledger knows.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from creditgate.domain.errors import FailedPreconditionError, NotFoundError, UnavailableError
+from creditgate.driver.failures import failure, guarded, track_writes
+from creditgate.engine.scripts import Scripts
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
+
+    from creditgate.domain.catalog import Catalog, Plan
+    from creditgate.engine.calls.common import Args, Call
+    from creditgate.engine.keys import KeySpace
+
+__all__ = ["Runner", "no_account"]
+
+R = TypeVar("R")
+_PLAN_CACHE_SIZE = 200_000
+_TRIES = 4
+
+
+class Runner:
+    """The Redis client, the registered scripts and the plan of each account seen."""
+
+    def __init__(
+        self, redis: Redis, catalog: Catalog, keys: KeySpace, *, lua_fast_path: bool = True
+    ) -> None:
+        self.redis = redis
+        # Each call learns whether its command was written before a failure (failures.py).
+        track_writes(redis.connection_pool)
+        self.catalog = catalog
+        self.keys = keys
+        self.scripts = Scripts(redis, fast_path=lua_fast_path)
+        self._plans: dict[str, str] = {}
+        # Set by the ledger: loads an account missing from Redis (after a restart or eviction)
+        # and answers whether it did; the call is then made again.
+        self.on_missing: Callable[[str], Awaitable[bool]] | None = None
+
+    async def call(self, call: Call[R]) -> R:
+        """Run ``call`` and decode its reply (``call.result``)."""
+        plan, reply = await self.run(call)
+        return call.result(plan, reply)
+
+    async def run(self, call: Call[Any]) -> tuple[Plan | None, list[Any]]:
+        """Run ``call`` with arguments built for the account's plan, learning it if needed.
+
+        Only an account that neither Redis nor the ledger has is missing: NOT_FOUND, or, when
+        the call has ``absent`` arguments (creating it), the call is made once more with them.
+        """
+        account_id = call.account_id
+        script = getattr(self.scripts, call.script)
+        keys = call.keys()
+        plan_id = self._plans.get(account_id, "")
+        looked_up = False
+        absent: Callable[[], Args | None] | None = getattr(call, "absent", None)
+        args: Args | None = None
+        for _ in range(_TRIES):
+            plan = self.plan_of(plan_id) if plan_id else None
+            reply = await self._call(script, keys, args if args is not None else call.argv(plan))
+            code = reply[0]
+            if code == b"PLAN":
+                plan_id = reply[1].decode()
+                self.remember(account_id, plan_id)
+                continue
+            if code == b"NO_ACCOUNT":
+                self._plans.pop(account_id, None)
+                if not looked_up:
+                    looked_up = True
+                    if self.on_missing is not None and await self.on_missing(account_id):
+                        plan_id = ""
+                        continue
+                    args = absent() if absent is not None else None
+                    if args is not None:
+                        continue
+                raise no_account(account_id)
+            return plan, reply
+        msg = f"the plan of account {account_id!r} kept changing; try again"
+        raise UnavailableError(msg)
+
+    def plan_of(self, plan_id: str) -> Plan:
+        plan = self.catalog.plan(plan_id)
+        if plan is None:
+            msg = (
+                f"the account is on plan {plan_id!r}, which this server's catalog does not "
+                "define: deploy a catalog that has it, or move the account to another plan"
+            )
+            raise FailedPreconditionError(msg)
+        return plan
+
+    def known_plan(self, account_id: str) -> Plan | None:
+        """The account's plan if this sidecar has seen it (the hot path needs it up front)."""
+        plan_id = self._plans.get(account_id)
+        return self.catalog.plan(plan_id) if plan_id else None
+
+    def remember(self, account_id: str, plan_id: str) -> None:
+        if len(self._plans) >= _PLAN_CACHE_SIZE:
+            self._plans.clear()
+        self._plans[account_id] = plan_id
+
+    async def _call(self, script: Any, keys: Sequence[str], args: Args) -> list[Any]:  # noqa: ANN401 - redis-py's AsyncScript
+        """One script call; use run(), which loads an account missing from Redis first."""
+        reply: list[Any] = await guarded(script(keys=keys, args=args))
+        return reply
+
+    async def execute(self, pipe: Pipeline) -> list[Any]:
+        """Run a pipeline; per-command errors come back in their slots."""
+        replies: list[Any] = await guarded(pipe.execute(raise_on_error=False))
+        for reply in replies:
+            if isinstance(reply, RedisConnectionError | RedisTimeoutError):
+                raise failure(reply, sent=True)
+        return replies
+
+    async def require_account(self, account_id: str) -> None:
+        """NOT_FOUND unless the account is in Redis or, loaded from the ledger, now is."""
+        if account_id in self._plans:
+            return
+        key = self.keys.account(account_id)[0]
+        if await guarded(self.redis.hexists(key, "plan")):
+            return
+        if self.on_missing is not None and await self.on_missing(account_id):
+            return
+        raise no_account(account_id)
+
+
+def no_account(account_id: str) -> NotFoundError:
+    return NotFoundError(f"account {account_id!r} does not exist: create it with AdminService")
