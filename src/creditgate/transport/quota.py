@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from creditgate import metrics
-from creditgate.domain.errors import CreditgateError, InvalidArgumentError
+from creditgate.domain.errors import CreditgateError, InvalidArgumentError, OutcomeUnknownError
 from creditgate.domain.requests import is_valid_id
 from creditgate.domain.results import Reason
 from creditgate.transport import convert, limits
@@ -76,10 +76,11 @@ class QuotaService:
     async def CheckAndConsumeBatch(
         self, request: quota_pb2.CheckAndConsumeBatchRequest, context: Ctx
     ) -> quota_pb2.CheckAndConsumeBatchResponse:
-        """Items sent without request_id run as ``<batch id>-<index>``.
+        """Items sent without request_id run as ``<batch id>-<index>`` (0-based, in order).
 
-        The batch id is returned like a CheckAndConsume's id, so a batch whose outcome is
-        unknown can be retried with the same ids.
+        The batch id is returned like a CheckAndConsume's id (trailing metadata, and ErrorInfo
+        on an error), so a batch whose outcome is unknown can be retried with the same ids; the
+        DEADLINE_EXCEEDED message spells them out.
         """
         if len(request.requests) > MAX_BATCH:
             msg = f"a batch holds at most {MAX_BATCH} requests, got {len(request.requests)}"
@@ -90,12 +91,21 @@ class QuotaService:
             for i, r in enumerate(request.requests)
         ]
         decisions = []
-        results = await self.engine.consume_many(
-            [
-                (r.account_id, r.action, r.quantity, dict(r.attributes), rid, r.dry_run)
-                for r, rid in zip(request.requests, rids, strict=True)
-            ]
-        )
+        try:
+            results = await self.engine.consume_many(
+                [
+                    (r.account_id, r.action, r.quantity, dict(r.attributes), rid, r.dry_run)
+                    for r, rid in zip(request.requests, rids, strict=True)
+                ]
+            )
+        except OutcomeUnknownError as exc:
+            if batch_id and not all(r.request_id for r in request.requests):
+                msg = (
+                    f"{exc}; items sent without one ran as {batch_id}-<index> (0-based position"
+                    " in requests): retry the batch with those ids set"
+                )
+                raise OutcomeUnknownError(msg) from exc
+            raise
         for result, rid in zip(results, rids, strict=True):
             if isinstance(result, CreditgateError):
                 code, message = status_of(result)
