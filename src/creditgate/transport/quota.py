@@ -12,7 +12,7 @@ from creditgate.domain.requests import is_valid_id
 from creditgate.domain.results import Reason
 from creditgate.transport import convert, limits
 from creditgate.transport.errors import bind_request_id, boundary, status_of
-from creditgate.transport.guard import redact_balance
+from creditgate.transport.guard import redact_balance, redact_unmoved
 from creditgate.v1 import quota_pb2
 
 if TYPE_CHECKING:
@@ -61,15 +61,17 @@ class QuotaService:
         context: Ctx,
     ) -> quota_pb2.Decision:
         rid = self._bound_id(request.request_id, context)
-        return await self.engine.consume_as(
-            _allowed,
-            _answer,
-            request.account_id,
-            request.action,
-            request.quantity,
-            request.attributes,
-            rid,
-            dry_run=request.dry_run,
+        return redact_unmoved(
+            await self.engine.consume_as(
+                _allowed,
+                _answer,
+                request.account_id,
+                request.action,
+                request.quantity,
+                request.attributes,
+                rid,
+                dry_run=request.dry_run,
+            )
         )
 
     @boundary
@@ -119,7 +121,7 @@ class QuotaService:
                 )
             else:
                 metrics.decided("batch", result.reason)
-                decisions.append(convert.decision(result))
+                decisions.append(redact_unmoved(convert.decision(result)))
         return quota_pb2.CheckAndConsumeBatchResponse(decisions=decisions)
 
     @boundary
@@ -138,7 +140,7 @@ class QuotaService:
             dry_run=request.dry_run,
         )
         metrics.decided("reserve", d.reason)
-        return convert.decision(d)
+        return redact_unmoved(convert.decision(d))
 
     @boundary
     async def Settle(
@@ -146,8 +148,12 @@ class QuotaService:
         request: quota_pb2.SettleRequest,
         context: Ctx,
     ) -> quota_pb2.SettleResponse:
-        return convert.settlement(
-            await self.engine.settle(request.account_id, request.reservation_id, request.quantity)
+        return redact_unmoved(
+            convert.settlement(
+                await self.engine.settle(
+                    request.account_id, request.reservation_id, request.quantity
+                )
+            )
         )
 
     @boundary
@@ -156,8 +162,8 @@ class QuotaService:
         request: quota_pb2.ReleaseRequest,
         context: Ctx,
     ) -> quota_pb2.ReleaseResponse:
-        return convert.release(
-            await self.engine.release(request.account_id, request.reservation_id)
+        return redact_unmoved(
+            convert.release(await self.engine.release(request.account_id, request.reservation_id))
         )
 
     @boundary
@@ -166,9 +172,14 @@ class QuotaService:
         request: quota_pb2.RefundRequest,
         context: Ctx,
     ) -> quota_pb2.RefundResponse:
-        return convert.refund(
-            await self.engine.refund(
-                request.account_id, request.request_id, request.refund_id, quantity=request.quantity
+        return redact_unmoved(
+            convert.refund(
+                await self.engine.refund(
+                    request.account_id,
+                    request.request_id,
+                    request.refund_id,
+                    quantity=request.quantity,
+                )
             )
         )
 
