@@ -327,3 +327,43 @@ async def test_require_request_id_refuses_charges_without_one(
     finally:
         await channel.close(None)
         await server.stop(None)
+
+
+async def test_require_request_id_lets_a_dry_run_through_without_one(
+    redis: AsyncRedis, demo_catalog: Catalog
+) -> None:
+    """A dry run changes nothing, so CREDITGATE_REQUIRE_REQUEST_ID does not ask it for an id.
+
+    CheckAndConsume, a batch item and Reserve, each dry and without an id: answered, under a
+    generated id (in the answer and the trailing metadata), and the account is untouched.
+    """
+    engine = Engine(redis, demo_catalog, test_clock=True, require_request_id=True)
+    await engine.create_account("strict", "zite_free")
+    before = await engine.balance("strict")
+    server, _health, port = await build_server(engine, "127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    quota = quota_pb2_grpc.QuotaServiceStub(channel)
+    dry = quota_pb2.CheckAndConsumeRequest(
+        account_id="strict", action="zite.email.send", quantity=1, dry_run=True
+    )
+    try:
+        call = quota.CheckAndConsume(dry)
+        answer = await call
+        assert (answer.allowed, answer.dry_run, len(answer.request_id)) == (True, True, 32)
+        assert dict(await call.trailing_metadata())[REQUEST_ID_KEY] == answer.request_id
+        batch = await quota.CheckAndConsumeBatch(
+            quota_pb2.CheckAndConsumeBatchRequest(requests=[dry])
+        )
+        assert (batch.decisions[0].allowed, batch.decisions[0].dry_run) == (True, True)
+        held = await quota.Reserve(
+            quota_pb2.ReserveRequest(
+                account_id="strict", action="zite.email.send", quantity=1, dry_run=True
+            )
+        )
+        assert (held.allowed, held.dry_run) == (True, True)
+        assert held.request_id
+        assert await engine.balance("strict") == before
+    finally:
+        await channel.close(None)
+        await server.stop(None)

@@ -240,19 +240,20 @@ class EngineCore:
 
     # --- ids and accounts ----------------------------------------------------------------
 
-    def request_id(self, given: str) -> str:
+    def request_id(self, given: str, *, dry_run: bool = False) -> str:
         """The id a charge runs under: ``given``, or a new one (none when ids are required).
 
         The transport returns it to the caller before the charge is made, so that a call whose
-        outcome is unknown can be retried under the same id.
+        outcome is unknown can be retried under the same id. A dry run changes nothing, so it
+        gets a new id even when ids are required.
         """
-        if given or self.require_request_id:
+        if given or (self.require_request_id and not dry_run):
             return given
         return check.new_id()
 
-    def check_request_id(self, value: str, field: str) -> str:
-        """A charge's id; with ``require_request_id`` an empty one is refused."""
-        if not value and self.require_request_id:
+    def check_request_id(self, value: str, field: str, *, dry_run: bool = False) -> str:
+        """A charge's id; with ``require_request_id`` an empty one is refused (not a dry run's)."""
+        if not value and self.require_request_id and not dry_run:
             msg = (
                 f"{field} is required: this server runs with CREDITGATE_REQUIRE_REQUEST_ID=true; "
                 "send a unique id for each charge and the same id when retrying it"

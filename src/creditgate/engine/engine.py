@@ -340,7 +340,7 @@ class Engine(ReturnsEngine):
         shape = self._shapes.get(key)
         check.check_id(account_id, "account_id")
         field = "reservation_id" if reserve else "request_id"
-        rid = self.check_request_id(request_id, field)
+        rid = self.check_request_id(request_id, field, dry_run=dry_run)
         if shape is None:
             shape = self._shape(key, action, quantity, attributes, dry_run, hold_ttl_ms)
         if not shape.known:

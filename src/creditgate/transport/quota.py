@@ -47,9 +47,9 @@ class QuotaService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _bound_id(self, given: str, context: Ctx) -> str:
+    def _bound_id(self, given: str, context: Ctx, *, dry_run: bool = False) -> str:
         """The charge's id (generated when empty), returned to the caller on every outcome."""
-        rid = self.engine.request_id(given)
+        rid = self.engine.request_id(given, dry_run=dry_run)
         if is_valid_id(rid):
             bind_request_id(context, rid)
         return rid
@@ -60,7 +60,7 @@ class QuotaService:
         request: quota_pb2.CheckAndConsumeRequest,
         context: Ctx,
     ) -> quota_pb2.Decision:
-        rid = self._bound_id(request.request_id, context)
+        rid = self._bound_id(request.request_id, context, dry_run=request.dry_run)
         return redact_unmoved(
             await self.engine.consume_as(
                 _allowed,
@@ -135,7 +135,7 @@ class QuotaService:
             request.action,
             request.quantity,
             dict(request.attributes),
-            self._bound_id(request.reservation_id, context),
+            self._bound_id(request.reservation_id, context, dry_run=request.dry_run),
             request.ttl_seconds,
             dry_run=request.dry_run,
         )
