@@ -10,8 +10,8 @@ from creditgate.domain.errors import (
     FailedPreconditionError,
     InvalidArgumentError,
 )
-from creditgate.domain.money import format_micro
 from creditgate.domain.results import AccountState, GrantResult
+from creditgate.domain.wording import money, utc
 from creditgate.engine import replies
 from creditgate.engine.core import Args, EngineCore, fingerprint, pool_or_error, too_large
 
@@ -109,7 +109,7 @@ class AdminEngine(EngineCore):
             pool_or_error(plan, pool_id, ("overage", "payg"))
             pool = plan.by_id[pool_id]
             if cap is not None:
-                self._check_cap(pool.id, cap, pool.cap_min, pool.cap_max)
+                self._check_cap(pool.id, pool.spend_unit, cap, pool.cap_min, pool.cap_max)
             return [
                 *self.header(account_id, plan, self.plain_args(plan)),
                 "settings",
@@ -165,7 +165,10 @@ class AdminEngine(EngineCore):
             msg = f"grant_id {grant_id!r} was already used for a different grant"
             raise FailedPreconditionError(msg)
         if reply[0] == b"PAST_EXPIRY":
-            msg = f"expires_at is not in the future (the account's clock reads {reply[1]} ms)"
+            msg = (
+                f"expires_at {utc(expires_at)} is not in the future: the account's clock reads"
+                f" {utc(reply[1])}"
+            )
             raise InvalidArgumentError(msg)
         too_large(reply)
         return GrantResult(grant_id, reply[1], unit, reply[2] == 1)
@@ -200,7 +203,10 @@ class AdminEngine(EngineCore):
             self._scripts.account, account_id, self.keys.account(account_id), build
         )
         if reply[0] == b"CLOCK_BACKWARDS":
-            msg = f"to_unix_ms is before the account's clock ({reply[1]} ms); it only moves forward"
+            msg = (
+                f"to_unix_ms {utc(to_ms)} is before the account's clock ({utc(reply[1])}); it"
+                " only moves forward"
+            )
             raise InvalidArgumentError(msg)
         return await self.balance(account_id)
 
@@ -215,13 +221,18 @@ class AdminEngine(EngineCore):
         return plan
 
     @staticmethod
-    def _check_cap(pool_id: str, cap: int, low: int, high: int) -> None:
+    def _check_cap(pool_id: str, unit: str, cap: int, low: int, high: int) -> None:
+        """INVALID_ARGUMENT unless ``cap`` is in the plan's range; the message in money."""
         if cap == -1 and high == -1:
             return
         if cap < 0 or cap < low or (high >= 0 and cap > high):
-            top = "no upper limit (-1 removes the cap)" if high < 0 else format_micro(high)
+            allowed = (
+                f"{money(low, unit)} or more (-1: no cap)"
+                if high < 0
+                else f"between {money(low, unit)} and {money(high, unit)}"
+            )
             msg = (
-                f"cap for {pool_id} must be between {format_micro(low)} and {top}, "
-                f"in micro-units; got {cap}"
+                f"cap for pool {pool_id!r} must be {allowed}, got {money(cap, unit)}"
+                f" (cap counts micro-units: {money(1_000_000, unit)} = 1,000,000)"
             )
             raise InvalidArgumentError(msg)

@@ -20,6 +20,7 @@ from creditgate.domain.errors import (
     NotFoundError,
     UnavailableError,
 )
+from creditgate.domain.wording import a_or_an
 from creditgate.engine.failures import failure, guarded, track_writes
 from creditgate.engine.fastpath import FastRedis, command, encode
 from creditgate.engine.keys import KeySpace
@@ -292,10 +293,9 @@ def pool_or_error(plan: Plan, pool_id: str, kinds: tuple[str, ...]) -> None:
         msg = f"plan {plan.id} has no pool {pool_id!r}; its pools are: {names}"
         raise NotFoundError(msg)
     if pool.kind not in kinds:
-        article = "an" if pool.kind[0] in "aeiou" else "a"
         msg = (
-            f"pool {pool_id!r} is {article} {pool.kind} pool; this needs a "
-            f"{' or '.join(kinds)} pool"
+            f"pool {pool_id!r} is {a_or_an(pool.kind)} pool; this needs"
+            f" {a_or_an(' or '.join(kinds))} pool"
         )
         raise InvalidArgumentError(msg)
 

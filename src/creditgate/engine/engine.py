@@ -7,12 +7,12 @@ import json
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from creditgate.domain import requests as check
+from creditgate.domain import wording
 from creditgate.domain.errors import (
     CreditgateError,
     FailedPreconditionError,
     UnavailableError,
 )
-from creditgate.domain.money import format_micro
 from creditgate.domain.results import Decision, Reason
 from creditgate.engine import replies
 from creditgate.engine.core import Args, fingerprint, require_plan, too_large
@@ -103,9 +103,9 @@ def _explain(d: Decision, action: str) -> str:
         return ""
     text = f"{action}: {REASON_TEXT.get(d.reason, d.reason.name.lower())}"
     if d.shortfall:
-        text += f" (short by {format_micro(d.shortfall)} {d.meter})"
+        text += f" (short by {wording.quantity(d.shortfall, d.meter)})"
     if d.retry_at:
-        text += f"; it clears by itself at unix ms {d.retry_at}"
+        text += f"; it clears by itself at {wording.utc(d.retry_at)}"
     return text
 
 
