@@ -12,7 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from creditgate.cli import parser
-from creditgate.cli_render import amount
+from creditgate.domain.wording import amount
 from served_kit import CREDITGATE, ROOT, Served, free_port, run_cli, sidecar_env
 
 if TYPE_CHECKING:

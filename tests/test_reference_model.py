@@ -172,3 +172,17 @@ def test_a_settled_reservation_replays_and_cannot_be_released(model: ReferenceMo
     assert again.cost == first.cost == 3 * M
     with pytest.raises(FailedPreconditionError):
         model.release("a", "h")
+
+
+@pytest.mark.parametrize(("plan", "grant"), [("monthly", None), ("payg", None), ("wallet", 99)])
+def test_a_dry_run_answers_what_the_charge_would(
+    model: ReferenceModel, plan: str, grant: int | None
+) -> None:
+    """Its debits and balances both after the would-be charge, as the real charge answers."""
+    model.create_account("a", plan, NOW)
+    if grant is not None:
+        model.grant("a", "cash", grant, "g")
+    dry = model.consume("a", "one", 12, {}, "dry", dry_run=True)
+    real = model.consume("a", "one", 12, {}, "real")
+    assert (dry.allowed, real.allowed) == (True, True)
+    assert (dry.debits, dry.balances) == (real.debits, real.balances)

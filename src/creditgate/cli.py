@@ -107,8 +107,8 @@ def _run_server(settings: Settings, *, demo: bool) -> int:
 
 def _plans(args: argparse.Namespace) -> int:
     from creditgate.cli_client import emit  # noqa: PLC0415
-    from creditgate.cli_render import amount  # noqa: PLC0415
     from creditgate.domain.catalog import load_catalog  # noqa: PLC0415
+    from creditgate.domain.wording import amount  # noqa: PLC0415
 
     try:
         catalog = load_catalog(args.config)

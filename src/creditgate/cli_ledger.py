@@ -2,7 +2,8 @@
 
 ``creditgate.cli`` calls ``register(subparsers)``; each subcommand sets ``func``, which takes the
 parsed arguments and returns the exit status: 0, 1 when reconcile found differences, 2 when the
-command could not run (with a one-line reason, never a traceback). Settings come from the
+command could not run or reconcile was given an account that exists nowhere (with a one-line
+reason, never a traceback). Settings come from the
 environment (``CREDITGATE_REDIS_URL``, ``CREDITGATE_LEDGER_URL``, ``CREDITGATE_WORKER_*``...);
 ``--data-dir`` sets ``CREDITGATE_DATA_DIR``. Without a Redis URL they use the embedded Redis of
 the data dir when ``serve --embedded`` runs there, so they find it as ``make run`` left it.
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from creditgate.settings import Settings
-    from creditgate.worker.reconcile import Difference
+    from creditgate.worker.reconcile import CheckReport
 
     Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -56,7 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     r = subparsers.add_parser(
         "reconcile",
         help="compare Redis with the ledger, or repair it",
-        description="Exit status: 0 Redis and the ledger agree, 1 they differ, 2 could not run.",
+        description="Exit status: 0 Redis and the ledger agree (accounts only in the ledger, which"
+        " Redis lost and loads again on first use, are listed but agree), 1 they differ, 2 could"
+        " not run, or a named ACCOUNT is neither in Redis nor in the ledger.",
     )
     mode = r.add_mutually_exclusive_group(required=True)
     mode.add_argument(
@@ -67,7 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         action="store_true",
         help="rebuild the named accounts (default: all) from the ledger",
     )
-    r.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="only these (default: all)")
+    r.add_argument(
+        "accounts",
+        nargs="*",
+        metavar="ACCOUNT",
+        help="the accounts to check or repair (default: all); one neither in Redis nor in the"
+        " ledger is exit 2",
+    )
     r.set_defaults(func=cmd_reconcile)
     for p in (w, m, r):
         p.add_argument(
@@ -234,11 +243,15 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         await redis.ping()  # an unreachable Redis is reported before any work
         rec = Reconciler(redis, store, keys)
         names = args.accounts or None
+        if names and (unknown := await rec.nowhere(names)):
+            listed = ", ".join(repr(a) for a in unknown)
+            msg = f"no account {listed} in Redis or in the ledger: check the name"
+            raise CommandError(msg)
         if args.repair:
             n = await rec.repair(names)
             print(f"rebuilt {n} accounts from the ledger")  # noqa: T201 - CLI output
             return 0
-        report = await rec.check(names)
+        report = await rec.inspect(names)
         behind = [
             s for s in keys.streams() if await streams.oldest_unapplied(redis, s, GROUP) is not None
         ]
@@ -248,9 +261,11 @@ async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return _print_report(report, behind)
 
 
-def _print_report(report: dict[str, list[Difference]], behind: list[str]) -> int:
+def _print_report(report: CheckReport, behind: list[str]) -> int:
     out = sys.stdout
-    for account, diffs in report.items():
+    for account in report.only_in_ledger:
+        out.write(f"account {account}: only in ledger (rehydrates on first use)\n")
+    for account, diffs in report.differences.items():
         out.write(f"account {account}: {len(diffs)} difference(s)\n")
         for d in diffs:
             out.write(f"  {d}\n")
@@ -259,5 +274,13 @@ def _print_report(report: dict[str, list[Difference]], behind: list[str]) -> int
             f"note: the worker has not applied every event yet ({len(behind)} stream(s));"
             " differences may be events in flight: check again once it caught up\n"
         )
-    out.write(f"{len(report)} account(s) differ\n" if report else "Redis and the ledger agree\n")
-    return EXIT_DIFFERENCES if report else 0
+    lost = len(report.only_in_ledger)
+    if report.differences:
+        out.write(f"{len(report.differences)} account(s) differ\n")
+        return EXIT_DIFFERENCES
+    out.write(
+        f"Redis and the ledger agree; {lost} account(s) only in ledger (rehydrate on first use)\n"
+        if lost
+        else "Redis and the ledger agree\n"
+    )
+    return 0

@@ -9,11 +9,10 @@ are ISO 8601 in UTC. Scalars become ``label  value`` lines, repeated messages be
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from typing import TYPE_CHECKING
 
-from creditgate.domain.money import MICRO
+from creditgate.domain.wording import amount, utc
 
 if TYPE_CHECKING:
     from google._upb._message import FieldDescriptor as UpbField
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 
     FieldDescriptor = PyField | UpbField  # protobuf's stubs give descriptors either type
 
-__all__ = ["amount", "render"]
+__all__ = ["render"]
 
 # Which sibling field names the unit of an amount field. Fields not listed here are plain
 # numbers. ``covered`` and the Decision-level amounts are in the action's meter.
@@ -42,26 +41,8 @@ _UNIT_OF = {
 # PoolBalance keeps its spend (overage and pay-as-you-go money) in ``spend_unit``.
 _SPEND_FIELDS = frozenset({"spent", "cap"})
 _UNLIMITED = -1
-_MONEY = {"USD": "$", "EUR": "€", "GBP": "£"}
 _ALWAYS = frozenset({"allowed", "cost", "balance", "held", "returned", "refunded", "released"})
 _UNITS = frozenset({"unit", "meter", "spend_unit"})  # shown with the amounts, not on their own
-
-
-def amount(micro: int, unit: str) -> str:
-    """``5000000, "integration_credit"`` -> ``5 integration_credit``; USD -> ``$5.00``."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), MICRO)
-    digits = f"{frac:06d}".rstrip("0")
-    symbol = _MONEY.get(unit.upper())
-    if symbol is not None:
-        return f"{sign}{symbol}{whole:,}.{digits.ljust(2, '0')}"
-    text = f"{sign}{whole:,}" + (f".{digits}" if digits else "")
-    return f"{text} {unit}".rstrip()
-
-
-def _time(unix_ms: int) -> str:
-    moment = dt.datetime.fromtimestamp(unix_ms / 1000, tz=dt.UTC)
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _label(name: str) -> str:
@@ -90,7 +71,7 @@ def _value(message: Message, field: FieldDescriptor, meter: str) -> str:
     if field.type == field.TYPE_BOOL:
         return "yes" if value else "no"
     if field.name.endswith("_unix_ms"):
-        return _time(value) if value else "-"
+        return utc(value) if value else "-"
     unit = _unit(message, field.name, meter)
     if (
         unit is None

@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     require_request_id: bool = Field(
         default=False,
         description="refuse CheckAndConsume, its batch items and Reserve without a request_id "
-        "(reservation_id), so that every charge can be retried safely",
+        "(reservation_id), so that every charge can be retried safely; a dry run, which changes "
+        "nothing, needs none",
     )
     # --- ledger --------------------------------------------------------------------------
     ledger_url: str = Field(

@@ -45,6 +45,10 @@ EXPECTED = {
         " is invalid:\n  plans.basic.pools.1: Value error, pool extra: an overage pool needs a "
         "block_price"
     ),
+    "overage_without_meter": (
+        " is invalid:\n  plans.basic.pools.1: Value error, pool extra: an overage pool needs a "
+        "meter"
+    ),
     "override_unknown_action": ": plan basic: price override for unknown action 'play'",
     "negative_allowance": (
         ": plan basic pool base amount: -100 is negative; amounts, prices and caps are 0 or more"

@@ -1,9 +1,11 @@
 """``creditgate reconcile`` through the real command, in the disaster it exists for.
 
-Exit status 0: Redis and the ledger agree; 1: they differ; 2: it could not run, with one line
-saying why and no traceback. Without flags it finds the embedded Redis that ``serve --embedded``
-runs in the data dir, as ``make run`` leaves it. Also here: ``serve --embedded --demo`` restarted
-on a wiped Redis keeps every balance and replays every retried request id.
+Exit status 0: Redis and the ledger agree (accounts Redis lost, only in the ledger, are listed
+and agree: they load on first use); 1: they differ; 2: it could not run, or a named account
+exists nowhere, with one line saying why and no traceback. Without flags it finds the embedded
+Redis that ``serve --embedded`` runs in the data dir, as ``make run`` leaves it. Also here:
+``serve --embedded --demo`` restarted on a wiped Redis keeps every balance and replays every
+retried request id.
 """
 
 from __future__ import annotations
@@ -72,13 +74,14 @@ def could_not_run(done: subprocess.CompletedProcess[str], *words: str) -> None:
 async def test_check_on_a_wiped_redis_then_repair_then_check(
     ledger: Ledger, engine: Engine, workload: Workload, redis_url: str
 ) -> None:
-    """Empty Redis: --check lists the differences (exit 1), --repair rebuilds, --check exits 0."""
+    """Empty Redis: accounts only in the ledger agree (exit 0); a real difference is exit 1."""
     env = {
         "CREDITGATE_REDIS_URL": redis_url,
         "CREDITGATE_LEDGER_URL": ledger.url,
         "CREDITGATE_SHARDS": str(SHARDS),
     }
     await workload.create(6)
+    accounts = list(workload.accounts)
     await workload.run(200)
     await make_worker(engine.redis, ledger.store, engine.keys).drain()
     agree = creditgate("reconcile", "--check", **env)
@@ -86,16 +89,44 @@ async def test_check_on_a_wiped_redis_then_repair_then_check(
     assert agree.stdout.endswith("Redis and the ledger agree\n")
     await engine.redis.flushdb()
     await engine.redis.script_flush()
+    lost = creditgate("reconcile", "--check", **env)
+    assert lost.returncode == 0, lost.stdout + lost.stderr
+    assert lost.stdout == "".join(
+        f"account {a}: only in ledger (rehydrates on first use)\n" for a in sorted(accounts)
+    ) + ("Redis and the ledger agree; 6 account(s) only in ledger (rehydrate on first use)\n")
+    # Redis holding a part of an account is a difference (hydration would not fill it in).
+    await engine.redis.hset(engine.keys.account(accounts[0])[0], "status", "active")
     differ = creditgate("reconcile", "--check", **env)
     assert differ.returncode == 1, differ.stdout + differ.stderr
-    assert differ.stdout.endswith("6 account(s) differ\n"), differ.stdout
+    assert f"account {accounts[0]}: " in differ.stdout
+    assert differ.stdout.endswith("1 account(s) differ\n"), differ.stdout
     assert "Traceback" not in differ.stderr
     repaired = creditgate("reconcile", "--repair", **env)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert repaired.stdout == "rebuilt 6 accounts from the ledger\n"
     again = creditgate("reconcile", "--check", **env)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.endswith("Redis and the ledger agree\n")
+    assert again.stdout == "Redis and the ledger agree\n"
+
+
+async def test_an_account_that_exists_nowhere_is_exit_2(
+    ledger: Ledger, engine: Engine, workload: Workload, redis_url: str
+) -> None:
+    """A named account in neither Redis nor the ledger (a typo) is not agreement: exit 2."""
+    env = {
+        "CREDITGATE_REDIS_URL": redis_url,
+        "CREDITGATE_LEDGER_URL": ledger.url,
+        "CREDITGATE_SHARDS": str(SHARDS),
+    }
+    await workload.create(1)
+    (known,) = workload.accounts
+    await make_worker(engine.redis, ledger.store, engine.keys).drain()
+    for mode in ("--check", "--repair"):
+        done = creditgate("reconcile", mode, known, "nosuch", **env)
+        could_not_run(done, "no account 'nosuch' in Redis or in the ledger: check the name")
+        assert done.stdout == ""
+    done = creditgate("reconcile", "--check", known, **env)
+    assert (done.returncode, done.stdout) == (0, "Redis and the ledger agree\n"), done.stderr
 
 
 async def test_check_of_empty_redis_and_empty_ledger_agrees(

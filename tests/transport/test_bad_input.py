@@ -569,7 +569,12 @@ CASES: list[Any] = [
         id="SetPoolSettings-cap-below-min",
     ),
     pytest.param(
-        _a("SetPoolSettings", settings(cap=1000 * USD + 1), INVALID, "1000"),
+        _a(
+            "SetPoolSettings",
+            settings(cap=1000 * USD + 1),
+            INVALID,
+            "between $100.00 and $1,000.00",
+        ),
         id="SetPoolSettings-cap-above-max",
     ),
     pytest.param(

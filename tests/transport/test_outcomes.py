@@ -147,6 +147,60 @@ async def test_a_paused_redis_is_deadline_exceeded_and_the_returned_id_replays(r
     assert await rig.bonus() == before - retry.cost
 
 
+async def test_a_paused_batch_returns_its_id_and_the_retry_replays_each_item(rig: Rig) -> None:
+    """SIGSTOP during a CheckAndConsumeBatch: DEADLINE_EXCEEDED carrying the batch id.
+
+    The id is in the trailing metadata and the ErrorInfo, and the message says that items sent
+    without an id ran as ``<batch id>-<index>``. Retried with those ids (and the named item's
+    own), each item is charged exactly once in all, and asked again every item replays. On the
+    fast path the paused batch ran when Redis resumed, so the first retry already replays it;
+    redis-py's pipeline first asks SCRIPT EXISTS, which the pause stopped, so nothing ran.
+    """
+    warm = [_charge("warm-0"), _charge("warm-1")]  # the plan known, the batch script loaded
+    await rig.quota.CheckAndConsumeBatch(quota_pb2.CheckAndConsumeBatchRequest(requests=warm))
+    before = await rig.bonus()
+    items = [_charge(), _charge(), _charge("mine")]
+    pid = rig.redis.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await asyncio.wait_for(
+                rig.quota.CheckAndConsumeBatch(
+                    quota_pb2.CheckAndConsumeBatchRequest(requests=items), timeout=10
+                ),
+                PAUSE_BOUND_S,
+            )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    error = caught.value
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error.details()
+    batch_id = dict(error.trailing_metadata() or ())[REQUEST_ID_KEY]
+    assert isinstance(batch_id, str)
+    assert len(batch_id) == 32
+    info = _error_info(error)
+    assert (info.reason, info.metadata["request_id"]) == ("OUTCOME_UNKNOWN", batch_id)
+    assert (error.details() or "").endswith(
+        f"items sent without one ran as {batch_id}-<index> (0-based position in requests):"
+        " retry the batch with those ids set"
+    )
+
+    ids = [f"{batch_id}-0", f"{batch_id}-1", "mine"]
+    for item, rid in zip(items, ids, strict=True):
+        item.request_id = rid
+    batch = quota_pb2.CheckAndConsumeBatchRequest(requests=items)
+    retry = await rig.quota.CheckAndConsumeBatch(batch, timeout=10)
+    assert [d.request_id for d in retry.decisions] == ids
+    assert all(d.allowed for d in retry.decisions), retry
+    if rig.engine.fast is not None:
+        assert all(d.replayed for d in retry.decisions), retry
+    charged = before - sum(d.cost for d in retry.decisions)
+    assert await rig.bonus() == charged  # each item once, whichever call ran it
+    again = await rig.quota.CheckAndConsumeBatch(batch, timeout=10)
+    assert [(d.request_id, d.replayed) for d in again.decisions] == [(r, True) for r in ids]
+    assert await rig.bonus() == charged
+
+
 async def test_a_killed_redis_is_unavailable_and_charges_nothing(rig: Rig) -> None:
     """Redis killed: the connection is refused, the call is UNAVAILABLE, nothing changed.
 
@@ -270,6 +324,46 @@ async def test_require_request_id_refuses_charges_without_one(
         assert await engine.balance("strict") == before  # the refused calls changed nothing
         item.request_id = "given"
         assert (await quota.CheckAndConsume(item)).allowed
+    finally:
+        await channel.close(None)
+        await server.stop(None)
+
+
+async def test_require_request_id_lets_a_dry_run_through_without_one(
+    redis: AsyncRedis, demo_catalog: Catalog
+) -> None:
+    """A dry run changes nothing, so CREDITGATE_REQUIRE_REQUEST_ID does not ask it for an id.
+
+    CheckAndConsume, a batch item and Reserve, each dry and without an id: answered, under a
+    generated id (in the answer and the trailing metadata), and the account is untouched.
+    """
+    engine = Engine(redis, demo_catalog, test_clock=True, require_request_id=True)
+    await engine.create_account("strict", "zite_free")
+    before = await engine.balance("strict")
+    server, _health, port = await build_server(engine, "127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    quota = quota_pb2_grpc.QuotaServiceStub(channel)
+    dry = quota_pb2.CheckAndConsumeRequest(
+        account_id="strict", action="zite.email.send", quantity=1, dry_run=True
+    )
+    try:
+        call = quota.CheckAndConsume(dry)
+        answer = await call
+        assert (answer.allowed, answer.dry_run, len(answer.request_id)) == (True, True, 32)
+        assert dict(await call.trailing_metadata())[REQUEST_ID_KEY] == answer.request_id
+        batch = await quota.CheckAndConsumeBatch(
+            quota_pb2.CheckAndConsumeBatchRequest(requests=[dry])
+        )
+        assert (batch.decisions[0].allowed, batch.decisions[0].dry_run) == (True, True)
+        held = await quota.Reserve(
+            quota_pb2.ReserveRequest(
+                account_id="strict", action="zite.email.send", quantity=1, dry_run=True
+            )
+        )
+        assert (held.allowed, held.dry_run) == (True, True)
+        assert held.request_id
+        assert await engine.balance("strict") == before
     finally:
         await channel.close(None)
         await server.stop(None)

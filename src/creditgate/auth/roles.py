@@ -4,6 +4,10 @@ An operation is what a call does, not only which RPC it is: a Grant into a money
 is buying credits (seeds 002/003: Owner or Admin only), a Grant into a grant pool is a bonus;
 SetPoolSettings on an overage pool sets the maximum auto top-up spend (seed 000: Super Admin or
 Billing only), on a pay-as-you-go pool the PAYG toggle and cap (seed 004: admins).
+
+A ``service`` charges but does not read accounts: GetBalance and GetAccount are refused, and
+its quota answers carry only the balances of the pools the call moved (without ``read_money``,
+see ``transport.guard.redact_unmoved``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ ROLES: tuple[Role, ...] = get_args(Role)
 Op = Literal[
     "quota",  # CheckAndConsume(Batch), Reserve, Settle, Release, Refund
     "read",  # GetBalance, GetAccount (a money balance pool only with read_money)
-    "read_money",  # see a money balance pool's figures in GetBalance (seeds 002/003)
+    # See a money balance pool's figures in GetBalance (seeds 002/003), and in quota answers
+    # the balances of pools the call did not move.
+    "read_money",
     "manage_accounts",  # CreateAccount, UpdateAccount
     "grant_credits",  # Grant into a grant pool (bonus, promotional)
     "buy_credits",  # Grant into a balance pool: purchased money (seeds 002/003)
@@ -39,7 +45,7 @@ _ADMIN: frozenset[Op] = frozenset(
 )
 
 PERMISSIONS: dict[Role, frozenset[Op]] = {
-    "service": frozenset({"quota", "read"}),
+    "service": frozenset({"quota"}),
     "viewer": frozenset({"read"}),
     "billing": frozenset({"read", "set_max_spend"}),
     "admin": _ADMIN,

@@ -25,6 +25,7 @@ from pydantic import (
 
 from creditgate.domain.errors import ConfigError
 from creditgate.domain.money import MAX_AMOUNT, MICRO, to_micro
+from creditgate.domain.wording import a_or_an
 
 PoolKind = Literal["allowance", "grant", "balance", "overage", "payg"]
 KIND_CODE: dict[str, str] = {
@@ -89,13 +90,13 @@ class PoolConfig(_Model):
     def _check_kind(self) -> PoolConfig:
         need_meter = self.kind in ("allowance", "grant", "overage")
         if need_meter and self.meter is None:
-            msg = f"pool {self.id}: a {self.kind} pool needs a meter"
+            msg = f"pool {self.id}: {a_or_an(self.kind)} pool needs a meter"
             raise ValueError(msg)
         if self.kind == "allowance" and (self.amount is None or self.period is None):
             msg = f"pool {self.id}: an allowance needs an amount and a period"
             raise ValueError(msg)
         if self.kind in ("balance", "payg") and not self.rates:
-            msg = f"pool {self.id}: a {self.kind} pool needs rates (money per meter unit)"
+            msg = f"pool {self.id}: {a_or_an(self.kind)} pool needs rates (money per meter unit)"
             raise ValueError(msg)
         if self.kind == "overage" and self.block_price is None:
             msg = f"pool {self.id}: an overage pool needs a block_price"

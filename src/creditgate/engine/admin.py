@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from creditgate.domain import requests as check
 from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError
-from creditgate.domain.money import format_micro
+from creditgate.domain.wording import money
 from creditgate.engine.calls import admin as calls
 from creditgate.engine.calls.admin import BalanceCall, GrantCall
 
@@ -123,13 +123,18 @@ class AdminOps:
         return plan
 
 
-def _check_cap(pool_id: str, cap: int, low: int, high: int) -> None:
+def _check_cap(pool_id: str, unit: str, cap: int, low: int, high: int) -> None:
+    """INVALID_ARGUMENT unless ``cap`` is in the plan's range; the message in money."""
     if cap == -1 and high == -1:
         return
     if cap < 0 or cap < low or (high >= 0 and cap > high):
-        top = "no upper limit (-1 removes the cap)" if high < 0 else format_micro(high)
+        allowed = (
+            f"{money(low, unit)} or more (-1: no cap)"
+            if high < 0
+            else f"between {money(low, unit)} and {money(high, unit)}"
+        )
         msg = (
-            f"cap for {pool_id} must be between {format_micro(low)} and {top}, "
-            f"in micro-units; got {cap}"
+            f"cap for pool {pool_id!r} must be {allowed}, got {money(cap, unit)}"
+            f" (cap counts micro-units: {money(1_000_000, unit)} = 1,000,000)"
         )
         raise InvalidArgumentError(msg)

@@ -39,19 +39,20 @@ class QuotaOps:
         self.fast = fast
         self.require_request_id = require_request_id
 
-    def request_id(self, given: str) -> str:
+    def request_id(self, given: str, *, dry_run: bool = False) -> str:
         """The id a charge runs under: ``given``, or a new one (none when ids are required).
 
         The transport returns it to the caller before the charge is made, so that a call whose
-        outcome is unknown can be retried under the same id.
+        outcome is unknown can be retried under the same id. A dry run changes nothing, so it
+        gets a new id even when ids are required.
         """
-        if given or self.require_request_id:
+        if given or (self.require_request_id and not dry_run):
             return given
         return check.new_id()
 
-    def check_request_id(self, value: str, field: str) -> str:
-        """A charge's id; with ``require_request_id`` an empty one is refused."""
-        if not value and self.require_request_id:
+    def check_request_id(self, value: str, field: str, *, dry_run: bool = False) -> str:
+        """A charge's id; with ``require_request_id`` an empty one is refused (not a dry run's)."""
+        if not value and self.require_request_id and not dry_run:
             msg = (
                 f"{field} is required: this server runs with CREDITGATE_REQUIRE_REQUEST_ID=true; "
                 "send a unique id for each charge and the same id when retrying it"
@@ -128,7 +129,7 @@ class QuotaOps:
         """
         check.check_id(account_id, "account_id")
         field = "reservation_id" if hold_ttl_ms is not None else "request_id"
-        rid = self.check_request_id(request_id, field)
+        rid = self.check_request_id(request_id, field, dry_run=dry_run)
         shape = self.calls.shape(
             action, quantity, attributes, dry_run=dry_run, hold_ttl_ms=hold_ttl_ms
         )

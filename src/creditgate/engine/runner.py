@@ -120,8 +120,15 @@ class Runner:
         return reply
 
     async def execute(self, pipe: Pipeline) -> list[Any]:
-        """Run a pipeline; per-command errors come back in their slots."""
-        replies: list[Any] = await guarded(pipe.execute(raise_on_error=False))
+        """Run a pipeline; per-command errors come back in their slots.
+
+        The pipeline is reset whatever happens: redis-py keeps the connection of a SCRIPT EXISTS
+        that failed (Redis paused) out of the pool until the pipeline is collected.
+        """
+        try:
+            replies: list[Any] = await guarded(pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         for reply in replies:
             if isinstance(reply, RedisConnectionError | RedisTimeoutError):
                 raise failure(reply, sent=True)

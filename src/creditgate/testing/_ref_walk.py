@@ -179,12 +179,14 @@ def apply(takes: list[Take]) -> list[Debit]:
 def dry_rows(op: Op, takes: list[Take]) -> tuple[Movement, ...]:
     """What a charge would take, with each pool's balance as it would be afterwards."""
     rows = []
+    left: dict[str, int] = {}
     for t in takes:
-        after = t.pool.remaining()
+        after = left.get(t.pool.pool_id, t.pool.remaining())
         if t.pool.code == "O" and t.pool.config is not None:
             after += t.blocks * t.pool.config.block_size - t.amount
         elif after >= 0:
             after -= t.amount
+        left[t.pool.pool_id] = after
         rows.append(op.movement(t.pool.pool_id, t.amount, after, t.covered))
     return tuple(rows)
 

@@ -114,7 +114,13 @@ class ReferenceModel(AdminModel):
             )
         takes, _, _ = plan_charge(op, eligible, need)
         if dry_run:
-            return dataclasses.replace(base, debits=dry_rows(op, takes), balances=op.balances())
+            rows = dry_rows(op, takes)
+            after = {m.pool_id: m.remaining for m in rows}
+            balances = tuple(
+                dataclasses.replace(b, remaining=after.get(b.pool_id, b.remaining))
+                for b in op.balances()
+            )
+            return dataclasses.replace(base, debits=rows, balances=balances)
         debits = apply(takes)
         expires = 0
         record = Record(

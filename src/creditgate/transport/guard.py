@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from creditgate.auth import roles
 from creditgate.domain.errors import PermissionDeniedError, UnauthenticatedError
@@ -124,6 +124,32 @@ class Guard:
                 _CALLER.reset(token)
 
         return guarded
+
+
+Moved = TypeVar(
+    "Moved",
+    "quota_pb2.Decision",
+    "quota_pb2.SettleResponse",
+    "quota_pb2.ReleaseResponse",
+    "quota_pb2.RefundResponse",
+)
+
+
+def redact_unmoved(response: Moved) -> Moved:
+    """Keep only the balances of pools the call moved, for callers without read_money.
+
+    A service charges an account without being allowed to read it: its answer shows what is
+    left in the pools it charged (or was given back), not the account's other balances.
+    """
+    principal = current()
+    if principal is None or roles.may(principal.role, ("read_money",)):
+        return response
+    field = "returns" if "returns" in response.DESCRIPTOR.fields_by_name else "debits"
+    moved = {row.pool_id for row in getattr(response, field)}
+    kept = [b for b in response.balances if b.pool_id in moved]
+    del response.balances[:]
+    response.balances.extend(kept)
+    return response
 
 
 def redact_balance(response: quota_pb2.GetBalanceResponse) -> quota_pb2.GetBalanceResponse:

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from creditgate import metrics
-from creditgate.domain.errors import CreditgateError, InvalidArgumentError
+from creditgate.domain.errors import CreditgateError, InvalidArgumentError, OutcomeUnknownError
 from creditgate.domain.requests import is_valid_id
 from creditgate.domain.results import Reason
 from creditgate.transport import convert, limits
 from creditgate.transport.errors import bind_request_id, boundary, status_of
-from creditgate.transport.guard import redact_balance
+from creditgate.transport.guard import redact_balance, redact_unmoved
 from creditgate.v1 import quota_pb2
 
 if TYPE_CHECKING:
@@ -38,9 +38,9 @@ class QuotaService:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _bound_id(self, given: str, context: Ctx) -> str:
+    def _bound_id(self, given: str, context: Ctx, *, dry_run: bool = False) -> str:
         """The charge's id (generated when empty), returned to the caller on every outcome."""
-        rid = self.engine.request_id(given)
+        rid = self.engine.request_id(given, dry_run=dry_run)
         if is_valid_id(rid):
             bind_request_id(context, rid)
         return rid
@@ -51,7 +51,7 @@ class QuotaService:
         request: quota_pb2.CheckAndConsumeRequest,
         context: Ctx,
     ) -> quota_pb2.Decision:
-        rid = self._bound_id(request.request_id, context)
+        rid = self._bound_id(request.request_id, context, dry_run=request.dry_run)
         d = await self.engine.consume(
             request.account_id,
             request.action,
@@ -60,16 +60,17 @@ class QuotaService:
             rid,
             dry_run=request.dry_run,
         )
-        return _answer(d)
+        return redact_unmoved(_answer(d))
 
     @boundary
     async def CheckAndConsumeBatch(
         self, request: quota_pb2.CheckAndConsumeBatchRequest, context: Ctx
     ) -> quota_pb2.CheckAndConsumeBatchResponse:
-        """Items sent without request_id run as ``<batch id>-<index>``.
+        """Items sent without request_id run as ``<batch id>-<index>`` (0-based, in order).
 
-        The batch id is returned like a CheckAndConsume's id, so a batch whose outcome is
-        unknown can be retried with the same ids.
+        The batch id is returned like a CheckAndConsume's id (trailing metadata, and ErrorInfo
+        on an error), so a batch whose outcome is unknown can be retried with the same ids; the
+        DEADLINE_EXCEEDED message spells them out.
         """
         if len(request.requests) > MAX_BATCH:
             msg = f"a batch holds at most {MAX_BATCH} requests, got {len(request.requests)}"
@@ -80,12 +81,21 @@ class QuotaService:
             for i, r in enumerate(request.requests)
         ]
         decisions = []
-        results = await self.engine.consume_many(
-            [
-                (r.account_id, r.action, r.quantity, dict(r.attributes), rid, r.dry_run)
-                for r, rid in zip(request.requests, rids, strict=True)
-            ]
-        )
+        try:
+            results = await self.engine.consume_many(
+                [
+                    (r.account_id, r.action, r.quantity, dict(r.attributes), rid, r.dry_run)
+                    for r, rid in zip(request.requests, rids, strict=True)
+                ]
+            )
+        except OutcomeUnknownError as exc:
+            if batch_id and not all(r.request_id for r in request.requests):
+                msg = (
+                    f"{exc}; items sent without one ran as {batch_id}-<index> (0-based position"
+                    " in requests): retry the batch with those ids set"
+                )
+                raise OutcomeUnknownError(msg) from exc
+            raise
         for result, rid in zip(results, rids, strict=True):
             if isinstance(result, CreditgateError):
                 code, message = status_of(result)
@@ -99,7 +109,7 @@ class QuotaService:
                 )
             else:
                 metrics.decided("batch", result.reason)
-                decisions.append(convert.decision(result))
+                decisions.append(redact_unmoved(convert.decision(result)))
         return quota_pb2.CheckAndConsumeBatchResponse(decisions=decisions)
 
     @boundary
@@ -113,12 +123,12 @@ class QuotaService:
             request.action,
             request.quantity,
             dict(request.attributes),
-            self._bound_id(request.reservation_id, context),
+            self._bound_id(request.reservation_id, context, dry_run=request.dry_run),
             request.ttl_seconds,
             dry_run=request.dry_run,
         )
         metrics.decided("reserve", d.reason)
-        return convert.decision(d)
+        return redact_unmoved(convert.decision(d))
 
     @boundary
     async def Settle(
@@ -126,8 +136,12 @@ class QuotaService:
         request: quota_pb2.SettleRequest,
         context: Ctx,
     ) -> quota_pb2.SettleResponse:
-        return convert.settlement(
-            await self.engine.settle(request.account_id, request.reservation_id, request.quantity)
+        return redact_unmoved(
+            convert.settlement(
+                await self.engine.settle(
+                    request.account_id, request.reservation_id, request.quantity
+                )
+            )
         )
 
     @boundary
@@ -136,8 +150,8 @@ class QuotaService:
         request: quota_pb2.ReleaseRequest,
         context: Ctx,
     ) -> quota_pb2.ReleaseResponse:
-        return convert.release(
-            await self.engine.release(request.account_id, request.reservation_id)
+        return redact_unmoved(
+            convert.release(await self.engine.release(request.account_id, request.reservation_id))
         )
 
     @boundary
@@ -146,9 +160,14 @@ class QuotaService:
         request: quota_pb2.RefundRequest,
         context: Ctx,
     ) -> quota_pb2.RefundResponse:
-        return convert.refund(
-            await self.engine.refund(
-                request.account_id, request.request_id, request.refund_id, quantity=request.quantity
+        return redact_unmoved(
+            convert.refund(
+                await self.engine.refund(
+                    request.account_id,
+                    request.request_id,
+                    request.refund_id,
+                    quantity=request.quantity,
+                )
             )
         )
 

@@ -1,7 +1,9 @@
 """Drift check: every account's Redis state against the ledger mirror, and repair from it.
 
 A difference is only meaningful once the worker has applied everything up to the moment of the
-check (lag 0): an event still in the stream is in Redis but not yet in the ledger. ``repair``
+check (lag 0): an event still in the stream is in Redis but not yet in the ledger. An account
+that is only in the ledger (Redis lost it: restarted empty, wiped) is not a difference: the
+first call on it loads it from the ledger (hydration), so it is reported apart. ``repair``
 deletes an account's keys and loads them back from the ledger (the ledger wins).
 """
 
@@ -64,6 +66,14 @@ def _compare(
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What ``Reconciler.inspect`` found, each sorted by account."""
+
+    differences: dict[str, list[Difference]]  # only accounts that have some
+    only_in_ledger: list[str]  # not in Redis at all; hydration loads them on first use
+
+
 def _b(v: bytes | str) -> bytes:
     return v.encode() if isinstance(v, str) else bytes(v)
 
@@ -86,8 +96,27 @@ class Reconciler:
             found.add(key.decode().split("}:a:", 1)[1])
         return sorted(found)
 
+    async def nowhere(self, accounts: Iterable[str]) -> list[str]:
+        """Those of ``accounts`` that neither Redis nor the ledger has (a mistyped name)."""
+        out = []
+        for account in accounts:
+            akey, _, hkey, xkey = self.keys.account(account)
+            if await self.redis.exists(akey, hkey, xkey) == 0 and (
+                await self.store.load_account(account, 0) is None
+            ):
+                out.append(account)
+        return out
+
     async def diff(self, account: str) -> list[Difference]:
         """Every field, hold and live record where Redis and the ledger disagree."""
+        return (await self._diff(account))[0]
+
+    async def _diff(self, account: str) -> tuple[list[Difference], bool]:
+        """The differences, and whether the account is only in the ledger.
+
+        Only in the ledger: Redis has no account hash, and every difference is something
+        missing from Redis, which loading the account from the ledger restores exactly.
+        """
         now = int(time.time() * 1000)
         akey, _, hkey, xkey = self.keys.account(account)
         mirror = await self.store.load_account(account, now + _RECORD_MARGIN_MS)
@@ -109,7 +138,8 @@ class Reconciler:
         )
         if mirror is not None:
             out += await self._records(account, mirror)
-        return out
+        lost = mirror is not None and not fields and all(d.redis is None for d in out)
+        return out, lost
 
     async def _records(self, account: str, mirror: AccountMirror) -> list[Difference]:
         keys = sorted(mirror.records)
@@ -124,17 +154,26 @@ class Reconciler:
     async def check(
         self, accounts: Iterable[str] | None = None, *, progress: bool | None = None
     ) -> dict[str, list[Difference]]:
-        """Differences per account (only accounts that have some)."""
+        """Differences per account (only accounts that have some; not those only in the ledger)."""
+        return (await self.inspect(accounts, progress=progress)).differences
+
+    async def inspect(
+        self, accounts: Iterable[str] | None = None, *, progress: bool | None = None
+    ) -> CheckReport:
+        """The accounts (all when None) that differ, and those only in the ledger."""
         names = list(accounts) if accounts is not None else await self.accounts()
         report: dict[str, list[Difference]] = {}
+        lost: list[str] = []
 
         async def one(account: str) -> None:
-            found = await self.diff(account)
-            if found:
+            found, only_in_ledger = await self._diff(account)
+            if only_in_ledger:
+                lost.append(account)
+            elif found:
                 report[account] = found
 
         await self._each(names, one, "check", progress)
-        return dict(sorted(report.items()))
+        return CheckReport(dict(sorted(report.items())), sorted(lost))
 
     async def repair(
         self, accounts: Iterable[str] | None = None, *, progress: bool | None = None

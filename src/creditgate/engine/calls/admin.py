@@ -27,6 +27,7 @@ from creditgate.domain.errors import (
     NotFoundError,
 )
 from creditgate.domain.results import AccountState, GrantResult, Lot, PoolState
+from creditgate.domain.wording import a_or_an, utc
 from creditgate.engine.calls.common import Args, Context, fingerprint, text, too_large
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class AccountCall:
     account_id: str
     build: Callable[[Plan | None], Args]
     absent_build: Callable[[], Args] | None = None
+    to_ms: int = 0  # for ``clock``: where the clock was asked to go (named in its refusal)
     script: str = "account"
 
     def keys(self) -> tuple[str, ...]:
@@ -121,7 +123,10 @@ class AccountCall:
             msg = f"account {self.account_id!r} already exists: use UpdateAccount to change it"
             raise AlreadyExistsError(msg)
         if reply[0] == b"CLOCK_BACKWARDS":
-            msg = f"to_unix_ms is before the account's clock ({reply[1]} ms); it only moves forward"
+            msg = (
+                f"to_unix_ms {utc(self.to_ms)} is before the account's clock ({utc(reply[1])}); it"
+                " only moves forward"
+            )
             raise InvalidArgumentError(msg)
 
 
@@ -158,7 +163,7 @@ def settings(  # noqa: PLR0913, PLR0917 - the request's fields and the cap's che
     pool_id: str,
     cap: int | None,
     enabled: bool | None,  # noqa: FBT001 - None means "leave as is"
-    check_cap: Callable[[str, int, int, int], None],
+    check_cap: Callable[[str, str, int, int, int], None],
 ) -> AccountCall:
     """Set an overage or pay-as-you-go pool's cap, or turn it on or off."""
 
@@ -168,7 +173,7 @@ def settings(  # noqa: PLR0913, PLR0917 - the request's fields and the cap's che
         pool_or_error(plan, pool_id, ("overage", "payg"))
         pool = plan.by_id[pool_id]
         if cap is not None:
-            check_cap(pool.id, cap, pool.cap_min, pool.cap_max)
+            check_cap(pool.id, pool.spend_unit, cap, pool.cap_min, pool.cap_max)
         return [
             *ctx.prefix(account_id, plan),
             "settings",
@@ -187,6 +192,7 @@ def clock(ctx: Context, account_id: str, seconds: int, to_ms: int) -> AccountCal
         ctx,
         account_id,
         lambda plan: [*ctx.prefix(account_id, plan), "clock", seconds * 1000, to_ms],
+        to_ms=to_ms,
     )
 
 
@@ -233,7 +239,10 @@ class GrantCall:
             msg = f"grant_id {self.grant_id!r} was already used for a different grant"
             raise FailedPreconditionError(msg)
         if reply[0] == b"PAST_EXPIRY":
-            msg = f"expires_at is not in the future (the account's clock reads {reply[1]} ms)"
+            msg = (
+                f"expires_at {utc(self.expires_at)} is not in the future: the account's clock"
+                f" reads {utc(reply[1])}"
+            )
             raise InvalidArgumentError(msg)
         too_large(reply)
         pool = plan.pool(self.pool_id) if plan else None
@@ -249,9 +258,8 @@ def pool_or_error(plan: Plan, pool_id: str, kinds: tuple[str, ...]) -> None:
         msg = f"plan {plan.id} has no pool {pool_id!r}; its pools are: {names}"
         raise NotFoundError(msg)
     if pool.kind not in kinds:
-        article = "an" if pool.kind[0] in "aeiou" else "a"
         msg = (
-            f"pool {pool_id!r} is {article} {pool.kind} pool; this needs a "
-            f"{' or '.join(kinds)} pool"
+            f"pool {pool_id!r} is {a_or_an(pool.kind)} pool; this needs"
+            f" {a_or_an(' or '.join(kinds))} pool"
         )
         raise InvalidArgumentError(msg)

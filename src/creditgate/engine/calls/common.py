@@ -42,7 +42,7 @@ _ARGS_CACHE_SIZE = 20_000
 
 REASON_TEXT = {
     Reason.INSUFFICIENT_CREDITS: "not enough credits in the pools that accept this action",
-    Reason.SPEND_CAP_REACHED: "the monthly spend cap would be exceeded",
+    Reason.SPEND_CAP_REACHED: "the spend cap of the current period would be exceeded",
     Reason.ACCOUNT_SUSPENDED: "the account is suspended",
     Reason.ACCOUNT_STOPPED: "the account is stopped until its renewal (a cap was lowered below "
     "this period's spend)",

@@ -24,8 +24,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from creditgate.domain import requests as check
+from creditgate.domain import wording
 from creditgate.domain.errors import FailedPreconditionError
-from creditgate.domain.money import format_micro
 from creditgate.domain.results import Decision, Reason
 from creditgate.driver.pipelined import command, encode
 from creditgate.engine.calls.common import (
@@ -160,9 +160,9 @@ def decision(
 def _explain(d: Decision, action: str) -> str:
     text = f"{action}: {REASON_TEXT.get(d.reason, d.reason.name.lower())}"
     if d.shortfall:
-        text += f" (short by {format_micro(d.shortfall)} {d.meter})"
+        text += f" (short by {wording.quantity(d.shortfall, d.meter)})"
     if d.retry_at:
-        text += f"; it clears by itself at unix ms {d.retry_at}"
+        text += f"; it clears by itself at {wording.utc(d.retry_at)}"
     return text
 
 

@@ -54,17 +54,25 @@ if reason ~= nil then
 end
 
 if dry then
-  -- What the charge would take, with each pool's balance as it would be afterwards.
+  -- What the charge would take, with each pool's balance as it would be afterwards: in the
+  -- debits and in the balances alike, as the real charge would answer.
   local out = {'OK', 1, R_ALLOWED, D, 0, NOW, 0, 0, 0, #takes}
+  local after = {}
   for _, t in ipairs(takes) do
     local p, amt = t[1], t[2]
-    local after = remaining(p)
-    if p.kind == 'O' then after = after + t[4] * p.bs - amt
-    elseif after >= 0 then after = after - amt end
-    out[#out + 1] = p.id; out[#out + 1] = amt; out[#out + 1] = after; out[#out + 1] = t[3]
+    local left = after[p.id] or remaining(p)
+    if p.kind == 'O' then left = left + t[4] * p.bs - amt
+    elseif left >= 0 then left = left - amt end
+    after[p.id] = left
+    out[#out + 1] = p.id; out[#out + 1] = amt; out[#out + 1] = left; out[#out + 1] = t[3]
   end
   flush()
-  return balances(out)
+  for _, p in ipairs(POOLS) do
+    local left = after[p.id]
+    if left == nil then left = remaining(p) end
+    out[#out + 1] = left
+  end
+  return out
 end
 
 local debits, moves = apply(takes)
