@@ -32,7 +32,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CREDITGATE_CONFIG=/etc/creditgate/plans.yaml \
     CREDITGATE_LEDGER_URL=sqlite:////var/lib/creditgate/ledger.db
 
-RUN groupadd --system --gid 10001 creditgate \
+# setpriv (util-linux) makes the embedded redis-server and the other server processes die with
+# the sidecar (PR_SET_PDEATHSIG); the build fails if the base image ever lacks it.
+RUN command -v setpriv \
+ && groupadd --system --gid 10001 creditgate \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
       --home-dir /var/lib/creditgate --shell /usr/sbin/nologin creditgate \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/creditgate

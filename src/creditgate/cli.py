@@ -88,6 +88,13 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.parent_pid:
+        from creditgate import lifeline  # noqa: PLC0415
+
+        if not lifeline.hold_on(settings.parent_pid):
+            gone = f"creditgate: the first server process (pid {settings.parent_pid}) is gone"
+            print(gone, file=sys.stderr)  # noqa: T201
+            return 1
     with _metrics_dir(settings):
         return _run_server(settings, demo=args.demo)
 

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     process_index: int = Field(
         0, ge=0, lt=64, description="set by the first process for the others it starts"
     )
+    parent_pid: int = Field(
+        0,
+        ge=0,
+        description="set by the first process for the others it starts: they exit when it dies",
+    )
     # --- TLS -----------------------------------------------------------------------------
     # PEM files, re-read when they change (a rotated Secret applies to new connections).
     tls_cert: Path | None = Field(
