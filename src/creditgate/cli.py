@@ -135,12 +135,17 @@ def _run_server(settings: Settings, *, demo: bool) -> int:
             runner = uvloop.run
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             pass
+    from creditgate.embedded import EmbeddedRedisError  # noqa: PLC0415
     from creditgate.ledger.store import LedgerError  # noqa: PLC0415
 
     try:
         runner(serve(settings, demo=demo))
     except (ConfigError, LedgerError) as exc:
         print(f"creditgate: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except EmbeddedRedisError as exc:
+        # Its first line: the lines after it are the tail of the log that line names.
+        print(f"creditgate: {str(exc).splitlines()[0]}", file=sys.stderr)  # noqa: T201
         return 2
     return 0
 

@@ -344,7 +344,7 @@ class EmbeddedRedis:
             with contextlib.suppress(OSError):
                 lines = log_path.read_text(errors="replace").splitlines()
                 tail = "\n".join(lines[-_LOG_TAIL_LINES:])
-        return f"redis-server {binary} {problem}; log {log_path}:\n{tail}"
+        return f"redis-server {binary} {problem}; see its log {log_path}\n{tail}"
 
 
 def _answers_ping(socket_path: Path) -> bool:

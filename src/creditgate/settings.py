@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     )
     config: Path = Field(Path("examples/demo.yaml"), description="plans file (YAML)")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0: off")
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR (any case)"
+    )
     uvloop: bool = Field(default=True, description="run the event loop on uvloop")
     grace_seconds: float = Field(5.0, ge=0, description="drain time for in-flight RPCs on stop")
     processes: int = Field(
@@ -64,6 +66,11 @@ class Settings(BaseSettings):
         description="a second, plaintext listener serving only grpc.health.v1 (host:port), for "
         "probes that cannot speak TLS (Kubernetes' grpc probes); empty: none",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("listen", "health_listen")
     @classmethod
