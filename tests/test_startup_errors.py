@@ -144,3 +144,12 @@ def test_an_embedded_redis_server_that_cannot_start(tmp_path: Path) -> None:
     line = _refused(tmp_path, "--embedded")
     assert "exited with status" in line
     assert line.endswith(f"; see its log {tmp_path / 'redis' / 'redis.log'}")
+
+
+def test_a_plans_file_with_a_key_written_twice(tmp_path: Path) -> None:
+    path = ROOT / "tests" / "fixtures" / "bad_catalogs" / "duplicate_action.yaml"
+    line = _refused(tmp_path, "--config", str(path))
+    assert line == (
+        f"creditgate: plans file {path}: the key 'work' is written twice in one mapping "
+        "(lines 4 and 6): keep one"
+    )
