@@ -22,17 +22,28 @@ RUN rm -rf src/creditgate/v1 \
 # --- runtime -----------------------------------------------------------------------------
 FROM python:3.11-slim AS runtime
 
+# gRPC listens on every address of the container, so callers need a bearer token: the image
+# runs with CREDITGATE_AUTH=tokens and reads the hashed tokens from /var/lib/creditgate/tokens.json
+# (or CREDITGATE_TOKENS_FILE). Without that file `serve` prints one line saying so and exits 2.
+# Make one with: docker run --rm -v "$PWD:/out" IMAGE token --file /out/tokens.json create \
+#   --name app --role service   (prints the token once; mount the file, keep the token secret).
+# Anonymous callers only on a machine of your own: CREDITGATE_AUTH=none, ports published on
+# 127.0.0.1 (deploy/docker-compose.yaml). See docs/SECURITY.md.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CREDITGATE_LISTEN=0.0.0.0:50051 \
+    CREDITGATE_AUTH=tokens \
     CREDITGATE_METRICS_PORT=9464 \
     CREDITGATE_DATA_DIR=/var/lib/creditgate \
     CREDITGATE_CONFIG=/etc/creditgate/plans.yaml \
     CREDITGATE_LEDGER_URL=sqlite:////var/lib/creditgate/ledger.db
 
-RUN groupadd --system --gid 10001 creditgate \
+# setpriv (util-linux) makes the embedded redis-server and the other server processes die with
+# the sidecar (PR_SET_PDEATHSIG); the build fails if the base image ever lacks it.
+RUN command -v setpriv \
+ && groupadd --system --gid 10001 creditgate \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
       --home-dir /var/lib/creditgate --shell /usr/sbin/nologin creditgate \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/creditgate

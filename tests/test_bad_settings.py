@@ -8,6 +8,10 @@ import sys
 
 import pytest
 
+from creditgate.settings import check_listen
+
+_LISTEN_FORMS = "host:port, e.g. 127.0.0.1:50051, 0.0.0.0:50051 or [::]:50051"
+
 
 @pytest.mark.parametrize(
     ("command", "env", "line"),
@@ -37,6 +41,38 @@ import pytest
             ),
         ),
         (
+            ["serve"],
+            {"CREDITGATE_LISTEN": "127.0.0.1:99999"},
+            (
+                "creditgate: invalid setting CREDITGATE_LISTEN: Value error, the port 99999 is "
+                "above 65535 (got '127.0.0.1:99999')"
+            ),
+        ),
+        (
+            ["serve", "--listen", "127.0.0.1"],
+            {},
+            (
+                "creditgate: invalid setting CREDITGATE_LISTEN: Value error, no port: write "
+                f"{_LISTEN_FORMS} (got '127.0.0.1')"
+            ),
+        ),
+        (
+            ["serve"],
+            {"CREDITGATE_LISTEN": "garbage"},
+            (
+                "creditgate: invalid setting CREDITGATE_LISTEN: Value error, no port: write "
+                f"{_LISTEN_FORMS} (got 'garbage')"
+            ),
+        ),
+        (
+            ["serve"],
+            {"CREDITGATE_HEALTH_LISTEN": "bad host:8086"},
+            (
+                "creditgate: invalid setting CREDITGATE_HEALTH_LISTEN: Value error, no valid host "
+                f"before the port: write {_LISTEN_FORMS} (got 'bad host:8086')"
+            ),
+        ),
+        (
             ["reconcile", "--check"],
             {"CREDITGATE_METRICS_PORT": "70000"},
             (
@@ -60,3 +96,26 @@ def test_a_bad_setting_is_one_line_and_exit_2(
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr == line + "\n"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1:0",
+        "0.0.0.0:65535",
+        "[::]:50051",
+        "localhost:1",
+        "sidecar.ns.svc:443",
+        "unix:///tmp/cg.sock",
+    ],
+)
+def test_listen_forms_that_are_accepted(address: str) -> None:
+    check_listen(address)
+
+
+@pytest.mark.parametrize(
+    "address", ["127.0.0.1:65536", ":50051", "::1:50051", "[nope]:1", "127.0.0.1:50051\n", "x:-1"]
+)
+def test_listen_forms_that_are_refused(address: str) -> None:
+    with pytest.raises(ValueError, match=r"port|host|IPv6"):
+        check_listen(address)

@@ -55,6 +55,13 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.parent_pid:
+        from creditgate import lifeline  # noqa: PLC0415
+
+        if not lifeline.hold_on(settings.parent_pid):
+            gone = f"creditgate: the first server process (pid {settings.parent_pid}) is gone"
+            print(gone, file=sys.stderr)  # noqa: T201
+            return 1
     with _metrics_dir(settings):
         return _run_server(settings, demo=args.demo)
 
@@ -95,12 +102,17 @@ def _run_server(settings: Settings, *, demo: bool) -> int:
             runner = uvloop.run
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             pass
+    from creditgate.embedded import EmbeddedRedisError  # noqa: PLC0415
     from creditgate.ledger.store import LedgerError  # noqa: PLC0415
 
     try:
         runner(serve(settings, demo=demo))
     except (ConfigError, LedgerError) as exc:
         print(f"creditgate: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except EmbeddedRedisError as exc:
+        # Its first line: the lines after it are the tail of the log that line names.
+        print(f"creditgate: {str(exc).splitlines()[0]}", file=sys.stderr)  # noqa: T201
         return 2
     return 0
 

@@ -125,6 +125,7 @@ def _redis(settings: Settings) -> Redis:
 def _main(command: Command, args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError  # noqa: PLC0415
 
+    from creditgate.ledger.open import without_password  # noqa: PLC0415
     from creditgate.ledger.store import LedgerError  # noqa: PLC0415
     from creditgate.settings import Settings  # noqa: PLC0415
 
@@ -142,7 +143,7 @@ def _main(command: Command, args: argparse.Namespace) -> int:
     except RedisError as exc:
         reason = f"Redis at {_safe(settings)}: {type(exc).__name__}: {exc}"
     except (LedgerError, sqlite3.Error) as exc:
-        reason = f"ledger {_without_password(settings.ledger())}: {exc}"
+        reason = f"ledger {without_password(settings.ledger())}: {exc}"
     except OSError as exc:
         reason = f"{type(exc).__name__}: {exc}"
     one_line = " ".join(reason.split())
@@ -152,15 +153,12 @@ def _main(command: Command, args: argparse.Namespace) -> int:
 
 def _safe(settings: Settings) -> str:
     """The Redis URL for a message, without a password."""
+    from creditgate.ledger.open import without_password  # noqa: PLC0415
+
     try:
-        return _without_password(redis_url(settings))
+        return without_password(redis_url(settings))
     except CommandError:
-        return _without_password(settings.redis_url)
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+        return without_password(settings.redis_url)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

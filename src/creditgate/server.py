@@ -32,6 +32,7 @@ from creditgate.embedded import EmbeddedRedis
 from creditgate.embedded_supervisor import Supervisor
 from creditgate.engine import Engine, KeySpace
 from creditgate.server_processes import ServerProcesses
+from creditgate.startup import add_port
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.audit import Auditor
@@ -177,13 +178,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
             ),
             server,
         )
-    if credentials is not None:
-        port = server.add_secure_port(listen, credentials)
-    else:
-        port = server.add_insecure_port(listen)
-    if port == 0:
-        msg = f"cannot listen on {listen}"
-        raise OSError(msg)
+    port = add_port(server, listen, credentials, "CREDITGATE_LISTEN", reuse_port=reuse_port)
     return server, health, port
 
 
@@ -194,11 +189,12 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         yield None
         return
     from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
-    from creditgate.ledger.open import open_ledger  # noqa: PLC0415
+    from creditgate.startup import open_ledger_or_explain  # noqa: PLC0415
     from creditgate.worker.worker import Worker  # noqa: PLC0415
 
     embedded = backends.embedded is not None
-    store = await open_ledger(settings.ledger(), migrate=settings.migrate_on_start or embedded)
+    migrate = settings.migrate_on_start or embedded
+    store = await open_ledger_or_explain(settings.ledger(), migrate=migrate)
     worker, task = None, None
     try:
         if settings.hydrate:
@@ -230,9 +226,7 @@ async def _health_only(health: HealthServicer, settings: Settings) -> grpc.aio.S
         return None
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    if server.add_insecure_port(settings.health_listen) == 0:
-        msg = f"cannot listen on CREDITGATE_HEALTH_LISTEN={settings.health_listen}"
-        raise ConfigError(msg)
+    add_port(server, settings.health_listen, None, "CREDITGATE_HEALTH_LISTEN")
     await server.start()
     log.info("health (only) on %s, plaintext, for probes", settings.health_listen)
     return server

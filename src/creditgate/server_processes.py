@@ -10,6 +10,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+from creditgate import lifeline
+
 if TYPE_CHECKING:
     from creditgate.settings import Settings
 
@@ -23,6 +25,9 @@ class ServerProcesses:
     connections over them) and the same Redis, ledger and catalog, without the ledger worker,
     migrations or demo accounts, which stay with the first process. If one exits on its own, the
     first process stops the others and itself and exits 1, for the supervisor to restart.
+    They get SIGTERM when the first process dies, even by SIGKILL (``lifeline``): each is
+    started under ``setpriv --pdeathsig`` and asks for it again itself, with
+    ``CREDITGATE_PARENT_PID`` to check that its parent still runs.
     (``command`` is for tests, which supervise other programs.)
     """
 
@@ -32,7 +37,7 @@ class ServerProcesses:
         redis_url: str,
         command: tuple[str, ...] = (sys.executable, "-m", "creditgate", "serve"),
     ) -> None:
-        self._command = command
+        self._command = lifeline.command(command)
         self._env = {
             **os.environ,
             "CREDITGATE_REDIS_URL": redis_url,
@@ -42,6 +47,7 @@ class ServerProcesses:
             "CREDITGATE_LISTEN": settings.listen,
             "CREDITGATE_CONFIG": str(settings.config),
             "CREDITGATE_TEST_CLOCK": "true" if settings.test_clock else "false",
+            "CREDITGATE_PARENT_PID": str(os.getpid()),
         }
         processes = settings.server_processes()
         self._env["CREDITGATE_PROCESSES"] = str(processes)

@@ -7,8 +7,10 @@ the backend: ``redis://``, ``rediss://``, ``unix://`` or ``embedded`` for Redis;
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -26,7 +28,9 @@ class Settings(BaseSettings):
     )
     config: Path = Field(Path("examples/demo.yaml"), description="plans file (YAML)")
     metrics_port: int = Field(9464, ge=0, le=65535, description="Prometheus /metrics; 0: off")
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR (any case)"
+    )
     uvloop: bool = Field(default=True, description="run the event loop on uvloop")
     grace_seconds: float = Field(5.0, ge=0, description="drain time for in-flight RPCs on stop")
     processes: int = Field(
@@ -39,6 +43,11 @@ class Settings(BaseSettings):
     )
     process_index: int = Field(
         0, ge=0, lt=64, description="set by the first process for the others it starts"
+    )
+    parent_pid: int = Field(
+        0,
+        ge=0,
+        description="set by the first process for the others it starts: they exit when it dies",
     )
     # --- TLS -----------------------------------------------------------------------------
     # PEM files, re-read when they change (a rotated Secret applies to new connections).
@@ -57,6 +66,18 @@ class Settings(BaseSettings):
         description="a second, plaintext listener serving only grpc.health.v1 (host:port), for "
         "probes that cannot speak TLS (Kubernetes' grpc probes); empty: none",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("listen", "health_listen")
+    @classmethod
+    def _listen_address(cls, value: str, info: ValidationInfo) -> str:
+        if value or info.field_name == "listen":
+            check_listen(value)
+        return value
 
     @field_validator("hold_ttl_seconds")
     @classmethod
@@ -178,6 +199,44 @@ class Settings(BaseSettings):
     def fixed_port(self) -> bool:
         """Whether ``listen`` names a port (not :0, which the system picks per process)."""
         return self.listen.rsplit(":", 1)[-1] != "0"
+
+
+_HOST_NAME = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_MAX_PORT = 65535
+
+
+def check_listen(address: str) -> None:
+    """Raise ValueError (one sentence) unless ``address`` is ``host:port`` or a ``unix:`` socket.
+
+    gRPC itself takes ``127.0.0.1:99999`` as another port and ``127.0.0.1`` as port 443.
+    """
+    if address.startswith(("unix:", "unix-abstract:")):
+        return
+    host, sep, port = address.rpartition(":")
+    example = "host:port, e.g. 127.0.0.1:50051, 0.0.0.0:50051 or [::]:50051"
+    if not sep or not port:
+        msg = f"no port: write {example}"
+        raise ValueError(msg)
+    if not port.isdecimal() or not port.isascii():
+        msg = f"the port {port[:20]!r} is not a number: write {example}"
+        raise ValueError(msg)
+    if int(port) > _MAX_PORT:
+        msg = f"the port {int(port)} is above {_MAX_PORT}"
+        raise ValueError(msg)
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            msg = f"{host} is not an IPv6 address"
+            raise ValueError(msg) from None
+    elif ":" in host:
+        msg = f"write an IPv6 address in brackets: [{host}]:{port}"
+        raise ValueError(msg)
+    elif not _HOST_NAME.fullmatch(host):
+        msg = f"no valid host before the port: write {example}"
+        raise ValueError(msg)
 
 
 def describe_error(exc: ValidationError) -> str:

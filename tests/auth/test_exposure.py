@@ -70,6 +70,53 @@ def test_open_listen_without_auth_refuses_to_start(tmp_path: Path) -> None:
     assert "CREDITGATE_AUTH=none" in lines[0]
 
 
+def _image_env() -> dict[str, str]:
+    """The CREDITGATE_ variables the Dockerfile's runtime stage sets."""
+    text = (ROOT / "Dockerfile").read_text()
+    runtime = text[text.index("AS runtime") :]
+    block = runtime[runtime.index("\nENV ") + 5 :]
+    block = block[: block.index("\n\n")].replace("\\\n", " ")
+    pairs = (item.split("=", 1) for item in block.split())
+    return {k: v for k, v in pairs if k.startswith("CREDITGATE_")}
+
+
+def test_the_image_defaults_need_tokens_and_say_how(tmp_path: Path) -> None:
+    """The image listens on 0.0.0.0 with CREDITGATE_AUTH=tokens: no tokens file, one line, exit 2.
+
+    Run with the Dockerfile's own variables; only the data dir (tokens, ledger) and the port move
+    into the test's reach, and nothing is bound: the refusal comes first.
+    """
+    image = _image_env()
+    assert image["CREDITGATE_LISTEN"] == "0.0.0.0:50051"
+    assert image["CREDITGATE_AUTH"] == "tokens"
+    env = (
+        _env(tmp_path)
+        | image
+        | {
+            "CREDITGATE_DATA_DIR": str(tmp_path),
+            "CREDITGATE_LEDGER_URL": "",
+            "CREDITGATE_METRICS_PORT": "0",
+            "CREDITGATE_LISTEN": "0.0.0.0:0",
+            "CREDITGATE_REDIS_URL": "redis://127.0.0.1:1/0",
+        }
+    )
+    done = subprocess.run(  # noqa: S603 - fixed argument list
+        [str(CREDITGATE), "serve"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "creditgate: CREDITGATE_AUTH=tokens but there is no tokens file at "
+        f"{tmp_path}/tokens.json: create a token with `creditgate token create --name NAME "
+        "--role ROLE` or set CREDITGATE_TOKENS_FILE\n"
+    )
+
+
 def test_auth_tokens_without_a_file_refuses(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="CREDITGATE_AUTH=tokens but there is no tokens file"):
         token_store_for(_settings(tmp_path, auth="tokens"))

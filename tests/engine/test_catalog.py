@@ -57,6 +57,10 @@ EXPECTED = {
         ": action work cost: '-0.5' is negative; amounts, prices and caps are 0 or more"
     ),
     "cap_outside_range": ": plan basic pool payg: cap (50) is outside cap_min..cap_max",
+    "duplicate_action": (
+        ": the key 'work' is written twice in one mapping (lines 4 and 6): keep one"
+    ),
+    "duplicate_plan": ": the key 'basic' is written twice in one mapping (lines 6 and 9): keep one",
 }
 
 
@@ -90,6 +94,23 @@ def test_missing_file_names_the_path_and_the_os_error() -> None:
 def test_every_bad_fixture_is_checked() -> None:
     """No fixture file sits in bad_catalogs/ without an expected message."""
     assert {p.stem for p in BAD.glob("*.yaml")} == {*EXPECTED, "not_yaml"}
+
+
+def test_keys_a_merge_brings_in_may_be_overridden(tmp_path: Path) -> None:
+    """Only keys written in the mapping itself count as repeated, not those of ``<<: *base``."""
+    path = tmp_path / "plans.yaml"
+    path.write_text(
+        'meters: {credit: "credits"}\n'
+        "actions:\n"
+        "  work: &work {meter: credit, cost: 1}\n"
+        "  more: {<<: *work, cost: 2}\n"
+        "plans:\n"
+        "  basic:\n"
+        "    pools:\n"
+        "      - {id: base, kind: allowance, meter: credit, amount: 100, period: month}\n"
+    )
+    catalog = load_catalog(path)
+    assert catalog.plans["basic"].actions["more"].price({}) == Price("credit", 2 * M, 1)
 
 
 def test_demo_catalog_loads_with_its_plans() -> None:

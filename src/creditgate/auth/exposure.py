@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from creditgate import metrics
 from creditgate.auth.tokens import TokenStore
 from creditgate.domain.errors import ConfigError
+from creditgate.startup import bind_failure
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -79,8 +80,21 @@ def metrics_host(settings: Settings) -> str:
 
 
 def start_metrics(settings: Settings) -> WSGIServer:
-    """Serve /metrics on ``metrics_host`` and ``metrics_port``; the server is returned."""
-    server, _thread = start_http_server(
-        settings.metrics_port, addr=metrics_host(settings), registry=metrics.registry()
-    )
+    """Serve /metrics on ``metrics_host`` and ``metrics_port``; the server is returned.
+
+    Raises:
+        ConfigError: the port cannot be bound (one line: why, and what to do).
+    """
+    host = metrics_host(settings)
+    try:
+        server, _thread = start_http_server(
+            settings.metrics_port, addr=host, registry=metrics.registry()
+        )
+    except OSError as exc:
+        msg = (
+            f"cannot serve /metrics on {host}:{settings.metrics_port} "
+            f"(CREDITGATE_METRICS_PORT): {bind_failure(exc)}; CREDITGATE_METRICS_PORT=0 turns "
+            "it off"
+        )
+        raise ConfigError(msg) from None
     return server

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from creditgate.domain import strict_yaml
 from creditgate.domain.errors import ConfigError
 from creditgate.domain.money import MAX_AMOUNT, MICRO, to_micro
 from creditgate.domain.wording import a_or_an
@@ -404,7 +405,7 @@ def compile_catalog(config: CatalogConfig) -> Catalog:
 def load_catalog(path: str | Path) -> Catalog:
     """Read and compile a plans file; ConfigError names the file and what is wrong."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = strict_yaml.load(Path(path).read_text(encoding="utf-8"))
         return compile_catalog(CatalogConfig.model_validate(raw))
     except OSError as exc:
         msg = f"cannot read plans file {path}: {exc.strerror}"

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from creditgate.ledger.store import LedgerStore
 
 
+def without_password(url: str) -> str:
+    """``url`` without its user and password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
+
+
 async def open_ledger(url: str, *, migrate: bool = False) -> LedgerStore:
     """Connect to the ledger named by ``url``; run migrations first when asked."""
     store: LedgerStore

@@ -109,6 +109,9 @@ class SqlLedger(LedgerStore):
     async def fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
         """Run one read query outside a transaction."""
 
+    async def ping(self) -> None:
+        await self.fetch("SELECT 1")
+
     @abstractmethod
     async def insert_new_events(self, conn: Conn, rows: list[Row]) -> set[str]:
         """Insert event rows, skipping ids already present; return the ids that were new."""

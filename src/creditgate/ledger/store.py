@@ -155,5 +155,9 @@ class LedgerStore(ABC):
         """An account's audit rows, newest first."""
 
     @abstractmethod
+    async def ping(self) -> None:
+        """Return once the database answers a trivial query; LedgerError if it cannot."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Release connections."""

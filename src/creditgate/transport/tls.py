@@ -45,9 +45,7 @@ def _check(cert: Path, key: Path, client_ca: Path | None) -> None:
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     for path, what in ((cert, "CREDITGATE_TLS_CERT"), (key, "CREDITGATE_TLS_KEY")):
-        if not path.is_file():
-            msg = f"{what}={path}: no such file"
-            raise ConfigError(msg)
+        _readable(path, what)
     try:
         context.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
@@ -57,11 +55,25 @@ def _check(cert: Path, key: Path, client_ca: Path | None) -> None:
         )
         raise ConfigError(msg) from None
     if client_ca is not None:
+        _readable(client_ca, "CREDITGATE_TLS_CLIENT_CA")
         try:
             context.load_verify_locations(cafile=client_ca)
         except (OSError, ssl.SSLError) as exc:
             msg = f"CREDITGATE_TLS_CLIENT_CA={client_ca}: not a readable PEM CA bundle ({exc})"
             raise ConfigError(msg) from None
+
+
+def _readable(path: Path, what: str) -> None:
+    """ConfigError (one line) unless ``path`` is a file this process can read."""
+    if not path.exists():
+        msg = f"{what}={path}: no such file"
+        raise ConfigError(msg)
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        msg = f"{what}={path}: cannot read it ({exc.strerror}); name a PEM file this user can read"
+        raise ConfigError(msg) from None
 
 
 def _read(cert: Path, key: Path, client_ca: Path | None) -> _Files:
