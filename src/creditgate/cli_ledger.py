@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 
     from redis.asyncio import Redis
 
+    from creditgate.ledger.reconcile import CheckReport
     from creditgate.settings import Settings
-    from creditgate.worker.reconcile import CheckReport
 
     Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -175,12 +175,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     from creditgate.ledger.open import open_ledger  # noqa: PLC0415
-    from creditgate.worker.worker import Worker  # noqa: PLC0415
 
     redis = _redis(settings)
     store = await open_ledger(settings.ledger(), migrate=args.migrate)
     try:
-        worker = Worker.from_settings(redis, store, settings)
+        worker = settings.ledger_worker(redis, store)
         await worker.setup()
         if args.burst:
             n = await worker.drain()
@@ -226,10 +225,10 @@ def _existing_ledger(settings: Settings) -> str:
 
 async def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
     from creditgate.engine.keys import KeySpace  # noqa: PLC0415
+    from creditgate.ledger.consumer import GROUP  # noqa: PLC0415
     from creditgate.ledger.open import open_ledger  # noqa: PLC0415
+    from creditgate.ledger.reconcile import Reconciler  # noqa: PLC0415
     from creditgate.worker import streams  # noqa: PLC0415
-    from creditgate.worker.reconcile import Reconciler  # noqa: PLC0415
-    from creditgate.worker.worker import GROUP  # noqa: PLC0415
 
     redis = _redis(settings)  # connects on first use
     try:

@@ -190,7 +190,6 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         return
     from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
     from creditgate.startup import open_ledger_or_explain  # noqa: PLC0415
-    from creditgate.worker.worker import Worker  # noqa: PLC0415
 
     embedded = backends.embedded is not None
     migrate = settings.migrate_on_start or embedded
@@ -200,7 +199,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         if settings.hydrate:
             install_hydration(backends.engine, store)
         if settings.run_worker or embedded:
-            worker = Worker.from_settings(backends.redis, store, settings)
+            worker = settings.ledger_worker(backends.redis, store)
             try:
                 await worker.setup()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

@@ -12,10 +12,16 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from creditgate.ledger.store import LedgerStore
+    from creditgate.worker.worker import Worker
 
 
 class Settings(BaseSettings):
@@ -172,6 +178,22 @@ class Settings(BaseSettings):
     reflection: bool = Field(
         default=True, description="serve gRPC reflection (the API's schema, no data)"
     )
+
+    def ledger_worker(self, redis: Redis, store: LedgerStore) -> Worker:
+        """The ledger worker that ``creditgate worker`` and ``serve`` run, with these knobs."""
+        from creditgate.engine.keys import KeySpace  # noqa: PLC0415 - keep settings light
+        from creditgate.ledger.consumer import LedgerConsumer  # noqa: PLC0415
+        from creditgate.worker.worker import Worker  # noqa: PLC0415
+
+        return Worker(
+            redis,
+            LedgerConsumer(store),
+            KeySpace(self.key_prefix, self.shards),
+            batch=self.worker_batch,
+            block_ms=self.worker_block_ms,
+            claim_idle_ms=self.worker_claim_idle_ms,
+            name=self.worker_name,
+        )
 
     def tokens_path(self) -> Path:
         return self.tokens_file or self.data_dir / "tokens.json"

@@ -31,7 +31,6 @@ from creditgate.ledger import open_ledger
 from creditgate.server import open_backends
 from creditgate.settings import Settings
 from creditgate.testing.certs import CertKit, Issued
-from creditgate.worker.worker import Worker
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -196,7 +195,7 @@ async def test_check_and_consume_over_rediss_on_both_clients_and_the_worker(
     redis = _redis(worker_settings)
     store = await open_ledger(ledger_url, migrate=True)
     try:
-        worker = Worker.from_settings(redis, store, worker_settings)
+        worker = worker_settings.ledger_worker(redis, store)
         await worker.setup()
         assert await worker.drain() >= 4  # the account and its three charges
         ledger = await store.pool_balances("tls-acct")

@@ -34,8 +34,9 @@ from creditgate.domain.errors import CreditgateError
 from creditgate.engine import Engine
 from creditgate.engine.keys import KeySpace
 from creditgate.ledger import LedgerStore, open_ledger
+from creditgate.ledger.consumer import LedgerConsumer
+from creditgate.ledger.reconcile import Reconciler
 from creditgate.worker import Worker
-from creditgate.worker.reconcile import Reconciler
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -261,7 +262,7 @@ def make_worker(redis: AsyncRedis, store: LedgerStore, keys: KeySpace, **kw: Any
     kw.setdefault("batch", 200)
     kw.setdefault("block_ms", 0)
     kw.setdefault("claim_idle_ms", 1000)
-    return Worker(redis, store, keys, **kw)
+    return Worker(redis, LedgerConsumer(store), keys, **kw)
 
 
 @dataclass

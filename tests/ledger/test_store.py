@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from creditgate.engine import Engine
     from creditgate.engine.keys import KeySpace
-    from creditgate.ledger.events import Event
+    from creditgate.events.schema import Event
 
 
 async def stream_events(redis: AsyncRedis, keys: KeySpace) -> list[Event]:

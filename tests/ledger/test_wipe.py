@@ -27,9 +27,9 @@ from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog
 from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
 from creditgate.ledger.hydrate import install_hydration
+from creditgate.ledger.reconcile import Reconciler
 from creditgate.server import build_server
 from creditgate.v1 import admin_pb2, admin_pb2_grpc, quota_pb2, quota_pb2_grpc
-from creditgate.worker.reconcile import Reconciler
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

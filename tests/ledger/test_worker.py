@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import REGISTRY
 
 from conftest import Ledger, Workload, assert_consistent, make_worker
-from creditgate.worker import GROUP
+from creditgate.ledger.consumer import GROUP
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis

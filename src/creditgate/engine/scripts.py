@@ -14,6 +14,8 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import TYPE_CHECKING
 
+from creditgate.events.schema import lua_constants
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
@@ -26,7 +28,8 @@ _STANDALONE = {"consume_batch": ["fast", "consume_batch"]}
 # The first line of every script: what a fast path read before falling through to the general
 # path (nil when there is no fast path or it did not run), so lib.lua reads nothing twice. Plain
 # locals, not a table, so that the fast path allocates nothing for them.
-HEAD = "local PRE_A, PRE_REC, PRE_T, PRE_NO_DUE_HOLDS"
+# The event schema's constants (EV_VERSION) come from the events room, which owns the format.
+HEAD = f"local PRE_A, PRE_REC, PRE_T, PRE_NO_DUE_HOLDS\n{lua_constants()}"
 
 
 def script_source(name: str, *, fast_path: bool = True) -> str:

@@ -1,6 +1,6 @@
 """The durable ledger: every event of the Redis streams, and a mirror that can rebuild Redis."""
 
-from creditgate.ledger.events import Event, EventError, parse_entry
+from creditgate.events.schema import Event, EventError, parse_entry
 from creditgate.ledger.open import open_ledger
 from creditgate.ledger.store import (
     AccountMirror,

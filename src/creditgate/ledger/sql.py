@@ -10,7 +10,8 @@ import datetime as dt
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, Protocol
 
-from creditgate.ledger.events import ADD_KINDS, USAGE_KINDS, BatchRows, collect, event_row
+from creditgate.events.schema import ADD_KINDS, USAGE_KINDS
+from creditgate.ledger.rows import BatchRows, collect, event_row
 from creditgate.ledger.store import (
     AccountMirror,
     ApplyResult,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from contextlib import AbstractAsyncContextManager
 
-    from creditgate.ledger.events import Event
+    from creditgate.events.schema import Event
 
 Row = tuple[Any, ...]
 DAY_MS = 86_400_000

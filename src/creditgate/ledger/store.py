@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from creditgate.ledger.events import Event
+    from creditgate.events.schema import Event
 
 Period = Literal["day", "month"]
 

@@ -1,5 +1,6 @@
-"""Background work next to the sidecar: the ledger worker and the drift check."""
+"""The worker: runs the consumers of the event stream (the ledger now; notifications later)."""
 
-from creditgate.worker.worker import GROUP, Worker
+from creditgate.worker.consumer import Applied, Consumer
+from creditgate.worker.worker import Worker
 
-__all__ = ["GROUP", "Worker"]
+__all__ = ["Applied", "Consumer", "Worker"]

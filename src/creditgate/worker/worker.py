@@ -1,8 +1,9 @@
-"""The ledger worker: shard streams -> ledger, one database transaction per batch.
+"""The worker: shard streams -> one consumer (``consumer.Consumer``), batch by batch.
 
-Delivery is at least once: entries are acknowledged (XACK) only after the batch committed, and
-the ledger skips event ids it already has, so a crash anywhere repeats work but never loses or
-doubles it. Entries a dead worker left pending are claimed after ``claim_idle_ms``.
+Delivery is at least once: entries are acknowledged (XACK) only after the consumer applied the
+batch, and the consumer skips event ids it already has, so a crash anywhere repeats work but
+never loses or doubles it. Entries a dead worker left pending are claimed after
+``claim_idle_ms``. The ledger is the consumer today (``creditgate worker``).
 """
 
 from __future__ import annotations
@@ -20,22 +21,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from creditgate.engine.keys import KeySpace
-from creditgate.ledger.events import Event, EventError, parse_entry
-from creditgate.ledger.store import LedgerError
+from creditgate.events.schema import Event, EventError, parse_entry
 from creditgate.worker import metrics, streams
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-    from creditgate.ledger.store import LedgerStore
-    from creditgate.settings import Settings
+    from creditgate.engine.keys import KeySpace
+    from creditgate.worker.consumer import Consumer
 
-GROUP = "creditgate-ledger"
 log = logging.getLogger("creditgate.worker")
 Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # stream, entry id, fields
-RETRYABLE = (LedgerError, RedisConnectionError, RedisTimeoutError, OSError)
-_DAY_MS = 86_400_000
+RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def _by_stream(reply: Any) -> list[tuple[str, list[Any]]]:  # noqa: ANN401 - RESP2 or RESP3
@@ -48,12 +45,12 @@ def _by_stream(reply: Any) -> list[tuple[str, list[Any]]]:  # noqa: ANN401 - RES
 
 
 class Worker:
-    """Moves events from the shard streams of ``keys`` into ``store``."""
+    """Moves events from the shard streams of ``keys`` into ``consumer``."""
 
     def __init__(  # noqa: PLR0913 - every knob is a keyword with the Settings default
         self,
         redis: Redis,
-        store: LedgerStore,
+        consumer: Consumer,
         keys: KeySpace,
         *,
         batch: int = 500,
@@ -64,7 +61,9 @@ class Worker:
         housekeeping_s: float = 5.0,
     ) -> None:
         self.redis = redis
-        self.store = store
+        self.consumer = consumer
+        self.group = consumer.group
+        self.retryable: tuple[type[BaseException], ...] = (*RETRYABLE, *consumer.retryable)
         self.streams = keys.streams()
         self.batch = batch
         self.block_ms = block_ms
@@ -76,7 +75,6 @@ class Worker:
         self._own_pending = True  # after a start or a failed batch, retry our pending entries
         self._next_claim = 0.0
         self._next_housekeeping = 0.0
-        self._next_prune = 0.0
         self._stop = asyncio.Event()
 
     # --- set-up and shutdown --------------------------------------------------------------
@@ -85,23 +83,10 @@ class Worker:
         """Create the consumer group on every stream (and the stream, if needed)."""
         for stream in self.streams:
             try:
-                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+                await self.redis.xgroup_create(stream, self.group, id="0", mkstream=True)
             except ResponseError as exc:
                 if "BUSYGROUP" not in str(exc):
                     raise
-
-    @classmethod
-    def from_settings(cls, redis: Redis, store: LedgerStore, settings: Settings) -> Worker:
-        """The worker ``creditgate worker`` and ``serve`` run: its knobs from ``settings``."""
-        return cls(
-            redis,
-            store,
-            KeySpace(settings.key_prefix, settings.shards),
-            batch=settings.worker_batch,
-            block_ms=settings.worker_block_ms,
-            claim_idle_ms=settings.worker_claim_idle_ms,
-            name=settings.worker_name,
-        )
 
     def stop(self) -> None:
         """Finish the current batch, then return from ``run``."""
@@ -124,7 +109,7 @@ class Worker:
             try:
                 await self.run_once()
                 backoff = 0.2
-            except RETRYABLE as exc:
+            except self.retryable as exc:
                 metrics.FAILURES.inc()
                 log.warning("ledger worker: %s; retrying in %.1f s", exc, backoff)
             except Exception:
@@ -184,12 +169,18 @@ class Worker:
         wait = self.block_ms if block and self.block_ms > 0 else None
         if not self.per_stream:
             reply = await self.redis.xreadgroup(
-                GROUP, self.name, dict.fromkeys(self.streams, start), count=self.batch, block=wait
+                self.group,
+                self.name,
+                dict.fromkeys(self.streams, start),
+                count=self.batch,
+                block=wait,
             )
             return [(s, e[0], e[1]) for s, es in _by_stream(reply) for e in es]
         out: list[Entry] = []
         for stream in self.streams:
-            reply = await self.redis.xreadgroup(GROUP, self.name, {stream: start}, count=self.batch)
+            reply = await self.redis.xreadgroup(
+                self.group, self.name, {stream: start}, count=self.batch
+            )
             out += [(s, e[0], e[1]) for s, es in _by_stream(reply) for e in es]
         if not out and wait:
             with contextlib.suppress(TimeoutError):
@@ -200,7 +191,7 @@ class Worker:
         out: list[Entry] = []
         for stream in self.streams:
             reply = await self.redis.xautoclaim(
-                stream, GROUP, self.name, self.claim_idle_ms, start_id="0-0", count=self.batch
+                stream, self.group, self.name, self.claim_idle_ms, start_id="0-0", count=self.batch
             )
             claimed = [(stream, e[0], e[1]) for e in reply[1] if e]
             if claimed:
@@ -219,7 +210,7 @@ class Worker:
                 metrics.INVALID.inc()
                 log.exception("ledger worker: skipping an entry that is not a v1 event")
         try:
-            result = await self.store.apply(events)
+            result = await self.consumer.apply(events)
         except BaseException:
             self._own_pending = True
             raise
@@ -228,7 +219,7 @@ class Worker:
             acks.setdefault(stream, []).append(eid)
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, ids in acks.items():
-                pipe.xack(stream, GROUP, *ids)
+                pipe.xack(stream, self.group, *ids)
             await pipe.execute()
         metrics.APPLIED.inc(result.applied)
         metrics.DUPLICATES.inc(result.duplicates)
@@ -244,11 +235,9 @@ class Worker:
         for stream in self.streams:
             try:
                 await streams.trim(self.redis, stream)
-                oldest = await streams.oldest_unapplied(self.redis, stream, GROUP)
+                oldest = await streams.oldest_unapplied(self.redis, stream, self.group)
                 metrics.LAG.labels(stream).set(max(0, now_ms - oldest[0]) / 1000 if oldest else 0)
-                await streams.forget_dead_consumers(self.redis, stream, GROUP)
+                await streams.forget_dead_consumers(self.redis, stream, self.group)
             except ResponseError as exc:  # the stream or group vanished (Redis restarted)
                 log.warning("ledger worker: housekeeping of %s: %s", stream, exc)
-        if time.monotonic() >= self._next_prune:
-            self._next_prune = time.monotonic() + 3600
-            await self.store.prune_records(now_ms - _DAY_MS)
+        await self.consumer.housekeeping(now_ms)

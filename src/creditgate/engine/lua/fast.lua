@@ -150,7 +150,7 @@ local function fast_charge(A, now, np, a0, rk, rid)
     redis.call('SET', rk, rec, 'PX', ttl)
     redis.call('HSET', KEYS[1], unpack(fields))
     for f = 1, #fields, 2 do A[fields[f]] = fields[f + 1] end
-    redis.call('XADD', KEYS[2], '*', 'v', '1', 'k', 'charge', 'a', ARGV[1], 'r', rid,
+    redis.call('XADD', KEYS[2], '*', 'v', EV_VERSION, 'k', 'charge', 'a', ARGV[1], 'r', rid,
       't', fmt('%d', now), 'm', table.concat(moves, ';'), 'act', ARGV[a0 + 6],
       'q', ARGV[a0 + 3], 'at', ARGV[a0 + 7],
       'st', cmsgpack.pack({a = snap, h = none, r = {[rk] = {rec, ttl + 0}}}))

@@ -257,7 +257,7 @@ local function flush()
   if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
   if SNAPPED and #EV == 0 then EV[1] = {'state', {}, nil, ''} end
   for i, e in ipairs(EV) do
-    local f = {'v', '1', 'k', e[1], 'a', ACCT, 'r', e[4] or CTX.rid, 't', fmt(NOW),
+    local f = {'v', EV_VERSION, 'k', e[1], 'a', ACCT, 'r', e[4] or CTX.rid, 't', fmt(NOW),
       'm', table.concat(e[2], ';')}
     if e[4] == nil and CTX.act ~= '' then
       f[#f + 1] = 'act'; f[#f + 1] = CTX.act

@@ -1,4 +1,15 @@
-"""Event schema v1: one stream entry decoded, and what a batch of new events writes.
+"""Event schema v1: what a stream entry holds, and how a reader decodes it.
+
+This module owns the format. Its writers are the Lua scripts (lib.lua's ``emit``/``flush`` and
+the fast path), which get ``SCHEMA_VERSION`` from ``lua_constants`` (engine/scripts.py puts it
+at the top of every script); its readers are the worker's consumers (the ledger now).
+
+Fields of an entry: ``v`` schema version, ``k`` kind (``KINDS``), ``a`` account, ``r`` request
+id, ``t`` time (unix ms, the account's clock), ``m`` movements (``pool,delta,balance after[,lot]``
+joined by ``;``), ``act``/``q``/``at`` the action, quantity and attributes (JSON) of a charge or
+hold, ``st`` the state the call changed (msgpack: ``a`` account fields, ``h`` holds, ``r``
+idempotency records with their TTL); any other field is kind-specific (``of``: the charge a
+refund returns).
 
 An event id is ``<stream>/<entry id>``; it is the idempotency key of the whole ledger. Within one
 account (which lives in exactly one stream) events are ordered by ``ver`` = entry ms x 10^6 +
@@ -8,14 +19,13 @@ late (a second worker, a redelivery) can never overwrite newer state.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
 SCHEMA_VERSION = b"1"
 _SEQ_LIMIT = 1_000_000
@@ -23,6 +33,21 @@ _BASE = frozenset({"v", "k", "a", "r", "t", "m", "act", "q", "at", "st"})
 # Event kinds whose movements are consumption (or its return): they make up "spent" and usage.
 USAGE_KINDS = ("charge", "hold", "settle", "release", "hold_expired", "refund")
 ADD_KINDS = ("grant", "reset", "overage_block", "account")
+# Every kind the scripts write; tests/events/test_schema.py holds the Lua writers to this list.
+KINDS = (
+    *USAGE_KINDS,  # consumption and its return
+    *ADD_KINDS,  # credits added, periods reset, an account created or changed
+    "expire",  # grant lots that expired
+    "billing_credit",  # overage credit returned when a cap is lowered
+    "stop",  # the account stopped until renewal (a cap below this period's spend)
+    "resume",  # a stopped account resumed at renewal
+    "clock",  # the test clock moved
+)
+
+
+def lua_constants() -> str:
+    """The schema as Lua locals, for the scripts that write events."""
+    return f"local EV_VERSION = '{SCHEMA_VERSION.decode()}'"
 
 
 class EventError(ValueError):
@@ -144,94 +169,3 @@ def parse_entry(stream: str, entry_id: bytes | str, raw: Mapping[bytes, bytes]) 
     except (KeyError, ValueError, TypeError, msgpack.UnpackException) as exc:
         msg = f"{stream}/{eid}: malformed event ({exc})"
         raise EventError(msg) from exc
-
-
-@dataclass(slots=True)
-class BatchRows:
-    """Rows that the new events of one batch write; mirror rows keep only the newest version."""
-
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    movements: list[tuple[Any, ...]] = field(default_factory=list)
-    requests: list[tuple[Any, ...]] = field(default_factory=list)
-    accounts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    balances: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
-    fields: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
-    holds: dict[tuple[str, str], tuple[Any, ...]] = field(default_factory=dict)
-    records: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-
-
-def event_row(e: Event) -> tuple[Any, ...]:
-    moves = ";".join(
-        f"{m.pool},{m.delta},{m.balance_after}" + (f",{m.lot}" if m.lot else "") for m in e.moves
-    )
-    return (
-        e.event_id,
-        e.ver,
-        e.account,
-        e.kind,
-        e.request_id,
-        e.time_ms,
-        e.action,
-        e.quantity,
-        e.attributes,
-        json.dumps(e.extra, sort_keys=True),
-        moves,
-    )
-
-
-def _newer(table: dict[Any, tuple[Any, ...]], key: Any, row: tuple[Any, ...]) -> None:  # noqa: ANN401
-    # The version is always the last column. Equal versions are moves of one event, in order:
-    # the later move carries the pool's balance after the whole event.
-    old = table.get(key)
-    if old is None or row[-1] >= old[-1]:
-        table[key] = row
-
-
-def collect(events: Iterable[Event]) -> BatchRows:
-    """Rows for events known to be new (not yet in the ledger)."""
-    out = BatchRows()
-    for e in events:
-        out.events.append(event_row(e))
-        for seq, m in enumerate(e.moves):
-            out.movements.append(
-                (
-                    e.event_id,
-                    seq,
-                    e.ver,
-                    e.account,
-                    m.pool,
-                    m.delta,
-                    m.balance_after,
-                    m.lot,
-                    e.kind,
-                    e.request_id,
-                    e.origin,
-                    e.time_ms,
-                )
-            )
-            _newer(out.balances, (e.account, m.pool), (e.account, m.pool, m.balance_after, e.ver))
-        if e.action is not None and e.kind in {"charge", "hold"}:
-            out.requests.append((e.account, e.request_id, e.action, e.quantity, e.attributes))
-        acc = out.accounts.get(e.account)
-        first = min(acc[2], e.ver) if acc else e.ver
-        out.accounts[e.account] = (e.account, e.stream, first, max(e.ver, acc[3] if acc else 0))
-        if e.state is not None:
-            _collect_state(out, e)
-    return out
-
-
-def _collect_state(out: BatchRows, e: Event) -> None:
-    st = e.state
-    assert st is not None  # noqa: S101 - checked by the caller
-    for name, value in st.fields.items():
-        _newer(out.fields, (e.account, name), (e.account, name, value, e.ver))
-    for hid, packed in st.holds.items():
-        exp = hold_expiry(packed) if packed is not None else None
-        _newer(out.holds, (e.account, hid), (e.account, hid, packed, exp, e.ver))
-    base_ms = entry_ms(e.ver)
-    for key, (value, ttl) in st.records.items():
-        expires = base_ms + ttl if ttl >= 0 else None
-        old = out.records.get(key)
-        if old is not None and expires is None:
-            expires = old[3]  # KEEPTTL: the expiry set earlier in this batch
-        _newer(out.records, key, (key, e.account, value, expires, e.ver))
