@@ -30,8 +30,8 @@ from pathlib import Path
 import tools
 from run import ATTRS, PATH, evalsha_time, per_call, provision, sidecar_env
 
-from creditgate.embedded import EmbeddedRedis
 from creditgate.v1 import quota_pb2
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 
 
 def main() -> int:

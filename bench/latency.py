@@ -17,8 +17,8 @@ from tools import ROOT
 
 from creditgate.domain.catalog import load_catalog
 from creditgate.driver.pipelined import FastRedis, command, encode
-from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 
 ATTRS = {"model": "pro", "feature": "agents"}
 CALLS = 3000

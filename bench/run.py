@@ -36,10 +36,10 @@ from redis.asyncio import Redis
 from creditgate.domain.catalog import load_catalog
 from creditgate.domain.money import MICRO
 from creditgate.domain.results import Decision
-from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.scripts import script_source
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 
 PATH = "/creditgate.v1.QuotaService/CheckAndConsume"
 BATCH_PATH = "/creditgate.v1.QuotaService/CheckAndConsumeBatch"

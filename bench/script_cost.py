@@ -36,9 +36,9 @@ from run import ATTRS, CATALOG, provision
 
 from creditgate.domain.catalog import load_catalog
 from creditgate.domain.results import Decision
-from creditgate.embedded import find_redis_server
 from creditgate.engine import Engine, KeySpace
 from creditgate.engine.scripts import HEAD, script_source
+from creditgate.wiring.embedded.redis import find_redis_server
 
 
 def _control(action: str, pid: int) -> None:

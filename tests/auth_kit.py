@@ -14,10 +14,10 @@ import grpc
 from creditgate.auth.roles import ROLES
 from creditgate.auth.tokens import TokenStore, create_token
 from creditgate.engine import Engine
-from creditgate.server import build_server
 from creditgate.transport.audit import Auditor
 from creditgate.transport.guard import Guard
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
+from creditgate.wiring.server import build_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

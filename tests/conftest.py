@@ -21,10 +21,10 @@ from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.driver.pipelined import FastRedis
-from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
-from creditgate.server import build_server
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
+from creditgate.wiring.embedded.redis import EmbeddedRedis
+from creditgate.wiring.server import build_server
 from served_kit import restarted, served  # noqa: F401 - the `make run` sidecar fixtures
 
 if TYPE_CHECKING:

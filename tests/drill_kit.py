@@ -25,8 +25,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from creditgate.embedded import EmbeddedRedis
 from creditgate.v1 import admin_pb2, admin_pb2_grpc, quota_pb2, quota_pb2_grpc
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 
 CATALOG = """
 meters: {credit: "drill credits"}

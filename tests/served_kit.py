@@ -207,3 +207,10 @@ def pool(balance: dict[str, Any], pool_id: str) -> dict[str, Any]:
     found: list[dict[str, Any]] = [p for p in balance["pools"] if p["pool_id"] == pool_id]
     assert found, (pool_id, balance)
     return found[0]
+
+
+def server_children(pid: int) -> list[int]:
+    """The server processes ``pid`` started (its embedded redis-server is a child too)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return [c for c in pids if b"redis-server" not in Path(f"/proc/{c}/cmdline").read_bytes()]

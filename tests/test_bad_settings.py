@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from creditgate.settings import check_listen
+from creditgate.wiring.settings import check_listen
 
 _LISTEN_FORMS = "host:port, e.g. 127.0.0.1:50051, 0.0.0.0:50051 or [::]:50051"
 

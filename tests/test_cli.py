@@ -33,6 +33,7 @@ from served_kit import (
     pool,
     redis_servers,
     run_cli,
+    server_children,
 )
 
 if TYPE_CHECKING:
@@ -175,13 +176,6 @@ def test_balance_after_restart_lists_the_pools(restarted: Served) -> None:
 # --- several server processes on one port --------------------------------------------------
 
 
-def _children(pid: int) -> list[int]:
-    """The server processes ``pid`` started (its embedded redis-server is a child too)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    pids = [int(c) for c in children.read_text().split()] if children.exists() else []
-    return [c for c in pids if b"redis-server" not in Path(f"/proc/{c}/cmdline").read_bytes()]
-
-
 ESTABLISHED, LISTEN = "01", "0A"  # TCP states as /proc/net/tcp writes them
 
 
@@ -233,7 +227,7 @@ def test_two_processes_share_the_port_and_both_answer(served_twice: Served) -> N
     """
     assert served_twice.process is not None
     parent = served_twice.process.pid
-    (child,) = _children(parent)
+    (child,) = server_children(parent)
     for _ in range(READY_TRIES):  # the second process listens a moment after the first
         if _sockets(child, served_twice.port, LISTEN):
             break
@@ -285,7 +279,7 @@ def test_two_processes_share_the_port_and_both_answer(served_twice: Served) -> N
 def test_a_server_process_that_dies_stops_the_sidecar(served_twice: Served) -> None:
     """A second process killed: the first stops too and exits 1, for a supervisor to see."""
     assert served_twice.process is not None
-    (child,) = _children(served_twice.process.pid)
+    (child,) = server_children(served_twice.process.pid)
     os.kill(child, signal.SIGKILL)
     served_twice.returncode = served_twice.process.wait(timeout=STOP_SECONDS + 5)
     assert served_twice.returncode == 1

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from creditgate.cli import parser
 from creditgate.domain.wording import amount
+from creditgate.wiring.cli import parser
 from served_kit import CREDITGATE, ROOT, Served, free_port, run_cli, sidecar_env
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 from redis import Redis
 
-from creditgate.embedded import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from creditgate.wiring.embedded.redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 
 if TYPE_CHECKING:
     from pathlib import Path

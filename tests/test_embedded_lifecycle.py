@@ -20,8 +20,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis import Redis
 
-from creditgate.embedded import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
+from creditgate.wiring.embedded.redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from served_kit import Served, redis_servers
 
 if TYPE_CHECKING:

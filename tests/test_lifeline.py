@@ -1,4 +1,6 @@
-"""Children die with the sidecar, and starting them runs no Python after fork (creditgate.lifeline).
+"""Children die with the sidecar, and starting them runs no Python after fork.
+
+(creditgate.wiring.lifeline)
 
 Real processes: ``creditgate serve --embedded --demo`` with two server processes, SIGKILLed;
 a redis-server restarted many times from a worker thread while gRPC threads are busy in the
@@ -19,8 +21,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from creditgate.embedded import EmbeddedRedis
-from test_cli import Served, _children, _env, _redis_servers
+from creditgate.wiring.embedded.redis import EmbeddedRedis
+from served_kit import Served, redis_servers, server_children, sidecar_env
 from test_embedded_lifecycle import _gone, _kill_all, _until
 
 if TYPE_CHECKING:
@@ -36,9 +38,9 @@ def test_sigkilled_sidecar_takes_its_other_server_processes_along(tmp_path: Path
     served.start()
     assert served.process is not None
     parent = served.process.pid
-    _until("the second server process starts", lambda: len(_children(parent)) == 1)
-    (child,) = _children(parent)
-    (redis_pid,) = _redis_servers(served.redis_socket)
+    _until("the second server process starts", lambda: len(server_children(parent)) == 1)
+    (child,) = server_children(parent)
+    (redis_pid,) = redis_servers(served.redis_socket)
     served.process.send_signal(signal.SIGKILL)
     served.returncode = served.process.wait(timeout=5)
     try:
@@ -53,7 +55,7 @@ def test_a_server_process_whose_parent_is_gone_exits_at_once(tmp_path: Path) -> 
     not_the_parent = os.getpid() + 1_000_000
     done = subprocess.run(
         [sys.executable, "-m", "creditgate", "serve", "--listen", "127.0.0.1:0"],
-        env=_env(tmp_path) | {"CREDITGATE_PARENT_PID": str(not_the_parent)},
+        env=sidecar_env(tmp_path) | {"CREDITGATE_PARENT_PID": str(not_the_parent)},
         capture_output=True,
         text=True,
         timeout=60,

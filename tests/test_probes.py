@@ -22,9 +22,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from creditgate.embedded import EmbeddedRedis
 from creditgate.transport.health import LIVENESS
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 from served_kit import ROOT, Served, free_port
 
 if TYPE_CHECKING:

@@ -12,8 +12,8 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from creditgate.server_processes import ServerProcesses
-from creditgate.settings import Settings, cores_available
+from creditgate.wiring.processes import ServerProcesses
+from creditgate.wiring.settings import Settings, cores_available
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from test_cli import Served, _env, _free_port, _redis_servers
+from served_kit import Served, free_port, redis_servers, sidecar_env
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -68,13 +68,13 @@ def test_a_second_embedded_sidecar_on_the_same_data_dir(tmp_path: Path) -> None:
     first.start()
     assert first.process is not None
     try:
-        (redis_pid,) = _redis_servers(first.redis_socket)
-        env = _env(tmp_path) | {"CREDITGATE_LOG_LEVEL": "ERROR"}
-        line = _refused(tmp_path, "--embedded", "--listen", f"127.0.0.1:{_free_port()}", **env)
+        (redis_pid,) = redis_servers(first.redis_socket)
+        env = sidecar_env(tmp_path) | {"CREDITGATE_LOG_LEVEL": "ERROR"}
+        line = _refused(tmp_path, "--embedded", "--listen", f"127.0.0.1:{free_port()}", **env)
         assert f"redis-server pid {redis_pid} on " in line
         assert f"belongs to the running sidecar pid {first.process.pid}: " in line
         assert f"kill {first.process.pid}" in line
-        assert _redis_servers(first.redis_socket) == [redis_pid], "the first was left alone"
+        assert redis_servers(first.redis_socket) == [redis_pid], "the first was left alone"
     finally:
         first.stop()
     assert first.returncode == 0, first.log_tail()

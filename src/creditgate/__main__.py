@@ -2,6 +2,6 @@
 
 import sys
 
-from creditgate.cli import main
+from creditgate.wiring.cli import main
 
 sys.exit(main())

@@ -18,11 +18,11 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from creditgate.auth.exposure import listen_host, start_metrics, token_store_for
 from creditgate.auth.tokens import create_token
 from creditgate.engine import Engine
-from creditgate.server import build_server
-from creditgate.settings import Settings
+from creditgate.wiring.exposure import listen_host, start_metrics, token_store_for
+from creditgate.wiring.server import build_server
+from creditgate.wiring.settings import Settings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis

@@ -22,15 +22,15 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from creditgate.cli_ledger import _redis
 from creditgate.domain.errors import ConfigError
 from creditgate.driver.connect import redis_client
 from creditgate.driver.pipelined import FastRedis, command, encode
 from creditgate.engine import Engine
 from creditgate.ledger import open_ledger
-from creditgate.server import open_backends
-from creditgate.settings import Settings
 from creditgate.testing.certs import CertKit, Issued
+from creditgate.wiring.cli.ledger import _redis
+from creditgate.wiring.server import open_backends
+from creditgate.wiring.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -17,10 +17,10 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis as AsyncRedis
 
 from conftest import SHARDS, Ledger, Workload, assert_consistent, catalog, make_worker
-from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
 from creditgate.ledger import LedgerError
 from creditgate.ledger.hydrate import Hydrator, install_hydration
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 
 if TYPE_CHECKING:
     from pathlib import Path

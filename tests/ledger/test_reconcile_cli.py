@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis as AsyncRedis
 
 from conftest import SHARDS, Ledger, Workload, make_worker
-from creditgate.embedded import EmbeddedRedis
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -22,14 +22,14 @@ import yaml
 from redis.asyncio import Redis as AsyncRedis
 
 from conftest import CATALOG, Ledger, Workload, assert_consistent, catalog, make_worker
-from creditgate.demo import provision
 from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog
-from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
 from creditgate.ledger.hydrate import install_hydration
 from creditgate.ledger.reconcile import Reconciler
-from creditgate.server import build_server
 from creditgate.v1 import admin_pb2, admin_pb2_grpc, quota_pb2, quota_pb2_grpc
+from creditgate.wiring.demo import provision
+from creditgate.wiring.embedded.redis import EmbeddedRedis
+from creditgate.wiring.server import build_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator

@@ -20,8 +20,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from creditgate.engine import Engine
-from creditgate.server import build_server
 from creditgate.v1 import admin_pb2, quota_pb2, quota_pb2_grpc
+from creditgate.wiring.server import build_server
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message

@@ -19,11 +19,11 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from creditgate.driver.pipelined import FastRedis
-from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
-from creditgate.server import SERVICES, build_server
 from creditgate.transport.health import LIVENESS, RedisHealth
 from creditgate.v1 import admin_pb2, admin_pb2_grpc, quota_pb2, quota_pb2_grpc
+from creditgate.wiring.embedded.redis import EmbeddedRedis
+from creditgate.wiring.server import SERVICES, build_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

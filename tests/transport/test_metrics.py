@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from creditgate.domain.results import Reason
-from creditgate.metrics import LoopHistogram
+from creditgate.transport.metrics import LoopHistogram
 from creditgate.v1 import admin_pb2, quota_pb2
 
 if TYPE_CHECKING:

@@ -22,11 +22,11 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from creditgate.driver.pipelined import FastRedis
-from creditgate.embedded import EmbeddedRedis
 from creditgate.engine import Engine
-from creditgate.server import build_server
 from creditgate.transport.errors import REQUEST_ID_KEY
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
+from creditgate.wiring.embedded.redis import EmbeddedRedis
+from creditgate.wiring.server import build_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

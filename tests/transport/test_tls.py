@@ -19,10 +19,10 @@ from redis.asyncio import Redis
 
 from creditgate.domain.errors import ConfigError
 from creditgate.engine import Engine
-from creditgate.server import build_server
-from creditgate.settings import Settings
 from creditgate.testing.certs import CertKit, Issued
 from creditgate.transport.tls import ClientTLS, client_channel, server_credentials
+from creditgate.wiring.server import build_server
+from creditgate.wiring.settings import Settings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

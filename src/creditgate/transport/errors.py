@@ -23,8 +23,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from creditgate import metrics
 from creditgate.domain import errors
+from creditgate.transport import metrics
 from creditgate.transport.health import redis_failed
 
 if TYPE_CHECKING:

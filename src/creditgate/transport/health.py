@@ -23,8 +23,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from creditgate import metrics
 from creditgate.domain.errors import CreditgateError
+from creditgate.transport import metrics
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

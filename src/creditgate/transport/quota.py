@@ -6,11 +6,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-from creditgate import metrics
 from creditgate.domain.errors import CreditgateError, InvalidArgumentError, OutcomeUnknownError
 from creditgate.domain.requests import is_valid_id
 from creditgate.domain.results import Reason
-from creditgate.transport import convert, limits
+from creditgate.transport import convert, limits, metrics
 from creditgate.transport.errors import bind_request_id, boundary, status_of
 from creditgate.transport.guard import redact_balance, redact_unmoved
 from creditgate.v1 import quota_pb2

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 def _path(args: argparse.Namespace) -> Path:
     if args.file:
         return Path(args.file)
-    from creditgate.settings import Settings  # noqa: PLC0415 - keep the CLI start light
+    from creditgate.wiring.settings import Settings  # noqa: PLC0415 - keep the CLI start light
 
     from_env: dict[str, Any] = {}  # every field from the environment
     return Settings(**from_env).tokens_path()

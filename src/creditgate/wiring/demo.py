@@ -11,7 +11,7 @@ from creditgate.domain.money import MICRO
 if TYPE_CHECKING:
     from creditgate.engine import Engine
 
-log = logging.getLogger("creditgate.demo")
+log = logging.getLogger("creditgate.wiring.demo")
 
 
 async def provision(engine: Engine) -> list[str]:

@@ -23,7 +23,7 @@ from creditgate.domain.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
-    from creditgate.settings import Settings
+    from creditgate.wiring.settings import Settings
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 USAGE = 64  # sysexits' EX_USAGE: 2 means "denied" to check and reserve
@@ -40,7 +40,7 @@ EXIT_CODES = """exit codes:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from creditgate.settings import Settings  # noqa: PLC0415 - keep client commands light
+    from creditgate.wiring.settings import Settings  # noqa: PLC0415 - keep client commands light
 
     overrides: dict[str, Any] = {}
     if args.embedded:
@@ -56,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     if settings.parent_pid:
-        from creditgate import lifeline  # noqa: PLC0415
+        from creditgate.wiring import lifeline  # noqa: PLC0415
 
         if not lifeline.hold_on(settings.parent_pid):
             gone = f"creditgate: the first server process (pid {settings.parent_pid}) is gone"
@@ -92,7 +92,7 @@ def _metrics_dir(settings: Settings) -> Iterator[None]:
 
 
 def _run_server(settings: Settings, *, demo: bool) -> int:
-    from creditgate.server import serve  # noqa: PLC0415
+    from creditgate.wiring.server import serve  # noqa: PLC0415
 
     runner: Callable[[Any], Any] = asyncio.run
     if settings.uvloop:
@@ -102,8 +102,8 @@ def _run_server(settings: Settings, *, demo: bool) -> int:
             runner = uvloop.run
         except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
             pass
-    from creditgate.embedded import EmbeddedRedisError  # noqa: PLC0415
     from creditgate.ledger.store import LedgerError  # noqa: PLC0415
+    from creditgate.wiring.embedded.redis import EmbeddedRedisError  # noqa: PLC0415
 
     try:
         runner(serve(settings, demo=demo))
@@ -118,9 +118,9 @@ def _run_server(settings: Settings, *, demo: bool) -> int:
 
 
 def _plans(args: argparse.Namespace) -> int:
-    from creditgate.cli_client import emit  # noqa: PLC0415
     from creditgate.domain.catalog import load_catalog  # noqa: PLC0415
     from creditgate.domain.wording import amount  # noqa: PLC0415
+    from creditgate.wiring.cli.client import emit  # noqa: PLC0415
 
     try:
         catalog = load_catalog(args.config)
@@ -162,7 +162,7 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("CREDITGATE_TARGET", DEFAULT_TARGET),
         help="sidecar address for client commands",
     )
-    from creditgate import cli_tls  # noqa: PLC0415
+    from creditgate.wiring.cli import tls as cli_tls  # noqa: PLC0415
 
     cli_tls.add_arguments(root)
     root.add_argument(
@@ -188,12 +188,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--actions", action="store_true", help="also list each plan's action prices")
     p.set_defaults(func=_plans)
-    from creditgate import cli_auth, cli_commands  # noqa: PLC0415
+    from creditgate.wiring.cli import auth as cli_auth  # noqa: PLC0415
+    from creditgate.wiring.cli import commands as cli_commands  # noqa: PLC0415  # noqa: PLC0415
 
     cli_commands.register(sub)
     cli_auth.register(sub)
     try:
-        from creditgate import cli_ledger  # noqa: PLC0415
+        from creditgate.wiring.cli import ledger as cli_ledger  # noqa: PLC0415
     except ImportError:  # pragma: no cover - the ledger commands ship with the ledger
         pass
     else:
@@ -219,7 +220,7 @@ def _bad_settings(exc: ValueError) -> int:
     """A bad CREDITGATE_ variable: one line naming it, exit 2 (not a traceback)."""
     from pydantic import ValidationError  # noqa: PLC0415 - keep client commands light
 
-    from creditgate.settings import Settings, describe_error  # noqa: PLC0415
+    from creditgate.wiring.settings import Settings, describe_error  # noqa: PLC0415
 
     if not isinstance(exc, ValidationError) or exc.title != Settings.__name__:
         raise exc

@@ -23,16 +23,11 @@ from grpc_reflection.v1alpha import reflection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from creditgate.auth import exposure
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError, UnavailableError
 from creditgate.driver.connect import redis_client
 from creditgate.driver.pipelined import FastRedis
-from creditgate.embedded import EmbeddedRedis
-from creditgate.embedded_supervisor import Supervisor
 from creditgate.engine import Engine, KeySpace
-from creditgate.server_processes import ServerProcesses
-from creditgate.startup import add_port
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.audit import Auditor
@@ -42,6 +37,11 @@ from creditgate.transport.quota import QuotaService
 from creditgate.transport.registry import add_service
 from creditgate.transport.tls import server_credentials
 from creditgate.v1 import admin_pb2, quota_pb2
+from creditgate.wiring import exposure
+from creditgate.wiring.embedded.redis import EmbeddedRedis
+from creditgate.wiring.embedded.supervisor import Supervisor
+from creditgate.wiring.processes import ServerProcesses
+from creditgate.wiring.startup import add_port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from creditgate.ledger.store import LedgerStore
-    from creditgate.settings import Settings
+    from creditgate.wiring.settings import Settings
 
 log = logging.getLogger("creditgate")
 SERVICES = ("creditgate.v1.QuotaService", "creditgate.v1.AdminService")
@@ -189,7 +189,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         yield None
         return
     from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
-    from creditgate.startup import open_ledger_or_explain  # noqa: PLC0415
+    from creditgate.wiring.startup import open_ledger_or_explain  # noqa: PLC0415
 
     embedded = backends.embedded is not None
     migrate = settings.migrate_on_start or embedded
@@ -239,7 +239,7 @@ async def _become_ready(
         await readiness.wait_for_redis()
         if not demo:
             break
-        from creditgate.demo import provision  # noqa: PLC0415
+        from creditgate.wiring.demo import provision  # noqa: PLC0415
 
         try:
             await provision(engine)

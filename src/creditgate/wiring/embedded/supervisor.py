@@ -20,14 +20,14 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from creditgate.embedded import EmbeddedRedis, EmbeddedRedisError
+from creditgate.wiring.embedded.redis import EmbeddedRedis, EmbeddedRedisError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
 __all__ = ["Supervisor"]
 
-log = logging.getLogger("creditgate.embedded")
+log = logging.getLogger("creditgate.wiring.embedded.redis")
 _ATTEMPTS = 3
 _BACKOFF_SECONDS = 0.5
 

@@ -10,10 +10,10 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
-from creditgate import lifeline
+from creditgate.wiring import lifeline
 
 if TYPE_CHECKING:
-    from creditgate.settings import Settings
+    from creditgate.wiring.settings import Settings
 
 log = logging.getLogger("creditgate")
 

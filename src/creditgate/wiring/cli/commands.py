@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from creditgate.cli_client import amount, cap, client, pair, parser, when
+from creditgate.wiring.cli.client import amount, cap, client, pair, parser, when
 
 if TYPE_CHECKING:
     import argparse
 
-    from creditgate.cli_client import Sub
+    from creditgate.wiring.cli.client import Sub
 
 __all__ = ["register"]
 

@@ -33,8 +33,8 @@ from typing import IO, TYPE_CHECKING, Self
 
 import redis
 
-from creditgate import lifeline
-from creditgate.embedded_stale import find_servers, socket_client, stop_server
+from creditgate.wiring import lifeline
+from creditgate.wiring.embedded.stale import find_servers, socket_client, stop_server
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -49,7 +49,7 @@ _STOP_GRACE_SECONDS = 5.0
 _POLL_INTERVAL_SECONDS = 0.05
 _LOG_TAIL_LINES = 20
 
-log = logging.getLogger("creditgate.embedded")
+log = logging.getLogger("creditgate.wiring.embedded.redis")
 
 
 class EmbeddedRedisError(RuntimeError):

@@ -1,9 +1,9 @@
 """``creditgate worker | migrate | reconcile``: the ledger's command-line subcommands.
 
-``creditgate.cli`` calls ``register(subparsers)``; each subcommand sets ``func``, which takes the
-parsed arguments and returns the exit status: 0, 1 when reconcile found differences, 2 when the
-command could not run or reconcile was given an account that exists nowhere (with a one-line
-reason, never a traceback). Settings come from the
+``creditgate.wiring.cli`` calls ``register(subparsers)``; each subcommand sets ``func``, which
+takes the parsed arguments and returns the exit status: 0, 1 when reconcile found differences,
+2 when the command could not run or reconcile was given an account that exists nowhere (with a
+one-line reason, never a traceback). Settings come from the
 environment (``CREDITGATE_REDIS_URL``, ``CREDITGATE_LEDGER_URL``, ``CREDITGATE_WORKER_*``...);
 ``--data-dir`` sets ``CREDITGATE_DATA_DIR``. Without a Redis URL they use the embedded Redis of
 the data dir when ``serve --embedded`` runs there, so they find it as ``make run`` left it.
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from creditgate.ledger.reconcile import CheckReport
-    from creditgate.settings import Settings
+    from creditgate.wiring.settings import Settings
 
     Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
@@ -93,7 +93,7 @@ def redis_url(settings: Settings) -> str:
     The default URL is used only when neither the URL nor the data dir was given and no embedded
     Redis listens in the default data dir.
     """
-    from creditgate.embedded import socket_path  # noqa: PLC0415
+    from creditgate.wiring.embedded.redis import socket_path  # noqa: PLC0415
 
     given = settings.model_fields_set
     if "redis_url" in given and settings.redis_url != "embedded":
@@ -127,7 +127,7 @@ def _main(command: Command, args: argparse.Namespace) -> int:
 
     from creditgate.ledger.open import without_password  # noqa: PLC0415
     from creditgate.ledger.store import LedgerError  # noqa: PLC0415
-    from creditgate.settings import Settings  # noqa: PLC0415
+    from creditgate.wiring.settings import Settings  # noqa: PLC0415
 
     overrides: dict[str, Any] = {}  # everything else from the environment
     if args.data_dir is not None:

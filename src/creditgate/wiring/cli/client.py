@@ -123,8 +123,8 @@ def _hint(command: str, code: grpc.StatusCode, details: str, args: argparse.Name
 
 
 async def _call(args: argparse.Namespace, service: str, method: str, request: Message) -> Message:
-    from creditgate import cli_tls  # noqa: PLC0415
     from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc  # noqa: PLC0415
+    from creditgate.wiring.cli import tls as cli_tls  # noqa: PLC0415
 
     stubs = {"quota": quota_pb2_grpc.QuotaServiceStub, "admin": admin_pb2_grpc.AdminServiceStub}
     async with cli_tls.channel(args) as channel:
@@ -145,7 +145,7 @@ def _show(response: Message, *, as_json: bool) -> None:
         )
         emit(json.dumps(shown, indent=2).splitlines())
         return
-    from creditgate.cli_render import render  # noqa: PLC0415
+    from creditgate.wiring.cli.render import render  # noqa: PLC0415
 
     emit(render(response))
 

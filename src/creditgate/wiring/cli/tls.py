@@ -1,6 +1,6 @@
 """The client commands' TLS options: flags with ``CREDITGATE_CLIENT_TLS_*`` defaults.
 
-``creditgate.cli`` adds them to its top-level parser and opens every client channel through
+``creditgate.wiring.cli`` adds them to its top-level parser and opens every client channel through
 ``channel(args)``; the credentials themselves are ``creditgate.transport.tls``'s, shared with
 any other client.
 """

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import start_http_server
 
-from creditgate import metrics
 from creditgate.auth.tokens import TokenStore
 from creditgate.domain.errors import ConfigError
-from creditgate.startup import bind_failure
+from creditgate.transport import metrics
+from creditgate.wiring.startup import bind_failure
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from creditgate.settings import Settings
+    from creditgate.wiring.settings import Settings
 
 log = logging.getLogger("creditgate.auth")
 

@@ -1,0 +1,9 @@
+"""The private redis-server of ``serve --embedded``.
+
+Start and stop (``redis``), stale servers left by an earlier run (``stale``), and restarts
+while the sidecar runs (``supervisor``).
+"""
+
+from creditgate.wiring.embedded.redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+
+__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server"]
