@@ -7,7 +7,7 @@
 -- neither suspended nor stopped, that no hold expires and that the request id is new; here no
 -- period may reset and no grant lot may expire. Then it makes exactly the writes lib.lua +
 -- consume.lua would make (the same account fields, idempotency record, event and reply;
--- tests/test_consume_fast.py compares the paths write for write) without building the
+-- tests/engine/test_consume_fast.py compares the paths write for write) without building the
 -- prelude's tables and closures, which cost more than half of a consume call, and returns the
 -- reply. Otherwise it returns nil having written nothing.
 --

@@ -1,6 +1,6 @@
 """ServerProcesses: how the first server process supervises the others (CREDITGATE_PROCESSES).
 
-tests/test_cli.py runs the real sidecar with two processes. These tests put other programs
+tests/wiring/test_cli.py runs the real sidecar with two processes. These tests put other programs
 under the same supervision, for what a real server process does not do on cue: ignore SIGTERM.
 """
 

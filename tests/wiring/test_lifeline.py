@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from test_embedded_lifecycle import _gone, _kill_all, _until
 
 from creditgate.wiring.embedded.redis import EmbeddedRedis
 from served_kit import Served, redis_servers, server_children, sidecar_env
-from test_embedded_lifecycle import _gone, _kill_all, _until
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -24,13 +24,6 @@ import pytest
 import yaml
 from hypothesis import event, given
 from hypothesis import strategies as st
-
-from creditgate.domain.catalog import CatalogConfig, compile_catalog
-from creditgate.domain.errors import CreditgateError
-from creditgate.domain.results import Decision, Reason
-from creditgate.engine import Engine, KeySpace
-from creditgate.engine.scripts import HEAD
-from creditgate.testing import ReferenceModel
 from test_properties import (
     ACCOUNTS,
     ATTRIBUTES,
@@ -43,6 +36,13 @@ from test_properties import (
     _runner_for,
     sequences,
 )
+
+from creditgate.domain.catalog import CatalogConfig, compile_catalog
+from creditgate.domain.errors import CreditgateError
+from creditgate.domain.results import Decision, Reason
+from creditgate.engine import Engine, KeySpace
+from creditgate.engine.scripts import HEAD
+from creditgate.testing import ReferenceModel
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
+from test_consume_fast import MICRO, NOW, SMALL, _alike, _events, _last_id, _state
+from test_properties import _runner_for, sequences
 
 from creditgate.domain.errors import CreditgateError, UnavailableError
 from creditgate.domain.results import Decision
 from creditgate.driver.pipelined import MAX_COMBINED, FastRedis
 from creditgate.engine import Engine, KeySpace
 from creditgate.testing.faults import keep_busy
-from test_consume_fast import MICRO, NOW, SMALL, _alike, _events, _last_id, _state
-from test_properties import _runner_for, sequences
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis as AsyncRedis

@@ -21,7 +21,7 @@ from served_kit import Served, free_port, redis_servers, sidecar_env
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _refused(tmp_path: Path, *args: str, **env: str) -> str:

@@ -110,7 +110,7 @@ STARTS = tuple(
 
 def _catalog(name: str) -> Catalog:
     if name == "demo":
-        return load_catalog(Path(__file__).parent.parent / "examples" / "demo.yaml")
+        return load_catalog(Path(__file__).parents[2] / "examples" / "demo.yaml")
     return compile_catalog(CatalogConfig.model_validate(yaml.safe_load(TEST_CATALOG)))
 
 

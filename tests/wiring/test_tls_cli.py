@@ -24,7 +24,7 @@ from creditgate.testing.certs import CertKit
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CREDITGATE = Path(sys.executable).parent / "creditgate"
 
 
