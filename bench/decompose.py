@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 import tools
-from run import ATTRS, PATH, evalsha_time, per_call, provision, sidecar_env
+from baselines import ATTRS, evalsha_time, per_call
+from run import PATH, provision, sidecar_env
 
 from creditgate.v1 import quota_pb2
 from creditgate.wiring.embedded.redis import EmbeddedRedis

@@ -31,8 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from baselines import ATTRS, CATALOG
 from redis.asyncio import Redis
-from run import ATTRS, CATALOG, provision
+from run import provision
 
 from creditgate.domain.catalog import load_catalog
 from creditgate.domain.results import Decision
