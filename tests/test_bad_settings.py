@@ -37,6 +37,14 @@ import pytest
             ),
         ),
         (
+            ["serve"],
+            {"CREDITGATE_MAX_BYTES_IN_FLIGHT": "1000"},
+            (
+                "creditgate: invalid setting CREDITGATE_MAX_BYTES_IN_FLIGHT: Input should be "
+                "greater than or equal to 1048576 (got '1000')"
+            ),
+        ),
+        (
             ["reconcile", "--check"],
             {"CREDITGATE_METRICS_PORT": "70000"},
             (
