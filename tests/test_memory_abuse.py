@@ -40,6 +40,8 @@ LIMIT_MIB = 256  # deploy/kubernetes/sidecar.yaml's memory limit
 TINY = quota_pb2.CheckAndConsumeRequest(account_id="acct-1", action="zite.email.send", quantity=1)
 BATCH = "/creditgate.v1.QuotaService/CheckAndConsumeBatch"
 SEND = [("grpc.max_send_message_length", -1)]
+# Channels to one target share one connection unless each has its own subchannel pool.
+OWN_CONNECTION = [*SEND, ("grpc.use_local_subchannel_pool", 1)]
 # The budget's refusal (transport/budget.py): the limit, the setting, and what to do.
 BUSY = re.compile(
     r"the sidecar holds [\d,]+ bytes of requests in flight, and its limit of [\d,]+ "
@@ -87,6 +89,22 @@ def _status(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1]) // 1024
     raise AssertionError(field)
+
+
+def _connections(pid: int, port: int) -> int:
+    """Established TCP connections that process ``pid`` accepted on ``port``."""
+    sockets = {str(fd.readlink()) for fd in Path(f"/proc/{pid}/fd").iterdir()}
+    established = 0
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            local, state, inode = line.split()[1], line.split()[3], line.split()[9]
+            if (
+                int(local.rsplit(":", 1)[1], 16) == port
+                and state == "01"  # ESTABLISHED
+                and f"socket:[{inode}]" in sockets
+            ):
+                established += 1
+    return established
 
 
 async def _ready(channel: grpc.aio.Channel) -> None:
@@ -228,9 +246,11 @@ async def test_calls_in_flight_across_channels_stay_in_the_budget(
     answered batches say they charged.
     """
     proc, target = server
-    channels = [grpc.aio.insecure_channel(target, options=SEND) for _ in range(8)]
+    channels = [grpc.aio.insecure_channel(target, options=OWN_CONNECTION) for _ in range(8)]
     try:
-        await _ready(channels[0])
+        for channel in channels:
+            await _ready(channel)
+        assert _connections(proc.pid, int(target.rsplit(":", 1)[1])) == len(channels)
         quota = quota_pb2_grpc.QuotaServiceStub(channels[0])
         await admin_pb2_grpc.AdminServiceStub(channels[0]).CreateAccount(
             admin_pb2.CreateAccountRequest(account_id="big", plan_id="zite_team")

@@ -1,19 +1,19 @@
 """What all calls in flight together may hold: one budget of calls and request bytes per server.
 
-Each message is capped (transport/limits.py), but that bounds one call, not many. Measured on
-the code before this budget, whatever the number of connections they came on: 128 valid 1 MiB
-batches at once took a sidecar to 819 MiB RSS, 256 refused 100,000-item batches just under
-1 MiB to 371-567 MiB. Most of that was gRPC buffering requests that Python had not reached yet,
-so the budget acts before a request's bytes are read, not after:
+Each message is capped (transport/limits.py), but that bounds one call, not many. On the code
+before this budget, on 8 connections: 128 valid 1 MiB batches at once took a sidecar to 857-890
+MiB RSS, 256 refused 100,000-item batches just under 1 MiB to 336-444 MiB, 1,000 CheckAndConsume
+calls of 1 MB to 596-805 MiB. Most of that was gRPC buffering requests that Python had not
+reached yet, so the budget acts before a request's bytes are read, not after:
 
 - the quota and admin methods are served as client-streaming handlers (a unary client cannot
-  tell), so gRPC reads no message until the handler asks for it, and BDP probing is off
-  (``limits.server_options``), so an unread call buffers at most one HTTP/2 window (64 KiB);
+  tell), so gRPC reads no message until the handler asks for it; BDP probing is off and the
+  HTTP/2 lookahead is 16 KiB (``limits.server_options``), so an unread call buffers little;
 - a call over ``max_calls`` is refused before anything is read;
-- reading a request may bring up to ``limits.MAX_RECEIVE_BYTES`` (gRPC checks the size only as
-  it reads), so a read takes that much room until the bytes are in, then holds their real size
-  until the call is answered. A read waits while other reads take the room (reads are quick);
-  a call is refused when the requests held leave no room for one read.
+- a request's size is known only once it is read, and gRPC may receive up to
+  ``limits.MAX_RECEIVE_BYTES``, so a read takes that much room until the bytes are in, then
+  holds their real size until the call is answered. A read waits while other reads take the
+  room; a call is refused when the requests held leave no room for one read.
 
 A refused call is answered RESOURCE_EXHAUSTED at once, with the limit and its setting in the
 message. It ran nothing and changed nothing, so a retry after a backoff is always safe.
@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
+import os
 from typing import TYPE_CHECKING
 
 from creditgate.transport import limits
@@ -32,12 +34,34 @@ if TYPE_CHECKING:
 
 MIB = 1024 * 1024
 # Defaults that keep the shipped sidecar under its limit (256 Mi in
-# deploy/kubernetes/sidecar.yaml); docs/OPERATIONS.md "Limits" gives the figures measured.
+# deploy/kubernetes/sidecar.yaml); docs/OPERATIONS.md "Limits" gives the figures measured. A
+# valid 1 MiB batch costs about 12 MiB of RSS while it is served, hence the 6 MiB.
 MAX_CALLS = 1000
-MAX_BYTES = 8 * MIB
+MAX_BYTES = 6 * MIB
 CALLS_SETTING = "CREDITGATE_MAX_CALLS_IN_FLIGHT"
 BYTES_SETTING = "CREDITGATE_MAX_BYTES_IN_FLIGHT"
 _AFTER = "nothing was done: retry after a backoff"
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+MALLOC_ARENAS = 2
+
+
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for this process, unless ``MALLOC_ARENA_MAX`` is set.
+
+    glibc gives threads up to 8 arenas per core, and gRPC's threads allocate requests in
+    them; memory freed in one arena is not reused by another, so under sustained abuse the
+    process keeps growing although the budget bounds what is live. Fifteen rounds of the
+    floods of tests/test_memory_abuse.py all at once, on 8 connections, with an 8 MiB budget
+    peaked at 275 MiB with glibc's default and at 221 MiB with 2 arenas. Call it before the
+    server starts its threads. Returns whether the cap was set (not without ``mallopt``).
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return False
+    return bool(mallopt(_M_ARENA_MAX, arenas))
 
 
 class Budget:
