@@ -2,13 +2,13 @@
 
 A real ``python -m creditgate serve`` on the test Redis gets the abuse that took it to 832 MiB:
 CheckAndConsumeBatch calls of 100,000 items (2.8 MB), 16 and then 64 in flight, and batches
-that fit under the message cap but hold too many items or attributes. Then, on 8 channels at
-once, what per-call limits could not bound: 128 valid 1 MiB batches, 256 refused 100,000-item
-batches just under 1 MiB, and 1,000 CheckAndConsume calls of 1 MB (before the budget of
-transport/budget.py: 819, 567 and 621 MiB). Its peak RSS (VmHWM in /proc/PID/status) must stay
-under the 256 MiB limit of deploy/kubernetes/sidecar.yaml, calls over the budget must get a
-RESOURCE_EXHAUSTED that names the setting and changes nothing, and valid batches must still be
-answered.
+that fit under the message cap but hold too many items or attributes. Then, on 8 connections
+at once, what per-call limits could not bound: 128 valid 1 MiB batches, 256 refused
+100,000-item batches just under 1 MiB, and 1,000 CheckAndConsume calls of 1 MB (before the
+budget of transport/budget.py, each alone: 857-890, 336-444 and 596-805 MiB). Its peak RSS
+(VmHWM in /proc/PID/status) must stay under the 256 MiB limit of deploy/kubernetes/sidecar.yaml,
+calls over the budget must get a RESOURCE_EXHAUSTED that names the setting and changes nothing,
+and valid batches must still be answered.
 """
 
 from __future__ import annotations
