@@ -73,6 +73,14 @@ _LISTEN_FORMS = "host:port, e.g. 127.0.0.1:50051, 0.0.0.0:50051 or [::]:50051"
             ),
         ),
         (
+            ["serve"],
+            {"CREDITGATE_MAX_BYTES_IN_FLIGHT": "1000"},
+            (
+                "creditgate: invalid setting CREDITGATE_MAX_BYTES_IN_FLIGHT: Input should be "
+                "greater than or equal to 1048576 (got '1000')"
+            ),
+        ),
+        (
             ["reconcile", "--check"],
             {"CREDITGATE_METRICS_PORT": "70000"},
             (

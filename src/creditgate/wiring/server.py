@@ -31,6 +31,7 @@ from creditgate.engine import Engine, KeySpace
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.audit import Auditor
+from creditgate.transport.budget import Budget
 from creditgate.transport.guard import Guard
 from creditgate.transport.health import RedisHealth
 from creditgate.transport.quota import QuotaService
@@ -140,6 +141,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     guard: Guard | None = None,
     reflection_on: bool = True,
     auditor: Auditor | None = None,
+    budget: Budget | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """A started-ready (not yet started) server; returns it, its health servicer and the port.
 
@@ -147,8 +149,10 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     second server on a taken port fails instead of silently sharing it. ``credentials``
     (``transport.tls.server_credentials``) make the port TLS; without them it is plaintext.
     ``guard`` (None: no auth) gates the quota and admin services; health and reflection stay
-    open for probes.
+    open for probes. ``budget`` (None: the default limits) bounds the calls and request bytes in
+    flight across the quota and admin services (transport/budget.py).
     """
+    budget = budget or Budget()
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.server_options()]
     )
@@ -158,14 +162,16 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
         quota_pb2.DESCRIPTOR.services_by_name["QuotaService"],
         QuotaService(engine),
         messages,
-        guard,
+        guard=guard,
+        budget=budget,
     )
     add_service(
         server,
         admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
         AdminService(engine, auditor),
         messages,
-        guard,
+        guard=guard,
+        budget=budget,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -275,6 +281,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             guard=guard,
             reflection_on=settings.reflection,
             auditor=Auditor(store),
+            budget=Budget(settings.max_calls_in_flight, settings.max_bytes_in_flight),
         )
         readiness = RedisHealth(health, backends.redis, SERVICES)
         await readiness.start()

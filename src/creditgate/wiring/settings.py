@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from creditgate.transport import budget, limits
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -65,6 +67,19 @@ class Settings(BaseSettings):
         None,
         description="CA bundle (PEM) clients' certificates must chain to: mutual TLS; "
         "clients without one are refused",
+    )
+
+    # --- memory: what all calls in flight may hold (transport/budget.py) -----------------
+    max_calls_in_flight: int = Field(
+        budget.MAX_CALLS,
+        ge=1,
+        description="quota and admin calls served at once; more get RESOURCE_EXHAUSTED",
+    )
+    max_bytes_in_flight: int = Field(
+        budget.MAX_BYTES,
+        ge=limits.MAX_RECEIVE_BYTES,
+        description="request bytes of the calls served at once (at least one largest batch, "
+        "1 MiB); a call that would pass it gets RESOURCE_EXHAUSTED",
     )
 
     health_listen: str = Field(

@@ -52,6 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.test_clock:
         overrides["test_clock"] = True
     settings = Settings(**overrides)
+    from creditgate.transport.budget import cap_malloc_arenas  # noqa: PLC0415
+
+    cap_malloc_arenas()  # before gRPC starts its threads (docs/OPERATIONS.md, Limits)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
