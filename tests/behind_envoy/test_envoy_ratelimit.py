@@ -53,7 +53,7 @@ async def test_out_of_credits_is_429_with_a_json_body(stack: Stack) -> None:
     assert answer.status == 429, answer
     assert answer.headers["content-type"] == "application/json"
     assert answer.headers["x-creditgate-reason"] == "INSUFFICIENT_CREDITS"
-    assert answer.headers["ratelimit-remaining"] == "0"
+    assert answer.headers["ratelimit-remaining"] == "1"  # 2 asked, 1 short
     body = json.loads(answer.body)
     assert body["reason"] == "INSUFFICIENT_CREDITS"
     assert body["message"].startswith("agent.message: ")

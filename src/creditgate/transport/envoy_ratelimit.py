@@ -15,8 +15,8 @@ path of CheckAndConsume, fast path included. The answer:
 
 Redis down is a gRPC error (UNAVAILABLE, or DEADLINE_EXCEEDED when the outcome is unknown), so
 the filter's ``failure_mode_deny`` decides. Limits and remaining are whole units of the action's
-meter in its credit pools (money pools are not counted), only the pools the charge moved for a
-caller without ``read_money``.
+meter (``_figures``): only pools the charge moved are read, so a ``service`` token shows no
+balance it may not see.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from creditgate.domain.results import Reason
 from creditgate.domain.wording import utc
 from creditgate.transport import metrics
 from creditgate.transport.errors import boundary, status_of
-from creditgate.transport.guard import current, require_account, sees_all_balances
+from creditgate.transport.guard import current, require_account
 from creditgate.transport.quota import bound_id
 
 if TYPE_CHECKING:
@@ -74,20 +74,20 @@ def _units(micro: int) -> int:
 def _figures(d: Decision) -> tuple[int, int, int]:
     """(limit, remaining, seconds to reset) of a decision, as the headers show them.
 
-    Remaining is what the credit pools of the action's meter hold after the call; the limit is
-    that plus what the call took from them, i.e. what the account had when it asked.
+    Allowed: remaining is what the credit pools that paid hold after the call, and the limit
+    that plus what the call took from them (a dry run took nothing: both are the limit).
+    Denied: both are what the pools that accept the request hold (the cost less the
+    shortfall), 0 when the denial is not about credits.
     """
-    seen = None if sees_all_balances() else {m.pool_id for m in d.debits}
-    remaining = sum(
-        b.remaining
-        for b in d.balances
-        if b.unit == d.meter and d.meter and (seen is None or b.pool_id in seen)
-    )
-    taken = 0
-    if d.allowed and not d.dry_run:
-        taken = sum(m.amount for m in d.debits if m.unit == d.meter)
+    if d.allowed:
+        paid = {m.pool_id for m in d.debits if m.unit == d.meter}
+        after = sum(b.remaining for b in d.balances if b.pool_id in paid)
+        limit = after + sum(m.amount for m in d.debits if m.pool_id in paid)
+        remaining = limit if d.dry_run else after  # a dry run's figures are what it would leave
+    else:
+        limit = remaining = d.cost - d.shortfall if d.shortfall else 0
     reset = -(-(d.retry_at - d.now) // 1000) if d.retry_at > d.now else 0
-    return _units(remaining + taken), _units(remaining), reset
+    return _units(limit), _units(remaining), reset
 
 
 def _body(reason: str, message: str, request_id: str, retry_at: int = 0) -> bytes:

