@@ -13,7 +13,8 @@ import grpc
 import pytest
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from google.protobuf import wrappers_pb2
+from google.protobuf import descriptor_pb2, wrappers_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.engine import Engine
@@ -59,6 +60,24 @@ async def _account(sidecar: Sidecar, account: str, units: int) -> None:
 async def _bonus(sidecar: Sidecar, account: str) -> int:
     state = await sidecar.engine.balance(account)
     return next(p.balance for p in state.pools if p.pool_id == "bonus")
+
+
+async def test_reflection_describes_should_rate_limit(sidecar: Sidecar) -> None:
+    """Grpcurl can describe it: reflection serves the file of RateLimitService."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(sidecar.channel)
+
+    async def requests():  # type: ignore[no-untyped-def]  # noqa: ANN202
+        yield reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="envoy.service.ratelimit.v3.RateLimitService"
+        )
+
+    methods = set()
+    async for response in stub.ServerReflectionInfo(requests()):
+        assert not response.HasField("error_response"), response.error_response
+        for raw in response.file_descriptor_response.file_descriptor_proto:
+            proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
+            methods |= {f"{s.name}/{m.name}" for s in proto.service for m in s.method}
+    assert "RateLimitService/ShouldRateLimit" in methods
 
 
 async def test_allowed_answers_ok_with_the_descriptor_status(sidecar: Sidecar) -> None:
