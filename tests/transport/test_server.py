@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 async def test_reflection_lists_the_services(sidecar: Sidecar) -> None:
-    """Reflection names QuotaService, AdminService and standard health."""
+    """Reflection names QuotaService, AdminService, Envoy's RateLimitService and health."""
     stub = reflection_pb2_grpc.ServerReflectionStub(sidecar.channel)
 
     async def requests():  # type: ignore[no-untyped-def]  # noqa: ANN202
@@ -26,6 +26,7 @@ async def test_reflection_lists_the_services(sidecar: Sidecar) -> None:
     assert {
         "creditgate.v1.QuotaService",
         "creditgate.v1.AdminService",
+        "envoy.service.ratelimit.v3.RateLimitService",
         "grpc.health.v1.Health",
     } <= names
 

@@ -18,7 +18,7 @@ Role = Literal["service", "viewer", "billing", "admin", "owner", "super_admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
 Op = Literal[
-    "quota",  # CheckAndConsume(Batch), Reserve, Settle, Release, Refund
+    "quota",  # CheckAndConsume(Batch), Reserve, Settle, Release, Refund, Envoy's ShouldRateLimit
     "read",  # GetBalance, GetAccount (a money balance pool only with read_money)
     # See a money balance pool's figures in GetBalance (seeds 002/003), and in quota answers
     # the balances of pools the call did not move.
@@ -63,6 +63,7 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "Settle": ("quota",),
     "Release": ("quota",),
     "Refund": ("quota",),
+    "ShouldRateLimit": ("quota",),  # envoy.service.ratelimit.v3.RateLimitService: a charge
     "GetBalance": ("read",),
     "GetAccount": ("read",),
     "CreateAccount": ("manage_accounts",),

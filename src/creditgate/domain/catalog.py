@@ -25,6 +25,7 @@ from pydantic import (
 
 from creditgate.domain import strict_yaml
 from creditgate.domain.errors import ConfigError
+from creditgate.domain.gateway import NO_GATEWAY, Gateway, GatewayConfig, compile_gateway
 from creditgate.domain.money import MAX_AMOUNT, MICRO, to_micro
 from creditgate.domain.wording import a_or_an
 
@@ -132,6 +133,7 @@ class CatalogConfig(_Model):
     meters: dict[Ident, str] = {}
     actions: dict[ActionName, ActionConfig]
     plans: dict[Ident, PlanConfig]
+    gateway: GatewayConfig | None = None  # domain/gateway.py: how a gateway's question maps
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +246,7 @@ class Catalog:
     plans: dict[str, Plan]
     meters: dict[str, str]
     actions: frozenset[str] = frozenset()
+    gateway: Gateway = NO_GATEWAY
 
     def plan(self, plan_id: str) -> Plan | None:
         return self.plans.get(plan_id)
@@ -399,7 +402,8 @@ def compile_catalog(config: CatalogConfig) -> Catalog:
             if max(pool.amount, pool.cap, pool.block_price) > MAX_AMOUNT:
                 msg = f"plan {plan.id} pool {pool.id}: amount too large"
                 raise ConfigError(msg)
-    return Catalog(plans, dict(config.meters), frozenset(config.actions))
+    actions = frozenset(config.actions)
+    return Catalog(plans, dict(config.meters), actions, compile_gateway(config.gateway, actions))
 
 
 def load_catalog(path: str | Path) -> Catalog:

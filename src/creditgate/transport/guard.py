@@ -79,6 +79,27 @@ def require(principal: Principal | None, ops: tuple[roles.Op, ...], what: str) -
     raise PermissionDeniedError(msg)
 
 
+def require_account(principal: Principal | None, account: str) -> None:
+    """PERMISSION_DENIED when the caller's token is limited to accounts other than ``account``.
+
+    The guard checks the ``account_id`` fields itself; a servicer whose account is inside the
+    request (Envoy's descriptors) checks it here once it has read it.
+    """
+    if principal is None or not principal.accounts or account in principal.accounts:
+        return
+    msg = (
+        f"token {principal.name!r} is limited to accounts "
+        f"{', '.join(principal.accounts)}; account {account!r} is not one of them"
+    )
+    raise PermissionDeniedError(msg)
+
+
+def sees_all_balances() -> bool:
+    """Whether the caller may see balances its call did not move (``read_money``, or no auth)."""
+    principal = current()
+    return principal is None or roles.may(principal.role, ("read_money",))
+
+
 class Guard:
     """Authenticates and authorizes each call against a ``TokenStore``."""
 
@@ -101,12 +122,7 @@ class Guard:
         if not principal.accounts or isinstance(request, Malformed):
             return
         for account in _accounts(request):
-            if account not in principal.accounts:
-                msg = (
-                    f"token {principal.name!r} is limited to accounts "
-                    f"{', '.join(principal.accounts)}; account {account!r} is not one of them"
-                )
-                raise PermissionDeniedError(msg)
+            require_account(principal, account)
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         @functools.wraps(handler)
@@ -141,8 +157,7 @@ def redact_unmoved(response: Moved) -> Moved:
     A service charges an account without being allowed to read it: its answer shows what is
     left in the pools it charged (or was given back), not the account's other balances.
     """
-    principal = current()
-    if principal is None or roles.may(principal.role, ("read_money",)):
+    if sees_all_balances():
         return response
     field = "returns" if "returns" in response.DESCRIPTOR.fields_by_name else "debits"
     moved = {row.pool_id for row in getattr(response, field)}
@@ -154,8 +169,7 @@ def redact_unmoved(response: Moved) -> Moved:
 
 def redact_balance(response: quota_pb2.GetBalanceResponse) -> quota_pb2.GetBalanceResponse:
     """Drop money balance pools for callers without read_money (seeds 002/003)."""
-    principal = current()
-    if principal is None or roles.may(principal.role, ("read_money",)):
+    if sees_all_balances():
         return response
     kept = [p for p in response.pools if p.kind != "balance"]
     del response.pools[:]

@@ -31,6 +31,14 @@ def _answer(d: Decision) -> quota_pb2.Decision:
     return convert.decision(d)
 
 
+def bound_id(engine: Engine, given: str, context: Ctx, *, dry_run: bool = False) -> str:
+    """The charge's id (generated when empty), returned to the caller on every outcome."""
+    rid = engine.request_id(given, dry_run=dry_run)
+    if is_valid_id(rid):
+        bind_request_id(context, rid)
+    return rid
+
+
 class QuotaService:
     """Each method validates, makes one engine call, and converts the answer."""
 
@@ -38,11 +46,7 @@ class QuotaService:
         self.engine = engine
 
     def _bound_id(self, given: str, context: Ctx, *, dry_run: bool = False) -> str:
-        """The charge's id (generated when empty), returned to the caller on every outcome."""
-        rid = self.engine.request_id(given, dry_run=dry_run)
-        if is_valid_id(rid):
-            bind_request_id(context, rid)
-        return rid
+        return bound_id(self.engine, given, context, dry_run=dry_run)
 
     @boundary
     async def CheckAndConsume(

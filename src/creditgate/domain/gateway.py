@@ -1,0 +1,212 @@
+"""How a gateway's question becomes a charge: the ``gateway`` section of the plans file.
+
+Envoy's HTTP rate-limit filter asks ``ShouldRateLimit`` with a domain and descriptors, each a list
+of (key, value) entries built by the route's rate-limit actions (a request header, a generic key,
+metadata). ``gateway.envoy_rate_limit`` says which domains this gate answers and, per domain,
+which entry key names the account, which the action and which the request id, which entries
+become attributes, and the action to charge when no entry names one::
+
+    gateway:
+      envoy_rate_limit:
+        domains:
+          creditgate:
+            account_key: account        # the defaults
+            action_key: action
+            request_id_key: request_id
+            attribute_keys: [model, feature]
+            default_action: agent.message
+
+The quantity is the descriptor's ``hits_addend`` when Envoy set one (0 is a dry run), else the
+request's ``hits_addend`` when above 0, else 1 (docs/ENVOY.md says what Envoy 1.40 sends).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from creditgate.domain.errors import ConfigError, InvalidArgumentError
+
+# A descriptor entry key as Envoy writes it in ``descriptor_key`` (any text; kept short here).
+EntryKey = Annotated[str, Field(min_length=1, max_length=64)]
+Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
+_ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # domain.requests' attribute keys
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DomainMappingConfig(_Model):
+    """One Envoy rate-limit domain: which descriptor entries say what."""
+
+    account_key: EntryKey = "account"
+    action_key: EntryKey = "action"
+    request_id_key: EntryKey = "request_id"
+    attribute_keys: tuple[EntryKey, ...] = ()
+    default_action: str | None = None
+
+
+class EnvoyRateLimitConfig(_Model):
+    domains: dict[Domain, DomainMappingConfig] = Field(min_length=1)
+
+
+class GatewayConfig(_Model):
+    envoy_rate_limit: EnvoyRateLimitConfig | None = None
+
+
+class MappingError(InvalidArgumentError):
+    """A request the mapping cannot turn into a charge; ``reason`` names the kind for callers."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    """One of Envoy's descriptors: its entries in order, and its ``hits_addend`` if set."""
+
+    entries: tuple[tuple[str, str], ...]
+    hits_addend: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one ShouldRateLimit asks: the charge of descriptor ``index``."""
+
+    index: int
+    account_id: str
+    action: str
+    quantity: int
+    attributes: dict[str, str]
+    request_id: str
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DomainMapping:
+    domain: str
+    account_key: str
+    action_key: str
+    request_id_key: str
+    attribute_keys: frozenset[str]
+    default_action: str | None
+
+    def charge(self, descriptors: tuple[Descriptor, ...], hits_addend: int) -> Charge:
+        """The one charge the descriptors ask for; MappingError says why there is none."""
+        named = [
+            i for i, d in enumerate(descriptors) if any(k == self.account_key for k, _ in d.entries)
+        ]
+        if not named:
+            msg = (
+                f"domain {self.domain!r}: no descriptor has an entry {self.account_key!r} naming "
+                "the account; add a rate-limit action that sets it (e.g. request_headers with "
+                f"descriptor_key: {self.account_key})"
+            )
+            raise MappingError(msg, "NO_ACCOUNT")
+        if len(named) > 1:
+            msg = (
+                f"domain {self.domain!r}: descriptors {', '.join(map(str, named))} each name an "
+                "account; one request is one charge, so send one descriptor with "
+                f"{self.account_key!r}"
+            )
+            raise MappingError(msg, "MANY_ACCOUNTS")
+        index = named[0]
+        found: dict[str, str] = {}
+        attributes: dict[str, str] = {}
+        for key, value in descriptors[index].entries:
+            if key in found or key in attributes:
+                msg = f"domain {self.domain!r}: descriptor {index} has the entry {key!r} twice"
+                raise MappingError(msg, "DUPLICATE_ENTRY")
+            if key in self.attribute_keys:
+                attributes[key] = value
+            elif key in (self.account_key, self.action_key, self.request_id_key):
+                found[key] = value
+        action = found.get(self.action_key) or self.default_action
+        if action is None:
+            msg = (
+                f"domain {self.domain!r}: descriptor {index} has no entry {self.action_key!r} "
+                "and the domain has no default_action"
+            )
+            raise MappingError(msg, "NO_ACTION")
+        own = descriptors[index].hits_addend
+        quantity = own if own is not None else (hits_addend or 1)
+        return Charge(
+            index=index,
+            account_id=found[self.account_key],
+            action=action,
+            quantity=quantity or 1,  # a dry run asks whether one unit would pass
+            attributes=attributes,
+            request_id=found.get(self.request_id_key, ""),
+            dry_run=quantity == 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """The compiled ``gateway`` section; empty when the plans file has none."""
+
+    envoy_domains: dict[str, DomainMapping]
+
+    def mapping(self, domain: str) -> DomainMapping:
+        found = self.envoy_domains.get(domain)
+        if found is not None:
+            return found
+        if not self.envoy_domains:
+            msg = (
+                f"this gate answers no Envoy rate-limit domain (asked for {domain!r}); add "
+                "gateway.envoy_rate_limit.domains to the plans file"
+            )
+        else:
+            msg = (
+                f"domain {domain!r} is not one this gate answers "
+                f"({', '.join(sorted(self.envoy_domains))}); set the rate-limit filter's domain "
+                "to one of them or add it under gateway.envoy_rate_limit.domains"
+            )
+        raise MappingError(msg, "UNKNOWN_DOMAIN")
+
+
+NO_GATEWAY = Gateway({})
+
+
+def _compile_domain(name: str, cfg: DomainMappingConfig, actions: frozenset[str]) -> DomainMapping:
+    where = f"gateway.envoy_rate_limit.domains.{name}"
+    named = [cfg.account_key, cfg.action_key, cfg.request_id_key, *cfg.attribute_keys]
+    twice = sorted({k for k in named if named.count(k) > 1})
+    if twice:
+        msg = f"{where}: the entry key {twice[0]!r} is given two meanings; each key names one thing"
+        raise ConfigError(msg)
+    for key in cfg.attribute_keys:
+        if _ATTRIBUTE_KEY.fullmatch(key) is None:
+            msg = (
+                f"{where}.attribute_keys: {key!r} cannot be an attribute key (1-64 letters, "
+                "digits, _.:-)"
+            )
+            raise ConfigError(msg)
+    if cfg.default_action is not None and cfg.default_action not in actions:
+        msg = f"{where}.default_action: unknown action {cfg.default_action!r} (not under actions)"
+        raise ConfigError(msg)
+    return DomainMapping(
+        name,
+        cfg.account_key,
+        cfg.action_key,
+        cfg.request_id_key,
+        frozenset(cfg.attribute_keys),
+        cfg.default_action,
+    )
+
+
+def compile_gateway(config: GatewayConfig | None, actions: frozenset[str]) -> Gateway:
+    """Check the section against the price book; ConfigError names the field."""
+    if config is None or config.envoy_rate_limit is None:
+        return NO_GATEWAY
+    return Gateway(
+        {
+            name: _compile_domain(name, cfg, actions)
+            for name, cfg in config.envoy_rate_limit.domains.items()
+        }
+    )

@@ -1,0 +1,61 @@
+"""When creditgate cannot answer, Envoy's configured failure mode decides (deploy/envoy).
+
+creditgate stopped, or its Redis dead (creditgate answers UNAVAILABLE): with the deployed
+``failure_mode_deny: true`` Envoy answers 500 and the app never sees the request; with it off,
+the request passes unbilled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING
+
+from creditgate.wiring.embedded.redis import EmbeddedRedis
+from envoy_kit import Envoy, get, open_stack
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from creditgate.domain.catalog import Catalog
+
+
+def _ask(account: str) -> dict[str, str]:
+    return {"x-account-id": account, "x-request-id": str(uuid.uuid4())}
+
+
+async def test_creditgate_stopped_gives_500_then_fail_open_passes(
+    redis_url: str, demo_catalog: Catalog, tmp_path: Path
+) -> None:
+    async with open_stack(redis_url, demo_catalog, tmp_path) as stack:
+        await stack.account("env-down", 5)
+        assert (await get(stack.envoy.port, _ask("env-down"))).status == 200
+        await stack.server.stop(None)
+        seen = len(stack.upstream.seen)
+        denied = await get(stack.envoy.port, _ask("env-down"))
+        assert denied.status == 500, denied
+        assert len(stack.upstream.seen) == seen
+        fail_open = Envoy(
+            tmp_path, stack.upstream.port, stack.envoy.creditgate_port, "t", deny_on_failure=False
+        )
+        await asyncio.to_thread(fail_open.start)
+        try:
+            passed = await get(fail_open.port, _ask("env-down"))
+        finally:
+            fail_open.stop()
+        assert passed.status == 200
+        assert len(stack.upstream.seen) == seen + 1
+
+
+async def test_redis_down_behind_creditgate_gives_500(
+    demo_catalog: Catalog, tmp_path: Path
+) -> None:
+    with EmbeddedRedis(data_dir=tmp_path / "redis") as redis:
+        async with open_stack(redis.url, demo_catalog, tmp_path) as stack:
+            await stack.account("env-lost", 5)
+            assert (await get(stack.envoy.port, _ask("env-lost"))).status == 200
+            await asyncio.to_thread(redis.stop)
+            seen = len(stack.upstream.seen)
+            answer = await get(stack.envoy.port, _ask("env-lost"))
+            assert answer.status == 500, answer
+            assert len(stack.upstream.seen) == seen
