@@ -13,6 +13,7 @@
 --   clock:    [+1] milliseconds to move the account's test clock forward, [+2] or an absolute
 --             time in ms to move it to (0: none); it never moves back ({'CLOCK_BACKWARDS', now})
 -- Returns {'OK', stopped until ms, now ms}, or {'NO_ACCOUNT'}, {'EXISTS'}, {'PLAN', plan}.
+general()
 local op = ARGV[ARG0]
 if op == 'create' then
   if EXISTS then return {'EXISTS'} end

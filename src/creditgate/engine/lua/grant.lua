@@ -5,6 +5,7 @@
 --   [+6] fingerprint.
 -- Returns {'OK', pool balance after, replayed 0/1}, or {'NO_ACCOUNT'}, {'PLAN', plan},
 --   {'IDEM_MISMATCH'}, {'PAST_EXPIRY', now}, {'TOO_LARGE'}.
+general()
 local err = check_plan()
 if err then return err end
 local gid, fp = ARGV[ARG0 + 2], ARGV[ARG0 + 6]

@@ -9,6 +9,7 @@
 --   or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH'}, {'NOT_CHARGE'} (the id names a grant
 --   or a refund), {'NOT_SETTLED'}, {'EXCEEDS', left} (also when nothing is left),
 --   {'TOO_LARGE'}.
+general()
 local err = check_plan()
 if err then return err end
 local fid, fp = ARGV[ARG0], ARGV[ARG0 + 1]

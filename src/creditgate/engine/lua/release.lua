@@ -5,6 +5,7 @@
 --   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool};
 --   released is 0 when the hold had already been released or had expired. Errors:
 --   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'SETTLED'}.
+general()
 local err = check_plan()
 if err then return err end
 local rid = ARGV[ARG0]

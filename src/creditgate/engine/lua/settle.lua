@@ -7,6 +7,7 @@
 --   n x (pool, amount, remaining, covered) net per debit, remaining of each plan pool}, or
 --   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'RELEASED'}, {'EXPIRED', expires_at},
 --   {'TOO_LARGE'}. A second Settle returns {'REPLAY', plan then, meter, the first answer}.
+general()
 local err = check_plan()
 if err then return err end
 local rid = ARGV[ARG0 + 1]
