@@ -7,9 +7,6 @@
 -- announces it (flush). Its common case, an allowed charge with nothing due, runs straight
 -- through: maintain_all() finds nothing to do (quiet) and general.lua is never built.
 
--- Reasons (proto Reason numbers).
-local R_ALLOWED, R_INSUFFICIENT, R_CAP, R_SUSPENDED, R_STOPPED, R_NOT_ENTITLED = 1, 2, 3, 4, 5, 6
-
 -- Takes `amt` from grant lots, soonest-expiring first (their stored order). Returns what was
 -- taken of each lot, {id, amount, expires}, and the lots that are not empty.
 local function take_lots(lots, amt)
@@ -28,6 +25,7 @@ end
 
 -- Plan (without changing anything) how `D` meter micro-units would be covered by `elig`, a list
 -- of {pool, rate}. Returns the takes, what is left uncovered, and whether a cap stopped it.
+-- Money and overage pools need general.lua's arithmetic.
 local function plan_charge(elig, D)
   local takes, rem, capped = {}, D, false
   for _, e in ipairs(elig) do
@@ -38,6 +36,8 @@ local function plan_charge(elig, D)
       local t = math.min(p.b, rem)
       if t > 0 then takes[#takes + 1] = {p, t, t, 0, rate}; rem = rem - t end
     elseif k == 'B' or k == 'P' then
+      general()
+      local money_ceil, spend_cap = G.money_ceil, G.spend_cap
       local avail
       if k == 'B' then avail = p.b
       elseif not p.en or A.st == 'trial' then avail = 0
@@ -48,7 +48,7 @@ local function plan_charge(elig, D)
         takes[#takes + 1] = {p, need, rem, 0, rate}
         rem = 0
       else
-        local cov = meter_floor(avail, rate)
+        local cov = G.meter_floor(avail, rate)
         if cov > 0 then
           takes[#takes + 1] = {p, money_ceil(cov, rate), cov, 0, rate}
           rem = rem - cov
@@ -56,12 +56,13 @@ local function plan_charge(elig, D)
         if k == 'P' and p.en and A.st ~= 'trial' then capped = true end
       end
     elseif k == 'O' then
+      general()
       local t = math.min(p.b, rem)
       local blocks = 0
       if rem > t and p.en then
         local n = ceil_div(rem - t, p.bs)
         local price = n * p.bp
-        if price > spend_cap(p) - p.s then capped = true
+        if price > G.spend_cap(p) - p.s then capped = true
         else blocks = n; t = rem end
       end
       if t > 0 then takes[#takes + 1] = {p, t, t, blocks, rate}; rem = rem - t end
@@ -77,7 +78,7 @@ local function apply(takes)
   for _, t in ipairs(takes) do
     local p, amt, cov, blocks, rate = t[1], t[2], t[3], t[4], t[5]
     local lots = {}
-    p.dirty = true
+    touch(p)
     if blocks > 0 then
       local credits, price = blocks * p.bs, blocks * p.bp
       p.b = p.b + credits
@@ -97,12 +98,6 @@ local function apply(takes)
   return debits, moves
 end
 
-local function eligible()
-  local elig = {}
-  for _, p in ipairs(POOLS) do if p.elig then elig[#elig + 1] = {p, p.rate} end end
-  return elig
-end
-
 -- Appends each plan pool's remaining balance to `out`, in plan order.
 local function balances(out)
   for _, p in ipairs(POOLS) do out[#out + 1] = remaining(p) end
@@ -117,7 +112,10 @@ local function debit_rows(out, debits)
   for _, d in ipairs(debits) do
     if d[3] ~= 0 or d[4] ~= 0 then
       out[n0] = out[n0] + 1
-      local p = BYID[d[1]] or ghost(d[1], d[2])
+      local p = G.pool and G.pool(d[1], d[2])
+      if not p then  -- a debit of this call: one of the plan's pools
+        for _, q in ipairs(POOLS) do if q.id == d[1] then p = q end end
+      end
       out[#out + 1] = d[1]; out[#out + 1] = d[3]; out[#out + 1] = remaining(p)
       out[#out + 1] = d[4]
     end
@@ -125,27 +123,14 @@ local function debit_rows(out, debits)
   return out
 end
 
--- Account-level blocks, checked before any pool: returns reason, retry_at or nil.
-local function account_block()
-  if A.st == 'suspended' then return R_SUSPENDED, 0 end
-  local stop = tonumber(A.stop) or 0
-  if stop > NOW then return R_STOPPED, stop end
-  return nil
-end
-
-local function check_plan()
-  if not EXISTS then return {'NO_ACCOUNT'} end
-  if A.plan ~= ARGV[2] then return {'PLAN', A.plan} end
-  return nil
-end
-
 -- The request in ARGV from ARG0 on (consume.lua's layout), whose idempotency record is the key
 -- `rk` and whose id is `rid`: CheckAndConsume (mode 'C') or Reserve ('R'). Returns
 -- consume.lua's reply.
 local function charge(rk, rid)
-  afresh()
-  local err = check_plan()
-  if err then return err end
+  if FLUSHED then  -- a batch's earlier charge was written: this one starts afresh
+    EV, W, SNAP_H, SNAP_R, SNAPPED, DIRTY, FLUSHED = {}, {}, {}, {}, false, {}, false
+  end
+  if PLAN_ERR then return PLAN_ERR end
   local mode, fp = ARGV[ARG0], ARGV[ARG0 + 2]
   local rec = redis.call('GET', rk)
   if rec then
@@ -165,8 +150,14 @@ local function charge(rk, rid)
     return {'TOO_LARGE'}
   end
 
-  local elig = eligible()
-  local reason, retry = account_block()
+  local elig = {}  -- the pools in scope for this call's action, each {pool, rate}
+  for _, p in ipairs(POOLS) do
+    if ARGV[p.j + 8] == '1' then
+      local rate = ARGV[p.j + 4]
+      elig[#elig + 1] = {p, rate ~= '0' and rate + 0 or 0}
+    end
+  end
+  local reason, retry = BLOCK, BLOCK_UNTIL
   local takes, rem, capped = {}, D, false
   if reason == nil then
     if #elig == 0 and D > 0 then
@@ -176,7 +167,7 @@ local function charge(rk, rid)
       if rem > 0 then
         reason = capped and R_CAP or R_INSUFFICIENT
         general()
-        retry = retry_at(elig, D)
+        retry = G.retry_at(elig, D)
       end
     end
   end
@@ -206,7 +197,8 @@ local function charge(rk, rid)
     exp = NOW + ARGV[ARG0 + 10]
     local el = {}
     for _, e in ipairs(elig) do el[#el + 1] = {e[1].id, e[2]} end
-    set_hold(rid, cmsgpack.pack({d = debits, cov = D, uc = uc, per = per, el = el, exp = exp,
+    general()
+    G.set_hold(rid, cmsgpack.pack({d = debits, cov = D, uc = uc, per = per, el = el, exp = exp,
       mt = mt}), exp)
     emit('hold', moves, {'expires', fmt(exp)})
   else

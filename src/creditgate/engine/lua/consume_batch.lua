@@ -13,7 +13,7 @@
 -- Returns the replies of the first m requests (0 <= m <= n), each as consume.lua's allowed
 --   reply; requests m + 1..n were not charged and nothing was written for them.
 local done = {}
-if ARGV[ARG0] == 'C' and ARGV[ARG0 + 8] == '0' and quiet() then
+if ARGV[ARG0] == 'C' and ARGV[ARG0 + 8] == '0' and QUIET then
   for i = 1, #KEYS - 4 do
     local out = charge(KEYS[4 + i], i == 1 and ARGV[ARG0 + 1] or ARGV[ARG0 + 10 + i])
     if out[1] ~= 'OK' or out[2] ~= 1 then break end

@@ -1,10 +1,12 @@
--- general.lua: what only the general path needs, built by general() the first time a call
--- needs it: the calendar and maintain() (period resets, expired lots), expired holds, returns
--- (give_back), and the retry time of a denial. The common charge (nothing due, allowed) never
--- calls general(), so it does not pay for these closures; the other scripts call it first.
+-- general.lua: what only the general path needs, made into G by general() the first time a
+-- call needs it: upkeep (period resets, expired lots and holds, the end of a stop), money
+-- arithmetic, holds, returns (give_back), and the retry time of a denial. The common charge
+-- (nothing due, allowed, from allowances and grants) never calls general(), so it does not pay
+-- for these functions (lib.lua says what each costs); the other scripts call it first.
 function general()
-  if maintain then return end
-  ANCHOR = tonumber(A.anc) or 1
+  if G.upkeep then return end
+  BYID = {}
+  for _, p in ipairs(POOLS) do BYID[p.id] = p end
 
   -- Calendar (Howard Hinnant's days_from_civil / civil_from_days), UTC.
   local function days_from_civil(y, m, d)
@@ -17,7 +19,7 @@ function general()
     return era * 146097 + doe - 719468
   end
 
-  function civil_from_days(z)
+  local function civil_from_days(z)
     z = z + 719468
     local era = math.floor(z / 146097)
     local doe = z - era * 146097
@@ -41,7 +43,7 @@ function general()
 
   -- The first period boundary strictly after `now` (ms). 'month' renews on the 1st, 'cycle' on
   -- the account's anchor day, clamped to the month's last day.
-  function next_reset(period, now, anchor)
+  local function next_reset(period, now, anchor)
     if period == 'day' then return (math.floor(now / DAY) + 1) * DAY end
     if period == 'month' then anchor = 1 end
     local y, m = civil_from_days(math.floor(now / DAY))
@@ -52,17 +54,19 @@ function general()
     return month_start(y, m, anchor)
   end
 
-  -- Brings pool `p` up to date at NOW: starts its first period, or ends the period that is
-  -- over (what is left expires, the spend restarts), or expires its lots that are past.
-  function maintain(p)
-    if not due(p) then return end
+  -- Brings pool `p` up to date at NOW when it is due (lib.lua): starts its first period, or
+  -- ends the period that is over (what is left expires, the spend restarts), or expires its
+  -- lots that are past.
+  local function maintain(p)
+    if not p.due then return end
+    p.due = false
     local k = p.kind
     if k == 'G' then
       local kept = {}
       for _, l in ipairs(p.lots) do
         if lot_expired(l) then
           p.b = p.b - l[2]
-          p.dirty = true
+          touch(p)
           emit('expire', {mv(p, -l[2], l[1])}, nil, '')
         else
           kept[#kept + 1] = l
@@ -70,30 +74,30 @@ function general()
       end
       p.lots = kept
     elseif p.r == nil then
-      p.r = next_reset(p.period, NOW, ANCHOR)
-      p.dirty = true
+      p.r = next_reset(ARGV[p.j + 2], NOW, ANCHOR)
+      touch(p)
       if k == 'A' then
-        p.b = p.amount
+        p.b = ARGV[p.j + 3] + 0
         p.fresh = true
-        emit('reset', {mv(p, p.amount)}, nil, '')
+        emit('reset', {mv(p, p.b)}, nil, '')
       elseif k == 'P' then
         emit('reset', {mv(p, 0)}, {'spent', '0'}, '')
       end
     else
       local spent = p.s
-      p.dirty = true
+      touch(p)
       if k ~= 'P' and p.b > 0 then
         local left = p.b
         p.b = 0
         emit('expire', {mv(p, -left)}, nil, '')
       end
-      p.r = next_reset(p.period, NOW, ANCHOR)
+      p.r = next_reset(ARGV[p.j + 2], NOW, ANCHOR)
       p.s = 0
       p.o = 0
       if k == 'A' then
-        p.b = p.amount
+        p.b = ARGV[p.j + 3] + 0
         p.fresh = true
-        emit('reset', {mv(p, p.amount)}, nil, '')
+        emit('reset', {mv(p, p.b)}, nil, '')
       else
         emit('reset', {mv(p, 0)}, {'spent', fmt(spent)}, '')
       end
@@ -101,7 +105,7 @@ function general()
   end
 
   -- Grant lots are used soonest-expiring first; lots that never expire go last.
-  function sort_lots(lots)
+  local function sort_lots(lots)
     table.sort(lots, function(a, b)
       local ea = a[3] == 0 and MAX or a[3]
       local eb = b[3] == 0 and MAX or b[3]
@@ -110,21 +114,56 @@ function general()
     end)
   end
 
-  -- Money for `m` meter micro-units at `rate`, rounded down: what a refund returns for part of
-  -- a money debit.
-  function money_floor(m, rate)
+  -- Money for `m` meter micro-units at `rate` money micro-units per meter unit, rounded up
+  -- (never in the caller's favour). Split so that no product exceeds 2^53.
+  local function money_ceil(m, rate)
+    local q = idiv(m, MICRO)
+    return q * rate + ceil_div((m - q * MICRO) * rate, MICRO)
+  end
+
+  -- The same, rounded down: what a refund returns for part of a money debit.
+  local function money_floor(m, rate)
     local q = idiv(m, MICRO)
     return q * rate + idiv((m - q * MICRO) * rate, MICRO)
   end
 
+  -- Meter micro-units that `money` pays for at `rate`, rounded down.
+  local function meter_floor(money, rate)
+    local q = idiv(money, rate)
+    return q * MICRO + idiv((money - q * rate) * MICRO, rate)
+  end
+
+  -- What an overage or pay-as-you-go pool may spend in a period: its cap, or without one MAX,
+  -- so that its spend, summed over the period's charges, stays exact.
+  local function spend_cap(p)
+    return p.c >= 0 and p.c or MAX
+  end
+
+  local function set_hold(id, value, exp)
+    if value then
+      redis.call('HSET', KEYS[3], id, value)
+      redis.call('ZADD', KEYS[4], exp, id)
+    else
+      redis.call('HDEL', KEYS[3], id)
+      redis.call('ZREM', KEYS[4], id)
+    end
+    SNAP_H[id] = value or false
+    SNAPPED = true
+  end
+
   -- A pool a hold or charge names that the current plan no longer has: its money is kept in
   -- the account hash, its credits can only expire.
-  function ghost(id, kind)
+  local function ghost(id, kind)
     local p = {id = id, kind = kind, ghost = true, b = tonumber(A['b:' .. id]) or 0, s = 0,
-      c = -1, o = 0, period = '', amount = 0, rate = 0, bs = 0, bp = 0, en = false, elig = false}
+      c = -1, o = 0, en = false, dirty = false}
     if kind == 'G' then load_lots(p) end
     BYID[id] = p
     return p
+  end
+
+  -- The pool a debit or hold names: the plan's, or a ghost.
+  local function pool(id, kind)
+    return BYID[id] or ghost(id, kind)
   end
 
   -- Give `R` meter micro-units back to the pools a charge or hold took them from, newest
@@ -132,7 +171,7 @@ function general()
   -- that later partial returns see what is left. A return to a period that has ended, or to an
   -- expired lot, is recorded and expires at once. Returns the moves, per-pool returns and the
   -- total returned.
-  function give_back(debits, R)
+  local function give_back(debits, R)
     local moves, rets, total = {}, {}, 0
     local expired = {}
     for i = #debits, 1, -1 do
@@ -148,8 +187,8 @@ function general()
         d[4] = d[4] - c
         R = R - c
         total = total + c
-        local p = BYID[d[1]] or ghost(d[1], d[2])
-        p.dirty = true
+        local p = pool(d[1], d[2])
+        touch(p)
         local k = d[2]
         if k == 'G' then
           local left = amt
@@ -199,7 +238,7 @@ function general()
 
   -- Returned credits that land after their period or lot ended expire straight away; called
   -- after the event that gave them back so the ledger sees both movements in order.
-  function expire_returns(expired)
+  local function expire_returns(expired)
     for _, x in ipairs(expired) do
       local p = x[1]
       emit('expire', {p.id .. ',' .. fmt(x[2]) .. ',' .. fmt(remaining(p) + x[2]) ..
@@ -208,7 +247,7 @@ function general()
   end
 
   -- The holds `ids`, past their expiry, give their credits back.
-  function expire_holds(ids)
+  local function expire_holds(ids)
     for _, hid in ipairs(ids) do
       local raw = redis.call('HGET', KEYS[3], hid)
       if raw then
@@ -223,10 +262,10 @@ function general()
 
   -- Meter micro-units pool `p` could cover (at `rate`) once every reset due by time `t` has
   -- happened.
-  function capacity(p, rate, t)
+  local function capacity(p, rate, t)
     local fresh = p.r ~= nil and p.r <= t
     local k = p.kind
-    if k == 'A' then return fresh and p.amount or p.b end
+    if k == 'A' then return fresh and ARGV[p.j + 3] + 0 or p.b end
     if k == 'G' then return p.b end
     if k == 'B' then return meter_floor(p.b, rate) end
     local spent = fresh and 0 or p.s
@@ -242,7 +281,7 @@ function general()
 
   -- When a denial of `D` ends by itself: the first reset of a pool in scope after which the
   -- pools could cover it; 0 when no reset would (only a top-up or a settings change can).
-  function retry_at(elig, D)
+  local function retry_at(elig, D)
     local times = {}
     for _, e in ipairs(elig) do
       local p = e[1]
@@ -260,11 +299,29 @@ function general()
   end
 
   -- Appends the returns `rets` (each {pool, amount, remaining, covered}) to `out`, counted.
-  function rows(out, rets)
+  local function rows(out, rets)
     out[#out + 1] = #rets
     for _, r in ipairs(rets) do
       for _, v in ipairs(r) do out[#out + 1] = v end
     end
     return out
   end
+
+  -- Brings the account up to date at NOW (lib.lua's maintain_all calls this unless nothing is
+  -- due): the end of a stop, every pool's period and lots, the holds past their expiry.
+  local function upkeep()
+    if STOP_ENDED then
+      put('stop', nil)
+      emit('resume', {}, nil, '')
+      STOP_ENDED = false
+    end
+    for _, p in ipairs(POOLS) do maintain(p) end
+    if DUE_HOLDS then expire_holds(DUE_HOLDS) end
+    DUE_HOLDS, QUIET = false, true
+  end
+
+  G.upkeep, G.civil_from_days, G.sort_lots, G.money_ceil, G.money_floor, G.meter_floor,
+    G.spend_cap, G.set_hold, G.pool, G.give_back, G.expire_returns, G.retry_at, G.rows =
+    upkeep, civil_from_days, sort_lots, money_ceil, money_floor, meter_floor, spend_cap,
+    set_hold, pool, give_back, expire_returns, retry_at, rows
 end

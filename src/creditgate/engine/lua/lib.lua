@@ -19,15 +19,18 @@
 --              Script arguments follow, from ARG0 on.
 -- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
 --
--- Cost: Redis runs the whole text on every call, and each `local function` makes a closure
--- then (0.5k to 2.5k instructions, more with more upvalues). So the prelude holds only what
--- every call needs; what only the general path needs (period resets, expiries, returns, the
--- retry time of a denial) is built by general() (general.lua) when a call first needs it.
--- bench/script_cost.py measures a consume call.
+-- Cost: Redis runs the whole text on every call, and every function in it is made anew each
+-- time: about 0.6k instructions each, plus about 0.6k for each local it is the first to
+-- capture (bench/script_cost.py measures). So the prelude does at top level what every call
+-- needs (reading the account, its pools, what is due) and holds only the functions a charge
+-- uses; the rest (period resets, expiries, returns, the retry time of a denial) is made by
+-- general() (general.lua) into G when a call first needs it.
 
 local MICRO = 1000000
 local MAX = 4503599627370495
 local DAY = 86400000
+-- Reasons (proto Reason numbers).
+local R_ALLOWED, R_INSUFFICIENT, R_CAP, R_SUSPENDED, R_STOPPED, R_NOT_ENTITLED = 1, 2, 3, 4, 5, 6
 
 local function fmt(n) return string.format('%d', n) end
 
@@ -45,19 +48,6 @@ local function ceil_div(a, b)
   return q
 end
 
--- Money for `m` meter micro-units at `rate` money micro-units per meter unit, rounded up
--- (never in the caller's favour). Split so that no product exceeds 2^53.
-local function money_ceil(m, rate)
-  local q = idiv(m, MICRO)
-  return q * rate + ceil_div((m - q * MICRO) * rate, MICRO)
-end
-
--- Meter micro-units that `money` pays for at `rate`, rounded down.
-local function meter_floor(money, rate)
-  local q = idiv(money, rate)
-  return q * MICRO + idiv((money - q * rate) * MICRO, rate)
-end
-
 -- Meter micro-units for `q` units at `uc` micro-units per `per` units, rounded up; nil when the
 -- product is too large to be exact.
 local function demand(q, uc, per)
@@ -65,6 +55,10 @@ local function demand(q, uc, per)
   if prod > MAX then return nil end
   return ceil_div(prod, per)
 end
+
+-- The general path's functions, made by general() (general.lua) on first use.
+local G = {}
+local general
 
 -- Account state ---------------------------------------------------------------------------
 
@@ -75,6 +69,9 @@ do
   for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
 end
 local EXISTS = A.plan ~= nil
+-- NO_ACCOUNT or PLAN (the caller priced with another plan), as a script answers them.
+local PLAN_ERR = (not EXISTS and {'NO_ACCOUNT'}) or (A.plan ~= ARGV[2] and {'PLAN', A.plan})
+  or nil
 local NOW
 do
   local t = redis.call('TIME')
@@ -82,19 +79,18 @@ do
   -- A test clock is frozen per account (like Stripe's test clocks): it moves only when advanced.
   if ARGV[3] == '1' and A.clk then NOW = tonumber(A.clk) end
 end
-local ANCHOR  -- the account's cycle day, set by general()
+local ANCHOR = tonumber(A.anc) or 1  -- the account's cycle day
 local W = {}  -- account fields to write back
 local function put(f, v) A[f] = v; W[f] = true end
 
--- The general path's functions, built by general() (general.lua) on first use.
-local general, money_floor, civil_from_days, next_reset, maintain, sort_lots, ghost, give_back,
-  expire_returns, expire_holds, capacity, retry_at, rows
-
 -- Pools -----------------------------------------------------------------------------------
 
-local POOLS, BYID = {}, {}
+local POOLS = {}
+local BYID  -- pools by id, ghosts included (general.lua)
 local NP = ARGV[4] + 0
 local ARG0 = 5 + NP * 10  -- first script-specific ARGV
+
+local function lot_expired(l) return l[3] > 0 and l[3] <= NOW end
 
 -- A grant pool's lots, {id, amount, expires ms (0: never)} soonest-expiring first, and their sum.
 local function load_lots(p)
@@ -105,39 +101,50 @@ local function load_lots(p)
   p.b = b
 end
 
+-- Each pool holds only what its kind uses (building a table costs per field): A allowance
+-- {b, r, o}, G grant {b, lots}, B money balance {b}, O overage {b, r, o, s, c, bs, bp}, P payg
+-- {r, o, s, c}; every pool its id, kind, j (its first ARGV) and en (enabled). b is the balance,
+-- r the next reset (nil until the first period starts), o an allowance's debt (this period's
+-- use beyond its amount after a plan change to a smaller allowance; returns pay it off first,
+-- the next reset clears it), s the period's spend, c the cap (-1: none). What never changes
+-- during a call (period, amount, rate, eligibility) is read from ARGV where it is used. `due`
+-- tells whether maintain() (general.lua) has something to do: a period that has ended or has
+-- not started, a grant lot that has expired.
+local ANY_DUE = false
 for i = 0, NP - 1 do
   local j = 5 + i * 10
   local id, k = ARGV[j], ARGV[j + 1]
-  -- Only the fields a pool of this kind uses are read (parsing numbers is the costliest step
-  -- here); the rest keep neutral values. `o` is an allowance's debt: this period's use beyond
-  -- its amount after a plan change to a smaller allowance; returns pay it off first, the next
-  -- reset clears it.
-  local p = {id = id, kind = k, period = ARGV[j + 2], amount = 0, rate = 0, bs = 0, bp = 0,
-    elig = ARGV[j + 8] == '1', b = 0, s = 0, o = 0, c = -1, en = false}
   local e = A['e:' .. id]
   if e == nil then e = ARGV[j + 9] end
-  p.en = e == '1'
-  local rate = ARGV[j + 4]
-  if rate ~= '0' then p.rate = rate + 0 end
+  local p
   if k == 'G' then
+    p = {id = id, kind = k, j = j, en = e == '1', b = 0, lots = false, o = 0}
     load_lots(p)
-  else
-    if k ~= 'P' then p.b = tonumber(A['b:' .. id]) or 0 end
-    if k ~= 'B' then
-      p.r = tonumber(A['r:' .. id])
-      local o = A['o:' .. id]
-      if o then p.o = o + 0 end
+    for _, l in ipairs(p.lots) do
+      if lot_expired(l) then p.due = true end
     end
+  elseif k == 'B' then
+    local b = A['b:' .. id]
+    p = {id = id, kind = k, j = j, en = e == '1', b = b and b + 0 or 0, o = 0}
+  else
+    local r, o = A['r:' .. id], A['o:' .. id]
+    r, o = r and r + 0, o and o + 0 or 0
     if k == 'A' then
-      p.amount = ARGV[j + 3] + 0
-    elseif k == 'O' or k == 'P' then
-      p.s = tonumber(A['s:' .. id]) or 0
-      p.c = tonumber(A['c:' .. id]) or ARGV[j + 7] + 0
-      if k == 'O' then p.bs, p.bp = ARGV[j + 5] + 0, ARGV[j + 6] + 0 end
+      local b = A['b:' .. id]
+      p = {id = id, kind = k, j = j, en = e == '1', b = b and b + 0 or 0, r = r, o = o}
+    else
+      local s, c = A['s:' .. id], A['c:' .. id]
+      p = {id = id, kind = k, j = j, en = e == '1', b = 0, r = r, o = o, s = s and s + 0 or 0,
+        c = c and c + 0 or ARGV[j + 7] + 0}
+      if k == 'O' then
+        local b = A['b:' .. id]
+        p.b, p.bs, p.bp = b and b + 0 or 0, ARGV[j + 5] + 0, ARGV[j + 6] + 0
+      end
     end
   end
+  if k ~= 'G' and k ~= 'B' and (p.r == nil or NOW >= p.r) then p.due = true end
+  ANY_DUE = ANY_DUE or p.due
   POOLS[i + 1] = p
-  BYID[id] = p
 end
 
 local function remaining(p)
@@ -148,11 +155,20 @@ local function remaining(p)
   return p.b
 end
 
--- What an overage or pay-as-you-go pool may spend in a period: its cap, or without one MAX, so
--- that its spend, summed over the period's charges, stays exact.
-local function spend_cap(p)
-  return p.c >= 0 and p.c or MAX
-end
+-- What is due at NOW, and account-level refusals -------------------------------------------
+
+local STOP = tonumber(A.stop) or 0  -- a stop's end (ms), 0 when none
+local STOP_ENDED = STOP > 0 and NOW >= STOP
+-- The holds past their expiry (false: none); an account without holds has no expiry set.
+local DUE_HOLDS = redis.call('EXISTS', KEYS[4]) == 1
+  and redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW)
+if DUE_HOLDS and #DUE_HOLDS == 0 then DUE_HOLDS = false end
+-- Nothing is due: the common case, in which a call never needs general.lua.
+local QUIET = not (ANY_DUE or STOP_ENDED or DUE_HOLDS)
+-- An account-level refusal, checked before any pool, and when it ends by itself.
+local BLOCK, BLOCK_UNTIL
+if A.st == 'suspended' then BLOCK, BLOCK_UNTIL = R_SUSPENDED, 0
+elseif STOP > NOW then BLOCK, BLOCK_UNTIL = R_STOPPED, STOP end
 
 -- Events, holds and idempotency records ---------------------------------------------------
 
@@ -163,24 +179,20 @@ local CTX = {rid = '', act = '', q = '', at = ''}
 -- (key -> {packed record, TTL ms or -1 to keep the previous expiry}).
 local SNAP_H, SNAP_R = {}, {}
 local SNAPPED = false
-local FLUSHED = false
+local FLUSHED = false  -- written once already: a batch's next charge starts afresh (charge.lua)
+local DIRTY = {}  -- the pools this call changed, in the order it first changed them
+
+local function touch(p)
+  if not p.dirty then
+    p.dirty = true
+    DIRTY[#DIRTY + 1] = p
+  end
+end
 
 local function set_record(key, value, ttl)
   if ttl then redis.call('SET', key, value, 'PX', ttl)
   else redis.call('SET', key, value, 'KEEPTTL') end
   SNAP_R[key] = {value, tonumber(ttl) or -1}
-  SNAPPED = true
-end
-
-local function set_hold(id, value, exp)
-  if value then
-    redis.call('HSET', KEYS[3], id, value)
-    redis.call('ZADD', KEYS[4], exp, id)
-  else
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('ZREM', KEYS[4], id)
-  end
-  SNAP_H[id] = value or false
   SNAPPED = true
 end
 
@@ -199,21 +211,16 @@ end
 -- Writes what the call changed (pool state, account fields) and appends its events, the last
 -- carrying the snapshot.
 local function flush()
-  for _, p in ipairs(POOLS) do
-    if p.dirty then
-      if p.kind == 'G' then put('L:' .. p.id, cmsgpack.pack(p.lots))
-      elseif p.kind ~= 'P' then put('b:' .. p.id, p.b) end
-      if p.o > 0 or A['o:' .. p.id] then put('o:' .. p.id, p.o > 0 and p.o or nil) end
-      if p.r then put('r:' .. p.id, p.r) end
-      if p.kind == 'O' or p.kind == 'P' then put('s:' .. p.id, p.s) end
-      p.dirty = nil
+  for _, p in ipairs(DIRTY) do
+    local id = p.id
+    if p.kind == 'G' then put('L:' .. id, cmsgpack.pack(p.lots))
+    elseif p.kind ~= 'P' or p.ghost then put('b:' .. id, p.b) end
+    if not p.ghost then
+      if p.o > 0 or A['o:' .. id] then put('o:' .. id, p.o > 0 and p.o or nil) end
+      if p.r then put('r:' .. id, p.r) end
+      if p.kind == 'O' or p.kind == 'P' then put('s:' .. id, p.s) end
     end
-  end
-  for id, p in pairs(BYID) do
-    if p.ghost and p.dirty then
-      if p.kind == 'G' then put('L:' .. id, cmsgpack.pack(p.lots)) else put('b:' .. id, p.b) end
-      p.dirty = nil
-    end
+    p.dirty = false
   end
   local args, snap_a = {}, {}
   for f in pairs(W) do
@@ -248,61 +255,13 @@ local function flush()
   FLUSHED = true
 end
 
--- After a flush, starts the next write afresh: a batch makes several charges, each written and
--- announced on its own as a call of its own would.
-local function afresh()
-  if FLUSHED then EV, W, SNAP_H, SNAP_R, SNAPPED, FLUSHED = {}, {}, {}, {}, false, false end
-end
-
--- Upkeep: period resets, expired lots and holds, the end of a stop -------------------------
-
-local function lot_expired(l) return l[3] > 0 and l[3] <= NOW end
-
--- Whether pool `p` needs maintain() (general.lua) at NOW: a period that has ended or has not
--- started yet, a grant lot that has expired.
-local function due(p)
-  local k = p.kind
-  if k == 'G' then
-    for _, l in ipairs(p.lots) do
-      if lot_expired(l) then return true end
-    end
-    return false
-  end
-  return k ~= 'B' and (p.r == nil or NOW >= p.r)
-end
-
-local function stop_ended()
-  local stop = tonumber(A.stop) or 0
-  return stop > 0 and NOW >= stop
-end
-
-local UP_TO_DATE = false  -- nothing is due at NOW (found so, or made so)
-local DUE_HOLDS           -- the ids of the holds that expired by NOW, as quiet() read them
-
--- Whether nothing is due: the common case, in which a call needs nothing of general.lua.
-local function quiet()
-  if UP_TO_DATE then return true end
-  if stop_ended() then return false end
-  for _, p in ipairs(POOLS) do
-    if due(p) then return false end
-  end
-  DUE_HOLDS = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW)
-  UP_TO_DATE = #DUE_HOLDS == 0
-  return UP_TO_DATE
-end
-
--- Brings the account up to date before anything else is decided: every hold past its expiry
--- gives its credits back, so no balance is understated and no charge is refused for credits
--- that are free again. FAST (the loader's first line) is false only where tests compare this
--- with always building general() and maintaining every pool.
+-- Brings the account up to date before anything else is decided (general.lua's upkeep):
+-- every hold past its expiry gives its credits back, so no balance is understated and no
+-- charge is refused for credits that are free again. Nothing to do in the common case. FAST
+-- (the loader's first line) is false only where tests compare this with always building
+-- general() and running upkeep.
 local function maintain_all()
-  if FAST and quiet() then return end
+  if QUIET and FAST then return end
   general()
-  if stop_ended() then
-    put('stop', nil)
-    emit('resume', {}, nil, '')
-  end
-  for _, p in ipairs(POOLS) do maintain(p) end
-  expire_holds(DUE_HOLDS or redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW))
-  DUE_HOLDS, UP_TO_DATE = {}, true
+  G.upkeep()
 end
