@@ -1,15 +1,15 @@
 """Instructions the consume script costs inside redis-server: a deterministic measure.
 
-Run: .venv/bin/python bench/script_cost.py [--calls N] [--lua DIR] [--general]. It starts the
+Run: .venv/bin/python bench/script_cost.py [--calls N] [--lua DIR | --general]. It starts the
 embedded redis-server under valgrind's callgrind, charges the benchmark's hot account N times
 (pipelined, after a warm-up), and reports the instructions redis-server executed per call: for
 the consume script, and for a script that only returns 1 given the same keys and arguments (what
 reading, parsing and answering one EVALSHA costs). Instruction counts repeat to within a
 fraction of a percent whatever else the machine is doing, unlike timings on a shared VM, so this
-is the measure to optimise the Lua against. ``--lua DIR`` measures the lib.lua, general.lua,
-charge.lua and consume.lua of another directory (a candidate change) instead of the package's;
-``--general`` measures the script as the tests' general engine runs it (``FAST`` false: the
-general path built and every pool maintained on every call).
+is the measure to optimise the Lua against. ``--lua DIR`` measures the fast.lua and
+consume_fast.lua (those present), lib.lua and consume.lua of another directory (a candidate
+change) instead of the package's; ``--general`` measures the general path alone (no
+consume_fast.lua).
 
 To see where the instructions go, keep the profile and name a redis-server with symbols
 (the embedded and Debian's are stripped). One builds in about a minute from the sources of
@@ -38,7 +38,7 @@ from creditgate.domain.catalog import load_catalog
 from creditgate.domain.results import Decision
 from creditgate.embedded import find_redis_server
 from creditgate.engine import Engine, KeySpace
-from creditgate.engine.scripts import LIBRARY, head, script_source
+from creditgate.engine.scripts import HEAD, script_source
 
 
 def _control(action: str, pid: int) -> None:
@@ -127,12 +127,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500)
     parser.add_argument(
-        "--lua", type=Path, help="a directory of candidate Lua (lib.lua ... consume.lua)"
+        "--lua", type=Path, help="a directory of candidate Lua (fast.lua ... consume.lua)"
     )
     parser.add_argument(
         "--general",
         action="store_true",
-        help="the general path on every call (FAST false)",
+        help="the general path alone: consume without consume_fast.lua",
     )
     parser.add_argument(
         "--quantity",
@@ -156,9 +156,9 @@ def main() -> int:
         print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
         return 2
     if opts.lua:
-        parts = [f"{n}.lua" for n in [*LIBRARY, "consume"]]
+        parts = ["core.lua", "fast.lua", "consume_fast.lua", "lib.lua", "consume.lua"]
         source = "\n".join(
-            [head(fast_path=not opts.general), *((opts.lua / n).read_text() for n in parts)]
+            [HEAD, *((opts.lua / n).read_text() for n in parts if (opts.lua / n).exists())]
         )
     else:
         source = script_source("consume", fast_path=not opts.general)

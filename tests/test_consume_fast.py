@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -28,7 +29,7 @@ from creditgate.domain.catalog import CatalogConfig, compile_catalog
 from creditgate.domain.errors import CreditgateError
 from creditgate.domain.results import Decision, Reason
 from creditgate.engine import Engine, KeySpace
-from creditgate.engine.scripts import script_source
+from creditgate.engine.scripts import HEAD
 from creditgate.testing import ReferenceModel
 from test_properties import (
     ACCOUNTS,
@@ -132,18 +133,23 @@ async def _last_id(redis: AsyncRedis, keys: KeySpace) -> bytes:
     return last[0][0] if last else b""
 
 
-# consume_batch.lua for one request, with its writes turned into no-ops: it answers exactly the
-# charges that charge() answers in its common case (nothing due, allowed) and nothing else, and
-# changes nothing, so it tells beforehand which path a charge will take. (Counting commands
-# cannot: both paths make the same reads.)
+# consume_fast.lua (after core.lua and fast.lua) with its writes turned into no-ops: it returns
+# the fast answer, or FELL_THROUGH where the general path would take over. It reads what the
+# fast path reads and changes nothing, so it can tell beforehand which path a charge will take.
+# (Counting commands cannot: the general path reuses the fast path's reads.)
 _PROBE = "\n".join(
     [
+        HEAD,
         "local real = redis",
         "local redis = {call = function(cmd, ...)",
         "  if cmd == 'SET' or cmd == 'HSET' or cmd == 'XADD' then return false end",
         "  return real.call(cmd, ...)",
         "end}",
-        script_source("consume_batch"),
+        *(
+            (files("creditgate.engine") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+            for name in ("core", "fast", "consume_fast")
+        ),
+        "return {'FELL_THROUGH'}",
     ]
 )
 
@@ -171,7 +177,7 @@ async def _fast_answers(  # noqa: PLR0913, PLR0917 - consume's arguments
     if plan is None:
         return False
     reply = await engine.redis.eval(_PROBE, len(keys), *keys, *engine._build(call, plan))
-    return reply != []
+    return reply != [b"FELL_THROUGH"]
 
 
 class Twins(Pair):

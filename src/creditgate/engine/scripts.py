@@ -1,9 +1,11 @@
-"""Loads each Lua script once (the library, then the operation) and registers it with Redis.
+"""Loads each Lua script once (core.lua, lib.lua, the operation) and registers it with Redis.
 
-Every script is lib.lua (the prelude: account, pools, events, upkeep), general.lua (the
-general path's functions, built only when a call needs them), charge.lua (the charge, written
-once), then the operation's own file. consume and consume_batch both charge through charge();
-its common case, an allowed charge with nothing due, never builds the general path.
+Every script starts with core.lua: what a charge is made of (demand, taking from grant lots, a
+move, writing a record, writing an event), used by both ways of charging. consume then goes on
+with consume_fast.lua, which answers the common allowed charge with fast.lua's
+fast_charge() before the prelude is built and otherwise falls through to lib.lua + consume.lua,
+handing over what it read. consume_batch runs fast_charge() for several charges of one account
+and needs no prelude.
 
 redis-py's Script objects call EVALSHA and reload the script on NOSCRIPT, so a Redis restart or
 failover needs nothing from us.
@@ -19,26 +21,28 @@ if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
 
-LIBRARY = ["lib", "general", "charge"]
-
-
-def head(*, fast_path: bool = True) -> str:
-    """The first line of every script.
-
-    ``FAST`` false makes every call build the general path and maintain every pool, even when
-    nothing is due; the tests compare the two.
-    """
-    return f"local FAST = {'true' if fast_path else 'false'}"
-
-
-HEAD = head()
+# Operations whose common case has a fast path of its own, run before the prelude is built.
+_FAST_PATHS = {"consume": ["fast", "consume_fast"]}
+# Scripts that are only a fast path: no lib.lua prelude.
+_STANDALONE = {"consume_batch": ["fast", "consume_batch"]}
+# The first line of every script: what a fast path read before falling through to the general
+# path (nil when there is no fast path or it did not run), so lib.lua reads nothing twice. Plain
+# locals, not a table, so that the fast path allocates nothing for them.
+HEAD = "local PRE_A, PRE_REC, PRE_T, PRE_NO_DUE_HOLDS"
 
 
 def script_source(name: str, *, fast_path: bool = True) -> str:
-    """The full text Redis runs for one operation: the library, then the operation."""
+    """The full text Redis runs for one operation: [its fast path,] lib.lua, the operation.
+
+    ``fast_path=False`` leaves the fast path out (the general path alone answers everything);
+    the tests compare the two.
+    """
     lua = files("creditgate.engine") / "lua"
-    parts = [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in [*LIBRARY, name]]
-    return "\n".join([head(fast_path=fast_path), *parts])
+    if name in _STANDALONE:
+        parts = ["core", *_STANDALONE[name]]
+    else:
+        parts = ["core", *(_FAST_PATHS.get(name, []) if fast_path else []), "lib", name]
+    return "\n".join([HEAD] + [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in parts])
 
 
 class Scripts:

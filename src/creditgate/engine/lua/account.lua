@@ -13,14 +13,13 @@
 --   clock:    [+1] milliseconds to move the account's test clock forward, [+2] or an absolute
 --             time in ms to move it to (0: none); it never moves back ({'CLOCK_BACKWARDS', now})
 -- Returns {'OK', stopped until ms, now ms}, or {'NO_ACCOUNT'}, {'EXISTS'}, {'PLAN', plan}.
-general()
 local op = ARGV[ARG0]
 if op == 'create' then
   if EXISTS then return {'EXISTS'} end
   if ARGV[ARG0 + 3] ~= '1' then return {'NO_ACCOUNT'} end
   ANCHOR = tonumber(ARGV[ARG0 + 2])
   if ANCHOR == 0 then
-    local _, _, d = G.civil_from_days(math.floor(NOW / DAY))
+    local _, _, d = civil_from_days(math.floor(NOW / DAY))
     ANCHOR = d
   end
   put('plan', ARGV[2])
@@ -35,7 +34,8 @@ if op == 'create' then
   return {'OK', 0, NOW}
 end
 
-if PLAN_ERR then return PLAN_ERR end
+local err = check_plan()
+if err then return err end
 
 if op == 'update' then
   local plan, st, anc = ARGV[ARG0 + 1], ARGV[ARG0 + 2], tonumber(ARGV[ARG0 + 3])
@@ -57,7 +57,7 @@ if op == 'update' then
       local left = p.b - p.o + delta
       p.b = math.max(0, left)
       p.o = math.max(0, -left)
-      touch(p)
+      p.dirty = true
       if p.b ~= before then moves[#moves + 1] = mv(p, p.b - before) end
     end
   end
@@ -86,10 +86,10 @@ if op == 'settings' then
   emit('account', {mv(p, 0)}, extra, '')
   -- A cap lowered below this period's spend stops the whole account until the period renews
   -- (seed 000); otherwise the pool alone has nothing left until then (seed 004).
-  local c, s = p.c or -1, p.s or 0
-  if ARGV[ARG0 + 4] == '1' and c >= 0 and c < s and p.r and p.r > (tonumber(A.stop) or 0) then
+  if ARGV[ARG0 + 4] == '1' and p.c >= 0 and p.c < p.s and p.r and p.r > (tonumber(A.stop) or 0)
+  then
     put('stop', p.r)
-    emit('stop', {}, {'until', fmt(p.r), 'pool', p.id, 'spent', fmt(s), 'cap', fmt(c)}, '')
+    emit('stop', {}, {'until', fmt(p.r), 'pool', p.id, 'spent', fmt(p.s), 'cap', fmt(p.c)}, '')
   end
 elseif op == 'clock' then
   local target = NOW + tonumber(ARGV[ARG0 + 1])

@@ -3,16 +3,16 @@
 -- Returns {'OK', plan, status, anchor day, stopped until ms, now ms, created ms, test clock ms,
 --   then per plan pool: balance/remaining, next reset ms, spent, cap, enabled 0/1, n lots,
 --   n x (lot id, balance, expires ms)}, or {'NO_ACCOUNT'}, {'PLAN', plan}.
-general()
-if PLAN_ERR then return PLAN_ERR end
+local err = check_plan()
+if err then return err end
 maintain_all()
 local out = {'OK', A.plan, A.st, ANCHOR, tonumber(A.stop) or 0, NOW, tonumber(A.created) or 0,
   tonumber(A.clk) or 0}
 for _, p in ipairs(POOLS) do
   out[#out + 1] = remaining(p)
   out[#out + 1] = p.r or 0
-  out[#out + 1] = p.s or 0
-  out[#out + 1] = p.c or -1
+  out[#out + 1] = p.s
+  out[#out + 1] = p.c
   out[#out + 1] = p.en and 1 or 0
   local lots = p.lots or {}
   out[#out + 1] = #lots

@@ -1,5 +1,4 @@
--- consume.lua: CheckAndConsume (mode 'C') and Reserve (mode 'R') for one account, by charge()
--- (charge.lua).
+-- consume.lua: CheckAndConsume (mode 'C') and Reserve (mode 'R') for one account.
 -- KEYS: [1..4] as in lib.lua, [5] this request's idempotency record.
 -- ARGV: common (lib.lua), then [ARG0] mode, [+1] request id, [+2] request fingerprint,
 --   [+3] quantity, [+4] unit cost (meter micro-units per `per` units), [+5] per,
@@ -10,4 +9,81 @@
 --   in micro-units, or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', mode}, {'TOO_LARGE'};
 --   a repeated request id answers {'REPLAY', plan then, meter, the first reply}.
 -- Only allowed, non-dry-run answers are recorded: a denied request may be retried as is.
-return charge(KEYS[5], ARGV[ARG0 + 1])
+local err = check_plan()
+if err then return err end
+local mode, rid, fp = ARGV[ARG0], ARGV[ARG0 + 1], ARGV[ARG0 + 2]
+local dry = ARGV[ARG0 + 8] == '1'
+
+local rec = PRE_REC
+if rec == nil then rec = redis.call('GET', KEYS[5]) end
+if rec then
+  local r = cmsgpack.unpack(rec)
+  if r.fp ~= fp then return {'IDEM_MISMATCH', r.m} end
+  local rep = r.rep
+  rep[7] = 1
+  return {'REPLAY', r.pl or ARGV[2], r.mt or '', rep}
+end
+
+CTX.rid, CTX.act, CTX.q, CTX.at = rid, ARGV[ARG0 + 6], ARGV[ARG0 + 3], ARGV[ARG0 + 7]
+maintain_all()
+local uc, per = tonumber(ARGV[ARG0 + 4]), tonumber(ARGV[ARG0 + 5])
+local D = demand(tonumber(ARGV[ARG0 + 3]), uc, per)
+if D == nil then
+  flush()
+  return {'TOO_LARGE'}
+end
+
+local elig = eligible()
+local reason, retry = account_block()
+local takes, rem, capped = {}, D, false
+if reason == nil then
+  if #elig == 0 and D > 0 then
+    reason, retry = R_NOT_ENTITLED, 0
+  else
+    takes, rem, capped = plan_charge(elig, D)
+    if rem > 0 then
+      reason = capped and R_CAP or R_INSUFFICIENT
+      retry = retry_at(elig, D)
+    end
+  end
+end
+
+if reason ~= nil then
+  flush()
+  return balances(debit_rows({'OK', 0, reason, D, retry, NOW, 0, rem, 0}, {}))
+end
+
+if dry then
+  -- What the charge would take, with each pool's balance as it would be afterwards.
+  local out = {'OK', 1, R_ALLOWED, D, 0, NOW, 0, 0, 0, #takes}
+  for _, t in ipairs(takes) do
+    local p, amt = t[1], t[2]
+    local after = remaining(p)
+    if p.kind == 'O' then after = after + t[4] * p.bs - amt
+    elseif after >= 0 then after = after - amt end
+    out[#out + 1] = p.id; out[#out + 1] = amt; out[#out + 1] = after; out[#out + 1] = t[3]
+  end
+  flush()
+  return balances(out)
+end
+
+local debits, moves = apply(takes)
+local exp = 0
+local recd = {fp = fp, m = mode, mt = ARGV[ARG0 + 11], pl = ARGV[2]}
+if mode == 'R' then
+  exp = NOW + tonumber(ARGV[ARG0 + 10])
+  local el = {}
+  for _, e in ipairs(elig) do el[#el + 1] = {e[1].id, e[2]} end
+  set_hold(rid, cmsgpack.pack({d = debits, cov = D, uc = uc, per = per, el = el, exp = exp,
+    mt = ARGV[ARG0 + 11]}), exp)
+  emit('hold', moves, {'expires', fmt(exp)})
+  recd.st = 'held'
+else
+  emit('charge', moves)
+  recd.d, recd.cov, recd.uc, recd.per, recd.ref = debits, D, uc, per, 0
+end
+local out = balances(debit_rows({'OK', 1, R_ALLOWED, D, 0, NOW, 0, 0, exp}, debits))
+recd.rep = out
+set_record(KEYS[5], cmsgpack.pack(recd), ARGV[ARG0 + 9])
+flush()
+return out

@@ -5,8 +5,8 @@
 --   [+6] fingerprint.
 -- Returns {'OK', pool balance after, replayed 0/1}, or {'NO_ACCOUNT'}, {'PLAN', plan},
 --   {'IDEM_MISMATCH'}, {'PAST_EXPIRY', now}, {'TOO_LARGE'}.
-general()
-if PLAN_ERR then return PLAN_ERR end
+local err = check_plan()
+if err then return err end
 local gid, fp = ARGV[ARG0 + 2], ARGV[ARG0 + 6]
 local rec = redis.call('GET', KEYS[5])
 if rec then
@@ -28,13 +28,13 @@ if p.b + amt > MAX then
   flush()
   return {'TOO_LARGE'}
 end
-touch(p)
+p.dirty = true
 p.b = p.b + amt
 local lot = nil
 if p.kind == 'G' then
   lot = gid
   p.lots[#p.lots + 1] = {gid, amt, exp}
-  G.sort_lots(p.lots)
+  sort_lots(p.lots)
 end
 emit('grant', {mv(p, amt, lot)}, {'note', ARGV[ARG0 + 4], 'expires', fmt(exp)})
 local out = {'OK', remaining(p), 0}

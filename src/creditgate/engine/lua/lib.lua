@@ -1,98 +1,115 @@
--- lib.lua: the prelude every creditgate script starts with (the loader prepends it, then
--- general.lua and charge.lua; see engine/scripts.py).
+-- lib.lua: the prelude every creditgate script starts with (the loader prepends it).
 --
 -- Units: every amount is an integer count of micro-units (1 credit or 1 USD = 1,000,000).
 -- Lua 5.1 numbers are doubles, exact for integers below 2^53; the Python side keeps every
 -- input below MAX (2^52) so that products checked here stay exact. Numbers are written back with
 -- string.format('%d') because tostring() would print 15-digit amounts in exponent form.
--- Numeric strings that are always numbers (ARGV, TIME, fields these scripts write) are converted
--- with `x + 0`, which parses once; tonumber() parses twice and is kept for what may be absent.
 --
 -- Common KEYS: [1] account hash, [2] the shard's event stream, [3] the account's holds hash,
 --              [4] the account's hold-expiry sorted set, [5..] per script.
 -- Common ARGV: [1] account id, [2] plan id the caller priced with, [3] '1' on a test-clock
---              server (the account's time is its frozen 'clk' field), [4] pool count N, then 10
---              fields per pool in consumption order: id, kind (A allowance, G grant, B money
---              balance, O overage, P payg), period (day|month|cycle|''), amount, rate (money
---              micro-units per meter unit for this call's meter, 0 if none), block size, block
---              price, default cap (-1: none), eligible ('1'/'0'), enabled by default ('1'/'0').
---              Script arguments follow, from ARG0 on.
+--              server (the account's time is its frozen 'clk' field), [4] pool count N, then 10 fields per pool in consumption
+--              order: id, kind (A allowance, G grant, B money balance, O overage, P payg),
+--              period (day|month|cycle|''), amount, rate (money micro-units per meter unit for
+--              this call's meter, 0 if none), block size, block price, default cap (-1: none),
+--              eligible ('1'/'0'), enabled by default ('1'/'0'). Script arguments follow.
 -- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
---
--- Cost: Redis runs the whole text on every call, and every function in it is made anew each
--- time: about 0.6k instructions each, plus about 0.6k for each local it is the first to
--- capture (bench/script_cost.py measures). So the prelude does at top level what every call
--- needs (reading the account, its pools, what is due) and holds only the functions a charge
--- uses; the rest (period resets, expiries, returns, the retry time of a denial) is made by
--- general() (general.lua) into G when a call first needs it.
 
 local MICRO = 1000000
-local MAX = 4503599627370495
 local DAY = 86400000
--- Reasons (proto Reason numbers).
-local R_ALLOWED, R_INSUFFICIENT, R_CAP, R_SUSPENDED, R_STOPPED, R_NOT_ENTITLED = 1, 2, 3, 4, 5, 6
 
 local function fmt(n) return string.format('%d', n) end
 
--- floor(a / b) for 0 <= a, 0 < b, both below 2^52; the float quotient can be off by one.
-local function idiv(a, b)
-  local q = math.floor(a / b)
-  while q * b > a do q = q - 1 end
-  while (q + 1) * b <= a do q = q + 1 end
-  return q
+-- Money for `m` meter micro-units at `rate` money micro-units per meter unit, rounded up
+-- (never in the caller's favour). Split so that no product exceeds 2^53.
+local function money_ceil(m, rate)
+  local q = idiv(m, MICRO)
+  return q * rate + ceil_div((m - q * MICRO) * rate, MICRO)
 end
 
-local function ceil_div(a, b)
-  local q = idiv(a, b)
-  if q * b < a then q = q + 1 end
-  return q
+-- The same, rounded down: what a refund returns for part of a money debit.
+local function money_floor(m, rate)
+  local q = idiv(m, MICRO)
+  return q * rate + idiv((m - q * MICRO) * rate, MICRO)
 end
 
--- Meter micro-units for `q` units at `uc` micro-units per `per` units, rounded up; nil when the
--- product is too large to be exact.
-local function demand(q, uc, per)
-  local prod = q * uc
-  if prod > MAX then return nil end
-  return ceil_div(prod, per)
+-- Meter micro-units that `money` pays for at `rate`, rounded down.
+local function meter_floor(money, rate)
+  local q = idiv(money, rate)
+  return q * MICRO + idiv((money - q * rate) * MICRO, rate)
 end
 
--- The general path's functions, made by general() (general.lua) on first use.
-local G = {}
-local general
+-- Calendar (Howard Hinnant's days_from_civil / civil_from_days), UTC.
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+local function month_start(y, m, anchor)
+  local ny, nm = y, m + 1
+  if nm == 13 then ny, nm = y + 1, 1 end
+  local dim = days_from_civil(ny, nm, 1) - days_from_civil(y, m, 1)
+  return days_from_civil(y, m, math.min(anchor, dim)) * DAY
+end
+
+-- The first period boundary strictly after `now` (ms). 'month' renews on the 1st, 'cycle' on
+-- the account's anchor day, clamped to the month's last day.
+local function next_reset(period, now, anchor)
+  if period == 'day' then return (math.floor(now / DAY) + 1) * DAY end
+  if period == 'month' then anchor = 1 end
+  local y, m = civil_from_days(math.floor(now / DAY))
+  local cand = month_start(y, m, anchor)
+  if cand > now then return cand end
+  m = m + 1
+  if m == 13 then y, m = y + 1, 1 end
+  return month_start(y, m, anchor)
+end
 
 -- Account state ---------------------------------------------------------------------------
 
 local ACCT = ARGV[1]
-local A = {}  -- the account's fields
-do
+local A = PRE_A  -- the fields, as a fast path that fell through read them
+if not A then
+  A = {}
   local raw = redis.call('HGETALL', KEYS[1])
   for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
 end
 local EXISTS = A.plan ~= nil
--- NO_ACCOUNT or PLAN (the caller priced with another plan), as a script answers them.
-local PLAN_ERR = (not EXISTS and {'NO_ACCOUNT'}) or (A.plan ~= ARGV[2] and {'PLAN', A.plan})
-  or nil
 local NOW
 do
-  local t = redis.call('TIME')
-  NOW = t[1] * 1000 + math.floor(t[2] / 1000)
+  local t = PRE_T or redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   -- A test clock is frozen per account (like Stripe's test clocks): it moves only when advanced.
   if ARGV[3] == '1' and A.clk then NOW = tonumber(A.clk) end
 end
-local ANCHOR = tonumber(A.anc) or 1  -- the account's cycle day
-local W = {}  -- account fields to write back
+local ANCHOR = tonumber(A.anc) or 1
+local W = {}            -- account fields to write back
 local function put(f, v) A[f] = v; W[f] = true end
 
--- Pools -----------------------------------------------------------------------------------
-
-local POOLS = {}
-local BYID  -- pools by id, ghosts included (general.lua)
-local NP = ARGV[4] + 0
+local POOLS, BYID = {}, {}
+local NP = tonumber(ARGV[4])
 local ARG0 = 5 + NP * 10  -- first script-specific ARGV
 
-local function lot_expired(l) return l[3] > 0 and l[3] <= NOW end
-
--- A grant pool's lots, {id, amount, expires ms (0: never)} soonest-expiring first, and their sum.
 local function load_lots(p)
   local raw = A['L:' .. p.id]
   p.lots = raw and cmsgpack.unpack(raw) or {}
@@ -101,50 +118,49 @@ local function load_lots(p)
   p.b = b
 end
 
--- Each pool holds only what its kind uses (building a table costs per field): A allowance
--- {b, r, o}, G grant {b, lots}, B money balance {b}, O overage {b, r, o, s, c, bs, bp}, P payg
--- {r, o, s, c}; every pool its id, kind, j (its first ARGV) and en (enabled). b is the balance,
--- r the next reset (nil until the first period starts), o an allowance's debt (this period's
--- use beyond its amount after a plan change to a smaller allowance; returns pay it off first,
--- the next reset clears it), s the period's spend, c the cap (-1: none). What never changes
--- during a call (period, amount, rate, eligibility) is read from ARGV where it is used. `due`
--- tells whether maintain() (general.lua) has something to do: a period that has ended or has
--- not started, a grant lot that has expired.
-local ANY_DUE = false
 for i = 0, NP - 1 do
   local j = 5 + i * 10
   local id, k = ARGV[j], ARGV[j + 1]
+  -- Only the fields a pool of this kind uses are read (tonumber is strtod, the costliest
+  -- step here); the rest keep neutral values. `o` is an allowance's debt: this period's use
+  -- beyond its amount after a plan change to a smaller allowance; returns pay it off first,
+  -- the next reset clears it.
+  local p = {id = id, kind = k, period = ARGV[j + 2], amount = 0, rate = 0, bs = 0, bp = 0,
+    elig = ARGV[j + 8] == '1', b = 0, s = 0, o = 0, c = -1, en = false}
   local e = A['e:' .. id]
   if e == nil then e = ARGV[j + 9] end
-  local p
+  p.en = e == '1'
+  local rate = ARGV[j + 4]
+  if rate ~= '0' then p.rate = tonumber(rate) end
   if k == 'G' then
-    p = {id = id, kind = k, j = j, en = e == '1', b = 0, lots = false, o = 0}
     load_lots(p)
-    for _, l in ipairs(p.lots) do
-      if lot_expired(l) then p.due = true end
-    end
-  elseif k == 'B' then
-    local b = A['b:' .. id]
-    p = {id = id, kind = k, j = j, en = e == '1', b = b and b + 0 or 0, o = 0}
   else
-    local r, o = A['r:' .. id], A['o:' .. id]
-    r, o = r and r + 0, o and o + 0 or 0
+    if k ~= 'P' then p.b = tonumber(A['b:' .. id]) or 0 end
+    if k ~= 'B' then
+      p.r = tonumber(A['r:' .. id])
+      local o = A['o:' .. id]
+      if o then p.o = tonumber(o) end
+    end
     if k == 'A' then
-      local b = A['b:' .. id]
-      p = {id = id, kind = k, j = j, en = e == '1', b = b and b + 0 or 0, r = r, o = o}
-    else
-      local s, c = A['s:' .. id], A['c:' .. id]
-      p = {id = id, kind = k, j = j, en = e == '1', b = 0, r = r, o = o, s = s and s + 0 or 0,
-        c = c and c + 0 or ARGV[j + 7] + 0}
-      if k == 'O' then
-        local b = A['b:' .. id]
-        p.b, p.bs, p.bp = b and b + 0 or 0, ARGV[j + 5] + 0, ARGV[j + 6] + 0
-      end
+      p.amount = tonumber(ARGV[j + 3])
+    elseif k == 'O' or k == 'P' then
+      p.s = tonumber(A['s:' .. id]) or 0
+      p.c = tonumber(A['c:' .. id]) or tonumber(ARGV[j + 7])
+      if k == 'O' then p.bs, p.bp = tonumber(ARGV[j + 5]), tonumber(ARGV[j + 6]) end
     end
   end
-  if k ~= 'G' and k ~= 'B' and (p.r == nil or NOW >= p.r) then p.due = true end
-  ANY_DUE = ANY_DUE or p.due
   POOLS[i + 1] = p
+  BYID[id] = p
+end
+
+-- A pool a hold or charge names that the current plan no longer has: its money is kept in the
+-- account hash, its credits can only expire.
+local function ghost(id, kind)
+  local p = {id = id, kind = kind, ghost = true, b = tonumber(A['b:' .. id]) or 0, s = 0, c = -1, o = 0,
+    period = '', amount = 0, rate = 0, bs = 0, bp = 0, en = false, elig = false}
+  if kind == 'G' then load_lots(p) end
+  BYID[id] = p
+  return p
 end
 
 local function remaining(p)
@@ -155,22 +171,7 @@ local function remaining(p)
   return p.b
 end
 
--- What is due at NOW, and account-level refusals -------------------------------------------
-
-local STOP = tonumber(A.stop) or 0  -- a stop's end (ms), 0 when none
-local STOP_ENDED = STOP > 0 and NOW >= STOP
--- The holds past their expiry (false: none); an account without holds has no expiry set.
-local DUE_HOLDS = redis.call('EXISTS', KEYS[4]) == 1
-  and redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW)
-if DUE_HOLDS and #DUE_HOLDS == 0 then DUE_HOLDS = false end
--- Nothing is due: the common case, in which a call never needs general.lua.
-local QUIET = not (ANY_DUE or STOP_ENDED or DUE_HOLDS)
--- An account-level refusal, checked before any pool, and when it ends by itself.
-local BLOCK, BLOCK_UNTIL
-if A.st == 'suspended' then BLOCK, BLOCK_UNTIL = R_SUSPENDED, 0
-elseif STOP > NOW then BLOCK, BLOCK_UNTIL = R_STOPPED, STOP end
-
--- Events, holds and idempotency records ---------------------------------------------------
+-- Events ----------------------------------------------------------------------------------
 
 local EV = {}
 local CTX = {rid = '', act = '', q = '', at = ''}
@@ -179,48 +180,46 @@ local CTX = {rid = '', act = '', q = '', at = ''}
 -- (key -> {packed record, TTL ms or -1 to keep the previous expiry}).
 local SNAP_H, SNAP_R = {}, {}
 local SNAPPED = false
-local FLUSHED = false  -- written once already: a batch's next charge starts afresh (charge.lua)
-local DIRTY = {}  -- the pools this call changed, in the order it first changed them
-
-local function touch(p)
-  if not p.dirty then
-    p.dirty = true
-    DIRTY[#DIRTY + 1] = p
-  end
-end
 
 local function set_record(key, value, ttl)
-  if ttl then redis.call('SET', key, value, 'PX', ttl)
-  else redis.call('SET', key, value, 'KEEPTTL') end
-  SNAP_R[key] = {value, tonumber(ttl) or -1}
+  write_record(SNAP_R, key, value, ttl)
   SNAPPED = true
 end
 
--- A move is 'pool,delta,balance_after[,lot]' in the pool's unit.
-local function mv(p, delta, lot)
-  local s = p.id .. ',' .. fmt(delta) .. ',' .. fmt(remaining(p))
-  if lot then s = s .. ',' .. lot end
-  return s
+local function set_hold(id, value, exp)
+  if value then
+    redis.call('HSET', KEYS[3], id, value)
+    redis.call('ZADD', KEYS[4], exp, id)
+  else
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+  end
+  SNAP_H[id] = value or false
+  SNAPPED = true
 end
 
--- An event: its kind, moves, extra fields, and request id (nil: the call's, with its action).
+local function mv(p, delta, lot)
+  return move(p.id, delta, fmt(remaining(p)), lot)
+end
+
 local function emit(kind, moves, extra, rid)
   EV[#EV + 1] = {kind, moves, extra, rid}
 end
 
--- Writes what the call changed (pool state, account fields) and appends its events, the last
--- carrying the snapshot.
 local function flush()
-  for _, p in ipairs(DIRTY) do
-    local id = p.id
-    if p.kind == 'G' then put('L:' .. id, cmsgpack.pack(p.lots))
-    elseif p.kind ~= 'P' or p.ghost then put('b:' .. id, p.b) end
-    if not p.ghost then
-      if p.o > 0 or A['o:' .. id] then put('o:' .. id, p.o > 0 and p.o or nil) end
-      if p.r then put('r:' .. id, p.r) end
-      if p.kind == 'O' or p.kind == 'P' then put('s:' .. id, p.s) end
+  for _, p in ipairs(POOLS) do
+    if p.dirty then
+      if p.kind == 'G' then put('L:' .. p.id, cmsgpack.pack(p.lots))
+      elseif p.kind ~= 'P' then put('b:' .. p.id, p.b) end
+      if p.o > 0 or A['o:' .. p.id] then put('o:' .. p.id, p.o > 0 and p.o or nil) end
+      if p.r then put('r:' .. p.id, p.r) end
+      if p.kind == 'O' or p.kind == 'P' then put('s:' .. p.id, p.s) end
     end
-    p.dirty = false
+  end
+  for id, p in pairs(BYID) do
+    if p.ghost and p.dirty then
+      if p.kind == 'G' then put('L:' .. id, cmsgpack.pack(p.lots)) else put('b:' .. id, p.b) end
+    end
   end
   local args, snap_a = {}, {}
   for f in pairs(W) do
@@ -238,30 +237,353 @@ local function flush()
   if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
   if SNAPPED and #EV == 0 then EV[1] = {'state', {}, nil, ''} end
   for i, e in ipairs(EV) do
-    local f = {'v', '1', 'k', e[1], 'a', ACCT, 'r', e[4] or CTX.rid, 't', fmt(NOW),
-      'm', table.concat(e[2], ';')}
+    local f = {}
     if e[4] == nil and CTX.act ~= '' then
-      f[#f + 1] = 'act'; f[#f + 1] = CTX.act
-      f[#f + 1] = 'q'; f[#f + 1] = CTX.q
-      f[#f + 1] = 'at'; f[#f + 1] = CTX.at
+      f[1] = 'act'; f[2] = CTX.act
+      f[3] = 'q'; f[4] = CTX.q
+      f[5] = 'at'; f[6] = CTX.at
     end
     if e[3] then for _, x in ipairs(e[3]) do f[#f + 1] = x end end
     if i == #EV and SNAPPED then
       f[#f + 1] = 'st'
       f[#f + 1] = cmsgpack.pack({a = snap_a, h = SNAP_H, r = SNAP_R})
     end
-    redis.call('XADD', KEYS[2], '*', unpack(f))
+    write_event(e[1], e[4] or CTX.rid, NOW, e[2], unpack(f))
   end
-  FLUSHED = true
 end
 
--- Brings the account up to date before anything else is decided (general.lua's upkeep):
--- every hold past its expiry gives its credits back, so no balance is understated and no
--- charge is refused for credits that are free again. Nothing to do in the common case. FAST
--- (the loader's first line) is false only where tests compare this with always building
--- general() and running upkeep.
+-- Lazy maintenance: period resets, expired lots, the end of a stop ----------------------
+
+local function maintain(p)
+  local k = p.kind
+  if k == 'A' or k == 'O' or k == 'P' then
+    if p.r == nil then
+      p.r = next_reset(p.period, NOW, ANCHOR)
+      p.dirty = true
+      if k == 'A' then
+        p.b = p.amount
+        p.fresh = true
+        emit('reset', {mv(p, p.amount)}, nil, '')
+      elseif k == 'P' then
+        emit('reset', {mv(p, 0)}, {'spent', '0'}, '')
+      end
+    elseif NOW >= p.r then
+      local spent = p.s
+      p.dirty = true
+      if k ~= 'P' and p.b > 0 then
+        local left = p.b
+        p.b = 0
+        emit('expire', {mv(p, -left)}, nil, '')
+      end
+      p.r = next_reset(p.period, NOW, ANCHOR)
+      p.s = 0
+      p.o = 0
+      if k == 'A' then
+        p.b = p.amount
+        p.fresh = true
+        emit('reset', {mv(p, p.amount)}, nil, '')
+      else
+        emit('reset', {mv(p, 0)}, {'spent', fmt(spent)}, '')
+      end
+    end
+  elseif k == 'G' then
+    local due = false
+    for _, l in ipairs(p.lots) do
+      if l[3] > 0 and l[3] <= NOW then due = true; break end
+    end
+    if not due then return end
+    local kept = {}
+    for _, l in ipairs(p.lots) do
+      if l[3] > 0 and l[3] <= NOW then
+        p.b = p.b - l[2]
+        p.dirty = true
+        emit('expire', {mv(p, -l[2], l[1])}, nil, '')
+      else
+        kept[#kept + 1] = l
+      end
+    end
+    p.lots = kept
+  end
+end
+
+-- Grant lots are used soonest-expiring first; lots that never expire go last.
+local function sort_lots(lots)
+  table.sort(lots, function(a, b)
+    local ea = a[3] == 0 and MAX or a[3]
+    local eb = b[3] == 0 and MAX or b[3]
+    if ea == eb then return a[1] < b[1] end
+    return ea < eb
+  end)
+end
+
+-- Give `R` meter micro-units back to the pools a charge or hold took them from, newest first.
+-- Mutates `debits` (each {pool, kind, amount, covered, period mark, rate, lots}) so that later
+-- partial returns see what is left. A return to a period that has ended, or to an expired lot,
+-- is recorded and expires at once. Returns the moves, per-pool returns and the total returned.
+local function give_back(debits, R)
+  local moves, rets, total = {}, {}, 0
+  local expired = {}
+  for i = #debits, 1, -1 do
+    if R <= 0 then break end
+    local d = debits[i]
+    if d[4] > 0 then
+      local c = math.min(R, d[4])
+      local amt
+      if c == d[4] then amt = d[3]
+      elseif d[2] == 'B' or d[2] == 'P' then amt = money_floor(c, d[6])
+      else amt = c end
+      d[3] = d[3] - amt
+      d[4] = d[4] - c
+      R = R - c
+      total = total + c
+      local p = BYID[d[1]] or ghost(d[1], d[2])
+      p.dirty = true
+      local k = d[2]
+      if k == 'G' then
+        local left = amt
+        for li = #d[7], 1, -1 do
+          local dl = d[7][li]
+          if left <= 0 then break end
+          local la = math.min(left, dl[2])
+          dl[2] = dl[2] - la
+          left = left - la
+          if la == 0 then
+            -- nothing of this lot to give back
+          elseif dl[3] == 0 or dl[3] > NOW then
+            local found = nil
+            for _, l in ipairs(p.lots) do if l[1] == dl[1] then found = l end end
+            if found then found[2] = found[2] + la
+            else
+              p.lots[#p.lots + 1] = {dl[1], la, dl[3]}
+              sort_lots(p.lots)
+            end
+            p.b = p.b + la
+            moves[#moves + 1] = mv(p, la, dl[1])
+          else
+            expired[#expired + 1] = {p, la, dl[1]}
+          end
+        end
+      elseif k == 'B' or (not p.ghost and p.r ~= nil and p.r == d[5]) then
+        if k == 'P' then p.s = p.s - amt
+        else
+          local paid = math.min(p.o, amt)
+          p.o = p.o - paid
+          p.b = p.b + amt - paid
+        end
+        moves[#moves + 1] = mv(p, amt)
+      elseif k == 'P' then
+        -- Pay-as-you-go money billed in an earlier period: owed back by billing, not re-capped.
+        emit('billing_credit', {p.id .. ',' .. fmt(amt) .. ',' .. fmt(remaining(p))},
+          {'period', fmt(d[5])})
+      else
+        expired[#expired + 1] = {p, amt}
+      end
+      rets[#rets + 1] = {p.id, -amt, remaining(p), -c}
+    end
+  end
+  return moves, rets, total, expired
+end
+
+-- Returned credits that land after their period or lot ended expire straight away; called
+-- after the event that gave them back so the ledger sees both movements in order.
+local function expire_returns(expired)
+  for _, x in ipairs(expired) do
+    local p = x[1]
+    emit('expire', {p.id .. ',' .. fmt(x[2]) .. ',' .. fmt(remaining(p) + x[2]) ..
+      (x[3] and (',' .. x[3]) or ''), mv(p, -x[2], x[3])}, {'late_return', '1'}, '')
+  end
+end
+
+-- Every hold past its expiry gives its credits back before anything else is decided, so no
+-- balance is understated and no charge is refused for credits that are free again.
+local function expire_holds()
+  if PRE_NO_DUE_HOLDS then return end  -- the fast path looked at this NOW
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', NOW)
+  for _, hid in ipairs(ids) do
+    local raw = redis.call('HGET', KEYS[3], hid)
+    if raw then
+      local h = cmsgpack.unpack(raw)
+      local moves, _, _, expired = give_back(h.d, h.cov)
+      emit('hold_expired', moves, nil, hid)
+      expire_returns(expired)
+    end
+    set_hold(hid, nil)
+  end
+end
+
 local function maintain_all()
-  if QUIET and FAST then return end
-  general()
-  G.upkeep()
+  local stop = tonumber(A.stop) or 0
+  if stop > 0 and NOW >= stop then
+    put('stop', nil)
+    emit('resume', {}, nil, '')
+  end
+  for _, p in ipairs(POOLS) do maintain(p) end
+  expire_holds()
+end
+
+-- Pricing and the consumption walk ---------------------------------------------------------
+
+-- What an overage or pay-as-you-go pool may spend in a period: its cap, or without one MAX, so
+-- that its spend, summed over the period's charges, stays exact.
+local function spend_cap(p)
+  return p.c >= 0 and p.c or MAX
+end
+
+-- Plan (without changing anything) how `D` meter micro-units would be covered by `elig`, a list
+-- of {pool, rate}. Returns the takes, what is left uncovered, and whether a cap stopped it.
+local function plan_charge(elig, D)
+  local takes, rem, capped = {}, D, false
+  for _, e in ipairs(elig) do
+    if rem <= 0 then break end
+    local p, rate = e[1], e[2]
+    local k = p.kind
+    if k == 'A' or k == 'G' then
+      local t = math.min(p.b, rem)
+      if t > 0 then takes[#takes + 1] = {p, t, t, 0, rate}; rem = rem - t end
+    elseif k == 'B' or k == 'P' then
+      local avail
+      if k == 'B' then avail = p.b
+      elseif not p.en or A.st == 'trial' then avail = 0
+      else avail = math.max(0, spend_cap(p) - p.s) end
+      -- Exact while it is at most MAX; beyond that it is only ever compared with avail <= MAX.
+      local need = money_ceil(rem, rate)
+      if avail >= need then
+        takes[#takes + 1] = {p, need, rem, 0, rate}
+        rem = 0
+      else
+        local cov = meter_floor(avail, rate)
+        if cov > 0 then
+          takes[#takes + 1] = {p, money_ceil(cov, rate), cov, 0, rate}
+          rem = rem - cov
+        end
+        if k == 'P' and p.en and A.st ~= 'trial' then capped = true end
+      end
+    elseif k == 'O' then
+      local t = math.min(p.b, rem)
+      local blocks = 0
+      if rem > t and p.en then
+        local n = ceil_div(rem - t, p.bs)
+        local price = n * p.bp
+        if price > spend_cap(p) - p.s then capped = true
+        else blocks = n; t = rem end
+      end
+      if t > 0 then takes[#takes + 1] = {p, t, t, blocks, rate}; rem = rem - t end
+    end
+  end
+  return takes, rem, capped
+end
+
+-- Carry out planned takes: returns the debit records and the moves.
+local function apply(takes)
+  local debits, moves = {}, {}
+  for _, t in ipairs(takes) do
+    local p, amt, cov, blocks, rate = t[1], t[2], t[3], t[4], t[5]
+    local lots = {}
+    p.dirty = true
+    if blocks > 0 then
+      local credits, price = blocks * p.bs, blocks * p.bp
+      p.b = p.b + credits
+      p.s = p.s + price
+      emit('overage_block', {mv(p, credits)}, {'price', fmt(price), 'blocks', fmt(blocks)})
+    end
+    if p.kind == 'G' then
+      lots, p.lots = take_lots(p.lots, amt)
+      p.b = p.b - amt
+      for _, l in ipairs(lots) do moves[#moves + 1] = mv(p, -l[2], l[1]) end
+    else
+      if p.kind == 'P' then p.s = p.s + amt else p.b = p.b - amt end
+      moves[#moves + 1] = mv(p, -amt)
+    end
+    debits[#debits + 1] = {p.id, p.kind, amt, cov, p.r or 0, rate, lots}
+  end
+  return debits, moves
+end
+
+-- Meter micro-units pool `p` could cover (at `rate`) once every reset due by time `t` has
+-- happened.
+local function capacity(p, rate, t)
+  local fresh = p.r ~= nil and p.r <= t
+  local k = p.kind
+  if k == 'A' then return fresh and p.amount or p.b end
+  if k == 'G' then return p.b end
+  if k == 'B' then return meter_floor(p.b, rate) end
+  local spent = fresh and 0 or p.s
+  if k == 'O' then
+    local b = fresh and 0 or p.b
+    if not p.en then return b end
+    return b + idiv(math.max(0, spend_cap(p) - spent), p.bp) * p.bs
+  end
+  if not p.en or A.st == 'trial' then return 0 end
+  -- Beyond MAX only compared (total >= D, with D <= MAX), so an inexact large value will do.
+  return meter_floor(math.max(0, spend_cap(p) - spent), rate)
+end
+
+-- When a denial of `D` ends by itself: the first reset of a pool in scope after which the pools
+-- could cover it; 0 when no reset would (only a top-up or a settings change can).
+local function retry_at(elig, D)
+  local times = {}
+  for _, e in ipairs(elig) do
+    local p = e[1]
+    if p.r and p.kind ~= 'B' and p.kind ~= 'G' then times[#times + 1] = p.r end
+  end
+  table.sort(times)
+  for _, t in ipairs(times) do
+    local total = 0
+    for _, e in ipairs(elig) do
+      total = total + capacity(e[1], e[2], t)
+      if total >= D then return t end
+    end
+  end
+  return 0
+end
+
+local function eligible()
+  local elig = {}
+  for _, p in ipairs(POOLS) do if p.elig then elig[#elig + 1] = {p, p.rate} end end
+  return elig
+end
+
+-- Appends each plan pool's remaining balance to `out`, in plan order.
+local function balances(out)
+  for _, p in ipairs(POOLS) do out[#out + 1] = remaining(p) end
+  return out
+end
+
+local function debit_rows(out, debits)
+  local n0 = #out + 1
+  out[n0] = 0
+  for _, d in ipairs(debits) do
+    if d[3] ~= 0 or d[4] ~= 0 then
+      out[n0] = out[n0] + 1
+      local p = BYID[d[1]] or ghost(d[1], d[2])
+      out[#out + 1] = d[1]; out[#out + 1] = d[3]; out[#out + 1] = remaining(p)
+      out[#out + 1] = d[4]
+    end
+  end
+  return out
+end
+
+local function rows(out, rets)
+  out[#out + 1] = #rets
+  for _, r in ipairs(rets) do
+    for _, v in ipairs(r) do out[#out + 1] = v end
+  end
+  return out
+end
+
+-- Reasons (proto Reason numbers).
+local R_ALLOWED, R_INSUFFICIENT, R_CAP, R_SUSPENDED, R_STOPPED, R_NOT_ENTITLED = 1, 2, 3, 4, 5, 6
+
+-- Account-level blocks, checked before any pool: returns reason, retry_at or nil.
+local function account_block()
+  if A.st == 'suspended' then return R_SUSPENDED, 0 end
+  local stop = tonumber(A.stop) or 0
+  if stop > NOW then return R_STOPPED, stop end
+  return nil
+end
+
+local function check_plan()
+  if not EXISTS then return {'NO_ACCOUNT'} end
+  if A.plan ~= ARGV[2] then return {'PLAN', A.plan} end
+  return nil
 end

@@ -9,9 +9,8 @@
 --   or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH'}, {'NOT_CHARGE'} (the id names a grant
 --   or a refund), {'NOT_SETTLED'}, {'EXCEEDS', left} (also when nothing is left),
 --   {'TOO_LARGE'}.
-general()
-if PLAN_ERR then return PLAN_ERR end
-local give_back, expire_returns, rows = G.give_back, G.expire_returns, G.rows
+local err = check_plan()
+if err then return err end
 local fid, fp = ARGV[ARG0], ARGV[ARG0 + 1]
 local rec = redis.call('GET', KEYS[5])
 if rec then

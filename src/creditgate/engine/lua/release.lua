@@ -5,9 +5,8 @@
 --   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool};
 --   released is 0 when the hold had already been released or had expired. Errors:
 --   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'SETTLED'}.
-general()
-if PLAN_ERR then return PLAN_ERR end
-local give_back, expire_returns, rows = G.give_back, G.expire_returns, G.rows
+local err = check_plan()
+if err then return err end
 local rid = ARGV[ARG0]
 CTX.rid = rid
 local rec = redis.call('GET', KEYS[5])
@@ -26,7 +25,7 @@ local h = cmsgpack.unpack(raw)
 local moves, rets, total, expired = give_back(h.d, h.cov)
 emit('release', moves)
 expire_returns(expired)
-G.set_hold(rid, nil)
+set_hold(rid, nil)
 r.st = 'released'
 set_record(KEYS[5], cmsgpack.pack(r))
 flush()

@@ -7,9 +7,8 @@
 --   n x (pool, amount, remaining, covered) net per debit, remaining of each plan pool}, or
 --   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'RELEASED'}, {'EXPIRED', expires_at},
 --   {'TOO_LARGE'}. A second Settle returns {'REPLAY', plan then, meter, the first answer}.
-general()
-if PLAN_ERR then return PLAN_ERR end
-local give_back, expire_returns = G.give_back, G.expire_returns
+local err = check_plan()
+if err then return err end
 local rid = ARGV[ARG0 + 1]
 CTX.rid = rid
 local rec = redis.call('GET', KEYS[5])
@@ -48,7 +47,7 @@ else
     if p and not p.ghost then elig[#elig + 1] = {p, e[2]} end
   end
   local extra = Da - h.cov
-  local block = BLOCK
+  local block = account_block()
   local takes, rem, capped = {}, extra, false
   if block == nil then takes, rem, capped = plan_charge(elig, extra) end
   local moves = {}
@@ -63,7 +62,7 @@ else
   emit('settle', moves, {'held', fmt(h.cov), 'charged', fmt(charged), 'shortfall', fmt(shortfall)})
 end
 
-G.set_hold(rid, nil)
+set_hold(rid, nil)
 local out = balances(debit_rows({'OK', charged, h.cov, fully, shortfall, reason, 0, h.mt}, h.d))
 r.st, r.d, r.cov, r.uc, r.per, r.ref, r.srep = 'settled', h.d, charged, h.uc, h.per, 0, out
 r.spl = ARGV[2]

@@ -1,0 +1,75 @@
+-- core.lua: what a charge is made of, written once and used by both ways a charge is made:
+-- fast.lua's fast_charge() (the common allowed charge, made before lib.lua's prelude is built)
+-- and lib.lua's general path. The loader puts it first in every script (engine/scripts.py).
+--
+-- It holds the integer arithmetic and the demand, taking from grant lots, the format of a move,
+-- writing an idempotency record, and writing an event to the shard's stream (the one writer of
+-- the stream's format; ledger/events.py reads it). Every function here is made anew on every
+-- call (Redis runs the script's whole text each time), so only these few are shared with the
+-- common charge; see bench/script_cost.py for what each costs.
+
+local MAX = 4503599627370495  -- 2^52 - 1: inputs stay below it so that products stay exact
+
+-- floor(a / b) for 0 <= a, 0 < b, both below 2^52; the float quotient can be off by one.
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  while q * b > a do q = q - 1 end
+  while (q + 1) * b <= a do q = q + 1 end
+  return q
+end
+
+local function ceil_div(a, b)
+  local q = idiv(a, b)
+  if q * b < a then q = q + 1 end
+  return q
+end
+
+-- Meter micro-units for `q` units at `uc` micro-units per `per` units, rounded up; nil when the
+-- product is too large to be exact.
+local function demand(q, uc, per)
+  local prod = q * uc
+  if prod > MAX then return nil end
+  return ceil_div(prod, per)
+end
+
+-- Takes `amt` from grant lots ({id, amount, expires ms}, soonest-expiring first: the stored
+-- order). Returns what was taken of each lot, {id, amount, expires}, and the lots not emptied.
+local function take_lots(lots, amt)
+  local taken, kept = {}, {}
+  for _, l in ipairs(lots) do
+    if amt > 0 and l[2] > 0 then
+      local t = math.min(amt, l[2])
+      l[2] = l[2] - t
+      amt = amt - t
+      taken[#taken + 1] = {l[1], t, l[3]}
+    end
+    if l[2] > 0 then kept[#kept + 1] = l end
+  end
+  return taken, kept
+end
+
+-- A move: 'pool,delta,balance_after[,lot]' in the pool's unit (`after` formatted already).
+local function move(id, delta, after, lot)
+  local s = id .. ',' .. string.format('%d', delta) .. ',' .. after
+  if lot then s = s .. ',' .. lot end
+  return s
+end
+
+-- Writes an idempotency record (`ttl` ms, or nil to keep the key's expiry) and notes it in
+-- `snap`, the state snapshot's records: key -> {packed record, TTL ms or -1}.
+local function write_record(snap, key, value, ttl)
+  if ttl then redis.call('SET', key, value, 'PX', ttl)
+  else redis.call('SET', key, value, 'KEEPTTL') end
+  snap[key] = {value, ttl and ttl + 0 or -1}
+end
+
+-- Appends an event to the shard's stream (KEYS[2]): format version '1', kind, account, request
+-- id, time ms and moves joined by ';', then `...`, the event's further fields in this order:
+-- 'act', 'q', 'at' (the request's action, quantity and attributes) when it is the request's own
+-- event, the kind's extra fields, and 'st' with the packed state snapshot on the call's last
+-- event. ledger/events.py reads them. (Passed as arguments, not built into a table: the common
+-- charge writes one event per call and a table would cost it about 1% more.)
+local function write_event(kind, rid, now, moves, ...)
+  redis.call('XADD', KEYS[2], '*', 'v', '1', 'k', kind, 'a', ARGV[1], 'r', rid,
+    't', string.format('%d', now), 'm', table.concat(moves, ';'), ...)
+end
