@@ -32,6 +32,19 @@ local function demand(q, uc, per)
   return ceil_div(prod, per)
 end
 
+-- Whether grant lot `l` ({id, amount, expires ms (0: never)}) has expired at `now`.
+local function lot_expired(l, now) return l[3] > 0 and l[3] <= now end
+
+-- What a pool has left to give, in its unit: a pay-as-you-go pool its cap `c` less its spend `s`
+-- (-1 without a cap), any other its balance `b`.
+local function left(kind, b, c, s)
+  if kind == 'P' then
+    if c < 0 then return -1 end
+    return math.max(0, c - s)
+  end
+  return b
+end
+
 -- Takes `amt` from grant lots ({id, amount, expires ms}, soonest-expiring first: the stored
 -- order). Returns what was taken of each lot, {id, amount, expires}, and the lots not emptied.
 local function take_lots(lots, amt)

@@ -66,14 +66,13 @@ local function fast_charge(A, now, np, a0, rk, rid)
       local packed = A['L:' .. id]
       local ls = packed and cmsgpack.unpack(packed) or {}
       for _, l in ipairs(ls) do
-        if l[3] > 0 and l[3] <= now then go = false end
+        if lot_expired(l, now) then go = false end
         b = b + l[2]
       end
       lots[i] = ls
     elseif k == 'P' then
-      local c = tonumber(A['c:' .. id]) or ARGV[j + 7] + 0
-      local spent = A['s:' .. id]
-      if c < 0 then b = -1 else b = math.max(0, c - (spent and spent + 0 or 0)) end
+      local c, spent = A['c:' .. id], A['s:' .. id]
+      b = left(k, b, c and c + 0 or ARGV[j + 7] + 0, spent and spent + 0 or 0)
     else
       local x = A['b:' .. id]
       b = x and x + 0 or 0

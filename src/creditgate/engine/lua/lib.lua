@@ -163,13 +163,7 @@ local function ghost(id, kind)
   return p
 end
 
-local function remaining(p)
-  if p.kind == 'P' then
-    if p.c < 0 then return -1 end
-    return math.max(0, p.c - p.s)
-  end
-  return p.b
-end
+local function remaining(p) return left(p.kind, p.b, p.c, p.s) end
 
 -- Events ----------------------------------------------------------------------------------
 
@@ -289,12 +283,12 @@ local function maintain(p)
   elseif k == 'G' then
     local due = false
     for _, l in ipairs(p.lots) do
-      if l[3] > 0 and l[3] <= NOW then due = true; break end
+      if lot_expired(l, NOW) then due = true; break end
     end
     if not due then return end
     local kept = {}
     for _, l in ipairs(p.lots) do
-      if l[3] > 0 and l[3] <= NOW then
+      if lot_expired(l, NOW) then
         p.b = p.b - l[2]
         p.dirty = true
         emit('expire', {mv(p, -l[2], l[1])}, nil, '')
