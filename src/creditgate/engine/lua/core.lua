@@ -2,9 +2,10 @@
 -- fast.lua's fast_charge() (the common allowed charge, made before lib.lua's prelude is built)
 -- and lib.lua's general path. The loader puts it first in every script (engine/scripts.py).
 --
--- It holds the integer arithmetic and the demand, taking from grant lots, the format of a move,
--- writing an idempotency record, and writing an event to the shard's stream (the one writer of
--- the stream's format; ledger/events.py reads it). Every function here is made anew on every
+-- It holds the integer arithmetic and the demand, the lot-expiry rule and what a pool has
+-- left, the format of a move, a debit (taking from a pool or its grant lots), writing an
+-- idempotency record, and writing an event to the shard's stream (the one writer of the
+-- stream's format; ledger/events.py reads it). Every function here is made anew on every
 -- call (Redis runs the script's whole text each time), so only these few are shared with the
 -- common charge; see bench/script_cost.py for what each costs.
 
@@ -45,27 +46,36 @@ local function left(kind, b, c, s)
   return b
 end
 
--- Takes `amt` from grant lots ({id, amount, expires ms}, soonest-expiring first: the stored
--- order). Returns what was taken of each lot, {id, amount, expires}, and the lots not emptied.
-local function take_lots(lots, amt)
-  local taken, kept = {}, {}
-  for _, l in ipairs(lots) do
-    if amt > 0 and l[2] > 0 then
-      local t = math.min(amt, l[2])
-      l[2] = l[2] - t
-      amt = amt - t
-      taken[#taken + 1] = {l[1], t, l[3]}
-    end
-    if l[2] > 0 then kept[#kept + 1] = l end
-  end
-  return taken, kept
-end
-
 -- A move: 'pool,delta,balance_after[,lot]' in the pool's unit (`after` formatted already).
 local function move(id, delta, after, lot)
   local s = id .. ',' .. string.format('%d', delta) .. ',' .. after
   if lot then s = s .. ',' .. lot end
   return s
+end
+
+-- Takes `amt` meter micro-units' worth (`cov` of the charge) from pool `id` of kind `kind`,
+-- whose remaining is `after` once taken (formatted). A grant pool takes it from its `lots`
+-- ({id, amount, expires ms}), soonest-expiring first (their stored order), and drops the lots
+-- it empties. Appends the moves to `moves`; returns the debit, {pool, kind, amount, covered,
+-- period mark `mark`, rate, lots taken as {id, amount, expires}}, which returns and refunds give
+-- back, and a grant pool's lots kept.
+local function debit(id, kind, amt, cov, after, lots, mark, rate, moves)
+  if kind ~= 'G' then
+    moves[#moves + 1] = move(id, -amt, after)
+    return {id, kind, amt, cov, mark, rate, {}}
+  end
+  local taken, kept, need = {}, {}, amt
+  for _, l in ipairs(lots) do
+    if need > 0 and l[2] > 0 then
+      local t = math.min(need, l[2])
+      l[2] = l[2] - t
+      need = need - t
+      taken[#taken + 1] = {l[1], t, l[3]}
+      moves[#moves + 1] = move(id, -t, after, l[1])
+    end
+    if l[2] > 0 then kept[#kept + 1] = l end
+  end
+  return {id, kind, amt, cov, mark, rate, taken}, kept
 end
 
 -- Writes an idempotency record (`ttl` ms, or nil to keep the key's expiry) and notes it in

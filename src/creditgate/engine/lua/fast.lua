@@ -99,24 +99,21 @@ local function fast_charge(A, now, np, a0, rk, rid)
       rem = rem - amt
       bal[i] = left
       local rate = ARGV[j + 4] + 0
+      local b = fmt('%d', left)
+      local d, kept = debit(id, k, amt, amt, b, lots[i], ends[i] or 0, rate, moves)
+      debits[#debits + 1] = d
       if k == 'G' then
-        local taken, kept = take_lots(lots[i], amt)
-        local after = fmt('%d', left)
-        for _, l in ipairs(taken) do moves[#moves + 1] = move(id, -l[2], after, l[1]) end
         local packed = cmsgpack.pack(kept)
         fields[#fields + 1] = 'L:' .. id
         fields[#fields + 1] = packed
         snap['L:' .. id] = packed
-        debits[#debits + 1] = {id, k, amt, amt, 0, rate, taken}
       else
-        local r, b = A['r:' .. id], fmt('%d', left)
-        moves[#moves + 1] = move(id, -amt, b)
+        local r = A['r:' .. id]
         fields[#fields + 1] = 'b:' .. id
         fields[#fields + 1] = b
         fields[#fields + 1] = 'r:' .. id
         fields[#fields + 1] = r
         snap['b:' .. id], snap['r:' .. id] = b, r
-        debits[#debits + 1] = {id, k, amt, amt, ends[i], rate, none}
       end
       out[#out + 1] = id
       out[#out + 1] = amt

@@ -472,7 +472,6 @@ local function apply(takes)
   local debits, moves = {}, {}
   for _, t in ipairs(takes) do
     local p, amt, cov, blocks, rate = t[1], t[2], t[3], t[4], t[5]
-    local lots = {}
     p.dirty = true
     if blocks > 0 then
       local credits, price = blocks * p.bs, blocks * p.bp
@@ -480,15 +479,11 @@ local function apply(takes)
       p.s = p.s + price
       emit('overage_block', {mv(p, credits)}, {'price', fmt(price), 'blocks', fmt(blocks)})
     end
-    if p.kind == 'G' then
-      lots, p.lots = take_lots(p.lots, amt)
-      p.b = p.b - amt
-      for _, l in ipairs(lots) do moves[#moves + 1] = mv(p, -l[2], l[1]) end
-    else
-      if p.kind == 'P' then p.s = p.s + amt else p.b = p.b - amt end
-      moves[#moves + 1] = mv(p, -amt)
-    end
-    debits[#debits + 1] = {p.id, p.kind, amt, cov, p.r or 0, rate, lots}
+    if p.kind == 'P' then p.s = p.s + amt else p.b = p.b - amt end
+    local d, kept = debit(p.id, p.kind, amt, cov, fmt(remaining(p)), p.lots, p.r or 0, rate,
+      moves)
+    if kept then p.lots = kept end
+    debits[#debits + 1] = d
   end
   return debits, moves
 end
