@@ -69,7 +69,6 @@ end
 
 local debits, moves = apply(takes)
 local exp = 0
-local recd = {fp = fp, m = mode, mt = ARGV[ARG0 + 11], pl = ARGV[2]}
 if mode == 'R' then
   exp = NOW + tonumber(ARGV[ARG0 + 10])
   local el = {}
@@ -77,13 +76,10 @@ if mode == 'R' then
   set_hold(rid, cmsgpack.pack({d = debits, cov = D, uc = uc, per = per, el = el, exp = exp,
     mt = ARGV[ARG0 + 11]}), exp)
   emit('hold', moves, {'expires', fmt(exp)})
-  recd.st = 'held'
 else
   emit('charge', moves)
-  recd.d, recd.cov, recd.uc, recd.per, recd.ref = debits, D, uc, per, 0
 end
 local out = balances(debit_rows({'OK', 1, R_ALLOWED, D, 0, NOW, 0, 0, exp}, debits))
-recd.rep = out
-set_record(KEYS[5], cmsgpack.pack(recd), ARGV[ARG0 + 9])
+set_record(KEYS[5], request_record(ARG0, mode, out, debits, D, uc, per), ARGV[ARG0 + 9])
 flush()
 return out

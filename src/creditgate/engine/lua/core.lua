@@ -78,6 +78,19 @@ local function debit(id, kind, amt, cov, after, lots, mark, rate, moves)
   return {id, kind, amt, cov, mark, rate, taken}, kept
 end
 
+-- The idempotency record of a CheckAndConsume ('C') or Reserve ('R') request (consume.lua's
+-- ARGV from `a0`), packed: its fingerprint, mode, meter, the plan it was priced with and its
+-- first reply `rep`; a charge also its debits, cover `cov` (meter micro-units), unit cost `uc`
+-- per `per` units and what was refunded of it (0); a reservation its state, 'held'.
+local function request_record(a0, mode, rep, debits, cov, uc, per)
+  if mode == 'R' then
+    return cmsgpack.pack({fp = ARGV[a0 + 2], m = mode, mt = ARGV[a0 + 11], pl = ARGV[2],
+      st = 'held', rep = rep})
+  end
+  return cmsgpack.pack({fp = ARGV[a0 + 2], m = mode, mt = ARGV[a0 + 11], pl = ARGV[2],
+    d = debits, cov = cov, uc = uc, per = per, ref = 0, rep = rep})
+end
+
 -- Writes an idempotency record (`ttl` ms, or nil to keep the key's expiry) and notes it in
 -- `snap`, the state snapshot's records: key -> {packed record, TTL ms or -1}.
 local function write_record(snap, key, value, ttl)

@@ -122,8 +122,7 @@ local function fast_charge(A, now, np, a0, rk, rid)
     end
     for i = 1, np do out[#out + 1] = bal[i] end
     local records = {}
-    write_record(records, rk, cmsgpack.pack({fp = ARGV[a0 + 2], m = 'C', mt = ARGV[a0 + 11],
-      pl = ARGV[2], d = debits, cov = D, uc = uc, per = per, ref = 0, rep = out}), ARGV[a0 + 9])
+    write_record(records, rk, request_record(a0, 'C', out, debits, D, uc, per), ARGV[a0 + 9])
     redis.call('HSET', KEYS[1], unpack(fields))
     for f = 1, #fields, 2 do A[fields[f]] = fields[f + 1] end
     write_event('charge', rid, now, moves, 'act', ARGV[a0 + 6], 'q', ARGV[a0 + 3],
