@@ -1,13 +1,14 @@
--- consume.lua: CheckAndConsume (mode 'C') and Reserve (mode 'R') for one account.
+-- consume.lua: CheckAndConsume (mode 'C') and Reserve (mode 'R') for one account: the general
+-- path, after consume_fast.lua (and always for Reserve, dry runs and denials).
 -- KEYS: [1..4] as in lib.lua, [5] this request's idempotency record.
 -- ARGV: common (lib.lua), then [ARG0] mode, [+1] request id, [+2] request fingerprint,
 --   [+3] quantity, [+4] unit cost (meter micro-units per `per` units), [+5] per,
 --   [+6] action, [+7] attributes (JSON text, for the event), [+8] dry run '1'/'0',
 --   [+9] idempotency TTL ms, [+10] hold TTL ms (mode 'R'), [+11] the action's meter.
--- Returns {'OK', allowed 0/1, reason, cost, retry_at ms, now ms, replayed 0/1, shortfall,
+-- Reply: {'OK', allowed 0/1, reason, cost, retry_at ms, now ms, replayed 0/1, shortfall,
 --   hold expires_at ms, n, n x (pool, amount, remaining, covered), remaining of each plan pool}
---   in micro-units, or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', mode}, {'TOO_LARGE'};
---   a repeated request id answers {'REPLAY', plan then, meter, the first reply}.
+--   in micro-units; a repeated request id {'REPLAY', plan then, meter, the first reply}; or
+--   {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', the first request's mode}, {'TOO_LARGE'}.
 -- Only allowed, non-dry-run answers are recorded: a denied request may be retried as is.
 local err = check_plan()
 if err then return err end

@@ -1,6 +1,7 @@
 -- fast.lua: fast_charge(), the common allowed charge, and the reads made before it
 -- (fast_account, fast_open, fast_now), shared by consume_fast.lua (one request) and
--- consume_batch.lua (several requests of one account and shape in one call).
+-- consume_batch.lua (several requests of one account and shape in one call). No KEYS or ARGV
+-- of its own: those of the script it is part of (consume.lua's layout).
 --
 -- It answers a charge only when it is allowed and wholly covered by allowance and grant pools
 -- while nothing is due: the caller has checked that the account exists on the caller's plan, is
@@ -9,7 +10,9 @@
 -- consume.lua would make (the same account fields, idempotency record, event and reply;
 -- tests/test_consume_fast.py compares the paths write for write) without building the
 -- prelude's tables and closures, which cost more than half of a consume call, and returns the
--- reply. Otherwise it returns nil having written nothing.
+-- reply. Otherwise it returns nil having written nothing. What a charge is made of (the demand,
+-- a debit, the record, the event) is core.lua's, which the general path uses too; what is left
+-- here is the walk over the pools for this one case.
 --
 -- Numeric strings that are always there (ARGV, TIME, fields these scripts write) are converted
 -- with `x + 0`, which parses them once; tonumber() parses twice (lua_isnumber, lua_tonumber).

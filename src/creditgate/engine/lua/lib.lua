@@ -1,4 +1,5 @@
--- lib.lua: the prelude every creditgate script starts with (the loader prepends it).
+-- lib.lua: the prelude of every creditgate script but consume_batch, after core.lua (and, for
+-- consume, after consume_fast.lua): the account, its pools, events and the general path's rules.
 --
 -- Units: every amount is an integer count of micro-units (1 credit or 1 USD = 1,000,000).
 -- Lua 5.1 numbers are doubles, exact for integers below 2^53; the Python side keeps every
@@ -8,11 +9,12 @@
 -- Common KEYS: [1] account hash, [2] the shard's event stream, [3] the account's holds hash,
 --              [4] the account's hold-expiry sorted set, [5..] per script.
 -- Common ARGV: [1] account id, [2] plan id the caller priced with, [3] '1' on a test-clock
---              server (the account's time is its frozen 'clk' field), [4] pool count N, then 10 fields per pool in consumption
---              order: id, kind (A allowance, G grant, B money balance, O overage, P payg),
---              period (day|month|cycle|''), amount, rate (money micro-units per meter unit for
---              this call's meter, 0 if none), block size, block price, default cap (-1: none),
---              eligible ('1'/'0'), enabled by default ('1'/'0'). Script arguments follow.
+--              server (the account's time is its frozen 'clk' field), [4] pool count N, then
+--              10 fields per pool in consumption order: id, kind (A allowance, G grant,
+--              B money balance, O overage, P payg), period (day|month|cycle|''), amount, rate
+--              (money micro-units per meter unit for this call's meter, 0 if none), block size,
+--              block price, default cap (-1: none), eligible ('1'/'0'), enabled by default
+--              ('1'/'0'). Script arguments follow, from ARG0 = 5 + 10 N on.
 -- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
 
 local MICRO = 1000000
