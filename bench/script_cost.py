@@ -183,8 +183,10 @@ def main() -> int:
         return 2
     name = "consume_batch" if opts.batch else "consume"
     if opts.lua:
-        parts = ["core", "fast", *(["consume_batch"] if opts.batch else ["consume_fast", "lib"])]
-        parts += [] if opts.batch else ["consume"]
+        if opts.batch:
+            parts = ["core", "fast", "consume_batch"]
+        else:
+            parts = ["core", *([] if opts.general else ["fast", "consume_fast"]), "lib", "consume"]
         source = "\n".join(
             [
                 HEAD,
