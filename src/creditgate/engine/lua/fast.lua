@@ -98,11 +98,11 @@ local function fast_charge(A, now, np, a0, rk, rid)
       local j = -5 + i * 10
       local id, k = ARGV[j], ARGV[j + 1]
       local amt = math.min(bal[i], rem)
-      local left = bal[i] - amt
+      local rest = bal[i] - amt
       rem = rem - amt
-      bal[i] = left
+      bal[i] = rest
       local rate = ARGV[j + 4] + 0
-      local b = fmt('%d', left)
+      local b = fmt('%d', rest)
       local d, kept = debit(id, k, amt, amt, b, lots[i], ends[i] or 0, rate, moves)
       debits[#debits + 1] = d
       if k == 'G' then
@@ -120,7 +120,7 @@ local function fast_charge(A, now, np, a0, rk, rid)
       end
       out[#out + 1] = id
       out[#out + 1] = amt
-      out[#out + 1] = left
+      out[#out + 1] = rest
       out[#out + 1] = amt
     end
     for i = 1, np do out[#out + 1] = bal[i] end
