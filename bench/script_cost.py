@@ -1,15 +1,16 @@
 """Instructions the consume script costs inside redis-server: a deterministic measure.
 
-Run: .venv/bin/python bench/script_cost.py [--calls N] [--lua DIR | --general]. It starts the
-embedded redis-server under valgrind's callgrind, charges the benchmark's hot account N times
-(pipelined, after a warm-up), and reports the instructions redis-server executed per call: for
-the consume script, and for a script that only returns 1 given the same keys and arguments (what
-reading, parsing and answering one EVALSHA costs). Instruction counts repeat to within a
-fraction of a percent whatever else the machine is doing, unlike timings on a shared VM, so this
-is the measure to optimise the Lua against. ``--lua DIR`` measures the fast.lua and
-consume_fast.lua (those present), lib.lua and consume.lua of another directory (a candidate
-change) instead of the package's; ``--general`` measures the general path alone (no
-consume_fast.lua).
+Run: .venv/bin/python bench/script_cost.py [--calls N] [--lua DIR | --general] [--batch N].
+It starts the embedded redis-server under valgrind's callgrind, charges the benchmark's hot
+account N times (pipelined, after a warm-up), and reports the instructions redis-server executed
+per call: for the consume script, and for a script that only returns 1 given the same keys and
+arguments (what reading, parsing and answering one EVALSHA costs). Instruction counts repeat to
+within a fraction of a percent whatever else the machine is doing, unlike timings on a shared
+VM, so this is the measure to optimise the Lua against. ``--lua DIR`` measures the core.lua,
+fast.lua, consume_fast.lua, lib.lua and consume.lua of another directory (those present; a
+candidate change) instead of the package's; ``--general`` measures the general path alone (no
+consume_fast.lua); ``--batch N`` measures consume_batch, N charges per call, and the cost per
+charge.
 
 To see where the instructions go, keep the profile and name a redis-server with symbols
 (the embedded and Debian's are stripped). One builds in about a minute from the sources of
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from baselines import ATTRS, CATALOG
 from redis.asyncio import Redis
@@ -46,7 +48,9 @@ def _control(action: str, pid: int) -> None:
     subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True)
 
 
-async def _drive(url: str, source: str, pid: int, calls: int, quantity: int) -> None:
+async def _drive(  # noqa: PLR0917 - measure()'s settings
+    url: str, source: str, pid: int, calls: int, quantity: int, combined: int
+) -> None:
     await provision(url, 0)
     redis = Redis.from_url(url)
     engine = Engine(redis, load_catalog(CATALOG), keys=KeySpace("cg", 1))
@@ -55,20 +59,33 @@ async def _drive(url: str, source: str, pid: int, calls: int, quantity: int) -> 
     assert plan is not None
     sha = await redis.script_load(source)
 
+    def command() -> tuple[list[Any], list[Any]]:
+        call = engine.quota.prepare(
+            "bench-hot", "agent.message", quantity, ATTRS, "", dry_run=False, hold_ttl_ms=None
+        )
+        if isinstance(call, Decision):
+            raise TypeError(call.message)
+        return list(call.keys()), list(call.argv(plan))
+
     async def batch(n: int) -> None:
         pipe = redis.pipeline(transaction=False)
         for _ in range(n):
-            call = engine.quota.prepare(
-                "bench-hot", "agent.message", quantity, ATTRS, "", dry_run=False, hold_ttl_ms=None
-            )
-            if isinstance(call, Decision):
-                raise TypeError(call.message)
-            keys, args = call.keys(), call.argv(plan)
+            keys, args = command()
+            if combined:  # consume_batch's layout: each request's record, the others' ids
+                more = [command() for _ in range(combined - 1)]
+                keys += [k[4] for k, _ in more]
+                args += [a[len(a) - 11] for _, a in more]  # the id: ARGV[ARG0 + 1]
             pipe.evalsha(sha, len(keys), *keys, *args)
         replies = await pipe.execute()
         expected = [b"OK", 1] if quantity == 1 else [b"OK", 0]  # allowed, or denied
-        if replies[-1] != 1 and replies[-1][:2] != expected:
-            msg = f"unexpected reply: {replies[-1]!r}"
+        last = replies[-1]
+        if combined and last != 1 and len(last) != combined:
+            msg = f"consume_batch charged {len(last)} of {combined}"
+            raise RuntimeError(msg)
+        if combined and last != 1:
+            last = last[-1]
+        if last != 1 and last[:2] != expected:
+            msg = f"unexpected reply: {last!r}"
             raise RuntimeError(msg)
 
     await batch(200)
@@ -86,11 +103,13 @@ def measure(
     *,
     server: Path | None = None,
     keep: Path | None = None,
+    combined: int = 0,
 ) -> float:
     """Instructions per EVALSHA of ``source`` (consume's keys and arguments).
 
     ``server`` is the redis-server to run (the embedded one unless given); ``keep`` a path to
-    copy callgrind's profile of the measured calls to, for callgrind_annotate.
+    copy callgrind's profile of the measured calls to, for callgrind_annotate. ``combined`` > 0
+    gives each call consume_batch's keys and arguments for that many charges instead.
     """
     with tempfile.TemporaryDirectory() as tmp:
         sock, out = Path(tmp) / "r.sock", Path(tmp) / "callgrind.out"
@@ -110,7 +129,7 @@ def measure(
             deadline = time.monotonic() + 60
             while not sock.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
-            asyncio.run(_drive(f"unix://{sock}", source, proc.pid, calls, quantity))
+            asyncio.run(_drive(f"unix://{sock}", source, proc.pid, calls, quantity, combined))
         finally:
             proc.terminate()
             proc.wait(30)
@@ -136,6 +155,13 @@ def main() -> int:
         help="the general path alone: consume without consume_fast.lua",
     )
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure consume_batch with N charges per call instead (the combined command)",
+    )
+    parser.add_argument(
         "--quantity",
         type=int,
         default=1,
@@ -156,19 +182,34 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is needed (apt-get install valgrind)", file=sys.stderr)
         return 2
+    name = "consume_batch" if opts.batch else "consume"
     if opts.lua:
-        parts = ["fast.lua", "consume_fast.lua", "lib.lua", "consume.lua"]
+        if opts.batch:
+            parts = ["core", "fast", "consume_batch"]
+        else:
+            parts = ["core", *([] if opts.general else ["fast", "consume_fast"]), "lib", "consume"]
         source = "\n".join(
-            [HEAD, *((opts.lua / n).read_text() for n in parts if (opts.lua / n).exists())]
+            [
+                HEAD,
+                *(
+                    (opts.lua / f"{n}.lua").read_text()
+                    for n in parts
+                    if (opts.lua / f"{n}.lua").exists()
+                ),
+            ]
         )
     else:
-        source = script_source("consume", fast_path=not opts.general)
-    script = measure(source, opts.calls, opts.quantity, server=opts.server, keep=opts.keep)
-    base = measure("return 1", opts.calls, opts.quantity, server=opts.server)
+        source = script_source(name, fast_path=not opts.general)
+    script = measure(
+        source, opts.calls, opts.quantity, server=opts.server, keep=opts.keep, combined=opts.batch
+    )
+    base = measure("return 1", opts.calls, opts.quantity, server=opts.server, combined=opts.batch)
     print(
-        f"consume: {script:,.0f} instructions per call in redis-server; "
+        f"{name}: {script:,.0f} instructions per call in redis-server; "
         f"an EVALSHA that only returns 1: {base:,.0f}; the script's own: {script - base:,.0f}"
     )
+    if opts.batch:
+        print(f"per charge ({opts.batch} a call): {script / opts.batch:,.0f}")
     return 0
 
 

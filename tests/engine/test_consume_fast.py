@@ -133,10 +133,10 @@ async def _last_id(redis: AsyncRedis, keys: KeySpace) -> bytes:
     return last[0][0] if last else b""
 
 
-# consume_fast.lua on its own with its writes turned into no-ops: it returns the fast answer,
-# or FELL_THROUGH where the general path would take over. It reads what the fast path reads and
-# changes nothing, so it can tell beforehand which path a charge will take. (Counting commands
-# cannot: the general path reuses the fast path's reads.)
+# consume_fast.lua (after core.lua and fast.lua) with its writes turned into no-ops: it returns
+# the fast answer, or FELL_THROUGH where the general path would take over. It reads what the
+# fast path reads and changes nothing, so it can tell beforehand which path a charge will take.
+# (Counting commands cannot: the general path reuses the fast path's reads.)
 _PROBE = "\n".join(
     [
         HEAD,
@@ -147,7 +147,7 @@ _PROBE = "\n".join(
         "end}",
         *(
             (files("creditgate.engine") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-            for name in ("fast", "consume_fast")
+            for name in ("core", "fast", "consume_fast")
         ),
         "return {'FELL_THROUGH'}",
     ]

@@ -179,9 +179,12 @@ return {fmt(money_ceil(m, r)), fmt(money_floor(m, r)), fmt(meter_floor(money, r)
 
 @pytest.fixture(scope="module")
 def lua_helpers(redis_url: str) -> Iterator[LuaHelpers]:
-    """lib.lua's helpers as one EVAL-able function of (meter, rate, money)."""
+    """core.lua's and lib.lua's helpers as one EVAL-able function of (meter, rate, money)."""
     client = Redis.from_url(redis_url)
-    lib = (files("creditgate.engine") / "lua" / "lib.lua").read_text(encoding="utf-8")
+    lib = "\n".join(
+        (files("creditgate.engine") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+        for name in ("core", "lib")
+    )
     script = client.register_script(f"{HEAD}\n{lib}{_LUA_PROBE}")
 
     def run(meter: int, rate: int, money: int) -> list[int]:

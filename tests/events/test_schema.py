@@ -15,8 +15,8 @@ def _written_kinds() -> set[str]:
     text = "\n".join(
         p.read_text(encoding="utf-8") for p in LUA.iterdir() if p.name.endswith(".lua")
     )
-    kinds = set(re.findall(r"\bemit\('([a-z_]+)'", text))
-    kinds |= set(re.findall(r"'k', '([a-z_]+)'", text))  # an XADD written out in full
+    kinds = set(re.findall(r"\b(?:emit|write_event)\('([a-z_]+)'", text))
+    kinds |= set(re.findall(r"EV\[\d+\] = \{'([a-z_]+)'", text))  # an event queued directly
     return kinds
 
 

@@ -1,6 +1,8 @@
-"""Loads each Lua script once (lib.lua prelude + the operation) and registers it with Redis.
+"""Loads each Lua script once (core.lua, lib.lua, the operation) and registers it with Redis.
 
-consume starts with consume_fast.lua, which answers the common allowed charge with fast.lua's
+Every script starts with core.lua: what a charge is made of (demand, taking from grant lots, a
+move, writing a record, writing an event), used by both ways of charging. consume then goes on
+with consume_fast.lua, which answers the common allowed charge with fast.lua's
 fast_charge() before the prelude is built and otherwise falls through to lib.lua + consume.lua,
 handing over what it read. consume_batch runs fast_charge() for several charges of one account
 and needs no prelude.
@@ -40,9 +42,9 @@ def script_source(name: str, *, fast_path: bool = True) -> str:
     """
     lua = files("creditgate.engine") / "lua"
     if name in _STANDALONE:
-        parts = _STANDALONE[name]
+        parts = ["core", *_STANDALONE[name]]
     else:
-        parts = [*(_FAST_PATHS.get(name, []) if fast_path else []), "lib", name]
+        parts = ["core", *(_FAST_PATHS.get(name, []) if fast_path else []), "lib", name]
     return "\n".join([HEAD] + [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in parts])
 
 

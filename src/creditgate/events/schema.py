@@ -42,6 +42,7 @@ KINDS = (
     "stop",  # the account stopped until renewal (a cap below this period's spend)
     "resume",  # a stopped account resumed at renewal
     "clock",  # the test clock moved
+    "state",  # a call that changed state (a hold's record, say) but moved nothing
 )
 
 

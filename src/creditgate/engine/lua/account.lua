@@ -1,7 +1,8 @@
 -- account.lua: create an account, change its plan, status or anchor, its pool settings, or its
 -- test clock.
--- KEYS: [1..4] as in lib.lua. ARGV: common (lib.lua; the pools are those of the plan the account
---   has after the change, ARGV[2] the plan it has before), then [ARG0] operation and:
+-- KEYS: [1..4] as in lib.lua.
+-- ARGV: common (lib.lua; the pools are those of the plan the account has after the change,
+--   ARGV[2] the plan it has before), then [ARG0] operation and:
 --   create:   [+1] status, [+2] anchor day (0: today's day of month), [+3] '1' once the
 --             ledger was found not to know the account; until then a missing account is
 --             answered NO_ACCOUNT, so the engine loads it from the ledger first (and the
@@ -11,8 +12,9 @@
 --   settings: [+1] pool id, [+2] cap or '', [+3] enabled '1'/'0' or '', [+4] '1' when a cap
 --             below this period's spend stops the whole account (else only the pool stops)
 --   clock:    [+1] milliseconds to move the account's test clock forward, [+2] or an absolute
---             time in ms to move it to (0: none); it never moves back ({'CLOCK_BACKWARDS', now})
--- Returns {'OK', stopped until ms, now ms}, or {'NO_ACCOUNT'}, {'EXISTS'}, {'PLAN', plan}.
+--             time in ms to move it to (0: none); it never moves back
+-- Reply: {'OK', stopped until ms, now ms (clock: the clock's new time)}, or {'NO_ACCOUNT'},
+--   {'EXISTS'}, {'PLAN', plan}, {'CLOCK_BACKWARDS', now ms}.
 local op = ARGV[ARG0]
 if op == 'create' then
   if EXISTS then return {'EXISTS'} end

@@ -1,6 +1,7 @@
 -- balance.lua: bring an account up to date (resets, expiries, expired holds) and describe it.
--- KEYS: [1..4] as in lib.lua. ARGV: common (lib.lua).
--- Returns {'OK', plan, status, anchor day, stopped until ms, now ms, created ms, test clock ms,
+-- KEYS: [1..4] as in lib.lua.
+-- ARGV: common (lib.lua), nothing more.
+-- Reply: {'OK', plan, status, anchor day, stopped until ms, now ms, created ms, test clock ms,
 --   then per plan pool: balance/remaining, next reset ms, spent, cap, enabled 0/1, n lots,
 --   n x (lot id, balance, expires ms)}, or {'NO_ACCOUNT'}, {'PLAN', plan}.
 local err = check_plan()

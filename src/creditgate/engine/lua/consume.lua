@@ -1,13 +1,14 @@
--- consume.lua: CheckAndConsume (mode 'C') and Reserve (mode 'R') for one account.
+-- consume.lua: CheckAndConsume (mode 'C') and Reserve (mode 'R') for one account: the general
+-- path, after consume_fast.lua (and always for Reserve, dry runs and denials).
 -- KEYS: [1..4] as in lib.lua, [5] this request's idempotency record.
 -- ARGV: common (lib.lua), then [ARG0] mode, [+1] request id, [+2] request fingerprint,
 --   [+3] quantity, [+4] unit cost (meter micro-units per `per` units), [+5] per,
 --   [+6] action, [+7] attributes (JSON text, for the event), [+8] dry run '1'/'0',
 --   [+9] idempotency TTL ms, [+10] hold TTL ms (mode 'R'), [+11] the action's meter.
--- Returns {'OK', allowed 0/1, reason, cost, retry_at ms, now ms, replayed 0/1, shortfall,
+-- Reply: {'OK', allowed 0/1, reason, cost, retry_at ms, now ms, replayed 0/1, shortfall,
 --   hold expires_at ms, n, n x (pool, amount, remaining, covered), remaining of each plan pool}
---   in micro-units, or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', mode}, {'TOO_LARGE'};
---   a repeated request id answers {'REPLAY', plan then, meter, the first reply}.
+--   in micro-units; a repeated request id {'REPLAY', plan then, meter, the first reply}; or
+--   {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', the first request's mode}, {'TOO_LARGE'}.
 -- Only allowed, non-dry-run answers are recorded: a denied request may be retried as is.
 local err = check_plan()
 if err then return err end
@@ -77,7 +78,6 @@ end
 
 local debits, moves = apply(takes)
 local exp = 0
-local recd = {fp = fp, m = mode, mt = ARGV[ARG0 + 11], pl = ARGV[2]}
 if mode == 'R' then
   exp = NOW + tonumber(ARGV[ARG0 + 10])
   local el = {}
@@ -85,13 +85,10 @@ if mode == 'R' then
   set_hold(rid, cmsgpack.pack({d = debits, cov = D, uc = uc, per = per, el = el, exp = exp,
     mt = ARGV[ARG0 + 11]}), exp)
   emit('hold', moves, {'expires', fmt(exp)})
-  recd.st = 'held'
 else
   emit('charge', moves)
-  recd.d, recd.cov, recd.uc, recd.per, recd.ref = debits, D, uc, per, 0
 end
 local out = balances(debit_rows({'OK', 1, R_ALLOWED, D, 0, NOW, 0, 0, exp}, debits))
-recd.rep = out
-set_record(KEYS[5], cmsgpack.pack(recd), ARGV[ARG0 + 9])
+set_record(KEYS[5], request_record(ARG0, mode, out, debits, D, uc, per), ARGV[ARG0 + 9])
 flush()
 return out

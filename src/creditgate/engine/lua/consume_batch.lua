@@ -6,11 +6,11 @@
 -- charge is still all or nothing and makes exactly the writes a consume call would; the calls
 -- that fast_charge() does not answer (a repeated request id, a denial, anything due) are left to
 -- consume, which the sidecar sends for them next.
--- KEYS: [1..4] as in consume.lua, then the idempotency record of each of the n requests.
+-- KEYS: [1..4] as in lib.lua, then the idempotency record of each of the n requests.
 -- ARGV: consume.lua's, with the first request's id at ARG0 + 1 and the ids of requests 2..n
 --   after the last (ARG0 + 12 on).
--- Returns the replies of the first m requests (0 <= m <= n), each as consume.lua's allowed
--- reply; requests m + 1..n were not charged and nothing was written for them.
+-- Reply: the replies of the first m requests (0 <= m <= n), each as consume.lua's allowed
+--   reply; requests m + 1..n were not charged and nothing was written for them.
 local np = ARGV[4] + 0
 local a0 = 5 + np * 10
 local n = #KEYS - 4

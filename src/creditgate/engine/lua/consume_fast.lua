@@ -6,7 +6,10 @@
 -- no hold is due, fast_charge() tries the charge. Anything it does not answer, including every
 -- denial, falls through to the general path with nothing written, but with what was read in the
 -- PRE_ locals (the account fields, the idempotency record, TIME and whether a hold is due), so
--- the general path does not read them a second time. Same KEYS and ARGV as consume.lua.
+-- the general path does not read them a second time.
+-- KEYS and ARGV: consume.lua's.
+-- Reply: fast_charge()'s (consume.lua's allowed reply) when it answers; otherwise none here:
+--   lib.lua and consume.lua follow and answer.
 do
   local np = ARGV[4] + 0
   local a0 = 5 + np * 10

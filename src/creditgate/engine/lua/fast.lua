@@ -1,6 +1,7 @@
 -- fast.lua: fast_charge(), the common allowed charge, and the reads made before it
 -- (fast_account, fast_open, fast_now), shared by consume_fast.lua (one request) and
--- consume_batch.lua (several requests of one account and shape in one call).
+-- consume_batch.lua (several requests of one account and shape in one call). No KEYS or ARGV
+-- of its own: those of the script it is part of (consume.lua's layout).
 --
 -- It answers a charge only when it is allowed and wholly covered by allowance and grant pools
 -- while nothing is due: the caller has checked that the account exists on the caller's plan, is
@@ -9,7 +10,9 @@
 -- consume.lua would make (the same account fields, idempotency record, event and reply;
 -- tests/engine/test_consume_fast.py compares the paths write for write) without building the
 -- prelude's tables and closures, which cost more than half of a consume call, and returns the
--- reply. Otherwise it returns nil having written nothing.
+-- reply. Otherwise it returns nil having written nothing. What a charge is made of (the demand,
+-- a debit, the record, the event) is core.lua's, which the general path uses too; what is left
+-- here is the walk over the pools for this one case.
 --
 -- Numeric strings that are always there (ARGV, TIME, fields these scripts write) are converted
 -- with `x + 0`, which parses them once; tonumber() parses twice (lua_isnumber, lua_tonumber).
@@ -33,26 +36,19 @@ local function fast_now(A)
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   if ARGV[3] == '1' and A.clk then now = tonumber(A.clk) end
-  -- Arguments to redis.call as strings: a Lua number is printed with '%.14g' on the way.
-  local due = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', now),
-    'LIMIT', '0', '1')
-  return t, now, #due == 0
+  -- An account without holds has no expiry set. Arguments to redis.call as strings: a Lua
+  -- number is printed with '%.14g' on the way.
+  return t, now, redis.call('EXISTS', KEYS[4]) == 0
+    or #redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', string.format('%d', now), 'LIMIT', '0', '1')
+      == 0
 end
 
 -- A: the account's fields as read (updated here with what the charge writes, so a batch can
 -- charge again from them); now: the instant in ms; np, a0: the pool count and the index of the
 -- mode in ARGV (consume.lua's layout); rk, rid: the request's idempotency record key and id.
 local function fast_charge(A, now, np, a0, rk, rid)
-  -- The demand in meter micro-units, rounded up, as lib.lua's demand().
   local uc, per = ARGV[a0 + 4] + 0, ARGV[a0 + 5] + 0
-  local prod = ARGV[a0 + 3] * uc
-  local D = 0
-  if prod <= 4503599627370495 then
-    D = math.floor(prod / per)
-    while D * per > prod do D = D - 1 end
-    while (D + 1) * per <= prod do D = D + 1 end
-    if D * per < prod then D = D + 1 end
-  end
+  local D = demand(ARGV[a0 + 3] + 0, uc, per) or 0  -- too large: left to the general path
   -- Each pool's balance (a pay-as-you-go pool's remaining cap); the pools to take from.
   local bal, lots, takes, ends = {}, {}, {}, {}
   local rem = D
@@ -73,14 +69,13 @@ local function fast_charge(A, now, np, a0, rk, rid)
       local packed = A['L:' .. id]
       local ls = packed and cmsgpack.unpack(packed) or {}
       for _, l in ipairs(ls) do
-        if l[3] > 0 and l[3] <= now then go = false end
+        if lot_expired(l, now) then go = false end
         b = b + l[2]
       end
       lots[i] = ls
     elseif k == 'P' then
-      local c = tonumber(A['c:' .. id]) or ARGV[j + 7] + 0
-      local spent = A['s:' .. id]
-      if c < 0 then b = -1 else b = math.max(0, c - (spent and spent + 0 or 0)) end
+      local c, spent = A['c:' .. id], A['s:' .. id]
+      b = left(k, b, c and c + 0 or ARGV[j + 7] + 0, spent and spent + 0 or 0)
     else
       local x = A['b:' .. id]
       b = x and x + 0 or 0
@@ -103,57 +98,38 @@ local function fast_charge(A, now, np, a0, rk, rid)
       local j = -5 + i * 10
       local id, k = ARGV[j], ARGV[j + 1]
       local amt = math.min(bal[i], rem)
-      local left = bal[i] - amt
+      local rest = bal[i] - amt
       rem = rem - amt
-      bal[i] = left
+      bal[i] = rest
       local rate = ARGV[j + 4] + 0
+      local b = fmt('%d', rest)
+      local d, kept = debit(id, k, amt, amt, b, lots[i], ends[i] or 0, rate, moves)
+      debits[#debits + 1] = d
       if k == 'G' then
-        -- Soonest-expiring lots first (the stored order); emptied lots are dropped.
-        local taken, kept, need = {}, {}, amt
-        for _, l in ipairs(lots[i]) do
-          if need > 0 and l[2] > 0 then
-            local x = math.min(need, l[2])
-            l[2] = l[2] - x
-            need = need - x
-            taken[#taken + 1] = {l[1], x, l[3]}
-          end
-          if l[2] > 0 then kept[#kept + 1] = l end
-        end
-        for _, l in ipairs(taken) do
-          moves[#moves + 1] = id .. ',' .. fmt('%d', -l[2]) .. ',' .. fmt('%d', left) .. ','
-            .. l[1]
-        end
         local packed = cmsgpack.pack(kept)
         fields[#fields + 1] = 'L:' .. id
         fields[#fields + 1] = packed
         snap['L:' .. id] = packed
-        debits[#debits + 1] = {id, k, amt, amt, 0, rate, taken}
       else
-        local r, b = A['r:' .. id], fmt('%d', left)
-        moves[#moves + 1] = id .. ',' .. fmt('%d', -amt) .. ',' .. b
+        local r = A['r:' .. id]
         fields[#fields + 1] = 'b:' .. id
         fields[#fields + 1] = b
         fields[#fields + 1] = 'r:' .. id
         fields[#fields + 1] = r
         snap['b:' .. id], snap['r:' .. id] = b, r
-        debits[#debits + 1] = {id, k, amt, amt, ends[i], rate, none}
       end
       out[#out + 1] = id
       out[#out + 1] = amt
-      out[#out + 1] = left
+      out[#out + 1] = rest
       out[#out + 1] = amt
     end
     for i = 1, np do out[#out + 1] = bal[i] end
-    local ttl = ARGV[a0 + 9]
-    local rec = cmsgpack.pack({fp = ARGV[a0 + 2], m = 'C', mt = ARGV[a0 + 11], pl = ARGV[2],
-      d = debits, cov = D, uc = uc, per = per, ref = 0, rep = out})
-    redis.call('SET', rk, rec, 'PX', ttl)
+    local records = {}
+    write_record(records, rk, request_record(a0, 'C', out, debits, D, uc, per), ARGV[a0 + 9])
     redis.call('HSET', KEYS[1], unpack(fields))
     for f = 1, #fields, 2 do A[fields[f]] = fields[f + 1] end
-    redis.call('XADD', KEYS[2], '*', 'v', EV_VERSION, 'k', 'charge', 'a', ARGV[1], 'r', rid,
-      't', fmt('%d', now), 'm', table.concat(moves, ';'), 'act', ARGV[a0 + 6],
-      'q', ARGV[a0 + 3], 'at', ARGV[a0 + 7],
-      'st', cmsgpack.pack({a = snap, h = none, r = {[rk] = {rec, ttl + 0}}}))
+    write_event('charge', rid, now, moves, 'act', ARGV[a0 + 6], 'q', ARGV[a0 + 3],
+      'at', ARGV[a0 + 7], 'st', cmsgpack.pack({a = snap, h = none, r = records}))
     return out
   end
 end

@@ -3,8 +3,9 @@
 -- ARGV: common (lib.lua), then [ARG0] pool id, [+1] amount (micro-units of the pool's unit),
 --   [+2] grant id, [+3] expires at ms (0: never), [+4] note, [+5] idempotency TTL ms,
 --   [+6] fingerprint.
--- Returns {'OK', pool balance after, replayed 0/1}, or {'NO_ACCOUNT'}, {'PLAN', plan},
---   {'IDEM_MISMATCH'}, {'PAST_EXPIRY', now}, {'TOO_LARGE'}.
+-- Reply: {'OK', pool balance after, replayed 0/1} (a repeated grant id answers the first reply
+--   with replayed 1), or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', 'G'},
+--   {'PAST_EXPIRY', now ms}, {'TOO_LARGE'}.
 local err = check_plan()
 if err then return err end
 local gid, fp = ARGV[ARG0 + 2], ARGV[ARG0 + 6]

@@ -1,13 +1,14 @@
 -- hydrate.lua: write one account's state, loaded from the ledger, back into Redis; only when
 -- the account hash does not exist, so that two concurrent loads cannot both write and a load can
 -- never overwrite state that a script changed since. Emits no event (the ledger has it all).
+-- Records already present are kept (SET NX): they were written after an earlier load. Expired
+-- records are skipped.
 -- KEYS: [1..4] as in lib.lua (account hash, shard stream (unused), holds hash, hold expiries),
 --   [5..] idempotency record keys.
 -- ARGV: common (lib.lua) with no pools (ARGV[4] = 0), then [ARG0] n fields, n x (field, value),
 --   then m holds, m x (hold id, packed hold, expires ms), then for each record key KEYS[5..]:
 --   (value, expires at ms (absolute, Redis clock; 0: no expiry)).
--- Returns 1 if it wrote the account, 0 if the account already existed. Records already present
--- are kept (SET NX): they were written after an earlier load. Expired records are skipped.
+-- Reply: 1 if it wrote the account, 0 if the account already existed.
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local i = ARG0
 local n = tonumber(ARGV[i])

@@ -1,4 +1,5 @@
--- lib.lua: the prelude every creditgate script starts with (the loader prepends it).
+-- lib.lua: the prelude of every creditgate script but consume_batch, after core.lua (and, for
+-- consume, after consume_fast.lua): the account, its pools, events and the general path's rules.
 --
 -- Units: every amount is an integer count of micro-units (1 credit or 1 USD = 1,000,000).
 -- Lua 5.1 numbers are doubles, exact for integers below 2^53; the Python side keeps every
@@ -8,32 +9,18 @@
 -- Common KEYS: [1] account hash, [2] the shard's event stream, [3] the account's holds hash,
 --              [4] the account's hold-expiry sorted set, [5..] per script.
 -- Common ARGV: [1] account id, [2] plan id the caller priced with, [3] '1' on a test-clock
---              server (the account's time is its frozen 'clk' field), [4] pool count N, then 10 fields per pool in consumption
---              order: id, kind (A allowance, G grant, B money balance, O overage, P payg),
---              period (day|month|cycle|''), amount, rate (money micro-units per meter unit for
---              this call's meter, 0 if none), block size, block price, default cap (-1: none),
---              eligible ('1'/'0'), enabled by default ('1'/'0'). Script arguments follow.
+--              server (the account's time is its frozen 'clk' field), [4] pool count N, then
+--              10 fields per pool in consumption order: id, kind (A allowance, G grant,
+--              B money balance, O overage, P payg), period (day|month|cycle|''), amount, rate
+--              (money micro-units per meter unit for this call's meter, 0 if none), block size,
+--              block price, default cap (-1: none), eligible ('1'/'0'), enabled by default
+--              ('1'/'0'). Script arguments follow, from ARG0 = 5 + 10 N on.
 -- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
 
 local MICRO = 1000000
-local MAX = 4503599627370495
 local DAY = 86400000
 
 local function fmt(n) return string.format('%d', n) end
-
--- floor(a / b) for 0 <= a, 0 < b, both below 2^52; the float quotient can be off by one.
-local function idiv(a, b)
-  local q = math.floor(a / b)
-  while q * b > a do q = q - 1 end
-  while (q + 1) * b <= a do q = q + 1 end
-  return q
-end
-
-local function ceil_div(a, b)
-  local q = idiv(a, b)
-  if q * b < a then q = q + 1 end
-  return q
-end
 
 -- Money for `m` meter micro-units at `rate` money micro-units per meter unit, rounded up
 -- (never in the caller's favour). Split so that no product exceeds 2^53.
@@ -178,13 +165,7 @@ local function ghost(id, kind)
   return p
 end
 
-local function remaining(p)
-  if p.kind == 'P' then
-    if p.c < 0 then return -1 end
-    return math.max(0, p.c - p.s)
-  end
-  return p.b
-end
+local function remaining(p) return left(p.kind, p.b, p.c, p.s) end
 
 -- Events ----------------------------------------------------------------------------------
 
@@ -197,9 +178,7 @@ local SNAP_H, SNAP_R = {}, {}
 local SNAPPED = false
 
 local function set_record(key, value, ttl)
-  if ttl then redis.call('SET', key, value, 'PX', ttl)
-  else redis.call('SET', key, value, 'KEEPTTL') end
-  SNAP_R[key] = {value, tonumber(ttl) or -1}
+  write_record(SNAP_R, key, value, ttl)
   SNAPPED = true
 end
 
@@ -215,11 +194,8 @@ local function set_hold(id, value, exp)
   SNAPPED = true
 end
 
--- A move is 'pool,delta,balance_after[,lot]' in the pool's unit.
 local function mv(p, delta, lot)
-  local s = p.id .. ',' .. fmt(delta) .. ',' .. fmt(remaining(p))
-  if lot then s = s .. ',' .. lot end
-  return s
+  return move(p.id, delta, fmt(remaining(p)), lot)
 end
 
 local function emit(kind, moves, extra, rid)
@@ -257,19 +233,18 @@ local function flush()
   if #args > 0 then redis.call('HSET', KEYS[1], unpack(args)) end
   if SNAPPED and #EV == 0 then EV[1] = {'state', {}, nil, ''} end
   for i, e in ipairs(EV) do
-    local f = {'v', EV_VERSION, 'k', e[1], 'a', ACCT, 'r', e[4] or CTX.rid, 't', fmt(NOW),
-      'm', table.concat(e[2], ';')}
+    local f = {}
     if e[4] == nil and CTX.act ~= '' then
-      f[#f + 1] = 'act'; f[#f + 1] = CTX.act
-      f[#f + 1] = 'q'; f[#f + 1] = CTX.q
-      f[#f + 1] = 'at'; f[#f + 1] = CTX.at
+      f[1] = 'act'; f[2] = CTX.act
+      f[3] = 'q'; f[4] = CTX.q
+      f[5] = 'at'; f[6] = CTX.at
     end
     if e[3] then for _, x in ipairs(e[3]) do f[#f + 1] = x end end
     if i == #EV and SNAPPED then
       f[#f + 1] = 'st'
       f[#f + 1] = cmsgpack.pack({a = snap_a, h = SNAP_H, r = SNAP_R})
     end
-    redis.call('XADD', KEYS[2], '*', unpack(f))
+    write_event(e[1], e[4] or CTX.rid, NOW, e[2], unpack(f))
   end
 end
 
@@ -310,12 +285,12 @@ local function maintain(p)
   elseif k == 'G' then
     local due = false
     for _, l in ipairs(p.lots) do
-      if l[3] > 0 and l[3] <= NOW then due = true; break end
+      if lot_expired(l, NOW) then due = true; break end
     end
     if not due then return end
     local kept = {}
     for _, l in ipairs(p.lots) do
-      if l[3] > 0 and l[3] <= NOW then
+      if lot_expired(l, NOW) then
         p.b = p.b - l[2]
         p.dirty = true
         emit('expire', {mv(p, -l[2], l[1])}, nil, '')
@@ -444,35 +419,6 @@ end
 
 -- Pricing and the consumption walk ---------------------------------------------------------
 
--- Meter micro-units for `q` units at `uc` micro-units per `per` units, rounded up.
-local function demand(q, uc, per)
-  local prod = q * uc
-  if prod > MAX then return nil end
-  return ceil_div(prod, per)
-end
-
-local function take_lots(p, amt)
-  local taken = {}
-  for _, l in ipairs(p.lots) do
-    if amt <= 0 then break end
-    local t = math.min(amt, l[2])
-    if t > 0 then
-      l[2] = l[2] - t
-      amt = amt - t
-      taken[#taken + 1] = {l[1], t, l[3]}
-    end
-  end
-  for _, l in ipairs(p.lots) do
-    if l[2] <= 0 then
-      local kept = {}
-      for _, m in ipairs(p.lots) do if m[2] > 0 then kept[#kept + 1] = m end end
-      p.lots = kept
-      break
-    end
-  end
-  return taken
-end
-
 -- What an overage or pay-as-you-go pool may spend in a period: its cap, or without one MAX, so
 -- that its spend, summed over the period's charges, stays exact.
 local function spend_cap(p)
@@ -528,7 +474,6 @@ local function apply(takes)
   local debits, moves = {}, {}
   for _, t in ipairs(takes) do
     local p, amt, cov, blocks, rate = t[1], t[2], t[3], t[4], t[5]
-    local lots = {}
     p.dirty = true
     if blocks > 0 then
       local credits, price = blocks * p.bs, blocks * p.bp
@@ -536,15 +481,11 @@ local function apply(takes)
       p.s = p.s + price
       emit('overage_block', {mv(p, credits)}, {'price', fmt(price), 'blocks', fmt(blocks)})
     end
-    if p.kind == 'G' then
-      lots = take_lots(p, amt)
-      p.b = p.b - amt
-      for _, l in ipairs(lots) do moves[#moves + 1] = mv(p, -l[2], l[1]) end
-    else
-      if p.kind == 'P' then p.s = p.s + amt else p.b = p.b - amt end
-      moves[#moves + 1] = mv(p, -amt)
-    end
-    debits[#debits + 1] = {p.id, p.kind, amt, cov, p.r or 0, rate, lots}
+    if p.kind == 'P' then p.s = p.s + amt else p.b = p.b - amt end
+    local d, kept = debit(p.id, p.kind, amt, cov, fmt(remaining(p)), p.lots, p.r or 0, rate,
+      moves)
+    if kept then p.lots = kept end
+    debits[#debits + 1] = d
   end
   return debits, moves
 end

@@ -1,12 +1,14 @@
 -- refund.lua: return a charge (or a settled reservation), fully or in part, to its pools.
+-- Part of a charge (quantity > 0) is valued rounded down. Newest debits are returned first;
+-- money is returned rounded down except for the last part of a debit, which returns exactly
+-- what is left of it.
 -- KEYS: [1..4] as in lib.lua, [5] this refund's idempotency record, [6] the charge's record.
 -- ARGV: common (lib.lua), then [ARG0] refund id, [+1] fingerprint, [+2] quantity (0: all that
 --   is left), [+3] idempotency TTL ms, [+4] the charge's request id.
--- Part of a charge (quantity > 0) is valued rounded down. Newest debits are returned first; money is returned rounded down except for the last part of
--- a debit, which returns exactly what is left of it.
--- Returns {'OK', refunded, still refundable, replayed 0/1, meter, n,
---   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool},
---   or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH'}, {'NOT_CHARGE'} (the id names a grant
+-- Reply: {'OK', refunded, still refundable, replayed 0/1, meter, n,
+--   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool};
+--   a repeated refund id {'REPLAY', plan then, meter, the first reply}; or {'NO_ACCOUNT'},
+--   {'PLAN', plan}, {'IDEM_MISMATCH', 'F'}, {'NOT_FOUND'}, {'NOT_CHARGE'} (the id names a grant
 --   or a refund), {'NOT_SETTLED'}, {'EXCEEDS', left} (also when nothing is left),
 --   {'TOO_LARGE'}.
 local err = check_plan()

@@ -1,10 +1,10 @@
 -- release.lua: drop a hold, giving its credits back to the pools it came from.
 -- KEYS: [1..4] as in lib.lua, [5] the reservation's record.
 -- ARGV: common (lib.lua), then [ARG0] reservation id.
--- Returns {'OK', released 0/1, returned meter micro-units, state, n,
+-- Reply: {'OK', released 0/1, returned meter micro-units, state, n,
 --   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool};
---   released is 0 when the hold had already been released or had expired. Errors:
---   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'SETTLED'}.
+--   released is 0 when the hold had already been released or had expired. Or {'NO_ACCOUNT'},
+--   {'PLAN', plan}, {'NOT_FOUND'}, {'NOT_RESERVATION', the record's mode}, {'SETTLED'}.
 local err = check_plan()
 if err then return err end
 local rid = ARGV[ARG0]

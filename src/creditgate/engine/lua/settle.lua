@@ -1,12 +1,13 @@
 -- settle.lua: charge the real quantity against a hold.
--- KEYS: [1..4] as in lib.lua, [5] the reservation's record.
--- ARGV: common (lib.lua), then [ARG0] quantity, [+1] reservation id.
 -- Less than held gives the rest back to the pools it came from (newest first); more charges the
 -- extra, all or nothing, through the pools that were in scope at Reserve time.
--- Returns {'OK', cost, held, fully_charged 0/1, shortfall, reason, replayed 0/1, meter, n,
---   n x (pool, amount, remaining, covered) net per debit, remaining of each plan pool}, or
---   {'NO_ACCOUNT'}, {'PLAN', plan}, {'NOT_RESERVATION'}, {'RELEASED'}, {'EXPIRED', expires_at},
---   {'TOO_LARGE'}. A second Settle returns {'REPLAY', plan then, meter, the first answer}.
+-- KEYS: [1..4] as in lib.lua, [5] the reservation's record.
+-- ARGV: common (lib.lua), then [ARG0] quantity, [+1] reservation id.
+-- Reply: {'OK', cost, held, fully_charged 0/1, shortfall, reason, replayed 0/1, meter, n,
+--   n x (pool, amount, remaining, covered) net per debit, remaining of each plan pool}; a second
+--   Settle {'REPLAY', plan then, meter, the first answer}; or {'NO_ACCOUNT'}, {'PLAN', plan},
+--   {'NOT_FOUND'}, {'NOT_RESERVATION', the record's mode}, {'RELEASED'},
+--   {'EXPIRED', expires_at ms}, {'TOO_LARGE'}.
 local err = check_plan()
 if err then return err end
 local rid = ARGV[ARG0 + 1]
