@@ -187,7 +187,13 @@ def main() -> int:
         if opts.batch:
             parts = ["core", "fast", "consume_batch"]
         else:
-            parts = ["core", *([] if opts.general else ["fast", "consume_fast"]), "lib", "consume"]
+            parts = [
+                "core",
+                *([] if opts.general else ["fast", "consume_fast"]),
+                "lib",
+                "rules",
+                "consume",
+            ]
         source = "\n".join(
             [
                 HEAD,

@@ -1,4 +1,4 @@
-"""Loads each Lua script once (core.lua, lib.lua, the operation) and registers it with Redis.
+"""Loads each Lua script once (core.lua, lib.lua + rules.lua, the operation) and registers it.
 
 Every script starts with core.lua: what a charge is made of (demand, taking from grant lots, a
 move, writing a record, writing an event), used by both ways of charging. consume then goes on
@@ -44,7 +44,7 @@ def script_source(name: str, *, fast_path: bool = True) -> str:
     if name in _STANDALONE:
         parts = ["core", *_STANDALONE[name]]
     else:
-        parts = ["core", *(_FAST_PATHS.get(name, []) if fast_path else []), "lib", name]
+        parts = ["core", *(_FAST_PATHS.get(name, []) if fast_path else []), "lib", "rules", name]
     return "\n".join([HEAD] + [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in parts])
 
 
