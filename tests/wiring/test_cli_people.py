@@ -66,6 +66,15 @@ def test_balance_shows_money_in_dollars(served: Served) -> None:
     assert rows["sms"][2:4] == ["500", "sms"]
 
 
+def test_lots_show_their_pools_unit(served: Served) -> None:
+    """A grant pool's lots are in the pool's unit too (the Lot message has no unit of its own)."""
+    done = _one(served, "balance", "demo-agent-team")
+    assert done.returncode == 0, done.stderr
+    lot = next(line.split() for line in done.stdout.splitlines() if "demo-welcome" in line)
+    assert lot[:3] == ["demo-welcome", "50", "agent_credit"]
+    assert "50000000" not in done.stdout
+
+
 def test_json_keeps_the_wire_form(served: Served) -> None:
     """--json is for machines: the proto's JSON, amounts in micro-units."""
     done = _one(served, "check", "demo-zite-pro", "zite.email.send", "--dry-run", "--json")

@@ -49,7 +49,11 @@ def _label(name: str) -> str:
     return name.removesuffix("_unix_ms").replace("_", " ")
 
 
-def _unit(message: Message, name: str, meter: str) -> str | None:
+def _unit(message: Message, name: str, meter: str, outer: str = "") -> str | None:
+    """The unit of amount field ``name``: a sibling field's, else the meter or ``outer``.
+
+    ``outer`` is the unit of the message this one is nested in (a pool's, for its lots).
+    """
     """The unit of amount field ``name`` of ``message``, or None if it is not an amount."""
     fields = message.DESCRIPTOR.fields_by_name
     if name in _SPEND_FIELDS and "spend_unit" in fields:
@@ -59,10 +63,10 @@ def _unit(message: Message, name: str, meter: str) -> str | None:
         return None
     if sibling in fields:
         return str(getattr(message, sibling))
-    return meter if sibling == "meter" else None
+    return meter if sibling == "meter" else (outer or None)
 
 
-def _value(message: Message, field: FieldDescriptor, meter: str) -> str:
+def _value(message: Message, field: FieldDescriptor, meter: str, outer: str = "") -> str:
     value = getattr(message, field.name)
     if field.enum_type is not None:
         name = field.enum_type.values_by_number[value].name
@@ -72,7 +76,7 @@ def _value(message: Message, field: FieldDescriptor, meter: str) -> str:
         return "yes" if value else "no"
     if field.name.endswith("_unix_ms"):
         return utc(value) if value else "-"
-    unit = _unit(message, field.name, meter)
+    unit = _unit(message, field.name, meter, outer)
     if (
         unit is None
         and field.name in _SPEND_FIELDS
@@ -91,7 +95,7 @@ def _shown(message: Message, field: FieldDescriptor) -> bool:
     return field.name in _ALWAYS or bool(getattr(message, field.name))
 
 
-def _table(rows: list[Message], meter: str, indent: str) -> list[str]:
+def _table(rows: list[Message], meter: str, indent: str, outer: str = "") -> list[str]:
     if not rows:
         return []
     descriptor = rows[0].DESCRIPTOR
@@ -101,7 +105,7 @@ def _table(rows: list[Message], meter: str, indent: str) -> list[str]:
         if not f.is_repeated and f.name not in _UNITS and f.message_type is None
     ]
     cells = [[_label(f.name) for f in columns]]
-    cells += [[_value(row, f, meter) for f in columns] for row in rows]
+    cells += [[_value(row, f, meter, outer) for f in columns] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     out = [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
            for r in cells]  # fmt: skip
@@ -110,7 +114,7 @@ def _table(rows: list[Message], meter: str, indent: str) -> list[str]:
             nested = list(getattr(row, f.name)) if f.is_repeated else []
             if nested and f.message_type is not None:
                 out.append(f"{indent}  {_label(f.name)} of {getattr(row, columns[0].name)}:")
-                out += _table(nested, meter, indent + "    ")
+                out += _table(nested, meter, indent + "    ", str(getattr(row, "unit", "")))
     return out
 
 
