@@ -5,7 +5,7 @@
 -- It holds the integer arithmetic and the demand, the lot-expiry rule and what a pool has
 -- left, the format of a move, a debit (taking from a pool or its grant lots), writing an
 -- idempotency record, and writing an event to the shard's stream (the one writer of the
--- stream's format; ledger/events.py reads it). Every function here is made anew on every
+-- stream's format; events/schema.py owns it). Every function here is made anew on every
 -- call (Redis runs the script's whole text each time), so only these few are shared with the
 -- common charge; see bench/script_cost.py for what each costs.
 
