@@ -15,6 +15,7 @@ PACKAGE = SRC / "creditgate"
 RANK = {
     "domain": 0,
     "driver": 1,
+    "client": 1,
     "events": 1,
     "testing": 1,
     "engine": 2,

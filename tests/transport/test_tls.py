@@ -17,10 +17,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 
+from creditgate.client.channel import ClientTLS, client_channel
 from creditgate.domain.errors import ConfigError
 from creditgate.engine import Engine
 from creditgate.testing.certs import CertKit, Issued
-from creditgate.transport.tls import ClientTLS, client_channel, server_credentials
+from creditgate.transport.tls import server_credentials
 from creditgate.wiring.server import build_server
 from creditgate.wiring.settings import Settings
 

@@ -33,6 +33,7 @@ __all__ = [
 ]  # fmt: skip
 
 FAILED = 1
+_DEADLINE_S = 5.0  # a command gives up after this, retries included
 DENIED = 2
 LOCAL_ERROR = 3
 Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
@@ -123,14 +124,14 @@ def _hint(command: str, code: grpc.StatusCode, details: str, args: argparse.Name
 
 
 async def _call(args: argparse.Namespace, service: str, method: str, request: Message) -> Message:
-    from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc  # noqa: PLC0415
+    """One call through the SDK: retried under its id on UNAVAILABLE / DEADLINE_EXCEEDED."""
+    from creditgate.client import AsyncClient  # noqa: PLC0415
     from creditgate.wiring.cli import tls as cli_tls  # noqa: PLC0415
 
-    stubs = {"quota": quota_pb2_grpc.QuotaServiceStub, "admin": admin_pb2_grpc.AdminServiceStub}
-    async with cli_tls.channel(args) as channel:
-        stub = stubs[service](channel)
-        metadata = (("authorization", f"Bearer {args.token}"),) if args.token else None
-        response: Message = await getattr(stub, method)(request, timeout=10, metadata=metadata)
+    tls = cli_tls.client_tls(args)
+    async with AsyncClient(args.target, token=args.token, tls=tls, deadline=_DEADLINE_S) as client:
+        stub = client.quota if service == "quota" else client.admin
+        response: Message = await client.call(getattr(stub, method), request)
         return response
 
 

@@ -116,7 +116,7 @@ def _quota(sub: Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--dry-run", action="store_true", help="answer as if charging, change nothing")
     p.set_defaults(func=client("quota", "CheckAndConsume", lambda a: pb.CheckAndConsumeRequest(
         account_id=a.account_id, action=a.action, quantity=a.quantity, attributes=dict(a.attr),
-        request_id=a.request_id, dry_run=a.dry_run)))  # fmt: skip
+        request_id=a.request_id or _new_id(), dry_run=a.dry_run)))  # fmt: skip
     p = parser(sub, "reserve", "hold an estimate until settle or release (exit 2 when denied)")
     p.add_argument("account_id", help=_ACCOUNT)
     p.add_argument("action", help=_ACTION)
@@ -126,7 +126,7 @@ def _quota(sub: Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--ttl", type=int, default=0, help="seconds the hold lasts (default: server's)")
     p.set_defaults(func=client("quota", "Reserve", lambda a: pb.ReserveRequest(
         account_id=a.account_id, action=a.action, quantity=a.quantity, attributes=dict(a.attr),
-        reservation_id=a.reservation_id, ttl_seconds=a.ttl)))  # fmt: skip
+        reservation_id=a.reservation_id or _new_id(), ttl_seconds=a.ttl)))  # fmt: skip
     p = parser(sub, "settle", "charge the actual quantity against a hold; the rest returns")
     p.add_argument("account_id", help=_ACCOUNT)
     p.add_argument("reservation_id", help="the id reserve printed")

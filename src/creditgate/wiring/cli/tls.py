@@ -1,8 +1,7 @@
 """The client commands' TLS options: flags with ``CREDITGATE_CLIENT_TLS_*`` defaults.
 
-``creditgate.wiring.cli`` adds them to its top-level parser and opens every client channel through
-``channel(args)``; the credentials themselves are ``creditgate.transport.tls``'s, shared with
-any other client.
+``creditgate.wiring.cli`` adds them to its top-level parser; ``client_tls(args)`` is the
+``ClientTLS`` the SDK (``creditgate.client``) connects with.
 """
 
 from __future__ import annotations
@@ -11,12 +10,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from creditgate.transport.tls import ClientTLS, client_channel
+from creditgate.client.channel import ClientTLS
 
 if TYPE_CHECKING:
     import argparse
-
-    import grpc
 
 
 def add_arguments(root: argparse.ArgumentParser) -> None:
@@ -47,8 +44,3 @@ def client_tls(args: argparse.Namespace) -> ClientTLS | None:
         return None
     ca, cert, key = (Path(p) if p else None for p in paths)
     return ClientTLS(ca, cert, key, args.tls_server_name)
-
-
-def channel(args: argparse.Namespace) -> grpc.aio.Channel:
-    """A channel to ``args.target``, TLS as the options say."""
-    return client_channel(args.target, client_tls(args))
