@@ -20,7 +20,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 
 from creditgate.domain.errors import CreditgateError, UnavailableError
-from creditgate.domain.gateway import MappingError
+from creditgate.domain.gateway_base import MappingError
 from creditgate.domain.money import MICRO
 from creditgate.domain.requests import is_valid_id
 from creditgate.domain.wording import utc
@@ -32,7 +32,7 @@ from creditgate.transport.quota import bound_id
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from creditgate.domain.gateway import Charge
+    from creditgate.domain.gateway_base import Charge
     from creditgate.domain.results import Decision
     from creditgate.engine import Engine
 
