@@ -7,26 +7,28 @@ refusal, each checked for its HTTP status and for what it charged (nothing, on a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+import yaml
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
 from redis.asyncio import Redis as AsyncRedis
 
+from creditgate.domain.catalog import load_catalog
 from creditgate.engine import Engine
 from creditgate.wiring.embedded.redis import EmbeddedRedis
 from creditgate.wiring.server import build_server
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from tests.conftest import Sidecar
 
     from creditgate.domain.catalog import Catalog
 
 MICRO = 1_000_000
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 USD = MICRO
 Ctx = attribute_context_pb2.AttributeContext
 
@@ -255,3 +257,36 @@ async def test_redis_down_is_unavailable(demo_catalog: Catalog, tmp_path: Path) 
             await server.stop(None)
             await client.aclose()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_account_from_a_jwt_claim_in_metadata_context(
+    redis: AsyncRedis, tmp_path: Path
+) -> None:
+    """account_claim: the account is jwt_authn's payload.sub; the client's header is ignored."""
+    plans = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
+    plans["gateway"]["envoy_ext_authz"] = {
+        "account_claim": {"namespace": "envoy.filters.http.jwt_authn", "path": ["payload", "sub"]},
+        "default_action": "agent.message",
+    }
+    (tmp_path / "plans.yaml").write_text(yaml.safe_dump(plans), encoding="utf-8")
+    engine = Engine(redis, load_catalog(tmp_path / "plans.yaml"), test_clock=True)
+    server, _health, port = await build_server(engine, "127.0.0.1:0")
+    await server.start()
+    try:
+        for account in ("az-jwt", "az-forged"):
+            await engine.create_account(account, "agent_free")
+            await engine.grant(account, "bonus", 5 * MICRO, "g")
+        ask = _ask(**_h("az-forged"))
+        filter_metadata = ask.attributes.metadata_context.filter_metadata
+        filter_metadata["envoy.filters.http.jwt_authn"].update({"payload": {"sub": "az-jwt"}})
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            allowed = await stub.Check(ask)
+            assert json_format.MessageToDict(allowed.dynamic_metadata)["account_id"] == "az-jwt"
+            unsigned = await stub.Check(_ask(**_h("az-forged")))  # no metadata: no account
+            assert json.loads(unsigned.denied_response.body)["reason"] == "NO_ACCOUNT"
+        balances = [(await engine.balance(a)).pools for a in ("az-jwt", "az-forged")]
+        bonus = [next(p.balance for p in pools if p.pool_id == "bonus") for pools in balances]
+        assert bonus == [4 * MICRO, 5 * MICRO]
+    finally:
+        await server.stop(None)
