@@ -290,3 +290,16 @@ async def test_the_account_from_a_jwt_claim_in_metadata_context(
         assert bonus == [4 * MICRO, 5 * MICRO]
     finally:
         await server.stop(None)
+
+
+async def test_a_check_may_be_up_to_128_kib(sidecar: Sidecar) -> None:
+    """Other methods stop at 64 KiB; a Check carries the request's headers: 90 KB pass."""
+    await _account(sidecar, "az-big", 2)
+    big = _h("az-big", **{f"x-pad-{i}": "v" * 1000 for i in range(90)})
+    assert (await _stub(sidecar).Check(_ask(**big))).HasField("ok_response")
+    huge = _h("az-big", **{f"x-pad-{i}": "v" * 1000 for i in range(140)})
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _stub(sidecar).Check(_ask(**huge))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "a valid one needs at most 131,072" in str(caught.value.details())
+    assert (await _pools(sidecar, "az-big"))["bonus"] == 1 * MICRO
