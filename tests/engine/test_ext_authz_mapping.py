@@ -173,3 +173,12 @@ def test_the_account_from_a_jwt_claim_ignores_the_header(tmp_path: Path) -> None
             mapping.charge("GET", "/", {"x-account-id": "forged"}, missing)
         assert caught.value.reason == "NO_ACCOUNT"
         assert "jwt: payload.sub" in str(caught.value)
+
+
+def test_a_plans_file_without_the_section_refuses_every_check(tmp_path: Path) -> None:
+    path = tmp_path / "plans.yaml"
+    path.write_text(BASE, encoding="utf-8")
+    with pytest.raises(MappingError) as caught:
+        load_catalog(path).gateway.authz()
+    assert caught.value.reason == "NO_MAPPING"
+    assert "add gateway.envoy_ext_authz" in str(caught.value)
