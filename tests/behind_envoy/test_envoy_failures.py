@@ -2,7 +2,7 @@
 
 creditgate stopped, or its Redis dead (creditgate answers UNAVAILABLE): with the deployed
 ``failure_mode_deny: true`` Envoy answers 500 and the app never sees the request; with it off,
-the request passes unbilled.
+the request passes unbilled. The ext_authz bootstrap answers 503 (``status_on_error``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING
 
+import pytest
+
 from creditgate.wiring.embedded.redis import EmbeddedRedis
-from envoy_kit import Envoy, get, open_stack
+from envoy_kit import BOOTSTRAP, EXT_AUTHZ, Envoy, get, open_stack
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,15 +49,19 @@ async def test_creditgate_stopped_gives_500_then_fail_open_passes(
         assert len(stack.upstream.seen) == seen + 1
 
 
-async def test_redis_down_behind_creditgate_gives_500(
-    demo_catalog: Catalog, tmp_path: Path
+@pytest.mark.parametrize(
+    ("source", "status"), [(BOOTSTRAP, 500), (EXT_AUTHZ, 503)], ids=["ratelimit", "ext_authz"]
+)
+async def test_redis_down_behind_creditgate_is_refused(
+    demo_catalog: Catalog, tmp_path: Path, source: Path, status: int
 ) -> None:
+    """UNAVAILABLE: the rate-limit filter answers 500, ext_authz its status_on_error (503)."""
     with EmbeddedRedis(data_dir=tmp_path / "redis") as redis:
-        async with open_stack(redis.url, demo_catalog, tmp_path) as stack:
+        async with open_stack(redis.url, demo_catalog, tmp_path, source) as stack:
             await stack.account("env-lost", 5)
             assert (await get(stack.envoy.port, _ask("env-lost"))).status == 200
             await asyncio.to_thread(redis.stop)
             seen = len(stack.upstream.seen)
             answer = await get(stack.envoy.port, _ask("env-lost"))
-            assert answer.status == 500, answer
+            assert answer.status == status, answer
             assert len(stack.upstream.seen) == seen

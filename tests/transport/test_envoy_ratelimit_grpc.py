@@ -62,14 +62,21 @@ async def _bonus(sidecar: Sidecar, account: str) -> int:
     return next(p.balance for p in state.pools if p.pool_id == "bonus")
 
 
-async def test_reflection_describes_should_rate_limit(sidecar: Sidecar) -> None:
-    """Grpcurl can describe it: reflection serves the file of RateLimitService."""
+@pytest.mark.parametrize(
+    ("symbol", "method"),
+    [
+        ("envoy.service.ratelimit.v3.RateLimitService", "RateLimitService/ShouldRateLimit"),
+        ("envoy.service.auth.v3.Authorization", "Authorization/Check"),
+    ],
+)
+async def test_reflection_describes_the_envoy_services(
+    sidecar: Sidecar, symbol: str, method: str
+) -> None:
+    """Grpcurl can describe them: reflection serves the files of both Envoy services."""
     stub = reflection_pb2_grpc.ServerReflectionStub(sidecar.channel)
 
     async def requests():  # type: ignore[no-untyped-def]  # noqa: ANN202
-        yield reflection_pb2.ServerReflectionRequest(
-            file_containing_symbol="envoy.service.ratelimit.v3.RateLimitService"
-        )
+        yield reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)
 
     methods = set()
     async for response in stub.ServerReflectionInfo(requests()):
@@ -77,7 +84,7 @@ async def test_reflection_describes_should_rate_limit(sidecar: Sidecar) -> None:
         for raw in response.file_descriptor_response.file_descriptor_proto:
             proto = descriptor_pb2.FileDescriptorProto.FromString(raw)
             methods |= {f"{s.name}/{m.name}" for s in proto.service for m in s.method}
-    assert "RateLimitService/ShouldRateLimit" in methods
+    assert method in methods
 
 
 async def test_allowed_answers_ok_with_the_descriptor_status(sidecar: Sidecar) -> None:

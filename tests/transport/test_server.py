@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 async def test_reflection_lists_the_services(sidecar: Sidecar) -> None:
-    """Reflection names QuotaService, AdminService, Envoy's RateLimitService and health."""
+    """Reflection names QuotaService, AdminService, both Envoy services and health."""
     stub = reflection_pb2_grpc.ServerReflectionStub(sidecar.channel)
 
     async def requests():  # type: ignore[no-untyped-def]  # noqa: ANN202
@@ -27,6 +27,7 @@ async def test_reflection_lists_the_services(sidecar: Sidecar) -> None:
         "creditgate.v1.QuotaService",
         "creditgate.v1.AdminService",
         "envoy.service.ratelimit.v3.RateLimitService",
+        "envoy.service.auth.v3.Authorization",
         "grpc.health.v1.Health",
     } <= names
 

@@ -18,7 +18,7 @@ Role = Literal["service", "viewer", "billing", "admin", "owner", "super_admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
 
 Op = Literal[
-    "quota",  # CheckAndConsume(Batch), Reserve, Settle, Release, Refund, Envoy's ShouldRateLimit
+    "quota",  # CheckAndConsume(Batch), Reserve, Settle, Release, Refund, Envoy's two filters
     "read",  # GetBalance, GetAccount (a money balance pool only with read_money)
     # See a money balance pool's figures in GetBalance (seeds 002/003), and in quota answers
     # the balances of pools the call did not move.
@@ -64,6 +64,7 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "Release": ("quota",),
     "Refund": ("quota",),
     "ShouldRateLimit": ("quota",),  # envoy.service.ratelimit.v3.RateLimitService: a charge
+    "Check": ("quota",),  # envoy.service.auth.v3.Authorization: a charge
     "GetBalance": ("read",),
     "GetAccount": ("read",),
     "CreateAccount": ("manage_accounts",),

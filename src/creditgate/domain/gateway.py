@@ -18,29 +18,31 @@ become attributes, and the action to charge when no entry names one::
 
 The quantity is the descriptor's ``hits_addend`` when Envoy set one (0 is a dry run), else the
 request's ``hits_addend`` when above 0, else 1 (docs/ENVOY.md says what Envoy 1.40 sends).
+
+Envoy's external authorization filter: domain/ext_authz.py.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from creditgate.domain.errors import ConfigError, InvalidArgumentError
+from creditgate.domain.errors import ConfigError
+from creditgate.domain.ext_authz import EnvoyExtAuthzConfig, ExtAuthzMapping, compile_ext_authz
+from creditgate.domain.gateway_base import (
+    ATTRIBUTE_KEY,
+    Charge,
+    EntryKey,
+    MappingError,
+    Model,
+)
 
-# A descriptor entry key as Envoy writes it in ``descriptor_key`` (any text; kept short here).
-EntryKey = Annotated[str, Field(min_length=1, max_length=64)]
 Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
-_ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # domain.requests' attribute keys
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DomainMappingConfig(_Model):
+class DomainMappingConfig(Model):
     """One Envoy rate-limit domain: which descriptor entries say what."""
 
     account_key: EntryKey = "account"
@@ -50,20 +52,13 @@ class DomainMappingConfig(_Model):
     default_action: str | None = None
 
 
-class EnvoyRateLimitConfig(_Model):
+class EnvoyRateLimitConfig(Model):
     domains: dict[Domain, DomainMappingConfig] = Field(min_length=1)
 
 
-class GatewayConfig(_Model):
+class GatewayConfig(Model):
     envoy_rate_limit: EnvoyRateLimitConfig | None = None
-
-
-class MappingError(InvalidArgumentError):
-    """A request the mapping cannot turn into a charge; ``reason`` names the kind for callers."""
-
-    def __init__(self, message: str, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+    envoy_ext_authz: EnvoyExtAuthzConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +67,6 @@ class Descriptor:
 
     entries: tuple[tuple[str, str], ...]
     hits_addend: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """What one ShouldRateLimit asks: the charge of descriptor ``index``."""
-
-    index: int
-    account_id: str
-    action: str
-    quantity: int
-    attributes: dict[str, str]
-    request_id: str
-    dry_run: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +133,16 @@ class Gateway:
     """The compiled ``gateway`` section; empty when the plans file has none."""
 
     envoy_domains: dict[str, DomainMapping]
+    ext_authz: ExtAuthzMapping | None = None
+
+    def authz(self) -> ExtAuthzMapping:
+        if self.ext_authz is None:
+            msg = (
+                "this gate has no external authorization mapping; add gateway.envoy_ext_authz "
+                "to the plans file"
+            )
+            raise MappingError(msg, "NO_MAPPING")
+        return self.ext_authz
 
     def mapping(self, domain: str) -> DomainMapping:
         found = self.envoy_domains.get(domain)
@@ -181,7 +173,7 @@ def _compile_domain(name: str, cfg: DomainMappingConfig, actions: frozenset[str]
         msg = f"{where}: the entry key {twice[0]!r} is given two meanings; each key names one thing"
         raise ConfigError(msg)
     for key in cfg.attribute_keys:
-        if _ATTRIBUTE_KEY.fullmatch(key) is None:
+        if ATTRIBUTE_KEY.fullmatch(key) is None:
             msg = (
                 f"{where}.attribute_keys: {key!r} cannot be an attribute key (1-64 letters, "
                 "digits, _.:-)"
@@ -202,11 +194,11 @@ def _compile_domain(name: str, cfg: DomainMappingConfig, actions: frozenset[str]
 
 def compile_gateway(config: GatewayConfig | None, actions: frozenset[str]) -> Gateway:
     """Check the section against the price book; ConfigError names the field."""
-    if config is None or config.envoy_rate_limit is None:
+    if config is None:
         return NO_GATEWAY
+    domains = config.envoy_rate_limit.domains if config.envoy_rate_limit else {}
+    authz = config.envoy_ext_authz
     return Gateway(
-        {
-            name: _compile_domain(name, cfg, actions)
-            for name, cfg in config.envoy_rate_limit.domains.items()
-        }
+        {name: _compile_domain(name, cfg, actions) for name, cfg in domains.items()},
+        compile_ext_authz(authz, actions) if authz is not None else None,
     )

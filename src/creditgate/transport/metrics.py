@@ -118,7 +118,7 @@ def registry() -> CollectorRegistry:
 # Children bound once: a label lookup per call costs more than the update itself.
 _DECIDED = {
     (rpc, r): DECISIONS.labels(rpc, r.name)
-    for rpc in ("consume", "batch", "reserve", "ratelimit")
+    for rpc in ("consume", "batch", "reserve", "ratelimit", "ext_authz")
     for r in Reason
 }
 

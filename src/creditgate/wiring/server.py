@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import grpc
+from envoy.service.auth.v3 import external_auth_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -33,6 +34,8 @@ from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.audit import Auditor
 from creditgate.transport.budget import Budget
+from creditgate.transport.envoy_ext_authz import SERVICE as EXT_AUTHZ_SERVICE
+from creditgate.transport.envoy_ext_authz import AuthorizationService
 from creditgate.transport.envoy_ratelimit import SERVICE as RATE_LIMIT_SERVICE
 from creditgate.transport.envoy_ratelimit import RateLimitService
 from creditgate.transport.guard import Guard
@@ -61,12 +64,13 @@ SERVICES = (
     "creditgate.v1.QuotaService",
     "creditgate.v1.AdminService",
     RATE_LIMIT_SERVICE.full_name,  # envoy.service.ratelimit.v3.RateLimitService
+    EXT_AUTHZ_SERVICE.full_name,  # envoy.service.auth.v3.Authorization
 )
 
 
 def _messages() -> dict[str, type[Message]]:
     found: dict[str, type[Message]] = {}
-    for module in (quota_pb2, admin_pb2, rls_pb2):
+    for module in (quota_pb2, admin_pb2, rls_pb2, external_auth_pb2):
         for name in module.DESCRIPTOR.message_types_by_name:
             found[name] = getattr(module, name)
     return found
@@ -155,7 +159,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     ``reuse_port`` lets the other server processes of one sidecar bind the same port; off, a
     second server on a taken port fails instead of silently sharing it. ``credentials``
     (``transport.tls.server_credentials``) make the port TLS; without them it is plaintext.
-    ``guard`` (None: no auth) gates the quota, admin and Envoy rate-limit services; health and
+    ``guard`` (None: no auth) gates the quota, admin and both Envoy services; health and
     reflection stay open for probes. ``budget`` (None: the default limits) bounds the calls and
     request bytes in flight across those services (transport/budget.py).
     """
@@ -183,6 +187,15 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     # Envoy's HTTP rate-limit filter, on the same port and behind the same guard.
     add_service(
         server, RATE_LIMIT_SERVICE, RateLimitService(engine), messages, guard=guard, budget=budget
+    )
+    # Envoy's external authorization filter, likewise.
+    add_service(
+        server,
+        EXT_AUTHZ_SERVICE,
+        AuthorizationService(engine),
+        messages,
+        guard=guard,
+        budget=budget,
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

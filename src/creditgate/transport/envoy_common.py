@@ -1,0 +1,122 @@
+"""What Envoy's two filters share: one charge through ``engine.consume`` and how it is shown.
+
+Both the rate-limit service (envoy_ratelimit.py) and the external authorization service
+(envoy_ext_authz.py) turn an HTTP request into one ``Charge`` (domain/gateway.py) and make it
+with ``charge``; a request creditgate cannot bill comes back as ``Refused`` (never a gRPC
+error, so that a fail-open filter cannot let it through), and Redis down is raised
+(UNAVAILABLE or DEADLINE_EXCEEDED: the filter's failure mode decides).
+
+``figures`` gives the RateLimit-Limit, -Remaining and -Reset of a decision, and ``body`` the JSON
+body of a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+
+from creditgate.domain.errors import CreditgateError, UnavailableError
+from creditgate.domain.gateway_base import MappingError
+from creditgate.domain.money import MICRO
+from creditgate.domain.requests import is_valid_id
+from creditgate.domain.wording import utc
+from creditgate.transport import metrics
+from creditgate.transport.errors import status_of
+from creditgate.transport.guard import current, require_account
+from creditgate.transport.quota import bound_id
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from creditgate.domain.gateway_base import Charge
+    from creditgate.domain.results import Decision
+    from creditgate.engine import Engine
+
+Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+_UINT32 = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request that cannot be billed: ``reason`` (a mapping reason or a status name)."""
+
+    reason: str
+    message: str
+    request_id: str = ""
+
+
+def header(key: str, value: object) -> Any:  # noqa: ANN401 - a HeaderValue
+    return base_pb2.HeaderValue(key=key, value=str(value))
+
+
+def units(micro: int) -> int:
+    """Whole units for a header or a uint32 field (floor, at most 2**32-1)."""
+    return min(max(micro, 0) // MICRO, _UINT32)
+
+
+def figures(d: Decision) -> tuple[int, int, int]:
+    """(limit, remaining, seconds to reset) of a decision, as the headers show them.
+
+    Allowed: remaining is what the credit pools that paid hold after the call, and the limit
+    that plus what the call took from them (a dry run took nothing: both are the limit).
+    Denied: both are what the pools that accept the request hold (the cost less the
+    shortfall), 0 when the denial is not about credits.
+    """
+    if d.allowed:
+        paid = {m.pool_id for m in d.debits if m.unit == d.meter}
+        after = sum(b.remaining for b in d.balances if b.pool_id in paid)
+        limit = after + sum(m.amount for m in d.debits if m.pool_id in paid)
+        remaining = limit if d.dry_run else after  # a dry run's figures are what it would leave
+    else:
+        limit = remaining = d.cost - d.shortfall if d.shortfall else 0
+    reset = -(-(d.retry_at - d.now) // 1000) if d.retry_at > d.now else 0
+    return units(limit), units(remaining), reset
+
+
+def body(reason: str, message: str, request_id: str, retry_at: int = 0) -> bytes:
+    """The JSON body of a refusal (docs/ENVOY.md)."""
+    return json.dumps(
+        {
+            "reason": reason,
+            "message": message,
+            "retry_at": utc(retry_at) if retry_at else None,
+            "retry_at_unix_ms": retry_at,
+            "request_id": request_id,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+async def charge(
+    engine: Engine, context: Ctx, rpc: str, mapped: Callable[[], Charge]
+) -> tuple[Charge, Decision] | Refused:
+    """Make the charge ``mapped()`` describes; Refused when it cannot be billed.
+
+    ``rpc`` labels the decision in the metrics. UnavailableError (Redis) is raised.
+    """
+    rid = ""
+    try:
+        asked = mapped()
+        require_account(current(), asked.account_id)
+        rid = bound_id(engine, asked.request_id, context, dry_run=asked.dry_run)
+        d = await engine.consume(
+            asked.account_id,
+            asked.action,
+            asked.quantity,
+            asked.attributes,
+            rid,
+            dry_run=asked.dry_run,
+        )
+    except UnavailableError:
+        raise  # Redis: a gRPC error, so that Envoy's failure mode decides
+    except MappingError as exc:
+        return Refused(exc.reason, str(exc))
+    except CreditgateError as exc:
+        code, message = status_of(exc)
+        return Refused(code.name, message, rid if is_valid_id(rid) else "")
+    metrics.decided(rpc, d.reason)
+    return asked, d
