@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from creditgate.client import Amount, AsyncClient, Client, HoldRefusedError
 from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine
+from creditgate.v1 import admin_pb2
 from creditgate.wiring.embedded.redis import EmbeddedRedis
 from creditgate.wiring.server import build_server
 
@@ -168,3 +169,24 @@ async def test_the_example_agent_loop_charges_what_its_llm_used(sidecar: Sidecar
 async def _pool(engine: Engine, account: str, pool_id: str) -> int:
     state = await engine.balance(account)
     return next(p.balance for p in state.pools if p.pool_id == pool_id)
+
+
+async def test_a_request_without_an_id_is_not_retried_after_an_unknown_outcome(
+    paused_rig: tuple[Engine, str, int],
+) -> None:
+    """Advancing a test clock by 60 s may have been applied when the call timed out: a retry
+    could advance it twice, so ``idempotent=False`` raises DEADLINE_EXCEEDED instead.
+    """
+    engine, target, redis_pid = paused_rig
+    await engine.create_account("sdk-5", "agent_team")
+    start = (await engine.balance("sdk-5")).now
+    os.kill(redis_pid, signal.SIGSTOP)
+    asyncio.get_running_loop().call_later(0.8, os.kill, redis_pid, signal.SIGCONT)
+    request = admin_pb2.AdvanceTestClockRequest(account_id="sdk-5", seconds=60)
+    async with AsyncClient(target, attempt_timeout=2.0, deadline=10.0) as client:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await client.call(client.admin.AdvanceTestClock, request, idempotent=False)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.sleep(1.0)  # Redis is back
+    moved = (await engine.balance("sdk-5")).now - start
+    assert moved in (0, 60_000)  # applied once or not at all, never twice

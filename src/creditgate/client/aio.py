@@ -72,10 +72,18 @@ class AsyncClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
-    async def call(self, method: Callable[..., Awaitable[Any]], request: Message) -> Any:  # noqa: ANN401 - the method's response
+    async def call(
+        self,
+        method: Callable[..., Awaitable[Any]],
+        request: Message,
+        *,
+        idempotent: bool = True,
+    ) -> Any:  # noqa: ANN401 - the method's response
         """``method(request)``, tried again on UNAVAILABLE and DEADLINE_EXCEEDED until the deadline.
 
-        Only safe for requests that carry their id (charges) or change nothing (reads).
+        DEADLINE_EXCEEDED means the request may have been applied, so it is retried only when
+        ``idempotent``: a request that carries its id (charges, grants) or changes nothing. Others
+        (advancing a test clock by some seconds) are retried on UNAVAILABLE alone.
         """
         end = time.monotonic() + self.deadline
         backoff = _FIRST_BACKOFF_S
@@ -89,7 +97,8 @@ class AsyncClient:
                 )
             except grpc.aio.AioRpcError as exc:
                 pause = backoff * (0.5 + random.random() / 2)  # noqa: S311 - jitter, not crypto
-                if exc.code() not in RETRIED or time.monotonic() + pause >= end:
+                retried = RETRIED if idempotent else {grpc.StatusCode.UNAVAILABLE}
+                if exc.code() not in retried or time.monotonic() + pause >= end:
                     raise
             await asyncio.sleep(pause)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)

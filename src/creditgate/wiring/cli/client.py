@@ -34,6 +34,7 @@ __all__ = [
 
 FAILED = 1
 _DEADLINE_S = 5.0  # a command gives up after this, retries included
+_NOT_IDEMPOTENT = frozenset({"AdvanceTestClock", "CreateAccount"})
 DENIED = 2
 LOCAL_ERROR = 3
 Sub = argparse._SubParsersAction  # noqa: SLF001 - argparse exposes no public name for it
@@ -131,7 +132,8 @@ async def _call(args: argparse.Namespace, service: str, method: str, request: Me
     tls = cli_tls.client_tls(args)
     async with AsyncClient(args.target, token=args.token, tls=tls, deadline=_DEADLINE_S) as client:
         stub = client.quota if service == "quota" else client.admin
-        response: Message = await client.call(getattr(stub, method), request)
+        once = method in _NOT_IDEMPOTENT  # a retry after an unknown outcome could apply it twice
+        response: Message = await client.call(getattr(stub, method), request, idempotent=not once)
         return response
 
 
