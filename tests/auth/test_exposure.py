@@ -201,6 +201,9 @@ async def test_reflection_off_hides_the_services(redis: AsyncRedis, demo_catalog
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
             async def requests():  # type: ignore[no-untyped-def]  # noqa: ANN202
+                # No message: the server answers UNIMPLEMENTED at once, and a message still
+                # being sent then fails on the client with INTERNAL (a race seen in CI).
+                return
                 yield reflection_pb2.ServerReflectionRequest(list_services="")
 
             with pytest.raises(grpc.aio.AioRpcError) as info:

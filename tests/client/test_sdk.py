@@ -174,8 +174,10 @@ async def _pool(engine: Engine, account: str, pool_id: str) -> int:
 async def test_a_request_without_an_id_is_not_retried_after_an_unknown_outcome(
     paused_rig: tuple[Engine, str, int],
 ) -> None:
-    """Advancing a test clock by 60 s may have been applied when the call timed out: a retry
-    could advance it twice, so ``idempotent=False`` raises DEADLINE_EXCEEDED instead.
+    """A call that is not idempotent is not retried after DEADLINE_EXCEEDED.
+
+    Advancing a test clock by 60 s may have been applied when the call timed out: a retry could
+    advance it twice, so ``idempotent=False`` raises DEADLINE_EXCEEDED instead.
     """
     engine, target, redis_pid = paused_rig
     await engine.create_account("sdk-5", "agent_team")
