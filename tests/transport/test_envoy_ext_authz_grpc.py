@@ -85,7 +85,7 @@ async def test_allowed_sends_headers_both_ways_and_the_id_as_metadata(sidecar: S
     assert client["x-creditgate-request-id"] == "r1"
     meta = json_format.MessageToDict(answer.dynamic_metadata)
     assert meta == {"request_id": "r1", "account_id": "az-ok", "action": "agent.message",
-                    "remaining": 7.0}  # fmt: skip
+                    "reason": "ALLOWED", "remaining": 7.0}  # fmt: skip
     assert (await _pools(sidecar, "az-ok"))["bonus"] == 7 * MICRO
 
 

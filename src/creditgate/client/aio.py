@@ -1,5 +1,10 @@
 """The asyncio client: ``check``, ``reserve`` as a context manager, retried safely.
 
+When the sidecar cannot reach Redis, ``check`` and ``reserve`` apply the action's
+``on_unavailable`` from the plans file once the retries are spent: ``allow`` answers an allowed
+``Decision`` with reason ``unavailable_allowed`` and nothing charged (a hold that holds nothing;
+settling it charges nothing), ``deny`` (the default) raises the error.
+
 Every charge carries a request id (the caller's, or a new one), so a call that failed with
 UNAVAILABLE (nothing was done) or DEADLINE_EXCEEDED (it may have been done) is sent again under
 the same id: the sidecar replays the first answer instead of charging twice. Retries back off
@@ -15,15 +20,18 @@ exponentially and stop at the call's deadline; other errors are raised at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 import uuid
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Self
 
 import grpc
 
 from creditgate.client.channel import ClientTLS, client_channel
-from creditgate.client.results import Decision, Settlement
+from creditgate.client.results import UNBILLED, Amount, Decision, Settlement
+from creditgate.domain.errors import ON_UNAVAILABLE_KEY
 from creditgate.v1 import admin_pb2_grpc, quota_pb2, quota_pb2_grpc
 
 if TYPE_CHECKING:
@@ -34,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RETRIED", "AsyncClient", "Hold", "HoldRefusedError"]
 
+log = logging.getLogger("creditgate.client")
 RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 _FIRST_BACKOFF_S = 0.05
 _MAX_BACKOFF_S = 1.0
@@ -41,6 +50,19 @@ _MAX_BACKOFF_S = 1.0
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def let_through(exc: grpc.aio.AioRpcError, request_id: str) -> Decision:
+    """An allowed Decision for a call the sidecar could not make without Redis.
+
+    Only when the action's ``on_unavailable`` is ``allow``; else ``exc`` is raised again.
+    """
+    trailing: Any = exc.trailing_metadata() or ()
+    said = next((str(v) for k, v in trailing if k == ON_UNAVAILABLE_KEY), None)
+    if exc.code() not in RETRIED or said != "allow":
+        raise exc
+    log.warning("sidecar without Redis: %s let through unbilled (on_unavailable allow)", request_id)
+    return Decision.unbilled(request_id)
 
 
 class AsyncClient:
@@ -122,7 +144,10 @@ class AsyncClient:
             request_id=request_id or new_id(),
             dry_run=dry_run,
         )
-        return Decision.of(await self.call(self.quota.CheckAndConsume, request))
+        try:
+            return Decision.of(await self.call(self.quota.CheckAndConsume, request))
+        except grpc.aio.AioRpcError as exc:
+            return let_through(exc, request.request_id)
 
     def reserve(  # noqa: PLR0913 - mirrors the request message
         self,
@@ -173,15 +198,26 @@ class Hold:
         return self._request.reservation_id
 
     async def __aenter__(self) -> Self:
-        self.decision = Decision.of(
-            await self._client.call(self._client.quota.Reserve, self._request)
-        )
+        try:
+            reply = await self._client.call(self._client.quota.Reserve, self._request)
+            self.decision = Decision.of(reply)
+        except grpc.aio.AioRpcError as exc:
+            self.decision = let_through(exc, self.reservation_id)
+            self.done = True  # nothing is held: nothing to settle or release
         if not self.decision.allowed:
             raise HoldRefusedError(self.decision)
         return self
 
+    @property
+    def unbilled(self) -> bool:
+        """Let through without Redis: nothing is held, and settling charges nothing."""
+        return self.decision is not None and self.decision.reason == UNBILLED
+
     async def settle(self, quantity: int) -> Settlement:
         """Charge ``quantity`` units against the hold; what it held beyond that goes back."""
+        if self.unbilled:
+            nothing = Amount(Decimal(0), "")
+            return Settlement(nothing, nothing, fully_charged=False, message="unbilled")
         request = quota_pb2.SettleRequest(
             account_id=self._request.account_id,
             reservation_id=self.reservation_id,

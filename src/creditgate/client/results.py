@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Amount", "Decision", "Remaining", "Settlement"]
 
 _UNLIMITED = -1
+UNBILLED = "unavailable_allowed"  # the reason of a Decision made without Redis
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,21 @@ class Decision:
             message=d.message,
             retry_at_unix_ms=d.retry_at_unix_ms,
             replayed=d.replayed,
+        )
+
+    @classmethod
+    def unbilled(cls, request_id: str) -> Decision:
+        """Allowed without the sidecar's Redis: the action's ``on_unavailable`` is ``allow``."""
+        return cls(
+            allowed=True,
+            reason=UNBILLED,
+            cost=Amount(Decimal(0), ""),
+            request_id=request_id,
+            balances=(),
+            message="let through unbilled: the sidecar cannot reach Redis and the action's "
+            "on_unavailable is allow",
+            retry_at_unix_ms=0,
+            replayed=False,
         )
 
 

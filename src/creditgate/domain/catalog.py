@@ -143,6 +143,7 @@ class Catalog:
     meters: dict[str, str]
     actions: frozenset[str] = frozenset()
     gateway: Gateway = NO_GATEWAY
+    fail_open: frozenset[str] = frozenset()  # actions with on_unavailable: allow
 
     def plan(self, plan_id: str) -> Plan | None:
         return self.plans.get(plan_id)
@@ -299,7 +300,9 @@ def compile_catalog(config: CatalogConfig) -> Catalog:
                 msg = f"plan {plan.id} pool {pool.id}: amount too large"
                 raise ConfigError(msg)
     actions = frozenset(config.actions)
-    return Catalog(plans, dict(config.meters), actions, compile_gateway(config.gateway, actions))
+    fail_open = frozenset(n for n, a in config.actions.items() if a.on_unavailable == "allow")
+    gateway = compile_gateway(config.gateway, actions)
+    return Catalog(plans, dict(config.meters), actions, gateway, fail_open)
 
 
 def load_catalog(path: str | Path) -> Catalog:

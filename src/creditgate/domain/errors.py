@@ -34,6 +34,11 @@ class UnavailableError(CreditgateError):
     """A backend (Redis) cannot be reached; the call may be retried."""
 
 
+# The trailing metadata key by which such an error of CheckAndConsume or Reserve carries the
+# action's ``on_unavailable`` (allow or deny); the SDK applies it (transport/fail_policy.py).
+ON_UNAVAILABLE_KEY = "x-creditgate-on-unavailable"
+
+
 class OutcomeUnknownError(UnavailableError):
     """The command reached Redis but no answer came: it may have been applied.
 

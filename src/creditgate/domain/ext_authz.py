@@ -3,7 +3,10 @@
 Envoy's external authorization filter asks ``Check`` with the request's method, path and
 headers. ``gateway.envoy_ext_authz`` says which header (or JWT claim) names the account, which
 the request id and the quantity, which headers become attributes, and which action each route
-charges (the first route that matches; else ``default_action``)::
+charges (the first route that matches; else ``default_action``). A route with ``hold`` reserves
+an estimate under the request id instead of charging (the ``estimate_header``, else the
+quantity header, else ``default_estimate``); the rate-limit filter applied on stream done
+settles it (domain/gateway.py)::
 
     gateway:
       envoy_ext_authz:
@@ -13,6 +16,8 @@ charges (the first route that matches; else ``default_action``)::
         attribute_headers: {model: x-model}
         routes:
           - {methods: [POST], prefix: /v1/chat/, action: agent.message}
+          - {prefix: /v1/llm/, action: llm.tokens,   # reserve; settled on stream done
+             hold: {estimate_header: x-max-tokens, default_estimate: 4096}}
           - {regex: "/v1/runs/[0-9]+", action: glue.app_action}
         default_action: agent.message
         # account_claim: {namespace: envoy.filters.http.jwt_authn, path: [payload, sub]}
@@ -27,7 +32,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import Field
 
 from creditgate.domain.errors import ConfigError
-from creditgate.domain.gateway_base import ATTRIBUTE_KEY, Charge, EntryKey, MappingError, Model
+from creditgate.domain.gateway_base import (
+    ATTRIBUTE_KEY,
+    Charge,
+    EntryKey,
+    MappingError,
+    Model,
+    Phase,
+    whole_number,
+)
+from creditgate.domain.money import MAX_QUANTITY
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -35,7 +49,14 @@ if TYPE_CHECKING:
 # An HTTP header name (RFC 9110 token); Envoy sends them lower-case, and so are they compared.
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")]
 Method = Annotated[str, Field(pattern=r"^[A-Z]{1,16}$")]
-_QUANTITY = re.compile(r"[0-9]{1,15}")
+
+
+class RouteHoldConfig(Model):
+    """A route that reserves: where the estimate comes from, and how long the hold lives."""
+
+    estimate_header: HeaderName | None = None
+    default_estimate: int = Field(gt=0, le=MAX_QUANTITY)
+    ttl_seconds: int = Field(default=0, ge=0, le=86_400)  # 0: CREDITGATE_HOLD_TTL's
 
 
 class RouteConfig(Model):
@@ -46,6 +67,7 @@ class RouteConfig(Model):
     prefix: str | None = None
     path: str | None = None
     regex: str | None = None
+    hold: RouteHoldConfig | None = None
 
 
 class ClaimConfig(Model):
@@ -72,6 +94,7 @@ class Route:
     prefix: str | None
     path: str | None
     regex: re.Pattern[str] | None
+    hold: RouteHoldConfig | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if self.methods and method not in self.methods:
@@ -95,19 +118,19 @@ class ExtAuthzMapping:
     routes: tuple[Route, ...]
     default_action: str | None
 
-    def action(self, method: str, path: str) -> str:
-        """The first route's action that matches (path without query), else the default."""
+    def route(self, method: str, path: str) -> tuple[str, RouteHoldConfig | None]:
+        """The first matching route's action and hold (path without query), else the default."""
         bare = path.split("?", 1)[0].split("#", 1)[0]
         for route in self.routes:
             if route.matches(method, bare):
-                return route.action
+                return route.action, route.hold
         if self.default_action is None:
             msg = (
                 f"no route of gateway.envoy_ext_authz matches {method} {bare} and there is no "
                 "default_action; add a route for it"
             )
             raise MappingError(msg, "NO_ACTION")
-        return self.default_action
+        return self.default_action, None
 
     def account(self, headers: Mapping[str, str], metadata: Mapping[str, Any] | None) -> str:
         if self.claim is None:
@@ -129,13 +152,7 @@ class ExtAuthzMapping:
         given = headers.get(self.quantity_header)
         if given is None:
             return 1
-        if _QUANTITY.fullmatch(given) is None or int(given) == 0:
-            msg = (
-                f"the header {self.quantity_header!r} is {given[:32]!r}; "
-                "send a whole number above 0"
-            )
-            raise MappingError(msg, "INVALID_QUANTITY")
-        return int(given)
+        return whole_number(given, f"the header {self.quantity_header!r}")
 
     def charge(
         self,
@@ -145,18 +162,40 @@ class ExtAuthzMapping:
         metadata: Mapping[str, Any] | None = None,
     ) -> Charge:
         """The charge of one HTTP request (header names lower-case, as Envoy sends them)."""
+        account = self.account(headers, metadata)
+        action, hold = self.route(method, path)
+        rid = headers.get(self.request_id_header, "")
+        attributes = {
+            key: headers[name] for key, name in self.attribute_headers.items() if name in headers
+        }
+        if hold is None:
+            quantity = self.quantity(headers)
+            return Charge(0, account, action, quantity, attributes, rid, dry_run=False)
+        if not rid:
+            msg = (
+                f"the route of {method} {path.split('?', 1)[0]} reserves, and a hold is found by "
+                f"its request id when the stream is done: send the header "
+                f"{self.request_id_header!r}"
+            )
+            raise MappingError(msg, "NO_REQUEST_ID")
+        given = headers.get(hold.estimate_header) if hold.estimate_header else None
+        estimate = (
+            whole_number(given, f"the header {hold.estimate_header!r}")
+            if given is not None
+            else (
+                self.quantity(headers) if self.quantity_header in headers else hold.default_estimate
+            )
+        )
         return Charge(
-            index=0,
-            account_id=self.account(headers, metadata),
-            action=self.action(method, path),
-            quantity=self.quantity(headers),
-            attributes={
-                key: headers[name]
-                for key, name in self.attribute_headers.items()
-                if name in headers
-            },
-            request_id=headers.get(self.request_id_header, ""),
+            0,
+            account,
+            action,
+            estimate,
+            attributes,
+            rid,
             dry_run=False,
+            phase=Phase.RESERVE,
+            hold_ttl_seconds=hold.ttl_seconds,
         )
 
 
@@ -182,7 +221,10 @@ def _compile_route(where: str, cfg: RouteConfig, actions: frozenset[str]) -> Rou
         except re.error as exc:
             msg = f"{where}.regex: {cfg.regex!r} is not a regular expression ({exc})"
             raise ConfigError(msg) from None
-    return Route(cfg.action, frozenset(cfg.methods), cfg.prefix, cfg.path, pattern)
+    hold = cfg.hold
+    if hold is not None and hold.estimate_header is not None:
+        hold = hold.model_copy(update={"estimate_header": hold.estimate_header.lower()})
+    return Route(cfg.action, frozenset(cfg.methods), cfg.prefix, cfg.path, pattern, hold)
 
 
 def compile_ext_authz(cfg: EnvoyExtAuthzConfig, actions: frozenset[str]) -> ExtAuthzMapping:

@@ -19,13 +19,23 @@ become attributes, and the action to charge when no entry names one::
 The quantity is the descriptor's ``hits_addend`` when Envoy set one (0 is a dry run), else the
 request's ``hits_addend`` when above 0, else 1 (docs/ENVOY.md says what Envoy 1.40 sends).
 
+A domain with ``hold`` reserves on the request and settles when the stream is done (an LLM
+call, whose cost is known only at its end): a descriptor whose ``phase`` entry is ``reserve``
+holds the ``estimate`` entry (else ``hits_addend``, else ``default_estimate``) under the request
+id; one whose ``phase`` is ``settle`` (the rate limit applied on stream done) charges that hold
+the ``usage`` entry, or, when none came (a stream cut short), the estimate again
+(``without_usage: charge_estimate``) or nothing (``release``). A descriptor without a phase
+entry is a plain charge::
+
+    hold: {default_estimate: 4096, ttl_seconds: 600}  # phase_key, estimate_key, usage_key
+
 Envoy's external authorization filter: domain/ext_authz.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -37,9 +47,23 @@ from creditgate.domain.gateway_base import (
     EntryKey,
     MappingError,
     Model,
+    Phase,
+    whole_number,
 )
+from creditgate.domain.money import MAX_QUANTITY
 
 Domain = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
+
+
+class HoldConfig(Model):
+    """Reserve on the request, settle on stream done: which entries say so, and the defaults."""
+
+    phase_key: EntryKey = "phase"
+    estimate_key: EntryKey = "estimate"
+    usage_key: EntryKey = "usage"
+    default_estimate: int = Field(gt=0, le=MAX_QUANTITY)
+    ttl_seconds: int = Field(default=0, ge=0, le=86_400)  # 0: CREDITGATE_HOLD_TTL's
+    without_usage: Literal["charge_estimate", "release"] = "charge_estimate"
 
 
 class DomainMappingConfig(Model):
@@ -50,6 +74,7 @@ class DomainMappingConfig(Model):
     request_id_key: EntryKey = "request_id"
     attribute_keys: tuple[EntryKey, ...] = ()
     default_action: str | None = None
+    hold: HoldConfig | None = None
 
 
 class EnvoyRateLimitConfig(Model):
@@ -77,6 +102,8 @@ class DomainMapping:
     request_id_key: str
     attribute_keys: frozenset[str]
     default_action: str | None
+    hold: HoldConfig | None = None
+    named: frozenset[str] = frozenset()  # the entry keys that say what the charge is
 
     def charge(self, descriptors: tuple[Descriptor, ...], hits_addend: int) -> Charge:
         """The one charge the descriptors ask for; MappingError says why there is none."""
@@ -106,7 +133,7 @@ class DomainMapping:
                 raise MappingError(msg, "DUPLICATE_ENTRY")
             if key in self.attribute_keys:
                 attributes[key] = value
-            elif key in (self.account_key, self.action_key, self.request_id_key):
+            elif key in self.named:
                 found[key] = value
         action = found.get(self.action_key) or self.default_action
         if action is None:
@@ -116,6 +143,8 @@ class DomainMapping:
             )
             raise MappingError(msg, "NO_ACTION")
         own = descriptors[index].hits_addend
+        if self.hold is not None and self.hold.phase_key in found:
+            return self._held(index, found, attributes, action, own or hits_addend)
         quantity = own if own is not None else (hits_addend or 1)
         return Charge(
             index=index,
@@ -125,6 +154,58 @@ class DomainMapping:
             attributes=attributes,
             request_id=found.get(self.request_id_key, ""),
             dry_run=quantity == 0,
+        )
+
+    def _held(
+        self,
+        index: int,
+        found: dict[str, str],
+        attributes: dict[str, str],
+        action: str,
+        hits: int,
+    ) -> Charge:
+        """A reserve or a settle: the descriptor has a phase entry (``hold`` is configured)."""
+        hold = self.hold
+        assert hold is not None  # noqa: S101 - the caller checked
+        where = f"domain {self.domain!r}: descriptor {index}"
+        phase = found[hold.phase_key]
+        if phase not in (Phase.RESERVE, Phase.SETTLE):
+            msg = f"{where}: the entry {hold.phase_key!r} is {phase[:32]!r}; send reserve or settle"
+            raise MappingError(msg, "UNKNOWN_PHASE")
+        rid = found.get(self.request_id_key, "")
+        if not rid:
+            msg = (
+                f"{where}: a hold is found by its request id when the stream is done, and the "
+                f"entry {self.request_id_key!r} is missing; add a request_headers action for "
+                "x-request-id"
+            )
+            raise MappingError(msg, "NO_REQUEST_ID")
+        given = found.get(hold.estimate_key)
+        estimate = (
+            whole_number(given, f"{where}: the entry {hold.estimate_key!r}")
+            if given is not None
+            else hits or hold.default_estimate
+        )
+        used = found.get(hold.usage_key)
+        if phase == Phase.RESERVE:
+            kind, quantity = Phase.RESERVE, estimate
+        elif used is not None:
+            where_used = f"{where}: the entry {hold.usage_key!r}"
+            kind, quantity = Phase.SETTLE, whole_number(used, where_used, zero=True)
+        elif hold.without_usage == "release":
+            kind, quantity = Phase.RELEASE, 0
+        else:
+            kind, quantity = Phase.SETTLE, estimate
+        return Charge(
+            index=index,
+            account_id=found[self.account_key],
+            action=action,
+            quantity=quantity,
+            attributes=attributes,
+            request_id=rid,
+            dry_run=False,
+            phase=kind,
+            hold_ttl_seconds=hold.ttl_seconds,
         )
 
 
@@ -168,6 +249,8 @@ NO_GATEWAY = Gateway({})
 def _compile_domain(name: str, cfg: DomainMappingConfig, actions: frozenset[str]) -> DomainMapping:
     where = f"gateway.envoy_rate_limit.domains.{name}"
     named = [cfg.account_key, cfg.action_key, cfg.request_id_key, *cfg.attribute_keys]
+    if cfg.hold is not None:
+        named += [cfg.hold.phase_key, cfg.hold.estimate_key, cfg.hold.usage_key]
     twice = sorted({k for k in named if named.count(k) > 1})
     if twice:
         msg = f"{where}: the entry key {twice[0]!r} is given two meanings; each key names one thing"
@@ -189,6 +272,8 @@ def _compile_domain(name: str, cfg: DomainMappingConfig, actions: frozenset[str]
         cfg.request_id_key,
         frozenset(cfg.attribute_keys),
         cfg.default_action,
+        cfg.hold,
+        frozenset(named) - frozenset(cfg.attribute_keys),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +18,7 @@ from creditgate.domain.errors import InvalidArgumentError
 # A descriptor entry key as Envoy writes it in ``descriptor_key`` (any text; kept short here).
 EntryKey = Annotated[str, Field(min_length=1, max_length=64)]
 ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # domain.requests' attribute keys
+_WHOLE = re.compile(r"[0-9]{1,15}")
 
 
 class Model(BaseModel):
@@ -31,9 +33,34 @@ class MappingError(InvalidArgumentError):
         self.reason = reason
 
 
+def whole_number(given: str, where: str, *, zero: bool = False) -> int:
+    """A quantity a gateway sent as text (a header, a descriptor entry); MappingError if not one.
+
+    ``zero`` admits 0 (a stream that used nothing); 15 digits at most.
+    """
+    if _WHOLE.fullmatch(given) is None or (int(given) == 0 and not zero):
+        least = "0 or more" if zero else "above 0"
+        msg = f"{where} is {given[:32]!r}; send a whole number {least}"
+        raise MappingError(msg, "INVALID_QUANTITY")
+    return int(given)
+
+
+class Phase(StrEnum):
+    """What a gateway's question does: charge now, or hold an estimate and settle it later."""
+
+    CHARGE = "charge"
+    RESERVE = "reserve"  # hold the estimate under the request id (the request comes in)
+    SETTLE = "settle"  # charge the hold what was used (the stream is done)
+    RELEASE = "release"  # give the hold back (the stream is done, its usage unknown)
+
+
 @dataclass(frozen=True, slots=True)
 class Charge:
-    """One charge a gateway asks for (``index``: the rate-limit descriptor that made it)."""
+    """One charge a gateway asks for (``index``: the rate-limit descriptor that made it).
+
+    A ``RESERVE`` holds ``quantity`` for ``hold_ttl_seconds`` (0: the server's default); a
+    ``SETTLE`` charges the hold ``quantity``; a ``RELEASE`` has none.
+    """
 
     index: int
     account_id: str
@@ -42,3 +69,5 @@ class Charge:
     attributes: dict[str, str]
     request_id: str
     dry_run: bool
+    phase: Phase = Phase.CHARGE
+    hold_ttl_seconds: int = 0

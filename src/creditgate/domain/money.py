@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 MICRO = 1_000_000
+MAX_QUANTITY = 10**12  # the most units one request may ask for
 # Lua numbers are doubles; every amount and every product the scripts form stays below 2**52 so
 # that integer arithmetic there is exact (see engine/lua/lib.lua).
 MAX_AMOUNT = 2**52 - 1

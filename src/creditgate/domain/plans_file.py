@@ -104,6 +104,9 @@ class ActionConfig(_Model):
     free: bool = False
     variants: tuple[VariantConfig, ...] = ()
     description: str = ""
+    # What a gateway or an SDK caller does when creditgate cannot reach Redis (docs/ENVOY.md):
+    # deny (the default) or allow, unbilled, counted and logged.
+    on_unavailable: Literal["deny", "allow"] = "deny"
 
 
 class PlanConfig(_Model):

@@ -8,10 +8,9 @@ import re
 
 from creditgate.domain.catalog import ACCOUNT_ID
 from creditgate.domain.errors import InvalidArgumentError
-from creditgate.domain.money import MAX_AMOUNT, format_micro
+from creditgate.domain.money import MAX_AMOUNT, MAX_QUANTITY, format_micro
 from creditgate.domain.results import Decision, Reason
 
-MAX_QUANTITY = 10**12
 MAX_ATTRIBUTES = 32
 MAX_ATTRIBUTE_VALUE = 256
 MAX_NOTE = 256

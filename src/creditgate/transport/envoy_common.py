@@ -6,6 +6,11 @@ with ``charge``; a request creditgate cannot bill comes back as ``Refused`` (nev
 error, so that a fail-open filter cannot let it through), and Redis down is raised
 (UNAVAILABLE or DEADLINE_EXCEEDED: the filter's failure mode decides).
 
+A charge's phase (domain/gateway_base.Phase) picks the engine call: ``consume``, ``reserve``
+(a hold under the request id), ``settle`` or ``release`` (the hold, when the stream is done).
+When Redis is down and the action's ``on_unavailable`` is ``allow``, the request comes back as
+``Unbilled`` (fail_policy.py).
+
 ``figures`` gives the RateLimit-Limit, -Remaining and -Reset of a decision, and ``body`` the JSON
 body of a refusal.
 """
@@ -20,12 +25,14 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 
 from creditgate.domain.errors import CreditgateError, UnavailableError
-from creditgate.domain.gateway_base import MappingError
+from creditgate.domain.gateway_base import MappingError, Phase
 from creditgate.domain.money import MICRO
 from creditgate.domain.requests import is_valid_id
+from creditgate.domain.results import Decision, Settlement
 from creditgate.domain.wording import utc
 from creditgate.transport import metrics
 from creditgate.transport.errors import status_of
+from creditgate.transport.fail_policy import decided_without_redis
 from creditgate.transport.guard import current, require_account
 from creditgate.transport.quota import bound_id
 
@@ -33,10 +40,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from creditgate.domain.gateway_base import Charge
-    from creditgate.domain.results import Decision
+    from creditgate.domain.results import Release
     from creditgate.engine import Engine
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+Outcome: TypeAlias = "Decision | Settlement | Release"
 _UINT32 = 2**32 - 1
 
 
@@ -47,6 +55,14 @@ class Refused:
     reason: str
     message: str
     request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unbilled:
+    """Let through without Redis: the action's ``on_unavailable`` is ``allow``."""
+
+    asked: Charge
+    request_id: str
 
 
 def header(key: str, value: object) -> Any:  # noqa: ANN401 - a HeaderValue
@@ -91,32 +107,73 @@ def body(reason: str, message: str, request_id: str, retry_at: int = 0) -> bytes
     ).encode()
 
 
-async def charge(
-    engine: Engine, context: Ctx, rpc: str, mapped: Callable[[], Charge]
-) -> tuple[Charge, Decision] | Refused:
-    """Make the charge ``mapped()`` describes; Refused when it cannot be billed.
-
-    ``rpc`` labels the decision in the metrics. UnavailableError (Redis) is raised.
-    """
-    rid = ""
-    try:
-        asked = mapped()
-        require_account(current(), asked.account_id)
-        rid = bound_id(engine, asked.request_id, context, dry_run=asked.dry_run)
-        d = await engine.consume(
+async def _make(engine: Engine, asked: Charge, rid: str) -> Outcome:
+    """The engine call of the charge's phase."""
+    if asked.phase is Phase.SETTLE:
+        return await engine.settle(asked.account_id, rid, asked.quantity)
+    if asked.phase is Phase.RELEASE:
+        return await engine.release(asked.account_id, rid)
+    if asked.phase is Phase.RESERVE:
+        return await engine.reserve(
             asked.account_id,
             asked.action,
             asked.quantity,
             asked.attributes,
             rid,
-            dry_run=asked.dry_run,
+            asked.hold_ttl_seconds,
         )
+    return await engine.consume(
+        asked.account_id,
+        asked.action,
+        asked.quantity,
+        asked.attributes,
+        rid,
+        dry_run=asked.dry_run,
+    )
+
+
+def _count(rpc: str, done: Outcome) -> None:
+    if isinstance(done, Decision):
+        metrics.decided(rpc, done.reason)
+    elif isinstance(done, Settlement):
+        outcome = "settled" if done.fully_charged else "short"
+        metrics.GATEWAY_HOLDS.labels(rpc, outcome).inc()
+    else:
+        metrics.GATEWAY_HOLDS.labels(rpc, "released").inc()
+
+
+async def charge(
+    engine: Engine, context: Ctx, rpc: str, mapped: Callable[[], Charge]
+) -> tuple[Charge, Outcome] | Refused | Unbilled:
+    """Make the charge ``mapped()`` describes; Refused when it cannot be billed.
+
+    ``rpc`` labels the decision in the metrics. UnavailableError (Redis) is raised, or, when
+    the action's ``on_unavailable`` is ``allow`` and the request comes in (not a stream that
+    is done), answered ``Unbilled``.
+    """
+    rid = ""
+    asked: Charge | None = None
+    try:
+        asked = mapped()
+        require_account(current(), asked.account_id)
+        rid = bound_id(engine, asked.request_id, context, dry_run=asked.dry_run)
+        done = await _make(engine, asked, rid)
     except UnavailableError:
-        raise  # Redis: a gRPC error, so that Envoy's failure mode decides
+        # Redis: a gRPC error, so that Envoy's failure mode decides, unless the action says allow
+        coming = (Phase.CHARGE, Phase.RESERVE)  # a stream that is done is not let through
+        if (
+            asked is not None
+            and asked.phase in coming
+            and decided_without_redis(engine.catalog, rpc, asked.action)
+        ):
+            return Unbilled(asked, rid)
+        raise
     except MappingError as exc:
         return Refused(exc.reason, str(exc))
     except CreditgateError as exc:
+        if asked is not None and asked.phase in (Phase.SETTLE, Phase.RELEASE):
+            metrics.GATEWAY_HOLDS.labels(rpc, "missing").inc()
         code, message = status_of(exc)
         return Refused(code.name, message, rid if is_valid_id(rid) else "")
-    metrics.decided(rpc, d.reason)
-    return asked, d
+    _count(rpc, done)
+    return asked, done

@@ -13,8 +13,13 @@ domain/ext_authz.py) and makes it through ``engine.consume`` (envoy_common.charg
   known account, 400 a malformed one, 409 a request id reused for another request), the JSON
   body and the ``RateLimit-*`` headers of the rate-limit service (envoy_common).
 
+A route with ``hold`` reserves instead of charging; the id of the hold is the request id, in
+the headers and ``dynamic_metadata`` (``hold: true``, ``hold_expires_at_unix_ms``), and the
+rate-limit filter applied on stream done settles it (docs/ENVOY.md, the LLM recipe).
+
 Redis down is a gRPC error (UNAVAILABLE, or DEADLINE_EXCEEDED when the outcome is unknown), so
-the filter's ``failure_mode_allow`` decides.
+the filter's ``failure_mode_allow`` decides; an action with ``on_unavailable: allow`` is allowed
+instead, with ``x-creditgate-reason: UNAVAILABLE_ALLOWED`` and nothing charged (fail_policy.py).
 """
 
 from __future__ import annotations
@@ -27,13 +32,22 @@ from envoy.type.v3 import http_status_pb2
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 
-from creditgate.transport.envoy_common import Ctx, Refused, body, charge, figures, header
+from creditgate.domain.gateway_base import Phase
+from creditgate.domain.results import Decision
+from creditgate.transport.envoy_common import (
+    Ctx,
+    Refused,
+    Unbilled,
+    body,
+    charge,
+    figures,
+    header,
+)
 from creditgate.transport.errors import boundary
 
 if TYPE_CHECKING:
     from creditgate.domain.ext_authz import ExtAuthzMapping
     from creditgate.domain.gateway_base import Charge
-    from creditgate.domain.results import Decision
     from creditgate.engine import Engine
 
 SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"]
@@ -81,29 +95,39 @@ def _rate(limit: int, remaining: int, reset: int, reason: str) -> list[Any]:
     ]
 
 
-def allowed(asked: Charge, d: Decision) -> Any:  # noqa: ANN401 - a CheckResponse
-    limit, remaining, reset = figures(d)
+def allowed(asked: Charge, d: Decision | None, request_id: str) -> Any:  # noqa: ANN401
+    """The CheckResponse letting a request through; ``d`` None: without Redis (unbilled).
+
+    Unbilled, the upstream gets ``x-creditgate-reason: UNAVAILABLE_ALLOWED`` and no
+    ``x-creditgate-remaining`` (one the client sent is removed).
+    """
+    reason = "ALLOWED" if d is not None else "UNAVAILABLE_ALLOWED"
+    upstream = [_option("x-creditgate-request-id", request_id)]
+    meta: dict[str, Any] = {
+        "request_id": request_id,
+        "account_id": asked.account_id,
+        "action": asked.action,
+        "reason": reason,
+    }
+    if d is None:
+        upstream.append(_option("x-creditgate-reason", reason))
+        client = [_option("x-creditgate-reason", reason)]
+    else:
+        limit, remaining, reset = figures(d)
+        upstream.append(_option("x-creditgate-remaining", remaining))
+        client = _rate(limit, remaining, reset, reason)
+        meta["remaining"] = remaining
+        if asked.phase is Phase.RESERVE:
+            meta |= {"hold": True, "hold_expires_at_unix_ms": d.expires_at}
     response = external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.OK),
         ok_response=external_auth_pb2.OkHttpResponse(
-            headers=[
-                _option("x-creditgate-request-id", d.request_id),
-                _option("x-creditgate-remaining", remaining),
-            ],
-            response_headers_to_add=[
-                *_rate(limit, remaining, reset, "ALLOWED"),
-                _option("x-creditgate-request-id", d.request_id),
-            ],
+            headers=upstream,
+            headers_to_remove=[] if d is not None else ["x-creditgate-remaining"],
+            response_headers_to_add=[*client, _option("x-creditgate-request-id", request_id)],
         ),
     )
-    response.dynamic_metadata.update(
-        {
-            "request_id": d.request_id,
-            "account_id": asked.account_id,
-            "action": asked.action,
-            "remaining": remaining,
-        }
-    )
+    response.dynamic_metadata.update(meta)
     return response
 
 
@@ -147,7 +171,12 @@ class AuthorizationService:
         done = await charge(self.engine, context, "ext_authz", lambda: self._charge(request))
         if isinstance(done, Refused):
             return denied(done.reason, done.message, done.request_id)
+        if isinstance(done, Unbilled):
+            return allowed(done.asked, None, done.request_id)
         asked, d = done
+        if not isinstance(d, Decision):  # a route charges or reserves; it never settles
+            msg = f"ext_authz made a {type(d).__name__}, not a decision"
+            raise TypeError(msg)
         if d.allowed:
-            return allowed(asked, d)
+            return allowed(asked, d, d.request_id)
         return denied(d.reason.name, d.message, d.request_id, d.retry_at, figures(d))

@@ -13,10 +13,15 @@ path of CheckAndConsume, fast path included. The answer:
   ``RateLimit-Reset``, ``x-creditgate-reason`` and ``x-creditgate-request-id``; a denial a JSON
   ``raw_body`` (reason, message, retry_at, request id).
 
+A domain with ``hold`` reserves on the request and settles when the stream is done (the rate
+limit with ``apply_on_stream_done``); Envoy ignores what that second call answers, which says
+``SETTLED``, ``RELEASED`` or why the hold could not be settled (``x-creditgate-reason``).
+
 Redis down is a gRPC error (UNAVAILABLE, or DEADLINE_EXCEEDED when the outcome is unknown), so
-the filter's ``failure_mode_deny`` decides. Limits and remaining are whole units of the action's
-meter (``envoy_common.figures``): only pools the charge moved are read, so a ``service`` token
-shows no balance it may not see.
+the filter's ``failure_mode_deny`` decides; an action with ``on_unavailable: allow`` is answered
+``OK`` instead, with ``x-creditgate-reason: UNAVAILABLE_ALLOWED`` (fail_policy.py). Limits and
+remaining are whole units of the action's meter (``envoy_common.figures``): only pools the
+charge moved are read, so a ``service`` token shows no balance it may not see.
 """
 
 from __future__ import annotations
@@ -27,11 +32,20 @@ from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 
 from creditgate.domain.gateway import Descriptor
-from creditgate.transport.envoy_common import Ctx, Refused, body, charge, figures, header
+from creditgate.domain.results import Decision, Settlement
+from creditgate.transport.envoy_common import (
+    Ctx,
+    Outcome,
+    Refused,
+    Unbilled,
+    body,
+    charge,
+    figures,
+    header,
+)
 from creditgate.transport.errors import boundary
 
 if TYPE_CHECKING:
-    from creditgate.domain.results import Decision
     from creditgate.engine import Engine
 
 SERVICE = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"]
@@ -84,6 +98,38 @@ def answer(d: Decision, index: int, count: int) -> Any:  # noqa: ANN401 - a Rate
     return response
 
 
+def finished(done: Outcome, index: int, count: int) -> Any:  # noqa: ANN401 - a RateLimitResponse
+    """The answer to a stream that is done (Envoy does not act on it): the hold settled or not."""
+    if isinstance(done, Decision):
+        return answer(done, index, count)
+    if isinstance(done, Settlement):
+        code = OK if done.fully_charged else OVER_LIMIT
+        reason = "SETTLED" if done.fully_charged else done.reason.name
+    else:
+        code, reason = OK, "RELEASED"
+    statuses = [rls_pb2.RateLimitResponse.DescriptorStatus(code=OK) for _ in range(count)]
+    statuses[index] = rls_pb2.RateLimitResponse.DescriptorStatus(code=code)
+    headers = [
+        header("x-creditgate-reason", reason),
+        header("x-creditgate-request-id", done.reservation_id),
+    ]
+    return rls_pb2.RateLimitResponse(
+        overall_code=code, statuses=statuses, response_headers_to_add=headers
+    )
+
+
+def unbilled(let: Unbilled, count: int) -> Any:  # noqa: ANN401 - a RateLimitResponse
+    """OK without Redis: the action's ``on_unavailable`` is ``allow``; no figures are known."""
+    headers = [header("x-creditgate-reason", "UNAVAILABLE_ALLOWED")]
+    if let.request_id:
+        headers.append(header("x-creditgate-request-id", let.request_id))
+    return rls_pb2.RateLimitResponse(
+        overall_code=OK,
+        statuses=[rls_pb2.RateLimitResponse.DescriptorStatus(code=OK)] * count,
+        response_headers_to_add=headers,
+    )
+
+
 def refusal(reason: str, message: str, count: int, request_id: str = "") -> Any:  # noqa: ANN401
     """OVER_LIMIT for a request that cannot be billed; every descriptor is over its limit."""
     headers = [
@@ -122,5 +168,7 @@ class RateLimitService:
         )
         if isinstance(done, Refused):
             return refusal(done.reason, done.message, len(found), done.request_id)
-        asked, d = done
-        return answer(d, asked.index, len(found))
+        if isinstance(done, Unbilled):
+            return unbilled(done, len(found))
+        asked, outcome = done
+        return finished(outcome, asked.index, len(found))

@@ -96,6 +96,18 @@ if MULTIPROCESS:
 else:
     RPC_SECONDS = LoopHistogram(*_RPC, buckets=_RPC_BUCKETS)
     REGISTRY.register(RPC_SECONDS)
+WITHOUT_REDIS = Counter(
+    "creditgate_decisions_without_redis_total",
+    "Gateway and SDK decisions made while Redis could not be reached, by the action's "
+    "on_unavailable policy (allow: let through unbilled; deny: refused)",
+    ["rpc", "action", "policy"],
+)
+GATEWAY_HOLDS = Counter(
+    "creditgate_gateway_holds_total",
+    "Holds a gateway finished when its stream was done: settled, short (the usage exceeded the "
+    "hold and the rest could not be charged), released, or missing (expired, or never made)",
+    ["rpc", "outcome"],
+)
 # Summed over processes, the lowest: 0 when any server process cannot reach Redis.
 REDIS_UP = Gauge(
     "creditgate_redis_up",

@@ -6,11 +6,17 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-from creditgate.domain.errors import CreditgateError, InvalidArgumentError, OutcomeUnknownError
+from creditgate.domain.errors import (
+    CreditgateError,
+    InvalidArgumentError,
+    OutcomeUnknownError,
+    UnavailableError,
+)
 from creditgate.domain.requests import is_valid_id
 from creditgate.domain.results import Reason
 from creditgate.transport import convert, limits, metrics
 from creditgate.transport.errors import bind_request_id, boundary, status_of
+from creditgate.transport.fail_policy import tell_policy
 from creditgate.transport.guard import redact_balance, redact_unmoved
 from creditgate.v1 import quota_pb2
 
@@ -55,14 +61,18 @@ class QuotaService:
         context: Ctx,
     ) -> quota_pb2.Decision:
         rid = self._bound_id(request.request_id, context, dry_run=request.dry_run)
-        d = await self.engine.consume(
-            request.account_id,
-            request.action,
-            request.quantity,
-            request.attributes,
-            rid,
-            dry_run=request.dry_run,
-        )
+        try:
+            d = await self.engine.consume(
+                request.account_id,
+                request.action,
+                request.quantity,
+                request.attributes,
+                rid,
+                dry_run=request.dry_run,
+            )
+        except UnavailableError:
+            tell_policy(context, self.engine.catalog, "consume", request.action)
+            raise
         return redact_unmoved(_answer(d))
 
     @boundary
@@ -121,15 +131,19 @@ class QuotaService:
         request: quota_pb2.ReserveRequest,
         context: Ctx,
     ) -> quota_pb2.Decision:
-        d = await self.engine.reserve(
-            request.account_id,
-            request.action,
-            request.quantity,
-            dict(request.attributes),
-            self._bound_id(request.reservation_id, context, dry_run=request.dry_run),
-            request.ttl_seconds,
-            dry_run=request.dry_run,
-        )
+        try:
+            d = await self.engine.reserve(
+                request.account_id,
+                request.action,
+                request.quantity,
+                dict(request.attributes),
+                self._bound_id(request.reservation_id, context, dry_run=request.dry_run),
+                request.ttl_seconds,
+                dry_run=request.dry_run,
+            )
+        except UnavailableError:
+            tell_policy(context, self.engine.catalog, "reserve", request.action)
+            raise
         metrics.decided("reserve", d.reason)
         return redact_unmoved(convert.decision(d))
 

@@ -1,0 +1,190 @@
+"""LLM calls through a real Envoy 1.40: reserve on the request, settle when the stream is done.
+
+deploy/envoy/llm.yaml asks creditgate twice per request in domain ``llm`` (examples/demo.yaml):
+``phase=reserve`` with the estimate (``x-max-tokens``) when the request comes in, and
+``phase=settle`` with the app's ``x-usage-tokens`` (through dynamic metadata) when the stream is
+done. The accounts are ``shingle_free``: a ``tokens`` allowance of 100,000 and a USD balance of 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest_asyncio
+from prometheus_client import REGISTRY
+
+from creditgate.ledger.consumer import LedgerConsumer
+from creditgate.ledger.open import open_ledger
+from creditgate.ledger.reconcile import Reconciler
+from creditgate.worker.worker import Worker
+from envoy_kit import LLM, MICRO, Stack, get, open_stack, validate
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+    import pytest
+
+    from creditgate.domain.catalog import Catalog
+
+ALLOWANCE = 100_000
+POLL_SECONDS = 0.02
+POLLS = 250  # 5 s: the stream-done call comes after the answer
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stack(
+    redis_url: str, demo_catalog: Catalog, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    async with open_stack(redis_url, demo_catalog, tmp_path_factory.mktemp("llm"), LLM) as built:
+        yield built
+
+
+def _ask(account: str, estimate: int | None = None, **more: str) -> dict[str, str]:
+    headers = {"x-account-id": account, "x-request-id": str(uuid.uuid4()), **more}
+    if estimate is not None:
+        headers["x-max-tokens"] = str(estimate)
+    return headers
+
+
+async def _tokens(stack: Stack, account: str) -> int:
+    """What the tokens allowance holds now, in whole tokens."""
+    state = await stack.engine.balance(account)
+    return next(p.balance for p in state.pools if p.pool_id == "tokens") // MICRO
+
+
+async def _settled_to(stack: Stack, account: str, expected: int) -> int:
+    """The tokens left once the stream-done call has landed (it comes after the answer)."""
+    for _ in range(POLLS):
+        left = await _tokens(stack, account)
+        if left == expected:
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    return left
+
+
+def _holds(outcome: str) -> float:
+    """creditgate_gateway_holds_total of the rate-limit service for ``outcome``."""
+    return (
+        REGISTRY.get_sample_value(
+            "creditgate_gateway_holds_total", {"rpc": "ratelimit", "outcome": outcome}
+        )
+        or 0.0
+    )
+
+
+async def _holds_reach(outcome: str, count: float) -> float:
+    """The count of ``outcome`` once it reaches ``count`` (stream-done calls come after)."""
+    for _ in range(POLLS):
+        if _holds(outcome) >= count:
+            break
+        await asyncio.sleep(POLL_SECONDS)
+    return _holds(outcome)
+
+
+async def _account(stack: Stack, account: str) -> None:
+    await stack.engine.create_account(account, "shingle_free")
+
+
+def test_the_llm_bootstrap_validates() -> None:
+    done = validate(LLM)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+async def test_the_estimate_is_held_while_the_app_answers_then_settled_to_the_usage(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """5,000 held on the request; the app used 1,234; 1,234 charged, and the ledger agrees."""
+    await _account(stack, "llm-one")
+    stack.upstream.gate = asyncio.Event()
+    try:
+        arrived = stack.upstream.arrived
+        call = asyncio.create_task(
+            get(stack.envoy.port, _ask("llm-one", 5000, **{"x-test-usage": "1234"}))
+        )
+        for _ in range(POLLS):
+            if stack.upstream.arrived > arrived:
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        assert await _tokens(stack, "llm-one") == ALLOWANCE - 5000  # held while the app works
+    finally:
+        stack.upstream.gate.set()
+        stack.upstream.gate = None
+    answer = await call
+    assert answer.status == 200, answer
+    assert answer.headers["x-usage-tokens"] == "1234"
+    assert answer.headers["ratelimit-remaining"] == str(ALLOWANCE - 5000)
+    assert await _settled_to(stack, "llm-one", ALLOWANCE - 1234) == ALLOWANCE - 1234
+
+    store = await open_ledger(f"sqlite:///{tmp_path}/ledger.db", migrate=True)
+    try:
+        worker = Worker(
+            stack.engine.redis, LedgerConsumer(store), stack.engine.keys, block_ms=0, batch=500
+        )
+        await worker.drain()
+        assert await Reconciler(stack.engine.redis, store, stack.engine.keys).diff("llm-one") == []
+        sums = await store.movement_sums("llm-one")
+        assert sums["tokens"] == (ALLOWANCE - 1234) * MICRO
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+
+
+async def test_without_an_estimate_the_default_is_held(stack: Stack) -> None:
+    """No x-max-tokens: the domain's default_estimate (4,096) is held, then 10 charged."""
+    await _account(stack, "llm-default")
+    answer = await get(stack.envoy.port, _ask("llm-default", **{"x-test-usage": "10"}))
+    assert answer.status == 200, answer
+    assert answer.headers["ratelimit-remaining"] == str(ALLOWANCE - 4096)
+    assert await _settled_to(stack, "llm-default", ALLOWANCE - 10) == ALLOWANCE - 10
+
+
+async def test_an_estimate_above_what_is_left_is_429_and_nothing_is_held(stack: Stack) -> None:
+    await _account(stack, "llm-big")
+    missing = _holds("missing")
+    answer = await get(stack.envoy.port, _ask("llm-big", ALLOWANCE + 1, **{"x-test-usage": "1"}))
+    assert answer.status == 429, answer
+    assert answer.headers["x-creditgate-reason"] == "INSUFFICIENT_CREDITS"
+    assert await _holds_reach("missing", missing + 1) == missing + 1  # no hold to settle
+    assert await _tokens(stack, "llm-big") == ALLOWANCE
+
+
+async def test_200_concurrent_calls_never_overspend(stack: Stack) -> None:
+    """Each holds 1,000 of 100,000 and uses 1,000: exactly 100 reach the app, 100,000 charged.
+
+    Charging after the response (Envoy AI Gateway's apply_on_stream_done alone) would let all
+    200 through and overspend by 100,000 (envoyproxy/ai-gateway#680).
+    """
+    await _account(stack, "llm-hot")
+    seen = len(stack.upstream.seen)
+    settled, missing = _holds("settled"), _holds("missing")
+    answers = await asyncio.gather(
+        *(
+            get(stack.envoy.port, _ask("llm-hot", 1000, **{"x-test-usage": "1000"}))
+            for _ in range(200)
+        )
+    )
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [200] * 100 + [429] * 100
+    assert len(stack.upstream.seen) - seen == 100
+    # Every stream-done call lands: 100 holds settled, 100 refused requests with none to settle.
+    assert await _holds_reach("settled", settled + 100) == settled + 100
+    assert await _holds_reach("missing", missing + 100) == missing + 100
+    assert await _tokens(stack, "llm-hot") == 0
+
+
+async def test_a_stream_cut_short_is_settled_at_the_estimate(stack: Stack) -> None:
+    """The app closes mid-body, reporting no usage: the hold is settled at its estimate.
+
+    (hold.without_usage: charge_estimate, the demo's.) The balance is the same held or
+    settled, so the settlement is read off creditgate_gateway_holds_total.
+    """
+    await _account(stack, "llm-cut")
+    settled = _holds("settled")
+    answer = await get(stack.envoy.port, _ask("llm-cut", 700, **{"x-test-cut": "1"}))
+    assert answer.status == 200  # the headers went out before the stream was cut
+    assert await _holds_reach("settled", settled + 1) == settled + 1
+    assert await _tokens(stack, "llm-cut") == ALLOWANCE - 700
