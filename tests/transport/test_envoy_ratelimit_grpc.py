@@ -195,3 +195,30 @@ async def test_redis_down_is_unavailable(demo_catalog: Catalog, tmp_path: Path) 
             await server.stop(None)
             await client.aclose()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_hold_never_settled_expires_and_gives_its_credits_back(sidecar: Sidecar) -> None:
+    """Domain ``llm`` reserves 4,096 tokens (the default estimate); no stream-done call comes
+    (Envoy gone): after the hold's 600 s the tokens are back, and a late settle is refused."""
+    await sidecar.engine.create_account("rl-hold", "shingle_free")
+    stub = rls_pb2_grpc.RateLimitServiceStub(sidecar.channel)
+    reserve = _ask(_descriptor(phase="reserve", account="rl-hold", request_id="h1"), domain="llm")
+    answer = await stub.ShouldRateLimit(reserve)
+    assert answer.overall_code == OK
+    assert _headers(answer)["RateLimit-Remaining"] == str(100_000 - 4096)
+
+    async def tokens() -> int:
+        state = await sidecar.engine.balance("rl-hold")
+        return next(p.balance for p in state.pools if p.pool_id == "tokens") // MICRO
+
+    assert await tokens() == 100_000 - 4096
+    await sidecar.engine.advance_clock("rl-hold", 599)
+    assert await tokens() == 100_000 - 4096
+    await sidecar.engine.advance_clock("rl-hold", 2)
+    assert await tokens() == 100_000
+    late = _ask(_descriptor(phase="settle", account="rl-hold", request_id="h1", usage="9"))
+    late.domain = "llm"
+    refused = await stub.ShouldRateLimit(late)
+    assert refused.overall_code == OVER_LIMIT
+    assert json.loads(refused.raw_body)["reason"] == "FAILED_PRECONDITION"
+    assert await tokens() == 100_000

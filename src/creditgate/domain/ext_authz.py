@@ -56,7 +56,7 @@ class RouteHoldConfig(Model):
 
     estimate_header: HeaderName | None = None
     default_estimate: int = Field(gt=0, le=MAX_QUANTITY)
-    ttl_seconds: int = Field(default=0, ge=0, le=86_400)  # 0: CREDITGATE_HOLD_TTL's
+    ttl_seconds: int = Field(default=0, ge=0, le=86_400)  # 0: CREDITGATE_HOLD_TTL_SECONDS's
 
 
 class RouteConfig(Model):

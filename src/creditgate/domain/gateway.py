@@ -62,7 +62,7 @@ class HoldConfig(Model):
     estimate_key: EntryKey = "estimate"
     usage_key: EntryKey = "usage"
     default_estimate: int = Field(gt=0, le=MAX_QUANTITY)
-    ttl_seconds: int = Field(default=0, ge=0, le=86_400)  # 0: CREDITGATE_HOLD_TTL's
+    ttl_seconds: int = Field(default=0, ge=0, le=86_400)  # 0: CREDITGATE_HOLD_TTL_SECONDS's
     without_usage: Literal["charge_estimate", "release"] = "charge_estimate"
 
 
