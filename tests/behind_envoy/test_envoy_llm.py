@@ -1,9 +1,11 @@
 """LLM calls through a real Envoy 1.40: reserve on the request, settle when the stream is done.
 
-deploy/envoy/llm.yaml asks creditgate twice per request in domain ``llm`` (examples/demo.yaml):
-``phase=reserve`` with the estimate (``x-max-tokens``) when the request comes in, and
-``phase=settle`` with the app's ``x-usage-tokens`` (through dynamic metadata) when the stream is
-done. The accounts are ``shingle_free``: a ``tokens`` allowance of 100,000 and a USD balance of 0.
+Each test runs on both bootstraps. deploy/envoy/llm.yaml asks creditgate twice per request in
+domain ``llm`` (examples/demo.yaml): ``phase=reserve`` with the estimate (``x-max-tokens``) when
+the request comes in, and ``phase=settle`` with the app's ``x-usage-tokens`` (through dynamic
+metadata) when the stream is done. deploy/envoy/llm_ext_authz.yaml reserves with ext_authz (the
+route ``/v1/llm/`` holds) and settles the same way. The accounts are ``shingle_free``: a
+``tokens`` allowance of 100,000 and a USD balance of 0.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from creditgate.ledger.consumer import LedgerConsumer
 from creditgate.ledger.open import open_ledger
 from creditgate.ledger.reconcile import Reconciler
 from creditgate.worker.worker import Worker
-from envoy_kit import LLM, MICRO, Stack, get, open_stack, validate
+from envoy_kit import LLM, LLM_EXT_AUTHZ, MICRO, Response, Stack, get, open_stack, validate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -35,12 +37,32 @@ POLL_SECONDS = 0.02
 POLLS = 250  # 5 s: the stream-done call comes after the answer
 
 
-@pytest_asyncio.fixture(scope="module")
+REFUSED = {LLM: 429, LLM_EXT_AUTHZ: 402}  # out of tokens: the rate-limit filter's, ext_authz's
+# Whether a refused request still makes a stream-done call: after ext_authz's own refusal the
+# rate-limit filter never saw the request, so it makes none (there is no hold to settle either).
+DONE_CALL_WHEN_REFUSED = {LLM: 1, LLM_EXT_AUTHZ: 0}
+PATH = "/v1/llm/chat"
+
+
+@pytest_asyncio.fixture(scope="module", params=[LLM, LLM_EXT_AUTHZ], ids=["ratelimit", "ext_authz"])
 async def stack(
-    redis_url: str, demo_catalog: Catalog, tmp_path_factory: pytest.TempPathFactory
+    redis_url: str,
+    demo_catalog: Catalog,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Stack]:
-    async with open_stack(redis_url, demo_catalog, tmp_path_factory.mktemp("llm"), LLM) as built:
+    source = request.param
+    async with open_stack(redis_url, demo_catalog, tmp_path_factory.mktemp("llm"), source) as built:
         yield built
+
+
+async def _call(stack: Stack, headers: dict[str, str]) -> Response:
+    return await get(stack.envoy.port, headers, PATH)
+
+
+def _id(stack: Stack, name: str) -> str:
+    """An account of this bootstrap's run (the Redis is shared by both)."""
+    return f"{name}-{stack.envoy.source.stem}"
 
 
 def _ask(account: str, estimate: int | None = None, **more: str) -> dict[str, str]:
@@ -89,27 +111,27 @@ async def _account(stack: Stack, account: str) -> None:
     await stack.engine.create_account(account, "shingle_free")
 
 
-def test_the_llm_bootstrap_validates() -> None:
-    done = validate(LLM)
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_the_llm_bootstraps_validate() -> None:
+    for source in (LLM, LLM_EXT_AUTHZ):
+        done = validate(source)
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 async def test_the_estimate_is_held_while_the_app_answers_then_settled_to_the_usage(
     stack: Stack, tmp_path: Path
 ) -> None:
     """5,000 held on the request; the app used 1,234; 1,234 charged, and the ledger agrees."""
-    await _account(stack, "llm-one")
+    acct = _id(stack, "llm-one")
+    await _account(stack, acct)
     stack.upstream.gate = asyncio.Event()
     try:
         arrived = stack.upstream.arrived
-        call = asyncio.create_task(
-            get(stack.envoy.port, _ask("llm-one", 5000, **{"x-test-usage": "1234"}))
-        )
+        call = asyncio.create_task(_call(stack, _ask(acct, 5000, **{"x-test-usage": "1234"})))
         for _ in range(POLLS):
             if stack.upstream.arrived > arrived:
                 break
             await asyncio.sleep(POLL_SECONDS)
-        assert await _tokens(stack, "llm-one") == ALLOWANCE - 5000  # held while the app works
+        assert await _tokens(stack, acct) == ALLOWANCE - 5000  # held while the app works
     finally:
         stack.upstream.gate.set()
         stack.upstream.gate = None
@@ -117,7 +139,7 @@ async def test_the_estimate_is_held_while_the_app_answers_then_settled_to_the_us
     assert answer.status == 200, answer
     assert answer.headers["x-usage-tokens"] == "1234"
     assert answer.headers["ratelimit-remaining"] == str(ALLOWANCE - 5000)
-    assert await _settled_to(stack, "llm-one", ALLOWANCE - 1234) == ALLOWANCE - 1234
+    assert await _settled_to(stack, acct, ALLOWANCE - 1234) == ALLOWANCE - 1234
 
     store = await open_ledger(f"sqlite:///{tmp_path}/ledger.db", migrate=True)
     try:
@@ -125,8 +147,8 @@ async def test_the_estimate_is_held_while_the_app_answers_then_settled_to_the_us
             stack.engine.redis, LedgerConsumer(store), stack.engine.keys, block_ms=0, batch=500
         )
         await worker.drain()
-        assert await Reconciler(stack.engine.redis, store, stack.engine.keys).diff("llm-one") == []
-        sums = await store.movement_sums("llm-one")
+        assert await Reconciler(stack.engine.redis, store, stack.engine.keys).diff(acct) == []
+        sums = await store.movement_sums(acct)
         assert sums["tokens"] == (ALLOWANCE - 1234) * MICRO
     finally:
         with contextlib.suppress(Exception):
@@ -135,21 +157,26 @@ async def test_the_estimate_is_held_while_the_app_answers_then_settled_to_the_us
 
 async def test_without_an_estimate_the_default_is_held(stack: Stack) -> None:
     """No x-max-tokens: the domain's default_estimate (4,096) is held, then 10 charged."""
-    await _account(stack, "llm-default")
-    answer = await get(stack.envoy.port, _ask("llm-default", **{"x-test-usage": "10"}))
+    acct = _id(stack, "llm-default")
+    await _account(stack, acct)
+    answer = await _call(stack, _ask(acct, **{"x-test-usage": "10"}))
     assert answer.status == 200, answer
     assert answer.headers["ratelimit-remaining"] == str(ALLOWANCE - 4096)
-    assert await _settled_to(stack, "llm-default", ALLOWANCE - 10) == ALLOWANCE - 10
+    assert await _settled_to(stack, acct, ALLOWANCE - 10) == ALLOWANCE - 10
 
 
-async def test_an_estimate_above_what_is_left_is_429_and_nothing_is_held(stack: Stack) -> None:
-    await _account(stack, "llm-big")
+async def test_an_estimate_above_what_is_left_is_refused_and_nothing_is_held(
+    stack: Stack,
+) -> None:
+    acct = _id(stack, "llm-big")
+    await _account(stack, acct)
     missing = _holds("missing")
-    answer = await get(stack.envoy.port, _ask("llm-big", ALLOWANCE + 1, **{"x-test-usage": "1"}))
-    assert answer.status == 429, answer
+    answer = await _call(stack, _ask(acct, ALLOWANCE + 1, **{"x-test-usage": "1"}))
+    assert answer.status == REFUSED[stack.envoy.source], answer
     assert answer.headers["x-creditgate-reason"] == "INSUFFICIENT_CREDITS"
-    assert await _holds_reach("missing", missing + 1) == missing + 1  # no hold to settle
-    assert await _tokens(stack, "llm-big") == ALLOWANCE
+    late = missing + DONE_CALL_WHEN_REFUSED[stack.envoy.source]
+    assert await _holds_reach("missing", late) == late  # no hold to settle
+    assert await _tokens(stack, acct) == ALLOWANCE
 
 
 async def test_200_concurrent_calls_never_overspend(stack: Stack) -> None:
@@ -158,22 +185,21 @@ async def test_200_concurrent_calls_never_overspend(stack: Stack) -> None:
     Charging after the response (Envoy AI Gateway's apply_on_stream_done alone) would let all
     200 through and overspend by 100,000 (envoyproxy/ai-gateway#680).
     """
-    await _account(stack, "llm-hot")
+    acct = _id(stack, "llm-hot")
+    await _account(stack, acct)
     seen = len(stack.upstream.seen)
     settled, missing = _holds("settled"), _holds("missing")
     answers = await asyncio.gather(
-        *(
-            get(stack.envoy.port, _ask("llm-hot", 1000, **{"x-test-usage": "1000"}))
-            for _ in range(200)
-        )
+        *(_call(stack, _ask(acct, 1000, **{"x-test-usage": "1000"})) for _ in range(200))
     )
     statuses = sorted(a.status for a in answers)
-    assert statuses == [200] * 100 + [429] * 100
+    assert statuses == [200] * 100 + [REFUSED[stack.envoy.source]] * 100
     assert len(stack.upstream.seen) - seen == 100
-    # Every stream-done call lands: 100 holds settled, 100 refused requests with none to settle.
+    # Every stream-done call lands: 100 holds settled; the refused requests have none to settle.
     assert await _holds_reach("settled", settled + 100) == settled + 100
-    assert await _holds_reach("missing", missing + 100) == missing + 100
-    assert await _tokens(stack, "llm-hot") == 0
+    late = missing + 100 * DONE_CALL_WHEN_REFUSED[stack.envoy.source]
+    assert await _holds_reach("missing", late) == late
+    assert await _tokens(stack, acct) == 0
 
 
 async def test_a_stream_cut_short_is_settled_at_the_estimate(stack: Stack) -> None:
@@ -182,9 +208,10 @@ async def test_a_stream_cut_short_is_settled_at_the_estimate(stack: Stack) -> No
     (hold.without_usage: charge_estimate, the demo's.) The balance is the same held or
     settled, so the settlement is read off creditgate_gateway_holds_total.
     """
-    await _account(stack, "llm-cut")
+    acct = _id(stack, "llm-cut")
+    await _account(stack, acct)
     settled = _holds("settled")
-    answer = await get(stack.envoy.port, _ask("llm-cut", 700, **{"x-test-cut": "1"}))
+    answer = await _call(stack, _ask(acct, 700, **{"x-test-cut": "1"}))
     assert answer.status == 200  # the headers went out before the stream was cut
     assert await _holds_reach("settled", settled + 1) == settled + 1
-    assert await _tokens(stack, "llm-cut") == ALLOWANCE - 700
+    assert await _tokens(stack, acct) == ALLOWANCE - 700

@@ -198,8 +198,10 @@ async def test_redis_down_is_unavailable(demo_catalog: Catalog, tmp_path: Path) 
 
 
 async def test_a_hold_never_settled_expires_and_gives_its_credits_back(sidecar: Sidecar) -> None:
-    """Domain ``llm`` reserves 4,096 tokens (the default estimate); no stream-done call comes
-    (Envoy gone): after the hold's 600 s the tokens are back, and a late settle is refused."""
+    """A hold never settled (Envoy gone) goes back after its 600 s; a late settle is refused.
+
+    Domain ``llm`` reserves 4,096 tokens, its default estimate.
+    """
     await sidecar.engine.create_account("rl-hold", "shingle_free")
     stub = rls_pb2_grpc.RateLimitServiceStub(sidecar.channel)
     reserve = _ask(_descriptor(phase="reserve", account="rl-hold", request_id="h1"), domain="llm")
