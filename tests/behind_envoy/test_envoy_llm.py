@@ -215,3 +215,18 @@ async def test_a_stream_cut_short_is_settled_at_the_estimate(stack: Stack) -> No
     assert answer.status == 200  # the headers went out before the stream was cut
     assert await _holds_reach("settled", settled + 1) == settled + 1
     assert await _tokens(stack, acct) == ALLOWANCE - 700
+
+
+async def test_a_request_id_used_again_never_runs_the_app_for_free(stack: Stack) -> None:
+    """The same x-request-id after its hold was settled: refused, the app is not reached."""
+    acct = _id(stack, "llm-again")
+    await _account(stack, acct)
+    headers = _ask(acct, 100, **{"x-test-usage": "60"})
+    assert (await _call(stack, headers)).status == 200
+    assert await _settled_to(stack, acct, ALLOWANCE - 60) == ALLOWANCE - 60
+    seen = len(stack.upstream.seen)
+    again = await _call(stack, headers)
+    assert again.status == {LLM: 429, LLM_EXT_AUTHZ: 409}[stack.envoy.source], again
+    assert again.headers["x-creditgate-reason"] == "DUPLICATE_REQUEST_ID"
+    assert len(stack.upstream.seen) == seen
+    assert await _tokens(stack, acct) == ALLOWANCE - 60

@@ -71,13 +71,16 @@ async def test_cost_per_request_3_3_2_1_on_5_units(stack: Stack) -> None:
     assert await stack.bonus("env-cost") == 0
 
 
-async def test_a_retry_with_the_same_request_id_is_charged_once(stack: Stack) -> None:
-    """Envoy passes the client's x-request-id: the same id twice is one charge, replayed."""
+async def test_a_request_id_used_again_is_refused_and_charged_once(stack: Stack) -> None:
+    """Envoy passes a client's x-request-id on: sent again, it is refused, not run for free."""
     await stack.account("env-retry", 5)
     headers = _ask("env-retry", 2)
+    seen = len(stack.upstream.seen)
     first = await get(stack.envoy.port, headers)
     again = await get(stack.envoy.port, headers)
-    assert (first.status, again.status) == (200, 200)
+    assert (first.status, again.status) == (200, 429)
+    assert again.headers["x-creditgate-reason"] == "DUPLICATE_REQUEST_ID"
+    assert len(stack.upstream.seen) == seen + 1
     assert await stack.bonus("env-retry") == 3 * MICRO
 
 

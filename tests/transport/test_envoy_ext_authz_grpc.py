@@ -97,13 +97,17 @@ async def test_without_a_request_id_one_is_made_and_passed_on(sidecar: Sidecar) 
     assert json_format.MessageToDict(answer.dynamic_metadata)["request_id"] == made
 
 
-async def test_a_retry_with_the_same_id_is_charged_once(sidecar: Sidecar) -> None:
+async def test_a_request_id_used_again_is_409_and_charged_once(sidecar: Sidecar) -> None:
+    """The app would run again: a gateway's replay is refused, never let through uncharged."""
     await _account(sidecar, "az-retry", 5)
     ask = _ask(**_h("az-retry", 2, **{"x-request-id": "same"}))
     first = await _stub(sidecar).Check(ask)
     again = await _stub(sidecar).Check(ask)
     assert first.HasField("ok_response")
-    assert again.HasField("ok_response")
+    assert again.denied_response.status.code == 409
+    body = json.loads(again.denied_response.body)
+    assert (body["reason"], body["request_id"]) == ("DUPLICATE_REQUEST_ID", "same")
+    assert "already used" in body["message"]
     assert (await _pools(sidecar, "az-retry"))["bonus"] == 3 * MICRO
 
 

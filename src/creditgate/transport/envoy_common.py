@@ -9,7 +9,8 @@ error, so that a fail-open filter cannot let it through), and Redis down is rais
 A charge's phase (domain/gateway_base.Phase) picks the engine call: ``consume``, ``reserve``
 (a hold under the request id), ``settle`` or ``release`` (the hold, when the stream is done).
 When Redis is down and the action's ``on_unavailable`` is ``allow``, the request comes back as
-``Unbilled`` (fail_policy.py).
+``Unbilled`` (fail_policy.py). A request id seen before is ``Refused`` (``DUPLICATE_REQUEST_ID``):
+unlike an SDK caller's retry, a gateway's request reaches the app again.
 
 ``figures`` gives the RateLimit-Limit, -Remaining and -Reset of a decision, and ``body`` the JSON
 body of a refusal.
@@ -175,5 +176,17 @@ async def charge(
             metrics.GATEWAY_HOLDS.labels(rpc, "missing").inc()
         code, message = status_of(exc)
         return Refused(code.name, message, rid if is_valid_id(rid) else "")
+    if isinstance(done, Decision) and done.replayed:
+        # An HTTP request that gets this far reaches the app: an id seen before would let it
+        # run again, uncharged. The SDK's replays are retries of one action; a gateway's are not.
+        return Refused("DUPLICATE_REQUEST_ID", _duplicate(rid), rid)
     _count(rpc, done)
     return asked, done
+
+
+def _duplicate(rid: str) -> str:
+    return (
+        f"request id {rid!r} was already used by an earlier request of this account, which was "
+        "charged; each request must carry a new id (let Envoy make x-request-id, and do not "
+        "pass on one a client sent), or it would reach the app again without a charge"
+    )
