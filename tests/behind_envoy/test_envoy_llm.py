@@ -38,8 +38,8 @@ POLLS = 250  # 5 s: the stream-done call comes after the answer
 
 
 REFUSED = {LLM: 429, LLM_EXT_AUTHZ: 402}  # out of tokens: the rate-limit filter's, ext_authz's
-# Whether a refused request still makes a stream-done call: after ext_authz's own refusal the
-# rate-limit filter never saw the request, so it makes none (there is no hold to settle either).
+# Whether a refused request still makes a stream-done call (which then names no hold it made:
+# not_held): after ext_authz's own refusal the rate-limit filter never saw the request.
 DONE_CALL_WHEN_REFUSED = {LLM: 1, LLM_EXT_AUTHZ: 0}
 PATH = "/v1/llm/chat"
 
@@ -170,12 +170,12 @@ async def test_an_estimate_above_what_is_left_is_refused_and_nothing_is_held(
 ) -> None:
     acct = _id(stack, "llm-big")
     await _account(stack, acct)
-    missing = _holds("missing")
+    missing = _holds("not_held")
     answer = await _call(stack, _ask(acct, ALLOWANCE + 1, **{"x-test-usage": "1"}))
     assert answer.status == REFUSED[stack.envoy.source], answer
     assert answer.headers["x-creditgate-reason"] == "INSUFFICIENT_CREDITS"
     late = missing + DONE_CALL_WHEN_REFUSED[stack.envoy.source]
-    assert await _holds_reach("missing", late) == late  # no hold to settle
+    assert await _holds_reach("not_held", late) == late  # no hold to settle
     assert await _tokens(stack, acct) == ALLOWANCE
 
 
@@ -188,7 +188,7 @@ async def test_200_concurrent_calls_never_overspend(stack: Stack) -> None:
     acct = _id(stack, "llm-hot")
     await _account(stack, acct)
     seen = len(stack.upstream.seen)
-    settled, missing = _holds("settled"), _holds("missing")
+    settled, missing = _holds("settled"), _holds("not_held")
     answers = await asyncio.gather(
         *(_call(stack, _ask(acct, 1000, **{"x-test-usage": "1000"})) for _ in range(200))
     )
@@ -198,7 +198,7 @@ async def test_200_concurrent_calls_never_overspend(stack: Stack) -> None:
     # Every stream-done call lands: 100 holds settled; the refused requests have none to settle.
     assert await _holds_reach("settled", settled + 100) == settled + 100
     late = missing + 100 * DONE_CALL_WHEN_REFUSED[stack.envoy.source]
-    assert await _holds_reach("missing", late) == late
+    assert await _holds_reach("not_held", late) == late
     assert await _tokens(stack, acct) == 0
 
 
@@ -230,3 +230,33 @@ async def test_a_request_id_used_again_never_runs_the_app_for_free(stack: Stack)
     assert again.headers["x-creditgate-reason"] == "DUPLICATE_REQUEST_ID"
     assert len(stack.upstream.seen) == seen
     assert await _tokens(stack, acct) == ALLOWANCE - 60
+
+
+async def test_a_duplicate_refused_mid_stream_cannot_settle_the_hold(stack: Stack) -> None:
+    """B reuses A's id while A's app works: B is refused, and A alone settles A's hold.
+
+    B's stream-done call names no hold it made (no ``held`` entry), so A's hold is settled at
+    A's usage, not at B's estimate.
+    """
+    acct = _id(stack, "llm-dup")
+    await _account(stack, acct)
+    headers = _ask(acct, 5000, **{"x-test-usage": "1234"})
+    not_held = _holds("not_held")
+    stack.upstream.gate = asyncio.Event()
+    try:
+        arrived = stack.upstream.arrived
+        first = asyncio.create_task(_call(stack, headers))
+        for _ in range(POLLS):
+            if stack.upstream.arrived > arrived:
+                break
+            await asyncio.sleep(POLL_SECONDS)
+        again = await _call(stack, headers)
+        assert again.headers["x-creditgate-reason"] == "DUPLICATE_REQUEST_ID"
+        late = not_held + DONE_CALL_WHEN_REFUSED[stack.envoy.source]
+        assert await _holds_reach("not_held", late) == late
+        assert await _tokens(stack, acct) == ALLOWANCE - 5000  # still held for A
+    finally:
+        stack.upstream.gate.set()
+        stack.upstream.gate = None
+    assert (await first).status == 200
+    assert await _settled_to(stack, acct, ALLOWANCE - 1234) == ALLOWANCE - 1234

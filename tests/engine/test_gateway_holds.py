@@ -74,8 +74,10 @@ def test_reserve_holds_the_estimate_entry_else_hits_addend_else_the_default(
 
 def test_settle_charges_the_usage_entry_even_zero(catalog: Catalog) -> None:
     domain = catalog.gateway.mapping("llm")
-    used = domain.charge((_d(account="a", request_id="r", phase="settle", usage="1234"),), 0)
-    none = domain.charge((_d(account="a", request_id="r", phase="settle", usage="0"),), 0)
+    used = domain.charge(
+        (_d(account="a", request_id="r", phase="settle", usage="1234", held="r"),), 0
+    )
+    none = domain.charge((_d(account="a", request_id="r", phase="settle", usage="0", held="r"),), 0)
     assert [(c.phase, c.quantity) for c in (used, none)] == [
         (Phase.SETTLE, 1234),
         (Phase.SETTLE, 0),
@@ -85,7 +87,9 @@ def test_settle_charges_the_usage_entry_even_zero(catalog: Catalog) -> None:
 def test_a_stream_without_usage_is_settled_at_the_estimate_or_released(catalog: Catalog) -> None:
     domain = catalog.gateway.mapping("llm")
     assert domain.hold is not None
-    cut = domain.charge((_d(account="a", request_id="r", phase="settle", estimate="80"),), 0)
+    cut = domain.charge(
+        (_d(account="a", request_id="r", phase="settle", estimate="80", held="r"),), 0
+    )
     if domain.hold.without_usage == "release":
         assert cut.phase is Phase.RELEASE
     else:
@@ -108,12 +112,22 @@ def test_no_phase_entry_is_a_plain_charge(catalog: Catalog) -> None:
             "the entry 'estimate' is '-5'; send a whole number above 0",
         ),
         (
-            {"phase": "settle", "request_id": "r", "usage": "lots"},
+            {"phase": "settle", "request_id": "r", "usage": "lots", "held": "r"},
             "INVALID_QUANTITY",
             "the entry 'usage' is 'lots'; send a whole number 0 or more",
         ),
+        (
+            {"phase": "settle", "request_id": "r", "usage": "5"},
+            "NOT_HELD",
+            "this request did not make it (it was refused, or its id was used again)",
+        ),
+        (
+            {"phase": "settle", "request_id": "r", "usage": "5", "held": "other"},
+            "NOT_HELD",
+            "the entry 'held' does not name this request's hold",
+        ),
     ],
-    ids=["no-request-id", "unknown-phase", "bad-estimate", "bad-usage"],
+    ids=["no-request-id", "unknown-phase", "bad-estimate", "bad-usage", "no-held", "held-other"],
 )
 def test_a_hold_that_cannot_be_made_says_why(
     catalog: Catalog, entries: dict[str, str], reason: str, words: str

@@ -208,6 +208,7 @@ async def test_a_hold_never_settled_expires_and_gives_its_credits_back(sidecar: 
     answer = await stub.ShouldRateLimit(reserve)
     assert answer.overall_code == OK
     assert _headers(answer)["RateLimit-Remaining"] == str(100_000 - 4096)
+    assert dict(answer.dynamic_metadata) == {"hold": "h1"}  # the stream-done call's `held`
 
     async def tokens() -> int:
         state = await sidecar.engine.balance("rl-hold")
@@ -218,7 +219,9 @@ async def test_a_hold_never_settled_expires_and_gives_its_credits_back(sidecar: 
     assert await tokens() == 100_000 - 4096
     await sidecar.engine.advance_clock("rl-hold", 2)
     assert await tokens() == 100_000
-    late = _ask(_descriptor(phase="settle", account="rl-hold", request_id="h1", usage="9"))
+    late = _ask(
+        _descriptor(phase="settle", account="rl-hold", request_id="h1", usage="9", held="h1")
+    )
     late.domain = "llm"
     refused = await stub.ShouldRateLimit(late)
     assert refused.overall_code == OVER_LIMIT

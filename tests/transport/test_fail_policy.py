@@ -94,6 +94,9 @@ async def test_a_stream_done_is_never_let_through(target: str) -> None:
     async with grpc.aio.insecure_channel(target) as channel:
         stub = rls_pb2_grpc.RateLimitServiceStub(channel)
         request = _rls("agent.message", phase="settle", usage="3")
+        request.descriptors[0].entries.add(
+            key="held", value=request.descriptors[0].entries[2].value
+        )
         request.domain = "llm"
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.ShouldRateLimit(request)

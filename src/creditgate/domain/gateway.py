@@ -22,9 +22,10 @@ request's ``hits_addend`` when above 0, else 1 (docs/ENVOY.md says what Envoy 1.
 A domain with ``hold`` reserves on the request and settles when the stream is done (an LLM
 call, whose cost is known only at its end): a descriptor whose ``phase`` entry is ``reserve``
 holds the ``estimate`` entry (else ``hits_addend``, else ``default_estimate``) under the request
-id; one whose ``phase`` is ``settle`` (the rate limit applied on stream done) charges that hold
-the ``usage`` entry, or, when none came (a stream cut short), the estimate again
-(``without_usage: charge_estimate``) or nothing (``release``). A descriptor without a phase
+id; one whose ``phase`` is ``settle`` (the rate limit applied on stream done, its ``held`` entry
+naming the hold this request made) charges that hold the ``usage`` entry, or, when none came
+(a stream cut short), the estimate again (``without_usage: charge_estimate``) or nothing
+(``release``). A descriptor without a phase
 entry is a plain charge::
 
     hold: {default_estimate: 4096, ttl_seconds: 600}  # phase_key, estimate_key, usage_key
@@ -61,6 +62,7 @@ class HoldConfig(Model):
     phase_key: EntryKey = "phase"
     estimate_key: EntryKey = "estimate"
     usage_key: EntryKey = "usage"
+    held_key: EntryKey = "held"
     default_estimate: int = Field(gt=0, le=MAX_QUANTITY)
     ttl_seconds: int = Field(default=0, ge=0, le=86_400)  # 0: CREDITGATE_HOLD_TTL_SECONDS's
     without_usage: Literal["charge_estimate", "release"] = "charge_estimate"
@@ -187,6 +189,13 @@ class DomainMapping:
             else hits or hold.default_estimate
         )
         used = found.get(hold.usage_key)
+        if phase == Phase.SETTLE and found.get(hold.held_key) != rid:
+            msg = (
+                f"{where}: the entry {hold.held_key!r} does not name this request's hold, so this "
+                "request did not make it (it was refused, or its id was used again); nothing "
+                "is settled"
+            )
+            raise MappingError(msg, "NOT_HELD")
         if phase == Phase.RESERVE:
             kind, quantity = Phase.RESERVE, estimate
         elif used is not None:
@@ -250,7 +259,8 @@ def _compile_domain(name: str, cfg: DomainMappingConfig, actions: frozenset[str]
     where = f"gateway.envoy_rate_limit.domains.{name}"
     named = [cfg.account_key, cfg.action_key, cfg.request_id_key, *cfg.attribute_keys]
     if cfg.hold is not None:
-        named += [cfg.hold.phase_key, cfg.hold.estimate_key, cfg.hold.usage_key]
+        hold = cfg.hold
+        named += [hold.phase_key, hold.estimate_key, hold.usage_key, hold.held_key]
     twice = sorted({k for k in named if named.count(k) > 1})
     if twice:
         msg = f"{where}: the entry key {twice[0]!r} is given two meanings; each key names one thing"

@@ -170,6 +170,8 @@ async def charge(
             return Unbilled(asked, rid)
         raise
     except MappingError as exc:
+        if exc.reason == "NOT_HELD":  # a stream done whose request made no hold
+            metrics.GATEWAY_HOLDS.labels(rpc, "not_held").inc()
         return Refused(exc.reason, str(exc))
     except CreditgateError as exc:
         if asked is not None and asked.phase in (Phase.SETTLE, Phase.RELEASE):

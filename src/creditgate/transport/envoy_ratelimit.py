@@ -92,6 +92,10 @@ def answer(d: Decision, index: int, count: int) -> Any:  # noqa: ANN401 - a Rate
     if d.allowed:
         # The upstream learns the id it may refund (Refund takes the account and this id).
         response.request_headers_to_add.append(header("x-creditgate-request-id", d.request_id))
+        if d.expires_at:
+            # A hold: Envoy keeps this (namespace envoy.filters.http.ratelimit) for the
+            # stream-done call, whose `held` entry proves that this request made the hold.
+            response.dynamic_metadata.update({"hold": d.request_id})
     else:
         response.response_headers_to_add.append(header("content-type", "application/json"))
         response.raw_body = body(reason, d.message, d.request_id, d.retry_at)

@@ -105,7 +105,8 @@ WITHOUT_REDIS = Counter(
 GATEWAY_HOLDS = Counter(
     "creditgate_gateway_holds_total",
     "Holds a gateway finished when its stream was done: settled, short (the usage exceeded the "
-    "hold and the rest could not be charged), released, or missing (expired, or never made)",
+    "hold and the rest could not be charged), released, missing (expired, or already "
+    "finished), or not_held (the request made no hold: refused)",
     ["rpc", "outcome"],
 )
 # Summed over processes, the lowest: 0 when any server process cannot reach Redis.
