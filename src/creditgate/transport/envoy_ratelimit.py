@@ -29,7 +29,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from envoy.service.ratelimit.v3 import rls_pb2
-from google.protobuf import duration_pb2
 
 from creditgate.domain.gateway import Descriptor
 from creditgate.domain.results import Decision, Settlement
@@ -67,37 +66,33 @@ def answer(d: Decision, index: int, count: int) -> Any:  # noqa: ANN401 - a Rate
     """The response to a decision on descriptor ``index`` of ``count``."""
     code = OK if d.allowed else OVER_LIMIT
     limit, remaining, reset = figures(d)
-    status = rls_pb2.RateLimitResponse.DescriptorStatus(
-        code=code,
-        current_limit=rls_pb2.RateLimitResponse.RateLimit(
-            name=d.meter, requests_per_unit=limit, unit=rls_pb2.RateLimitResponse.RateLimit.UNKNOWN
-        ),
-        limit_remaining=remaining,
-    )
-    if reset:
-        status.duration_until_reset.CopyFrom(duration_pb2.Duration(seconds=reset))
-    statuses = [rls_pb2.RateLimitResponse.DescriptorStatus(code=OK) for _ in range(count)]
-    statuses[index] = status
+    # Built in place with add(): a third of the time of messages built and then copied in.
+    response = rls_pb2.RateLimitResponse(overall_code=code)
+    for i in range(count):
+        status = response.statuses.add(code=OK)
+        if i == index:
+            status.code = code
+            status.limit_remaining = remaining
+            status.current_limit.name = d.meter
+            status.current_limit.requests_per_unit = limit
+            if reset:
+                status.duration_until_reset.seconds = reset
     reason = "ALLOWED" if d.allowed else d.reason.name
-    headers = [
-        header("RateLimit-Limit", limit),
-        header("RateLimit-Remaining", remaining),
-        header("RateLimit-Reset", reset),
-        header("x-creditgate-reason", reason),
-        header("x-creditgate-request-id", d.request_id),
-    ]
-    response = rls_pb2.RateLimitResponse(
-        overall_code=code, statuses=statuses, response_headers_to_add=headers
-    )
+    headers = response.response_headers_to_add
+    headers.add(key="RateLimit-Limit", value=str(limit))
+    headers.add(key="RateLimit-Remaining", value=str(remaining))
+    headers.add(key="RateLimit-Reset", value=str(reset))
+    headers.add(key="x-creditgate-reason", value=reason)
+    headers.add(key="x-creditgate-request-id", value=d.request_id)
     if d.allowed:
         # The upstream learns the id it may refund (Refund takes the account and this id).
-        response.request_headers_to_add.append(header("x-creditgate-request-id", d.request_id))
+        response.request_headers_to_add.add(key="x-creditgate-request-id", value=d.request_id)
         if d.expires_at:
             # A hold: Envoy keeps this (namespace envoy.filters.http.ratelimit) for the
             # stream-done call, whose `held` entry proves that this request made the hold.
             response.dynamic_metadata.update({"hold": d.request_id})
     else:
-        response.response_headers_to_add.append(header("content-type", "application/json"))
+        headers.add(key="content-type", value="application/json")
         response.raw_body = body(reason, d.message, d.request_id, d.retry_at)
     return response
 
