@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
+import report_envoy
 from report_text import HISTORY
 from tools import Load
 
@@ -131,6 +132,8 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         }
     if r.get("soak"):
         summary["soak_rss_mib"] = r["soak"]
+    if r.get("envoy"):
+        summary["envoy"] = report_envoy.summary(r["envoy"])
     lines = [
         "# Benchmarks",
         "",
@@ -179,6 +182,8 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
             "on the one-process sidecar.",
             *_spread(levels, r["runs"]),
         ]
+    if r.get("envoy"):
+        lines += ["", *report_envoy.lines(r["envoy"])[:-1]]
     lines += [
         "",
         "## Other figures",
@@ -204,7 +209,7 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
             f"| sidecar RSS over a {s['seconds']} s soak at 64 in flight | "
             f"{s['start_mib']:.0f} → {s['end_mib']:.0f} MiB (max {s['max_mib']:.0f}) |"
         )
-    lines += ["", *_targets(summary), "", *_analysis(summary), "", *HISTORY]
+    lines += ["", *_targets(summary, r.get("envoy")), "", *_analysis(summary), "", *HISTORY]
     lines += [
         "",
         "## Reproduce",
@@ -213,6 +218,7 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "make bench            # about 12 minutes; needs h2load, redis-benchmark, pgbench",
         ".venv/bin/python bench/run.py --soak 600   # plus a 10-minute memory soak",
         ".venv/bin/python bench/run.py --report-only # rewrite this file from BENCHMARKS.json",
+        ".venv/bin/python bench/envoy_path.py --runs 3   # only HTTP through Envoy (its section)",
         ".venv/bin/python bench/script_cost.py       # the consume script in instructions",
         ".venv/bin/python bench/script_cost.py --general   # its general path alone",
         ".venv/bin/python bench/script_cost.py --quantity 1000000000   # a denial",
@@ -239,8 +245,8 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
     return summary
 
 
-def _targets(s: dict[str, Any]) -> list[str]:
-    """The issue's targets against this run."""
+def _targets(s: dict[str, Any], envoy: dict[str, Any] | None) -> list[str]:
+    """The issue's targets against this run (and the Envoy path's, when it ran)."""
     pg = s["pg_hot_tps"]
     rows = [
         (
@@ -290,6 +296,8 @@ def _targets(s: dict[str, Any]) -> list[str]:
             s["accounts_cost_ratio"] <= 1.1,
         ),
     ]
+    if envoy:
+        rows += report_envoy.targets(envoy)
     return [
         "## Against the targets",
         "",

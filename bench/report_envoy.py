@@ -1,0 +1,219 @@
+"""The "HTTP through Envoy" section of docs/BENCHMARKS.md, from bench/envoy_path.py's runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy_path import summarize
+
+NAMES = {
+    "none": "(a) no filter",
+    "floor": "(b) rate-limit filter, constant-OK floor",
+    "creditgate": "(c) rate-limit filter, creditgate",
+    "creditgates": "(c) rate-limit filter, creditgate xN",
+}
+
+
+def _range(s: dict[str, float], fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}-{fmt.format(s['max'])})"
+
+
+def summary(e: dict[str, Any]) -> dict[str, Any]:
+    """The figures the JSON summary carries: medians, with the runs' min and max."""
+    if "skipped" in e:
+        return {"skipped": e["skipped"]}
+    s = summarize(e)
+    out: dict[str, Any] = {"processes": e["processes"], "envoy_workers": e["envoy_workers"]}
+    for inflight, level in s.items():
+        out[f"at_{inflight}"] = {
+            "rps": {name: round(level[name]["rps"]["median"]) for name in NAMES},
+            "p50_ms": {name: round(level[name]["p50_ms"]["median"], 3) for name in NAMES},
+            "p99_ms": {name: round(level[name]["p99_ms"]["median"], 3) for name in NAMES},
+            "added_p50_ms": {
+                name: [round(level[name]["added_p50_ms"][k], 3) for k in ("median", "min", "max")]
+                for name in NAMES
+                if name != "none"
+            },
+            "added_p99_ms": {
+                name: [round(level[name]["added_p99_ms"][k], 3) for k in ("median", "min", "max")]
+                for name in NAMES
+                if name != "none"
+            },
+            "c_over_b_rps": {
+                name: [round(level[name]["over_floor"][k], 3) for k in ("median", "min", "max")]
+                for name in ("creditgate", "creditgates")
+            },
+            "answers": level["answers"],
+        }
+    return out
+
+
+def lines(e: dict[str, Any]) -> list[str]:
+    if "skipped" in e:
+        return ["## HTTP through Envoy", "", f"Not measured in this run: {e['skipped']}.", ""]
+    s = summarize(e)
+    n = e["processes"]
+    names = NAMES | {"creditgates": f"(c) rate-limit filter, creditgate x{n}"}
+    out = [
+        "## HTTP through Envoy (the path users run)",
+        "",
+        f"Measured {e['measured']} UTC by `{e['command']}` (`bench/envoy_path.py`) on "
+        f"{e['machine']}: Envoy {e['envoy']} with {e['envoy_workers']} workers (its default,",
+        "one per core) running `deploy/envoy/ratelimit.yaml` with its addresses moved to free",
+        "loopback ports, h2load GETs over HTTP/2 (1 connection at 1 in flight, 4 connections of",
+        f"16 streams at 64), {e['runs']} runs of {e['seconds']:g} s per path in turns, Envoy",
+        "started afresh for each run. Each request carries `x-account-id: demo-agent-free` and",
+        "no `x-request-id`, so Envoy makes a new one and each request is a new charge.",
+        "",
+        "- *(a) no filter*: the bootstrap without its rate-limit and set_filter_state filters;",
+        "- *(b) constant-OK floor*: the filter asking `bench/floor.py --ratelimit`, a `grpc.aio`",
+        "  RateLimitService on uvloop answering every call OK (one process): the floor of this",
+        "  path on creditgate's Python stack;",
+        "- *(c) creditgate*: `creditgate serve --embedded --demo` as `make run` serves it (its",
+        "  own redis-server, the SQLite ledger and its worker in-process, metrics on), with one",
+        f"  process and with `CREDITGATE_PROCESSES={n}`"
+        + (
+            ", changed for diagnosis: " + ", ".join(f"`{k}={v}`" for k, v in e["settings"].items())
+            if e.get("settings")
+            else ""
+        )
+        + ".",
+        "",
+        "The app behind Envoy is a second Envoy answering `direct_response` 200 (one worker):",
+        "it costs next to nothing, and the shipped route stays as it is (its `rate_limits` live",
+        "on a route to a cluster, so the front Envoy cannot answer by itself). Medians of the",
+        "runs; *added* is over (a) in the same round, run by run; gate CPU is the rate-limit",
+        "service's processes (creditgate's worker and metrics included, not its Redis);",
+        "machine CPU counts every process (Envoy, the app, h2load, Redis).",
+        "",
+        "| path, in flight | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms "
+        "| gate CPU µs/req | machine CPU µs/req (busy) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for inflight, level in s.items():
+        for name, label in names.items():
+            v = level[name]
+            added = (
+                f"{v['added_p50_ms']['median']:.2f} | {v['added_p99_ms']['median']:.2f}"
+                if name != "none"
+                else "- | -"
+            )
+            cpu = f"{v['cpu_us']['median']:,.0f}" if name != "none" else "-"
+            out.append(
+                f"| {label}, {inflight} | {v['rps']['median']:,.0f} | "
+                f"{v['p50_ms']['median']:.2f} | {v['p99_ms']['median']:.2f} | {added} | {cpu} | "
+                f"{v['machine_us']['median']:,.0f} ({v['busy']['median']:.0%}) |"
+            )
+    out += [
+        "",
+        "Median (lowest-highest) over the runs:",
+        "",
+        f"| in flight | c/b req/s, x{n} | c/b req/s, 1 process | added p50 ms, (b) "
+        f"| added p50 ms, (c) x{n} | added p50 ms, (c) 1 process | added p99 ms, (b) "
+        f"| added p99 ms, (c) x{n} |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for inflight, level in s.items():
+        out.append(
+            f"| {inflight} | {_range(level['creditgates']['over_floor'])} | "
+            f"{_range(level['creditgate']['over_floor'])} | "
+            f"{_range(level['floor']['added_p50_ms'])} | "
+            f"{_range(level['creditgates']['added_p50_ms'])} | "
+            f"{_range(level['creditgate']['added_p50_ms'])} | "
+            f"{_range(level['floor']['added_p99_ms'])} | "
+            f"{_range(level['creditgates']['added_p99_ms'])} |"
+        )
+    idle = [
+        f"{level['creditgates']['idle_processes']} of {e['runs']} at {inflight} in flight"
+        for inflight, level in s.items()
+    ]
+    out += [
+        "",
+        "Envoy opens one HTTP/2 connection to the rate-limit service per worker, and the kernel",
+        "places each connection on one of creditgate's processes (SO_REUSEPORT), so behind one",
+        f"Envoy x{n} can have a process with nothing to do. Runs in which one had done next to",
+        f"nothing: {'; '.join(idle)}.",
+        "",
+        "Every run is checked before its figures count (bench/envoy_path.py's `check`): no 5xx,",
+        "no rate-limit error, every 200 had an OK from the service, every 4xx was the filter's",
+        "429, and creditgate took one credit per 200 (GetBalance before and after), give or take",
+        "the requests h2load cut off when its time ran out: Envoy had asked for some of those",
+        "and then reset the call, which creditgate may have charged. Answers over all runs",
+        "(warm-up included):",
+        "",
+        "| path | 200 | 429 | other | cut off at the end | credits taken |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    totals = _totals(s)
+    for name, label in names.items():
+        t = totals[name]
+        charged = f"{t['charged']:,}" if "charged" in t else "-"
+        out.append(
+            f"| {label} | {t['200']:,} | {t['429']:,} | {t['other']:,} | {t['cut_off']:,} | "
+            f"{charged} |"
+        )
+    exact = e["exact"]
+    one = exact["creditgate"]
+    out += [
+        "",
+        "Before the timed runs each gate also answered fixed counts, every request answered "
+        "(`h2load -n`, 64 in flight):",
+        f"{one['demo-agent-free']['sent']:,} requests on the rich account gave "
+        + ", ".join(
+            f"{exact[name]['demo-agent-free']['2xx']:,} 200s"
+            + (
+                f" and {exact[name]['demo-agent-free']['charged']:,} credits taken"
+                if exact[name]["demo-agent-free"]["charged"] is not None
+                else ""
+            )
+            + f" ({name})"
+            for name in exact
+        )
+        + f"; {one['bench-envoy-small']['sent']} requests on an account with 100 credits gave "
+        + ", ".join(
+            f"{exact[name]['bench-envoy-small']['2xx']} 200s and "
+            f"{exact[name]['bench-envoy-small']['4xx']} 429s ({name})"
+            for name in exact
+        )
+        + ".",
+        "",
+    ]
+    return out
+
+
+def _totals(s: dict[str, Any]) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = {}
+    for level in s.values():
+        for name, answers in level["answers"].items():
+            into = totals.setdefault(name, {})
+            for k, v in answers.items():
+                into[k] = into.get(k, 0) + v
+    return totals
+
+
+def targets(e: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The issue's targets for the Envoy path."""
+    if "skipped" in e:
+        return []
+    s = summarize(e)
+    n = e["processes"]
+    rows = []
+    for inflight in s:
+        ratio = s[inflight]["creditgates"]["over_floor"]
+        rows.append(
+            (
+                f"through Envoy, {inflight} in flight: creditgate x{n} / floor (req/s) >= 0.8",
+                f"{_range(ratio)}",
+                ratio["median"] >= 0.8,
+            )
+        )
+    for inflight in s:
+        added = s[inflight]["creditgates"]["added_p50_ms"]
+        rows.append(
+            (
+                f"through Envoy, {inflight} in flight: p50 added over no filter <= 1 ms (x{n})",
+                f"{_range(added)} ms",
+                added["median"] <= 1,
+            )
+        )
+    return rows
