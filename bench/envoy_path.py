@@ -61,6 +61,7 @@ import tools
 import yaml
 
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -268,13 +269,36 @@ def _family(pid: int, processes: int) -> tuple[list[int], int | None]:
 
 
 @contextlib.contextmanager
-def creditgate(workdir: Path, processes: int, settings: dict[str, str]) -> Iterator[Gate]:
+def creditgate(
+    workdir: Path, processes: int, settings: dict[str, str], *, plain_redis: bool = False
+) -> Iterator[Gate]:
     """`creditgate serve --embedded --demo` in ``workdir``, the accounts the run charges ready.
 
     The settings are the defaults (`make run`'s) but for the ports, the data directory, the
     number of processes and ``settings`` (``--set``, for diagnosis): CREDITGATE_* of the
-    caller's environment are left out.
+    caller's environment are left out. ``plain_redis`` (for diagnosis): the same but on a
+    redis-server without the append-only file that ``--embedded`` writes (``appendfsync
+    always``), the ledger and its worker still on.
     """
+    if not plain_redis:
+        with creditgate_serve(workdir, processes, settings, redis_pid=None) as gate:
+            yield gate
+        return
+    with EmbeddedRedis(data_dir=workdir / "plain-redis") as redis:
+        plain = {
+            "CREDITGATE_REDIS_URL": redis.url,
+            "CREDITGATE_RUN_WORKER": "true",
+            "CREDITGATE_MIGRATE_ON_START": "true",
+        }
+        with creditgate_serve(workdir, processes, plain | settings, redis_pid=redis.pid) as gate:
+            yield gate
+
+
+@contextlib.contextmanager
+def creditgate_serve(
+    workdir: Path, processes: int, settings: dict[str, str], *, redis_pid: int | None
+) -> Iterator[Gate]:
+    """`creditgate serve --demo`, ``--embedded`` unless ``settings`` name a Redis."""
     port, metrics = tools.free_port(), tools.free_port()
     target = f"127.0.0.1:{port}"
     env = (
@@ -290,8 +314,9 @@ def creditgate(workdir: Path, processes: int, settings: dict[str, str]) -> Itera
     )
     log = workdir / "creditgate.log"
     with log.open("wb") as out:
+        embedded = [] if "CREDITGATE_REDIS_URL" in settings else ["--embedded"]
         proc = subprocess.Popen(
-            [_creditgate(), "serve", "--embedded", "--demo"],
+            [_creditgate(), "serve", *embedded, "--demo"],
             env=env,
             cwd=workdir,
             stdout=out,
@@ -308,7 +333,7 @@ def creditgate(workdir: Path, processes: int, settings: dict[str, str]) -> Itera
         cli(target, "grant", ACCOUNT, "bonus", str(GRANT), "--grant-id", "bench-envoy")
         cli(target, "account", "create", SMALL, "--plan", "agent_free")
         cli(target, "grant", SMALL, "bonus", str(SMALL_CREDITS), "--grant-id", "bench-envoy")
-        yield Gate(port, servers, redis, charged=True)
+        yield Gate(port, servers, redis or redis_pid, charged=True)
     finally:
         _stop(proc)
 
@@ -452,6 +477,8 @@ def measure(
     processes: int,
     workers: int = 0,
     settings: dict[str, str] | None = None,
+    *,
+    plain_redis: bool = False,
 ) -> dict[str, Any]:
     """Every path at every level, in turns, ``runs`` times; the runs as they came."""
     binary = envoy_binary()
@@ -469,8 +496,8 @@ def measure(
         with (
             envoy(binary, app, port=app_port, admin=app_admin, workers=1),
             floor() as rl_floor,
-            creditgate(work / "one", 1, settings or {}) as one,
-            creditgate(work / "many", processes, settings or {}) as many,
+            creditgate(work / "one", 1, settings or {}, plain_redis=plain_redis) as one,
+            creditgate(work / "many", processes, settings or {}, plain_redis=plain_redis) as many,
         ):
             gates: dict[str, Gate | None] = {
                 "none": None,
@@ -521,6 +548,7 @@ def measure(
         "envoy_workers": workers or os.cpu_count() or 1,
         "processes": processes,
         "settings": settings or {},
+        "plain_redis": plain_redis,
         "runs": runs,
         "seconds": seconds,
         "exact": exact_checks,
@@ -627,6 +655,11 @@ def _options() -> argparse.Namespace:
         help="a setting for both creditgates, to see what a part costs (e.g. "
         "CREDITGATE_LEDGER_URL= for no ledger); the report names it",
     )
+    parser.add_argument(
+        "--plain-redis",
+        action="store_true",
+        help="creditgate on a redis-server without --embedded's append-only file (diagnosis)",
+    )
     parser.add_argument("--out", default=str(tools.ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument(
         "--report-only",
@@ -646,7 +679,14 @@ def main() -> int:
         r = load(raw)
     else:
         settings = dict(item.split("=", 1) for item in opts.set)
-        results = measure(opts.runs, opts.seconds, opts.processes, opts.envoy_workers, settings)
+        results = measure(
+            opts.runs,
+            opts.seconds,
+            opts.processes,
+            opts.envoy_workers,
+            settings,
+            plain_redis=opts.plain_redis,
+        )
         if "skipped" in results:
             print(f"envoy path skipped: {results['skipped']}", file=sys.stderr)
             return 0

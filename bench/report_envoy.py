@@ -77,6 +77,11 @@ def lines(e: dict[str, Any]) -> list[str]:
             if e.get("settings")
             else ""
         )
+        + (
+            "; for diagnosis on a redis-server without `--embedded`'s append-only file"
+            if e.get("plain_redis")
+            else ""
+        )
         + ".",
         "",
         "The app behind Envoy is a second Envoy answering `direct_response` 200 (one worker):",
