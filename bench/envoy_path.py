@@ -338,6 +338,24 @@ def creditgate_serve(
         _stop(proc)
 
 
+def connections(pids: list[int], port: int) -> list[int]:
+    """Established TCP connections to ``port`` each of ``pids`` holds (/proc/net/tcp, IPv4)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+            inodes.add(f"socket:[{fields[9]}]")
+    counts = []
+    for pid in pids:
+        held = 0
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    held += str(fd.readlink()) in inodes
+        counts.append(held)
+    return counts
+
+
 def bonus(target: str, account: str) -> int:
     """Whole credits in ``account``'s bonus pool (GetBalance), the pool the bench charges."""
     with grpc.insecure_channel(target) as channel:
@@ -463,12 +481,15 @@ def one_run(
             pids=gate.pids if gate else [],
             redis_pid=gate.redis_pid if gate else None,
         )
+        # Envoy's connections to the service, by process (they last as long as this Envoy).
+        placed = connections(gate.pids, gate.port) if gate else []
         time.sleep(0.3)  # calls Envoy gave up on at the cut-off may still be charging
         counts = _counts(front) | {"errored": codes["errored"], "timeout": codes["timeout"]}
     if before is not None and gate is not None:
         time.sleep(0.2)
         counts["charged"] = before - bonus(gate.target, ACCOUNT)
-    return {"load": dataclasses.asdict(load), "codes": codes, "counts": counts}
+    load_fields = dataclasses.asdict(load)
+    return {"load": load_fields, "codes": codes, "counts": counts, "connections": placed}
 
 
 def measure(
@@ -582,6 +603,13 @@ def summarize(e: dict[str, Any]) -> dict[str, Any]:
                 "busy": _stat([r["machine_busy_s"] / r["machine_s"] for r in runs]),
                 "idle_processes": sum(1 for r in runs if r["idle_processes"]),
             }
+            placed = [r.get("connections", []) for r in paths[name]]
+            if name == "creditgates" and all(placed):
+                # Runs in which every connection from Envoy went to one process.
+                level[name]["one_process_runs"] = sum(
+                    1 for c in placed if sum(c) and max(c) == sum(c)
+                )
+                level[name]["connections"] = [sum(c) for c in placed]
             if name != "none":
                 level[name] |= {
                     "added_p50_ms": _stat(

@@ -128,16 +128,20 @@ def lines(e: dict[str, Any]) -> list[str]:
             f"{_range(level['floor']['added_p99_ms'])} | "
             f"{_range(level['creditgates']['added_p99_ms'])} |"
         )
-    idle = [
-        f"{level['creditgates']['idle_processes']} of {e['runs']} at {inflight} in flight"
+    placement = [
+        f"{level['creditgates']['one_process_runs']} of {e['runs']} runs at {inflight} in flight "
+        f"({'/'.join(str(c) for c in level['creditgates']['connections'])} connections)"
         for inflight, level in s.items()
+        if "one_process_runs" in level["creditgates"]
     ]
     out += [
         "",
-        "Envoy opens one HTTP/2 connection to the rate-limit service per worker, and the kernel",
-        "places each connection on one of creditgate's processes (SO_REUSEPORT), so behind one",
-        f"Envoy x{n} can have a process with nothing to do. Runs in which one had done next to",
-        f"nothing: {'; '.join(idle)}.",
+        "Envoy opens one HTTP/2 connection to the rate-limit service per worker that has had",
+        "traffic, and the kernel places each connection on one of creditgate's processes",
+        f"(SO_REUSEPORT), so behind one Envoy x{n} may serve from one process. All of Envoy's",
+        "connections went to one process in "
+        + ("; ".join(placement) if placement else "(not recorded in this run)")
+        + ".",
         "",
         "Every run is checked before its figures count (bench/envoy_path.py's `check`): no 5xx,",
         "no rate-limit error, every 200 had an OK from the service, every 4xx was the filter's",
