@@ -339,12 +339,16 @@ def creditgate_serve(
 
 
 def connections(pids: list[int], port: int) -> list[int]:
-    """Established TCP connections to ``port`` each of ``pids`` holds (/proc/net/tcp, IPv4)."""
+    """Established TCP connections to ``port`` that each of ``pids`` holds.
+
+    Both /proc/net/tcp and tcp6: grpc listens on an IPv6 socket (127.0.0.1 is ::ffff:127.0.0.1).
+    """
     inodes = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
-            inodes.add(f"socket:[{fields[9]}]")
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # ESTABLISHED
+                inodes.add(f"socket:[{fields[9]}]")
     counts = []
     for pid in pids:
         held = 0
