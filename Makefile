@@ -14,10 +14,10 @@ GEN_DIR := src/creditgate/v1
 PROTO_STAMP := $(GEN_DIR)/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto run test lint fmt bench clean distclean
+.PHONY: help venv proto run test lint fmt bench bench-envoy clean distclean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 venv: $(VENV_STAMP)  ## create .venv and install creditgate[dev] (again only when pyproject.toml changes)
 
@@ -46,8 +46,11 @@ run: venv proto  ## serve with a private embedded Redis and demo accounts (CONFI
 test: venv proto  ## run the test suite (PYTEST_ARGS=...)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-bench: venv proto  ## measure against the grpc floor, Redis and PostgreSQL (BENCH_ARGS=...)
+bench: venv proto  ## measure against the grpc floor, Redis, PostgreSQL and through Envoy (BENCH_ARGS=...)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+bench-envoy: venv proto  ## only HTTP through Envoy: no filter, a constant-OK floor, creditgate (BENCH_ARGS=...)
+	$(BIN)/python bench/envoy_path.py $(BENCH_ARGS)
 
 lint: venv proto  ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .

@@ -1,8 +1,12 @@
 """The bare floor: a grpc.aio server with creditgate's proto that answers a constant Decision.
 
-Run: python bench/floor.py PORT [--uvloop] [--redis URL [--burn N [--steps]]]. It is what
-creditgate's own serving costs are measured against (same proto, same grpc.aio, no Redis, no
-work).
+Run: python bench/floor.py PORT [--uvloop] [--redis URL [--burn N [--steps]] | --ratelimit].
+It is what creditgate's own serving costs are measured against (same proto, same grpc.aio, no
+Redis, no work).
+
+With ``--ratelimit`` it serves Envoy's ``RateLimitService/ShouldRateLimit`` instead, answering
+every call ``OK`` (no descriptor statuses, no headers): the floor of the rate-limit filter's
+path through Envoy (bench/envoy_path.py).
 
 With ``--redis URL`` every answer first waits for one PING on a pipelined connection to that
 Redis (creditgate's own FastRedis): the floor of any gate that makes one Redis round trip per
@@ -23,6 +27,7 @@ import sys
 from pathlib import Path
 
 import grpc
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from redis.asyncio import Redis
 
 from creditgate.domain.catalog import load_catalog
@@ -57,6 +62,14 @@ ANSWER = quota_pb2.Decision(
 class Floor(quota_pb2_grpc.QuotaServiceServicer):
     async def CheckAndConsume(self, request, context):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201, ARG002, N802
         return ANSWER
+
+
+RATE_LIMIT_OK = rls_pb2.RateLimitResponse(overall_code=rls_pb2.RateLimitResponse.OK)
+
+
+class RateLimitFloor(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # untyped
+    async def ShouldRateLimit(self, request, context):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN201, ARG002, N802
+        return RATE_LIMIT_OK
 
 
 class PingFloor(Floor):
@@ -119,6 +132,12 @@ class StepsFloor(BurnFloor):
 
 async def main(port: int, redis_url: str | None) -> None:
     server = grpc.aio.server()
+    if "--ratelimit" in sys.argv:
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitFloor(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+        return
     # The floor serves CheckAndConsume (and the ping floor the batch) only; grpc answers the
     # methods it does not define with UNIMPLEMENTED, which the stubs call abstract.
     servicer: Floor

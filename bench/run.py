@@ -6,7 +6,9 @@
    and its CPU time per decision on 1 versus 100,000 accounts (bench/load.py);
 3. the Redis ceiling: redis-benchmark EVALSHA of creditgate's own consume script;
 4. the PostgreSQL baseline: pgbench running a row-lock debit on one hot row and on 100,000 rows;
-5. CheckAndConsumeBatch in decisions per second.
+5. CheckAndConsumeBatch in decisions per second;
+6. HTTP through a real Envoy: no filter, the rate-limit filter against a constant-OK floor and
+   against creditgate as `make run` serves it (bench/envoy_path.py, also runnable alone).
 
 Every figure is the median of RUNS runs; ratios are taken pair by pair (floor run i against
 sidecar run i). Writes docs/BENCHMARKS.md and prints one JSON object as its last line.
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import envoy_path
 import grpc
 import tools
 from baselines import (
@@ -220,6 +223,9 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--postgres", help="PostgreSQL URL for pgbench (default: local if up)")
     parser.add_argument("--soak", type=int, default=0, help="also run a memory soak (seconds)")
+    parser.add_argument(
+        "--no-envoy", action="store_true", help="skip HTTP through Envoy (bench/envoy_path.py)"
+    )
     parser.add_argument("--out", default=str(tools.ROOT / "docs" / "BENCHMARKS.md"))
     parser.add_argument(
         "--report-only",
@@ -318,6 +324,8 @@ def main() -> int:
         ceiling = redis_ceiling(rd.url, socket_path, opts.accounts, opts.runs)
     print("pgbench ...", file=sys.stderr)
     pg = postgres_baseline(find_postgres(opts.postgres), opts.runs)
+    if not opts.no_envoy:
+        results["envoy"] = measure_envoy(opts.runs, opts.seconds, opts.processes)
     results.update(
         processes=opts.processes,
         levels=levels,
@@ -337,6 +345,15 @@ def main() -> int:
     summary = report(results, Path(opts.out))
     print(json.dumps(summary))
     return 0
+
+
+def measure_envoy(runs: int, seconds: float, processes: int) -> dict[str, Any]:
+    """HTTP through Envoy (bench/envoy_path.py), or why it was skipped."""
+    print("HTTP through Envoy ...", file=sys.stderr)
+    envoy = envoy_path.measure(runs, seconds, processes)
+    if "skipped" in envoy:
+        print(f"envoy path skipped: {envoy['skipped']}", file=sys.stderr)
+    return envoy
 
 
 def run_soak(target: str, pid: int, body: bytes, seconds: int) -> dict[str, float]:
