@@ -209,8 +209,27 @@ def pool(balance: dict[str, Any], pool_id: str) -> dict[str, Any]:
     return found[0]
 
 
-def server_children(pid: int) -> list[int]:
-    """The server processes ``pid`` started (its embedded redis-server is a child too)."""
+def _children(pid: int) -> list[tuple[int, bytes]]:
     children = Path(f"/proc/{pid}/task/{pid}/children")
     pids = [int(c) for c in children.read_text().split()] if children.exists() else []
-    return [c for c in pids if b"redis-server" not in Path(f"/proc/{c}/cmdline").read_bytes()]
+    found = []
+    for c in pids:
+        try:
+            found.append((c, Path(f"/proc/{c}/cmdline").read_bytes().replace(b"\0", b" ")))
+        except OSError:
+            continue  # exited while we looked
+    return found
+
+
+def server_children(pid: int) -> list[int]:
+    """The server processes ``pid`` started (its redis-server and ledger worker are too)."""
+    return [
+        c
+        for c, cmdline in _children(pid)
+        if b"redis-server" not in cmdline and b"creditgate worker" not in cmdline
+    ]
+
+
+def worker_children(pid: int) -> list[int]:
+    """The ledger worker process ``pid`` started (``creditgate worker``)."""
+    return [c for c, cmdline in _children(pid) if b"creditgate worker" in cmdline]

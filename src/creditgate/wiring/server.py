@@ -214,7 +214,11 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
 
 @contextlib.asynccontextmanager
 async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[LedgerStore | None]:
-    """Open the ledger: hydration, migrations and (embedded, or when asked) the worker."""
+    """Open the ledger: hydration, migrations and, with CREDITGATE_WORKER_IN_PROCESS, the worker.
+
+    Otherwise the worker (embedded, or CREDITGATE_RUN_WORKER) is a child process
+    (``ServerProcesses``).
+    """
     if not settings.ledger():
         yield None
         return
@@ -228,7 +232,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
     try:
         if settings.hydrate:
             install_hydration(backends.engine, store)
-        if settings.run_worker or embedded:
+        if (settings.run_worker or embedded) and settings.worker_in_process:
             worker = settings.ledger_worker(backends.redis, store)
             try:
                 await worker.setup()
@@ -329,11 +333,18 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             loop.add_signal_handler(sig, stop.set)
         lost = asyncio.create_task(backends.lost.wait())
         lost.add_done_callback(lambda _: stop.set())
+        worker = (
+            bool(settings.ledger())
+            and (settings.run_worker or backends.embedded is not None)
+            and not settings.worker_in_process
+        )
         others = (
             ServerProcesses(
-                settings, backends.embedded.url if backends.embedded else settings.redis_url
+                settings,
+                backends.embedded.url if backends.embedded else settings.redis_url,
+                worker=worker,
             )
-            if shared and not settings.process_index
+            if (shared or worker) and not settings.process_index
             else None
         )
         watcher = asyncio.create_task(

@@ -165,7 +165,13 @@ class Settings(BaseSettings):
     )
     run_worker: bool = Field(
         default=False,
-        description="serve also runs the ledger worker in-process (always with embedded Redis)",
+        description="serve also runs the ledger worker (always with embedded Redis), in a "
+        "process of its own unless CREDITGATE_WORKER_IN_PROCESS",
+    )
+    worker_in_process: bool = Field(
+        default=False,
+        description="serve runs its ledger worker in the server's event loop, not in a process "
+        "of its own (one process less, but its work delays requests)",
     )
     worker_batch: int = Field(500, ge=1, description="events per ledger transaction")
     worker_block_ms: int = Field(1000, ge=0, description="how long a worker waits for events")
