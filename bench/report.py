@@ -8,8 +8,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import report_envoy
+from loadgen import Load
 from report_text import HISTORY
-from tools import Load
 
 if TYPE_CHECKING:
     from pathlib import Path
