@@ -218,7 +218,7 @@ def lines(e: dict[str, Any]) -> list[str]:
         + ("; ".join(placement) if placement else "(not recorded in this run)")
         + ".",
         "",
-        "Every run is checked before its figures count (bench/envoy_path.py's `check`): no 5xx,",
+        "Every run is checked before its figures count (bench/envoy_load.py's `check`): no 5xx,",
         "no rate-limit error, every 200 had an OK from the service, every 4xx was the filter's",
         "429, and creditgate took one credit per 200 (GetBalance before and after), give or take",
         "the requests h2load cut off when its time ran out: Envoy had asked for some of those",
