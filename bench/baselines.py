@@ -11,6 +11,7 @@ import math
 import statistics
 import subprocess
 
+import loadgen
 import tools
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
@@ -78,7 +79,7 @@ def redis_ceiling(url: str, socket_path: str, accounts: int, runs: int) -> dict[
             ids = [part.replace("b__rand_int__", f"b{case}{run}x__rand_int__") for part in cmd]
             before, timed = consume_counts(socket_path), evalsha_time(socket_path)
             rates.append(
-                tools.redis_benchmark(socket_path, ids, pipeline=pipeline, keyspace=keyspace)
+                loadgen.redis_benchmark(socket_path, ids, pipeline=pipeline, keyspace=keyspace)
             )
             fresh.append(fresh_fraction(before, consume_counts(socket_path)))
             script_us.append(per_call(timed, evalsha_time(socket_path)))
@@ -140,9 +141,9 @@ def postgres_baseline(url: str | None, runs: int) -> dict[str, float | None]:
         capture_output=True,
     )
     debit = "UPDATE cg_bench_accounts SET balance = balance - 1 WHERE id = :id AND balance >= 1;\n"
-    hot = [tools.pgbench(url, "\\set id 1\n" + debit, clients=16, seconds=4) for _ in range(runs)]
+    hot = [loadgen.pgbench(url, "\\set id 1\n" + debit, clients=16, seconds=4) for _ in range(runs)]
     spread = [
-        tools.pgbench(url, f"\\set id random(1, {rows})\n" + debit, clients=16, seconds=4)
+        loadgen.pgbench(url, f"\\set id random(1, {rows})\n" + debit, clients=16, seconds=4)
         for _ in range(runs)
     ]
     subprocess.run(

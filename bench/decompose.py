@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import loadgen
 import tools
 from baselines import ATTRS, evalsha_time, per_call
 from run import PATH, provision, sidecar_env
@@ -42,7 +43,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--levels", default="1,64", help="in flight, among 1, 16, 64, 256")
     opts = parser.parse_args()
-    if "h2load" in tools.ensure_tools():
+    if "h2load" in loadgen.ensure_tools():
         print("h2load is needed (apt-get install nghttp2-client)", file=sys.stderr)
         return 2
     from run import LEVELS  # noqa: PLC0415 - the same shapes as make bench
@@ -62,7 +63,7 @@ def main() -> int:
             commands[f"floor + burn {n}"] = [*floor, "{port}", *redis, "--burn", str(n)]
         commands[f"steps + burn {burns[-1]}"] = [*commands[f"floor + burn {burns[-1]}"], "--steps"]
         sidecar = [str(Path(sys.executable).parent / "creditgate"), "serve"]
-        body = tools.grpc_body(
+        body = loadgen.grpc_body(
             quota_pb2.CheckAndConsumeRequest(
                 account_id="bench-hot", action="agent.message", quantity=1, attributes=ATTRS
             )
@@ -87,13 +88,13 @@ def main() -> int:
             )
             print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
             for inflight, (conns, streams) in levels.items():
-                loads: dict[str, list[tools.Load]] = {name: [] for name in servers}
+                loads: dict[str, list[loadgen.Load]] = {name: [] for name in servers}
                 script: dict[str, list[float]] = {name: [] for name in servers}
                 for _ in range(opts.runs):
                     for name, (address, proc) in servers.items():
                         before = evalsha_time(socket_path)
                         loads[name].append(
-                            tools.h2load(
+                            loadgen.h2load(
                                 address,
                                 PATH,
                                 body,
@@ -107,7 +108,7 @@ def main() -> int:
                         script[name].append(per_call(before, evalsha_time(socket_path)))
                 for name, runs in loads.items():
                     pairs = list(zip(runs, loads["floor"], strict=True))
-                    m = tools.median_load(runs)
+                    m = loadgen.median_load(runs)
                     loop_busy = m.loop_us_per_request * m.rps / 1e4  # µs/req x req/s, in %
                     print(
                         f"| {inflight} | {name} | {m.rps:,.0f} "

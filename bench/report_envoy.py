@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
-
-from envoy_path import summarize
 
 NAMES = {
     "none": "(a) no filter",
@@ -12,6 +11,82 @@ NAMES = {
     "creditgate": "(c) rate-limit filter, creditgate",
     "creditgates": "(c) rate-limit filter, creditgate xN",
 }
+
+
+def summarize(e: dict[str, Any]) -> dict[str, Any]:
+    """Medians, pair-by-pair added latencies and ratios, ranges over the runs."""
+    out: dict[str, Any] = {}
+    for inflight, paths in e["levels"].items():
+        loads = {name: [r["load"] for r in runs] for name, runs in paths.items()}
+        a = loads["none"]
+        level: dict[str, Any] = {}
+        for name, runs in loads.items():
+            level[name] = {
+                "rps": _stat([r["rps"] for r in runs]),
+                "p50_ms": _stat([r["p50_ms"] for r in runs]),
+                "p99_ms": _stat([r["p99_ms"] for r in runs]),
+                "cpu_us": _stat([_per(r["cpu_s"], r) for r in runs]),
+                "machine_us": _stat([_per(r["machine_busy_s"], r) for r in runs]),
+                "busy": _stat([r["machine_busy_s"] / r["machine_s"] for r in runs]),
+                "idle_processes": sum(1 for r in runs if r["idle_processes"]),
+            }
+            placed = [r.get("connections", []) for r in paths[name]]
+            if name == "creditgates" and all(placed):
+                # Runs in which every connection from Envoy went to one process.
+                level[name]["one_process_runs"] = sum(
+                    1 for c in placed if sum(c) and max(c) == sum(c)
+                )
+                level[name]["connections"] = [sum(c) for c in placed]
+            if name != "none":
+                level[name] |= {
+                    "added_p50_ms": _stat(
+                        [r["p50_ms"] - x["p50_ms"] for r, x in zip(runs, a, strict=True)]
+                    ),
+                    "added_p99_ms": _stat(
+                        [r["p99_ms"] - x["p99_ms"] for r, x in zip(runs, a, strict=True)]
+                    ),
+                    "added_machine_us": _stat(
+                        [
+                            _per(r["machine_busy_s"], r) - _per(x["machine_busy_s"], x)
+                            for r, x in zip(runs, a, strict=True)
+                        ]
+                    ),
+                }
+        b = loads["floor"]
+        for name in ("creditgate", "creditgates"):
+            level[name]["over_floor"] = _stat(
+                [c["rps"] / f["rps"] for c, f in zip(loads[name], b, strict=True)]
+            )
+        level["floor"]["over_none"] = _stat(
+            [f["rps"] / x["rps"] for f, x in zip(b, a, strict=True)]
+        )
+        level["answers"] = {name: _answers(runs) for name, runs in paths.items()}
+        out[inflight] = level
+    return out
+
+
+def _per(seconds: float, load: dict[str, Any]) -> float:
+    return seconds / load["requests"] * 1e6 if load["requests"] else 0.0
+
+
+def _stat(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _answers(runs: list[dict[str, Any]]) -> dict[str, int]:
+    """Envoy's answers over every run of a path (warm-up included), and the credits taken."""
+    total: dict[str, int] = {"200": 0, "429": 0, "other": 0, "cut_off": 0}
+    charged = 0
+    for run in runs:
+        c = run["counts"]
+        total["200"] += c["http.ingress.downstream_rq_2xx"]
+        total["429"] += c["http.ingress.downstream_rq_4xx"]
+        total["other"] += c["http.ingress.downstream_rq_5xx"] + run["codes"]["3xx"]
+        total["cut_off"] += c.get("http.ingress.downstream_rq_rx_reset", 0)
+        charged += c.get("charged", 0)
+    if any("charged" in r["counts"] for r in runs):
+        total["charged"] = charged
+    return total
 
 
 def _range(s: dict[str, float], fmt: str = "{:.2f}") -> str:
@@ -143,7 +218,7 @@ def lines(e: dict[str, Any]) -> list[str]:
         + ("; ".join(placement) if placement else "(not recorded in this run)")
         + ".",
         "",
-        "Every run is checked before its figures count (bench/envoy_path.py's `check`): no 5xx,",
+        "Every run is checked before its figures count (bench/envoy_load.py's `check`): no 5xx,",
         "no rate-limit error, every 200 had an OK from the service, every 4xx was the filter's",
         "429, and creditgate took one credit per 200 (GetBalance before and after), give or take",
         "the requests h2load cut off when its time ran out: Envoy had asked for some of those",

@@ -31,6 +31,7 @@ from typing import Any
 
 import envoy_path
 import grpc
+import loadgen
 import tools
 from baselines import (
     ATTRS,
@@ -105,13 +106,13 @@ def measure_levels(
     levels: dict[int, dict[str, object]] = {}
     for inflight, (conns, streams) in LEVELS.items():
         print(f"h2load at {inflight} in flight ...", file=sys.stderr)
-        loads: dict[str, list[tools.Load]] = {name: [] for name in servers}
+        loads: dict[str, list[loadgen.Load]] = {name: [] for name in servers}
         script_us: list[float] = []
         for _ in range(runs):
             for name, (target, pids, redis_pid) in servers.items():
                 before = evalsha_time(socket_path)
                 loads[name].append(
-                    tools.h2load(
+                    loadgen.h2load(
                         target,
                         PATH,
                         body,
@@ -126,7 +127,7 @@ def measure_levels(
                     script_us.append(per_call(before, evalsha_time(socket_path)))
         pairs = list(zip(loads["floor"], loads["ping"], loads["sidecar"], strict=True))
         levels[inflight] = {
-            **{name: tools.median_load(runs_) for name, runs_ in loads.items()},
+            **{name: loadgen.median_load(runs_) for name, runs_ in loads.items()},
             "ratio": statistics.median(s.rps / f.rps for f, _, s in pairs),
             "ping_ratio": statistics.median(p.rps / f.rps for f, p, _ in pairs),
             "p50_ratio": statistics.median(s.p50_ms / f.p50_ms for f, _, s in pairs),
@@ -243,7 +244,7 @@ def main() -> int:
         out = Path(opts.out)
         print(json.dumps(report(load(out.with_suffix(".json")), out)))
         return 0
-    missing = tools.ensure_tools()
+    missing = loadgen.ensure_tools()
     if "h2load" in missing:
         print("h2load is needed (apt-get install nghttp2-client)", file=sys.stderr)
         return 2
@@ -264,12 +265,12 @@ def main() -> int:
         ]
         ping_cmd = [*floor_cmd[:2], str(ping_port), "--uvloop", "--redis", rd.url]
         side_cmd = [str(Path(sys.executable).parent / "creditgate"), "serve"]
-        body = tools.grpc_body(
+        body = loadgen.grpc_body(
             quota_pb2.CheckAndConsumeRequest(
                 account_id="bench-hot", action="agent.message", quantity=1, attributes=ATTRS
             )
         )
-        batch = tools.grpc_body(
+        batch = loadgen.grpc_body(
             quota_pb2.CheckAndConsumeBatchRequest(
                 requests=[
                     quota_pb2.CheckAndConsumeRequest(
@@ -304,7 +305,7 @@ def main() -> int:
             levels = measure_levels(servers, body, opts.runs, opts.seconds, socket_path)
             print("batch ...", file=sys.stderr)
             batch_runs = [
-                tools.h2load(
+                loadgen.h2load(
                     side_target,
                     BATCH_PATH,
                     batch,
@@ -361,7 +362,7 @@ def run_soak(target: str, pid: int, body: bytes, seconds: int) -> dict[str, floa
     samples = [tools.rss_mib(pid)]
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        tools.h2load(target, PATH, body, clients=4, streams=16, seconds=9, pids=[pid])
+        loadgen.h2load(target, PATH, body, clients=4, streams=16, seconds=9, pids=[pid])
         samples.append(tools.rss_mib(pid))
     return {
         "start_mib": samples[1],
