@@ -169,7 +169,7 @@ def one_run(
             clients=conns,
             streams=streams,
             seconds=seconds,
-            pids=gate.pids if gate else [],
+            pids=gate.cpu_pids if gate else [],
             redis_pid=gate.redis_pid if gate else None,
         )
         # Envoy's connections to the service, by process (they last as long as this Envoy).

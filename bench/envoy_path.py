@@ -9,7 +9,7 @@ tests/envoy_kit.py runs it) and the same upstream:
 (b) the rate-limit filter against its floor: ``bench/floor.py --ratelimit``, a grpc.aio
     RateLimitService on uvloop that answers every call OK (one process);
 (c) the rate-limit filter against creditgate as `make run` serves it: ``creditgate serve
-    --embedded --demo`` (its own redis-server, the SQLite ledger and its worker in-process,
+    --embedded --demo`` (its own redis-server, the SQLite ledger and its worker process,
     metrics on), with one process and with ``CREDITGATE_PROCESSES=N``.
 
 The app is a second Envoy answering every request with a ``direct_response`` 200 (C++, one

@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -179,12 +179,18 @@ def envoy(binary: Path, config: Path, *, port: int, admin: int, workers: int) ->
 
 @dataclass
 class Gate:
-    """A rate-limit service: its gRPC port, server processes and (creditgate) Redis."""
+    """A rate-limit service: its gRPC port, server processes, (creditgate) Redis and worker."""
 
     port: int
     pids: list[int]
     redis_pid: int | None = None
     charged: bool = False  # creditgate: charges that GetBalance can count
+    worker_pids: list[int] = field(default_factory=list)  # the ledger worker
+
+    @property
+    def cpu_pids(self) -> list[int]:
+        """What the gate's CPU counts: its server processes and its ledger worker."""
+        return self.pids + self.worker_pids
 
     @property
     def target(self) -> str:
@@ -221,14 +227,15 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
-def _family(pid: int, processes: int) -> tuple[list[int], int | None]:
-    """The server processes of the sidecar ``pid`` once all ``processes`` are up, and Redis."""
+def _family(pid: int, processes: int) -> tuple[list[int], list[int], int | None]:
+    """The sidecar ``pid``'s server processes (once all are up), ledger worker and Redis."""
     for _ in range(300):
         found = tools.family(pid)
         redis = [p for p in found if "redis-server" in _cmdline(p)]
-        servers = [p for p in found if p not in redis]
+        workers = [p for p in found if "creditgate worker" in _cmdline(p)]
+        servers = [p for p in found if p not in redis and p not in workers]
         if len(servers) == processes:
-            return servers, redis[0] if redis else None
+            return servers, workers, redis[0] if redis else None
         time.sleep(0.1)
     msg = f"creditgate has {len(servers)} server processes, not {processes}"
     raise RuntimeError(msg)
@@ -294,11 +301,11 @@ def creditgate_serve(
             tools.wait_serving(target, READY_S)
         except RuntimeError:
             raise RuntimeError(log.read_text(errors="replace")[-2000:]) from None
-        servers, redis = _family(proc.pid, processes)
+        servers, workers, redis = _family(proc.pid, processes)
         time.sleep(1)  # the others serve a moment after they start
         cli(target, "grant", ACCOUNT, "bonus", str(GRANT), "--grant-id", "bench-envoy")
         cli(target, "account", "create", SMALL, "--plan", "agent_free")
         cli(target, "grant", SMALL, "bonus", str(SMALL_CREDITS), "--grant-id", "bench-envoy")
-        yield Gate(port, servers, redis or redis_pid, charged=True)
+        yield Gate(port, servers, redis or redis_pid, charged=True, worker_pids=workers)
     finally:
         _stop(proc)

@@ -145,7 +145,7 @@ def lines(e: dict[str, Any]) -> list[str]:
         "  RateLimitService on uvloop answering every call OK (one process): the floor of this",
         "  path on creditgate's Python stack;",
         "- *(c) creditgate*: `creditgate serve --embedded --demo` as `make run` serves it (its",
-        "  own redis-server, the SQLite ledger and its worker in-process, metrics on), with one",
+        "  own redis-server, the SQLite ledger and its worker process, metrics on), with one",
         f"  process and with `CREDITGATE_PROCESSES={n}`"
         + (
             ", changed for diagnosis: " + ", ".join(f"`{k}={v}`" for k, v in e["settings"].items())
@@ -321,6 +321,11 @@ NOTES = [
     "| added p99 ms, 1 in flight: (b), (c) x2 | 0.50, 1.89 | 0.50, 2.29 | 0.54, 2.63 |",
     "| added p50 ms, 64 in flight: (b), (c) x2 | 7.4, 23.5 | 7.3, 22.7 | 7.3, 26.5 |",
     "",
+    "Run 4 (12:11, the table above) came after two changes: the ledger worker runs in a",
+    "process of its own, and ShouldRateLimit builds its answer in place. c/b req/s 0.50 (x2",
+    "0.48) at 1 in flight and 0.41-0.47 (x2 0.35-0.52) at 64; added p50 1.08 ms (x2 1.11) at",
+    "1 in flight, against 1.26-1.29 ms (x2 1.08-1.25) in runs 1-3.",
+    "",
     "Neither target is met: creditgate serves 0.38-0.51x the floor's requests per second",
     "through Envoy (0.8x wanted), and adds 1.1-1.3 ms to the p50 of an unloaded request",
     "(1 ms wanted; the floor adds 0.41 ms).",
@@ -349,7 +354,7 @@ NOTES = [
     "",
     "`serve --embedded` runs its redis-server with `appendfsync always` (a write's answer",
     "waits for the file's fsync), and the ledger worker reads every charge's event back from",
-    "Redis and writes it to SQLite inside the first server process. Together",
+    "Redis and writes it to SQLite, in runs 1-3 inside the first server process. Together",
     "with metrics they take the unloaded p50 from 0.69 to about 1.25 ms above no filter, and",
     "the ratio from 0.74 to about 0.45. Without them creditgate meets the latency target",
     "here (0.69 ms added) but not the throughput one (0.59-0.74x). A sidecar on an external",
