@@ -13,6 +13,8 @@ import os
 import random
 import sys
 
+import grpc
+
 from creditgate.client import AsyncClient, HoldRefusedError
 
 MAX_TOKENS = 2000
@@ -36,6 +38,9 @@ async def run(target: str, account: str, turns: int) -> int:
                     settled = await hold.settle(used)
             except HoldRefusedError as refused:
                 print(f"turn {turn}: stopped, {refused.decision.message}")
+                break
+            except grpc.aio.AioRpcError as failed:  # e.g. NOT_FOUND: no such account
+                print(f"turn {turn}: {failed.code().name}: {failed.details()}")
                 break
             charged += used
             print(f"turn {turn}: used {settled.cost}")

@@ -260,3 +260,14 @@ async def test_a_duplicate_refused_mid_stream_cannot_settle_the_hold(stack: Stac
         stack.upstream.gate = None
     assert (await first).status == 200
     assert await _settled_to(stack, acct, ALLOWANCE - 1234) == ALLOWANCE - 1234
+
+
+async def test_a_usage_that_is_not_a_count_is_settled_at_the_estimate(stack: Stack) -> None:
+    """The app answers ``x-usage-tokens: abc``: the hold is charged its estimate, counted."""
+    acct = _id(stack, "llm-bad")
+    await _account(stack, acct)
+    bad = _holds("bad_usage")
+    answer = await _call(stack, _ask(acct, 300, **{"x-test-usage": "abc"}))
+    assert answer.status == 200
+    assert await _holds_reach("bad_usage", bad + 1) == bad + 1
+    assert await _tokens(stack, acct) == ALLOWANCE - 300

@@ -192,3 +192,19 @@ async def test_a_request_without_an_id_is_not_retried_after_an_unknown_outcome(
     await asyncio.sleep(1.0)  # Redis is back
     moved = (await engine.balance("sdk-5")).now - start
     assert moved in (0, 60_000)  # applied once or not at all, never twice
+
+
+async def test_the_example_agent_loop_on_an_unknown_account_says_so(sidecar: Sidecar) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "examples" / "agent_loop.py"),
+        "nobody-at-all",
+        "2",
+        env={**os.environ, "CREDITGATE_TARGET": sidecar.target},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "turn 0: NOT_FOUND: " in out.decode()
+    assert b"Traceback" not in err

@@ -196,11 +196,16 @@ class DomainMapping:
                 "is settled"
             )
             raise MappingError(msg, "NOT_HELD")
+        bad = ""
         if phase == Phase.RESERVE:
             kind, quantity = Phase.RESERVE, estimate
         elif used is not None:
-            where_used = f"{where}: the entry {hold.usage_key!r}"
-            kind, quantity = Phase.SETTLE, whole_number(used, where_used, zero=True)
+            # Usage that is not a count (the app's bug): the estimate is charged, never nothing
+            # (the request ran), and envoy_common logs and counts it.
+            counted = _count(used)
+            kind = Phase.SETTLE
+            quantity = estimate if counted is None else counted
+            bad = used[:32] if counted is None else ""
         elif hold.without_usage == "release":
             kind, quantity = Phase.RELEASE, 0
         else:
@@ -215,7 +220,16 @@ class DomainMapping:
             dry_run=False,
             phase=kind,
             hold_ttl_seconds=hold.ttl_seconds,
+            bad_usage=bad,
         )
+
+
+def _count(used: str) -> int | None:
+    """A usage entry as a count of units (0 allowed), or None when it is not one."""
+    try:
+        return whole_number(used, "usage", zero=True)
+    except MappingError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)

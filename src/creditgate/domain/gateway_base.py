@@ -40,7 +40,7 @@ def whole_number(given: str, where: str, *, zero: bool = False) -> int:
     """
     if _WHOLE.fullmatch(given) is None or (int(given) == 0 and not zero):
         least = "0 or more" if zero else "above 0"
-        msg = f"{where} is {given[:32]!r}; send a whole number {least}"
+        msg = f"{where} is {given[:32]!r}; send a whole number {least}, of 15 digits at most"
         raise MappingError(msg, "INVALID_QUANTITY")
     return int(given)
 
@@ -71,3 +71,4 @@ class Charge:
     dry_run: bool
     phase: Phase = Phase.CHARGE
     hold_ttl_seconds: int = 0
+    bad_usage: str = ""  # a settle whose usage entry was not a count: charged the estimate

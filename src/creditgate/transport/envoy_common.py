@@ -19,6 +19,7 @@ body of a refusal.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from creditgate.domain.results import Release
     from creditgate.engine import Engine
 
+log = logging.getLogger("creditgate.transport")
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 Outcome: TypeAlias = "Decision | Settlement | Release"
 _UINT32 = 2**32 - 1
@@ -178,6 +180,15 @@ async def charge(
             metrics.GATEWAY_HOLDS.labels(rpc, "missing").inc()
         code, message = status_of(exc)
         return Refused(code.name, message, rid if is_valid_id(rid) else "")
+    if asked.bad_usage:
+        metrics.GATEWAY_HOLDS.labels(rpc, "bad_usage").inc()
+        log.warning(
+            "hold %s of %s: the usage %r is not a count; charged the estimate (%d)",
+            rid,
+            asked.account_id,
+            asked.bad_usage,
+            asked.quantity,
+        )
     if isinstance(done, Decision) and done.replayed:
         # An HTTP request that gets this far reaches the app: an id seen before would let it
         # run again, uncharged. The SDK's replays are retries of one action; a gateway's are not.

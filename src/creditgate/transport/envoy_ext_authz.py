@@ -14,7 +14,7 @@ domain/ext_authz.py) and makes it through ``engine.consume`` (envoy_common.charg
   body and the ``RateLimit-*`` headers of the rate-limit service (envoy_common).
 
 A route with ``hold`` reserves instead of charging; the id of the hold is the request id, in
-the headers and ``dynamic_metadata`` (``hold: true``, ``hold_expires_at_unix_ms``), and the
+the headers and ``dynamic_metadata`` (``hold: <request id>``, ``hold_expires_at_unix_ms``), and the
 rate-limit filter applied on stream done settles it (docs/ENVOY.md, the LLM recipe).
 
 Redis down is a gRPC error (UNAVAILABLE, or DEADLINE_EXCEEDED when the outcome is unknown), so
@@ -119,7 +119,7 @@ def allowed(asked: Charge, d: Decision | None, request_id: str) -> Any:  # noqa:
         client = _rate(limit, remaining, reset, reason)
         meta["remaining"] = remaining
         if asked.phase is Phase.RESERVE:
-            meta |= {"hold": True, "hold_expires_at_unix_ms": d.expires_at}
+            meta |= {"hold": request_id, "hold_expires_at_unix_ms": d.expires_at}
     response = external_auth_pb2.CheckResponse(
         status=status_pb2.Status(code=code_pb2.OK),
         ok_response=external_auth_pb2.OkHttpResponse(

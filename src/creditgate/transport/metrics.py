@@ -106,7 +106,8 @@ GATEWAY_HOLDS = Counter(
     "creditgate_gateway_holds_total",
     "Holds a gateway finished when its stream was done: settled, short (the usage exceeded the "
     "hold and the rest could not be charged), released, missing (expired, or already "
-    "finished), or not_held (the request made no hold: refused)",
+    "finished), not_held (the request made no hold: refused, or charged plainly), and "
+    "bad_usage (also settled, at the estimate: the usage was not a count)",
     ["rpc", "outcome"],
 )
 # Summed over processes, the lowest: 0 when any server process cannot reach Redis.
