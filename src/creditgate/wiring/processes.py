@@ -84,7 +84,9 @@ class ServerProcesses:
     def _spawn(
         self, command: list[str], env: dict[str, str], stop: asyncio.Event
     ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(command, env=env)  # noqa: S603 - our own command
+        # A process group of its own: a Ctrl-C at the terminal reaches the first process only,
+        # which stops its children itself (SIGTERM, in order), rather than all of them at once.
+        proc = subprocess.Popen(command, env=env, process_group=0)  # noqa: S603 - our command
         self.procs.append(proc)
         self._watchers.append(asyncio.create_task(self._watch(proc, stop)))
         return proc

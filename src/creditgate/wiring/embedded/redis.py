@@ -318,6 +318,9 @@ class EmbeddedRedis:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=self._data_dir,
+            # Not in the sidecar's process group: a Ctrl-C at the terminal would stop Redis
+            # under a draining sidecar (and the supervisor restart it); stop() stops it.
+            process_group=0,
         )
 
     def _wait_until_ready(self, binary: Path) -> None:
