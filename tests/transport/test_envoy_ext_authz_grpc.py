@@ -307,3 +307,9 @@ async def test_a_check_may_be_up_to_128_kib(sidecar: Sidecar) -> None:
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "a valid one needs at most 131,072" in str(caught.value.details())
     assert (await _pools(sidecar, "az-big"))["bonus"] == 1 * MICRO
+
+
+async def test_a_refusal_of_the_mapping_names_the_request_id(sidecar: Sidecar) -> None:
+    answer = await _stub(sidecar).Check(_ask(**{"x-user": "az-x", "x-request-id": "envoy-req-2"}))
+    body = json.loads(answer.denied_response.body)
+    assert (body["reason"], body["request_id"]) == ("NO_ACCOUNT", "envoy-req-2")

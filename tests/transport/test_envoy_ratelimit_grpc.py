@@ -227,3 +227,14 @@ async def test_a_hold_never_settled_expires_and_gives_its_credits_back(sidecar: 
     assert refused.overall_code == OVER_LIMIT
     assert json.loads(refused.raw_body)["reason"] == "FAILED_PRECONDITION"
     assert await tokens() == 100_000
+
+
+async def test_a_refusal_of_the_mapping_names_the_request_id(sidecar: Sidecar) -> None:
+    """No account entry, but Envoy's request id: the refusal carries it, for Envoy's logs."""
+    stub = rls_pb2_grpc.RateLimitServiceStub(sidecar.channel)
+    answer = await stub.ShouldRateLimit(_ask(_descriptor(user="x", request_id="envoy-req-1")))
+    assert answer.overall_code == OVER_LIMIT
+    assert json.loads(answer.raw_body)["request_id"] == "envoy-req-1"
+    assert _headers(answer)["x-creditgate-request-id"] == "envoy-req-1"
+    bad = await stub.ShouldRateLimit(_ask(_descriptor(user="x", request_id="no spaces")))
+    assert json.loads(bad.raw_body)["request_id"] == ""  # an invalid id is not echoed

@@ -162,6 +162,19 @@ class ExtAuthzMapping:
         metadata: Mapping[str, Any] | None = None,
     ) -> Charge:
         """The charge of one HTTP request (header names lower-case, as Envoy sends them)."""
+        try:
+            return self._charge(method, path, headers, metadata)
+        except MappingError as exc:
+            exc.request_id = headers.get(self.request_id_header, "")
+            raise
+
+    def _charge(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        metadata: Mapping[str, Any] | None,
+    ) -> Charge:
         account = self.account(headers, metadata)
         action, hold = self.route(method, path)
         rid = headers.get(self.request_id_header, "")

@@ -109,6 +109,14 @@ class DomainMapping:
 
     def charge(self, descriptors: tuple[Descriptor, ...], hits_addend: int) -> Charge:
         """The one charge the descriptors ask for; MappingError says why there is none."""
+        try:
+            return self._charge(descriptors, hits_addend)
+        except MappingError as exc:
+            ids = (v for d in descriptors for k, v in d.entries if k == self.request_id_key)
+            exc.request_id = next(ids, "")
+            raise
+
+    def _charge(self, descriptors: tuple[Descriptor, ...], hits_addend: int) -> Charge:
         named = [
             i for i, d in enumerate(descriptors) if any(k == self.account_key for k, _ in d.entries)
         ]

@@ -26,11 +26,16 @@ class Model(BaseModel):
 
 
 class MappingError(InvalidArgumentError):
-    """A request the mapping cannot turn into a charge; ``reason`` names the kind for callers."""
+    """A request the mapping cannot turn into a charge; ``reason`` names the kind for callers.
+
+    ``request_id``: the id the request carried, if any, so that the refusal can be matched to
+    the gateway's own logs.
+    """
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+        self.request_id = ""
 
 
 def whole_number(given: str, where: str, *, zero: bool = False) -> int:

@@ -174,7 +174,8 @@ async def charge(
     except MappingError as exc:
         if exc.reason == "NOT_HELD":  # a stream done whose request made no hold
             metrics.GATEWAY_HOLDS.labels(rpc, "not_held").inc()
-        return Refused(exc.reason, str(exc))
+        given = exc.request_id if is_valid_id(exc.request_id) else ""
+        return Refused(exc.reason, str(exc), given)
     except CreditgateError as exc:
         if asked is not None and asked.phase in (Phase.SETTLE, Phase.RELEASE):
             metrics.GATEWAY_HOLDS.labels(rpc, "missing").inc()
