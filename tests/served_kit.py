@@ -76,6 +76,7 @@ class Served:
     process: subprocess.Popen[bytes] | None = None
     returncode: int | None = None
     stop_seconds: float | None = None
+    own_group: bool = False  # its own session and process group, as a shell gives a command
 
     @property
     def target(self) -> str:
@@ -114,6 +115,7 @@ class Served:
                 },
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=self.own_group,
             )
         request = health_pb2.HealthCheckRequest(service="")
         with grpc.insecure_channel(self.target) as channel:

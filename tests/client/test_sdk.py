@@ -150,20 +150,27 @@ async def test_the_example_agent_loop_charges_what_its_llm_used(sidecar: Sidecar
     """examples/agent_loop.py, run as a user would, against the sidecar."""
     await sidecar.engine.create_account("agent-1", "shingle_pro")
     before = await _pool(sidecar.engine, "agent-1", "tokens")
+    out = await _agent_loop(sidecar, "agent-1", 4)
+    total = int(out.decode().splitlines()[-1].split()[1].replace(",", ""))
+    assert 4 * 500 <= total <= 4 * 2000
+    assert before - await _pool(sidecar.engine, "agent-1", "tokens") == total * MICRO
+
+
+async def _agent_loop(sidecar: Sidecar, account: str, turns: int) -> bytes:
+    """examples/agent_loop.py run as a user would; what it printed (it must exit 0, quietly)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         str(ROOT / "examples" / "agent_loop.py"),
-        "agent-1",
-        "4",
+        account,
+        str(turns),
         env={**os.environ, "CREDITGATE_TARGET": sidecar.target},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
-    total = int(out.decode().splitlines()[-1].split()[1].replace(",", ""))
-    assert 4 * 500 <= total <= 4 * 2000
-    assert before - await _pool(sidecar.engine, "agent-1", "tokens") == total * MICRO
+    assert b"Traceback" not in err
+    return out
 
 
 async def _pool(engine: Engine, account: str, pool_id: str) -> int:
@@ -195,16 +202,5 @@ async def test_a_request_without_an_id_is_not_retried_after_an_unknown_outcome(
 
 
 async def test_the_example_agent_loop_on_an_unknown_account_says_so(sidecar: Sidecar) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(ROOT / "examples" / "agent_loop.py"),
-        "nobody-at-all",
-        "2",
-        env={**os.environ, "CREDITGATE_TARGET": sidecar.target},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
+    out = await _agent_loop(sidecar, "nobody-at-all", 2)
     assert "turn 0: NOT_FOUND: " in out.decode()
-    assert b"Traceback" not in err

@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from served_kit import CREDITGATE, ROOT, Served, cli, free_port, sidecar_env, worker_children
+from served_kit import Served, cli, worker_children
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -83,26 +82,10 @@ def test_ctrl_c_stops_the_sidecar_and_its_children_in_order(tmp_path: Path) -> N
     (Before, the ledger worker and the embedded redis-server got it too: Redis was restarted
     under a draining sidecar, and a worker that quit first could make the sidecar exit 1.)
     """
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argument list
-            [
-                str(CREDITGATE),
-                "serve",
-                "--embedded",
-                "--demo",
-                "--config",
-                "examples/demo.yaml",
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
-            cwd=ROOT,
-            env=sidecar_env(tmp_path),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own group, as a shell gives a command it runs
-        )
+    served = Served(tmp_path, own_group=True)
+    served.start()
+    proc = served.process
+    assert proc is not None
     try:
         _until("the worker starts", lambda: len(worker_children(proc.pid)) == 1)
         time.sleep(1)  # serving a while, as a sidecar is when someone presses Ctrl-C
@@ -110,7 +93,7 @@ def test_ctrl_c_stops_the_sidecar_and_its_children_in_order(tmp_path: Path) -> N
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=WAIT_SECONDS + 10) == 0
         _until("every child is gone", lambda: not any(_alive(int(c)) for c in children))
-        text = log.read_text(errors="replace")
+        text = served.log.read_text(errors="replace")
         assert "restarting it" not in text
         assert "exited" not in text
     finally:
