@@ -33,12 +33,13 @@ from pydantic import Field
 
 from creditgate.domain.errors import ConfigError
 from creditgate.domain.gateway_base import (
-    ATTRIBUTE_KEY,
     Charge,
     EntryKey,
     MappingError,
     Model,
     Phase,
+    check_names,
+    check_section,
     whole_number,
 )
 from creditgate.domain.money import MAX_QUANTITY
@@ -248,20 +249,8 @@ def compile_ext_authz(cfg: EnvoyExtAuthzConfig, actions: frozenset[str]) -> ExtA
     account = None if cfg.account_claim else (cfg.account_header or "x-account-id").lower()
     named = [account, cfg.request_id_header.lower(), cfg.quantity_header.lower()]
     named += [h.lower() for h in cfg.attribute_headers.values()]
-    twice = sorted({h for h in named if h is not None and named.count(h) > 1})
-    if twice:
-        msg = f"{where}: the header {twice[0]!r} is given two meanings; each header names one thing"
-        raise ConfigError(msg)
-    for key in cfg.attribute_headers:
-        if ATTRIBUTE_KEY.fullmatch(key) is None:
-            msg = (
-                f"{where}.attribute_headers: {key!r} cannot be an attribute key "
-                "(1-64 letters, digits, _.:-)"
-            )
-            raise ConfigError(msg)
-    if cfg.default_action is not None and cfg.default_action not in actions:
-        msg = f"{where}.default_action: unknown action {cfg.default_action!r} (not under actions)"
-        raise ConfigError(msg)
+    check_names(where, [h for h in named if h is not None], "header", "header")
+    check_section(where, "attribute_headers", cfg.attribute_headers, cfg.default_action, actions)
     if not cfg.routes and cfg.default_action is None:
         msg = f"{where}: no routes and no default_action; give at least one"
         raise ConfigError(msg)

@@ -40,15 +40,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from creditgate.domain.errors import ConfigError
 from creditgate.domain.ext_authz import EnvoyExtAuthzConfig, ExtAuthzMapping, compile_ext_authz
 from creditgate.domain.gateway_base import (
-    ATTRIBUTE_KEY,
     Charge,
     EntryKey,
     MappingError,
     Model,
     Phase,
+    check_names,
+    check_section,
     whole_number,
 )
 from creditgate.domain.money import MAX_QUANTITY
@@ -283,20 +283,8 @@ def _compile_domain(name: str, cfg: DomainMappingConfig, actions: frozenset[str]
     if cfg.hold is not None:
         hold = cfg.hold
         named += [hold.phase_key, hold.estimate_key, hold.usage_key, hold.held_key]
-    twice = sorted({k for k in named if named.count(k) > 1})
-    if twice:
-        msg = f"{where}: the entry key {twice[0]!r} is given two meanings; each key names one thing"
-        raise ConfigError(msg)
-    for key in cfg.attribute_keys:
-        if ATTRIBUTE_KEY.fullmatch(key) is None:
-            msg = (
-                f"{where}.attribute_keys: {key!r} cannot be an attribute key (1-64 letters, "
-                "digits, _.:-)"
-            )
-            raise ConfigError(msg)
-    if cfg.default_action is not None and cfg.default_action not in actions:
-        msg = f"{where}.default_action: unknown action {cfg.default_action!r} (not under actions)"
-        raise ConfigError(msg)
+    check_names(where, named, "entry key", "key")
+    check_section(where, "attribute_keys", cfg.attribute_keys, cfg.default_action, actions)
     return DomainMapping(
         name,
         cfg.account_key,

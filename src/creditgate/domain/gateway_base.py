@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from creditgate.domain.errors import InvalidArgumentError
+from creditgate.domain.errors import ConfigError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # A descriptor entry key as Envoy writes it in ``descriptor_key`` (any text; kept short here).
 EntryKey = Annotated[str, Field(min_length=1, max_length=64)]
@@ -36,6 +39,36 @@ class MappingError(InvalidArgumentError):
         super().__init__(message)
         self.reason = reason
         self.request_id = ""
+
+
+def check_names(where: str, named: list[str], noun: str, short: str) -> None:
+    """ConfigError when one name (an entry key, a header) is given two meanings."""
+    twice = sorted({k for k in named if named.count(k) > 1})
+    if twice:
+        msg = (
+            f"{where}: the {noun} {twice[0]!r} is given two meanings; each {short} names one thing"
+        )
+        raise ConfigError(msg)
+
+
+def check_section(
+    where: str,
+    attribute_field: str,
+    attribute_keys: Iterable[str],
+    default_action: str | None,
+    actions: frozenset[str],
+) -> None:
+    """What a gateway section's attribute keys and default action must be (ConfigError)."""
+    for key in attribute_keys:
+        if ATTRIBUTE_KEY.fullmatch(key) is None:
+            msg = (
+                f"{where}.{attribute_field}: {key!r} cannot be an attribute key (1-64 letters, "
+                "digits, _.:-)"
+            )
+            raise ConfigError(msg)
+    if default_action is not None and default_action not in actions:
+        msg = f"{where}.default_action: unknown action {default_action!r} (not under actions)"
+        raise ConfigError(msg)
 
 
 def whole_number(given: str, where: str, *, zero: bool = False) -> int:
