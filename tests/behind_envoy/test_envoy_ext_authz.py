@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest_asyncio
 
-from envoy_kit import EXT_AUTHZ, MICRO, get, open_stack, validate
+from envoy_kit import EXT_AUTHZ, MICRO, ask, get, open_stack, validate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -33,13 +32,6 @@ async def authz(
         yield built
 
 
-def _ask(account: str, cost: int | None = None, **more: str) -> dict[str, str]:
-    headers = {"x-account-id": account, "x-request-id": str(uuid.uuid4()), **more}
-    if cost is not None:
-        headers["x-creditgate-cost"] = str(cost)
-    return headers
-
-
 def test_the_deployed_bootstrap_validates() -> None:
     """deploy/envoy/ext_authz.yaml is a configuration Envoy 1.40 accepts as it is."""
     done = validate(EXT_AUTHZ)
@@ -50,7 +42,7 @@ def test_the_deployed_bootstrap_validates() -> None:
 async def test_allowed_is_200_with_headers_both_ways(authz: Stack) -> None:
     """One unit of 5: 200 from the upstream, which gets the id; the client gets what is left."""
     await authz.account("az-env-ok", 5)
-    headers = _ask("az-env-ok", **{"x-creditgate-request-id": "forged"})
+    headers = ask("az-env-ok", **{"x-creditgate-request-id": "forged"})
     answer = await get(authz.envoy.port, headers)
     assert answer.status == 200, answer
     assert answer.body == b"ok"
@@ -73,7 +65,7 @@ async def test_out_of_credits_is_402_json(authz: Stack) -> None:
     """2 asked, 1 held: Envoy answers 402 with creditgate's body; the app never sees it."""
     await authz.account("az-env-402", 1)
     before = len(authz.upstream.seen)
-    answer = await get(authz.envoy.port, _ask("az-env-402", 2))
+    answer = await get(authz.envoy.port, ask("az-env-402", 2))
     assert answer.status == 402, answer
     assert answer.headers["content-type"] == "application/json"
     assert answer.headers["ratelimit-remaining"] == "1"
@@ -89,7 +81,7 @@ async def test_no_account_and_not_entitled_are_403(authz: Stack) -> None:
     before = len(authz.upstream.seen)
     none = await get(authz.envoy.port, {"x-creditgate-cost": "1"})
     assert (none.status, json.loads(none.body)["reason"]) == (403, "NO_ACCOUNT")
-    glue = await get(authz.envoy.port, _ask("az-env-403"), path="/v1/email")
+    glue = await get(authz.envoy.port, ask("az-env-403"), path="/v1/email")
     assert (glue.status, json.loads(glue.body)["reason"]) == (403, "NOT_ENTITLED")
     assert len(authz.upstream.seen) == before
     assert await authz.bonus("az-env-403") == 5 * MICRO
@@ -99,7 +91,7 @@ async def test_200_concurrent_requests_pass_exactly_the_affordable(authz: Stack)
     """37 units, 200 requests at once through Envoy: exactly 37 200s, the rest 402."""
     await authz.account("az-env-hot", 37)
     before = len(authz.upstream.seen)
-    answers = await asyncio.gather(*(get(authz.envoy.port, _ask("az-env-hot")) for _ in range(200)))
+    answers = await asyncio.gather(*(get(authz.envoy.port, ask("az-env-hot")) for _ in range(200)))
     statuses = sorted(a.status for a in answers)
     assert statuses == [200] * 37 + [402] * 163
     assert len(authz.upstream.seen) - before == 37

@@ -8,14 +8,13 @@ the request passes unbilled. The ext_authz bootstrap answers 503 (``status_on_er
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest
 from prometheus_client import REGISTRY
 
 from creditgate.wiring.embedded.redis import EmbeddedRedis
-from envoy_kit import BOOTSTRAP, EXT_AUTHZ, Envoy, demo_allowing, get, open_stack
+from envoy_kit import BOOTSTRAP, EXT_AUTHZ, Envoy, ask, demo_allowing, get, open_stack
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,19 +22,15 @@ if TYPE_CHECKING:
     from creditgate.domain.catalog import Catalog
 
 
-def _ask(account: str) -> dict[str, str]:
-    return {"x-account-id": account, "x-request-id": str(uuid.uuid4())}
-
-
 async def test_creditgate_stopped_gives_500_then_fail_open_passes(
     redis_url: str, demo_catalog: Catalog, tmp_path: Path
 ) -> None:
     async with open_stack(redis_url, demo_catalog, tmp_path) as stack:
         await stack.account("env-down", 5)
-        assert (await get(stack.envoy.port, _ask("env-down"))).status == 200
+        assert (await get(stack.envoy.port, ask("env-down"))).status == 200
         await stack.server.stop(None)
         seen = len(stack.upstream.seen)
-        denied = await get(stack.envoy.port, _ask("env-down"))
+        denied = await get(stack.envoy.port, ask("env-down"))
         assert denied.status == 500, denied
         assert len(stack.upstream.seen) == seen
         fail_open = Envoy(
@@ -43,7 +38,7 @@ async def test_creditgate_stopped_gives_500_then_fail_open_passes(
         )
         await asyncio.to_thread(fail_open.start)
         try:
-            passed = await get(fail_open.port, _ask("env-down"))
+            passed = await get(fail_open.port, ask("env-down"))
         finally:
             fail_open.stop()
         assert passed.status == 200
@@ -60,10 +55,10 @@ async def test_redis_down_behind_creditgate_is_refused(
     with EmbeddedRedis(data_dir=tmp_path / "redis") as redis:
         async with open_stack(redis.url, demo_catalog, tmp_path, source) as stack:
             await stack.account("env-lost", 5)
-            assert (await get(stack.envoy.port, _ask("env-lost"))).status == 200
+            assert (await get(stack.envoy.port, ask("env-lost"))).status == 200
             await asyncio.to_thread(redis.stop)
             seen = len(stack.upstream.seen)
-            answer = await get(stack.envoy.port, _ask("env-lost"))
+            answer = await get(stack.envoy.port, ask("env-lost"))
             assert answer.status == status, answer
             assert len(stack.upstream.seen) == seen
 
@@ -82,7 +77,7 @@ async def test_redis_down_with_on_unavailable_allow_passes_and_is_counted(
             await asyncio.to_thread(redis.stop)
             before = REGISTRY.get_sample_value(metric, labels) or 0.0
             seen = len(stack.upstream.seen)
-            answer = await get(stack.envoy.port, _ask("env-open"))
+            answer = await get(stack.envoy.port, ask("env-open"))
             assert answer.status == 200, answer
             assert answer.headers["x-creditgate-reason"] == "UNAVAILABLE_ALLOWED"
             assert len(stack.upstream.seen) == seen + 1

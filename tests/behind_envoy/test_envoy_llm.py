@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest_asyncio
@@ -22,7 +21,7 @@ from creditgate.ledger.consumer import LedgerConsumer
 from creditgate.ledger.open import open_ledger
 from creditgate.ledger.reconcile import Reconciler
 from creditgate.worker.worker import Worker
-from envoy_kit import LLM, LLM_EXT_AUTHZ, MICRO, Response, Stack, get, open_stack, validate
+from envoy_kit import LLM, LLM_EXT_AUTHZ, MICRO, Response, Stack, ask, get, open_stack, validate
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -66,10 +65,7 @@ def _id(stack: Stack, name: str) -> str:
 
 
 def _ask(account: str, estimate: int | None = None, **more: str) -> dict[str, str]:
-    headers = {"x-account-id": account, "x-request-id": str(uuid.uuid4()), **more}
-    if estimate is not None:
-        headers["x-max-tokens"] = str(estimate)
-    return headers
+    return ask(account, estimate, "x-max-tokens", **more)
 
 
 async def _tokens(stack: Stack, account: str) -> int:

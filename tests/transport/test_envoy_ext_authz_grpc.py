@@ -15,14 +15,14 @@ import pytest
 import yaml
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
-from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.domain.catalog import load_catalog
 from creditgate.engine import Engine
-from creditgate.wiring.embedded.redis import EmbeddedRedis
 from creditgate.wiring.server import build_server
+from envoy_kit import without_redis
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis as AsyncRedis
     from tests.conftest import Sidecar
 
     from creditgate.domain.catalog import Catalog
@@ -245,21 +245,13 @@ async def test_raw_header_map_is_read_too(sidecar: Sidecar) -> None:
 
 async def test_redis_down_is_unavailable(demo_catalog: Catalog, tmp_path: Path) -> None:
     """Redis gone: a gRPC UNAVAILABLE (so Envoy's failure_mode_allow decides), not an answer."""
-    with EmbeddedRedis(data_dir=tmp_path / "redis") as redis:
-        client = AsyncRedis.from_url(redis.url)
-        engine = Engine(client, demo_catalog, test_clock=True)
-        server, _health, port = await build_server(engine, "127.0.0.1:0")
-        await server.start()
-        try:
-            await engine.create_account("az-lost", "agent_free")
-            redis.stop()
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = external_auth_pb2_grpc.AuthorizationStub(channel)
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await stub.Check(_ask(**_h("az-lost")))
-        finally:
-            await server.stop(None)
-            await client.aclose()
+    async with (
+        without_redis(tmp_path, demo_catalog, "az-lost") as target,
+        grpc.aio.insecure_channel(target) as channel,
+    ):
+        stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Check(_ask(**_h("az-lost")))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

@@ -15,11 +15,8 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf import descriptor_pb2, wrappers_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from redis.asyncio import Redis as AsyncRedis
 
-from creditgate.engine import Engine
-from creditgate.wiring.embedded.redis import EmbeddedRedis
-from creditgate.wiring.server import build_server
+from envoy_kit import without_redis
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -179,21 +176,13 @@ async def test_a_request_that_cannot_be_billed_is_over_limit_with_a_reason(
 
 async def test_redis_down_is_unavailable(demo_catalog: Catalog, tmp_path: Path) -> None:
     """Redis gone: a gRPC UNAVAILABLE (so Envoy's failure mode decides), not an answer."""
-    with EmbeddedRedis(data_dir=tmp_path / "redis") as redis:
-        client = AsyncRedis.from_url(redis.url)
-        engine = Engine(client, demo_catalog, test_clock=True)
-        server, _health, port = await build_server(engine, "127.0.0.1:0")
-        await server.start()
-        try:
-            await engine.create_account("rl-lost", "agent_free")
-            redis.stop()
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = rls_pb2_grpc.RateLimitServiceStub(channel)
-                with pytest.raises(grpc.aio.AioRpcError) as caught:
-                    await stub.ShouldRateLimit(_ask(_descriptor(account="rl-lost")))
-        finally:
-            await server.stop(None)
-            await client.aclose()
+    async with (
+        without_redis(tmp_path, demo_catalog, "rl-lost") as target,
+        grpc.aio.insecure_channel(target) as channel,
+    ):
+        stub = rls_pb2_grpc.RateLimitServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ShouldRateLimit(_ask(_descriptor(account="rl-lost")))
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
 
 

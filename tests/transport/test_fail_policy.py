@@ -17,15 +17,11 @@ from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from prometheus_client import REGISTRY
-from redis.asyncio import Redis as AsyncRedis
 
 from creditgate.client import AsyncClient
 from creditgate.domain.errors import ON_UNAVAILABLE_KEY
-from creditgate.engine import Engine
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
-from creditgate.wiring.embedded.redis import EmbeddedRedis
-from creditgate.wiring.server import build_server
-from envoy_kit import demo_allowing
+from envoy_kit import demo_allowing, without_redis
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -37,18 +33,8 @@ ACCOUNT = "fp-acct"
 @pytest_asyncio.fixture
 async def target(tmp_path: Path) -> AsyncIterator[str]:
     """A sidecar whose Redis has just been stopped (the account exists)."""
-    with EmbeddedRedis(data_dir=tmp_path / "redis") as redis:
-        client = AsyncRedis.from_url(redis.url)
-        engine = Engine(client, demo_allowing("agent.message"), test_clock=True)
-        server, _health, port = await build_server(engine, "127.0.0.1:0")
-        await server.start()
-        try:
-            await engine.create_account(ACCOUNT, "agent_free")
-            redis.stop()
-            yield f"127.0.0.1:{port}"
-        finally:
-            await server.stop(None)
-            await client.aclose()
+    async with without_redis(tmp_path, demo_allowing("agent.message"), ACCOUNT) as target:
+        yield target
 
 
 def _without_redis(rpc: str, action: str, policy: str) -> float:
