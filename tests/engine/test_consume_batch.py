@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
-from test_consume_fast import MICRO, NOW, SMALL, _alike, _events, _last_id, _state
+from test_first_branch import MICRO, NOW, SMALL, _alike, _events, _last_id, _state
 from test_properties import _runner_for, sequences
 
 from creditgate.domain.errors import CreditgateError, UnavailableError
@@ -49,7 +49,7 @@ async def _consume_or_error(engine: Engine, quantity: int, rid: str) -> object:
 
 
 def _outcome(answer: object) -> object:
-    """A decision as test_consume_fast compares them; an error as its type (a reused id)."""
+    """A decision as test_first_branch compares them; an error as its type (a reused id)."""
     return type(answer) if isinstance(answer, CreditgateError) else _alike(answer)
 
 

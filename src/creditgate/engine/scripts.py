@@ -1,11 +1,12 @@
-"""Loads each Lua script once (core.lua, lib.lua + rules.lua, the operation) and registers it.
+"""Loads each Lua script once and registers it.
 
-Every script starts with core.lua: what a charge is made of (demand, taking from grant lots, a
-move, writing a record, writing an event), used by both ways of charging. consume then goes on
-with consume_fast.lua, which answers the common allowed charge with fast.lua's
-fast_charge() before the prelude is built and otherwise falls through to lib.lua + consume.lua,
-handing over what it read. consume_batch runs fast_charge() for several charges of one account
-and needs no prelude.
+Every script is core.lua (the integer arithmetic, a move, a debit, a record, a hold, an event)
+and charge.lua (the one charge: walk the pools, take from them, write a CheckAndConsume or
+Reserve), then the operation. consume starts with its first branch (consume.lua), which answers
+the common case with charge() before the prelude is built, then lib.lua + rules.lua (the account
+state, lazy maintenance, returns) and consume_general.lua, which runs the same charge() once
+everything due is up to date. consume_batch runs charge() for several charges of one account
+and needs no prelude; the other operations are core, charge, lib, rules and their own file.
 
 redis-py's Script objects call EVALSHA and reload the script on NOSCRIPT, so a Redis restart or
 failover needs nothing from us.
@@ -19,32 +20,42 @@ from typing import TYPE_CHECKING
 from creditgate.events.schema import lua_constants
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+    from pathlib import Path
+
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
 
-# Operations whose common case has a fast path of its own, run before the prelude is built.
-_FAST_PATHS = {"consume": ["fast", "consume_fast"]}
-# Scripts that are only a fast path: no lib.lua prelude.
-_STANDALONE = {"consume_batch": ["fast", "consume_batch"]}
-# The first line of every script: what a fast path read before falling through to the general
-# path (nil when there is no fast path or it did not run), so lib.lua reads nothing twice. Plain
-# locals, not a table, so that the fast path allocates nothing for them.
+# Operations whose common case is answered by a first branch of their own, run before the
+# prelude is built; the rest of the operation follows the prelude under another name.
+_FIRST_BRANCH = {"consume": ("consume", "consume_general")}
+# Scripts that need no prelude.
+_STANDALONE = frozenset({"consume_batch"})
+# The first line of every script: what a first branch read before falling through to the general
+# path (nil when there is none or it did not run), so lib.lua reads nothing twice. Plain locals,
+# not a table, so that the first branch allocates nothing for them.
 # The event schema's constants (EV_VERSION) come from the events room, which owns the format.
-HEAD = f"local PRE_A, PRE_REC, PRE_T, PRE_NO_DUE_HOLDS\n{lua_constants()}"
+HEAD = f"local PRE_A, PRE_REC, PRE_T, PRE_NO_DUE_HOLDS, PRE_REM, PRE_CAPPED\n{lua_constants()}"
 
 
-def script_source(name: str, *, fast_path: bool = True) -> str:
-    """The full text Redis runs for one operation: [its fast path,] lib.lua, the operation.
+def script_source(name: str, *, fast_path: bool = True, lua_dir: Path | None = None) -> str:
+    """The full text Redis runs for one operation.
 
-    ``fast_path=False`` leaves the fast path out (the general path alone answers everything);
-    the tests compare the two.
+    ``fast_path=False`` leaves consume's first branch out (the general path alone answers
+    everything); the tests compare the two. ``lua_dir`` reads the files from another directory
+    (a changed copy, to measure with bench/script_cost.py).
     """
-    lua = files("creditgate.engine") / "lua"
+    lua: Traversable = lua_dir or files("creditgate.engine") / "lua"
+    parts = ["core", "charge"]
     if name in _STANDALONE:
-        parts = ["core", *_STANDALONE[name]]
+        parts.append(name)
+    elif name in _FIRST_BRANCH:
+        first, rest = _FIRST_BRANCH[name]
+        parts += [first] if fast_path else []
+        parts += ["lib", "rules", rest]
     else:
-        parts = ["core", *(_FAST_PATHS.get(name, []) if fast_path else []), "lib", "rules", name]
+        parts += ["lib", "rules", name]
     return "\n".join([HEAD] + [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in parts])
 
 

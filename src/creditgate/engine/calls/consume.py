@@ -1,6 +1,6 @@
 """The consume and consume_batch scripts: CheckAndConsume, Reserve, and combined charges.
 
-consume (consume.lua, with consume_fast.lua first):
+consume (consume.lua, its first branch, then consume_general.lua; both end in charge.lua):
   KEYS  [1..4] the account's keys (``KeySpace.account``), [5] this request's idempotency record
   ARGV  lib.lua's prefix (``common``), then mode 'C' charge / 'R' reserve, request id, request
         fingerprint, quantity, unit cost, per, action, attributes (JSON), dry run '1'/'0',

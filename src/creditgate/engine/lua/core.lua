@@ -1,13 +1,13 @@
--- core.lua: what a charge is made of, written once and used by both ways a charge is made:
--- fast.lua's fast_charge() (the common allowed charge, made before lib.lua's prelude is built)
--- and lib.lua's general path. The loader puts it first in every script (engine/scripts.py).
+-- core.lua: the pieces both charge.lua and lib.lua + rules.lua use. The loader puts it first in
+-- every script (engine/scripts.py).
 --
 -- It holds the integer arithmetic and the demand, the lot-expiry rule and what a pool has
--- left, the format of a move, a debit (taking from a pool or its grant lots), writing an
--- idempotency record, and writing an event to the shard's stream (the one writer of the
--- stream's format; events/schema.py owns it). Every function here is made anew on every
--- call (Redis runs the script's whole text each time), so only these few are shared with the
--- common charge; see bench/script_cost.py for what each costs.
+-- left, the format of a move, writing an idempotency record or a hold, and writing an event to
+-- the shard's stream (the one writer of the stream's format; events/schema.py owns it). Every
+-- function here is made anew on every call, before consume's first branch answers (Redis runs
+-- the script's whole text each time), and each costs about 1,200 instructions to make
+-- (bench/script_cost.py), so only what that branch needs is here; what only the general path
+-- needs is in lib.lua and rules.lua, which the first branch never reaches.
 
 local MAX = 4503599627370495  -- 2^52 - 1: inputs stay below it so that products stay exact
 
@@ -23,6 +23,21 @@ local function ceil_div(a, b)
   local q = idiv(a, b)
   if q * b < a then q = q + 1 end
   return q
+end
+
+local MICRO = 1000000
+
+-- Money for `m` meter micro-units at `rate` money micro-units per meter unit, rounded up
+-- (never in the caller's favour). Split so that no product exceeds 2^53.
+local function money_ceil(m, rate)
+  local q = idiv(m, MICRO)
+  return q * rate + ceil_div((m - q * MICRO) * rate, MICRO)
+end
+
+-- Meter micro-units that `money` pays for at `rate`, rounded down.
+local function meter_floor(money, rate)
+  local q = idiv(money, rate)
+  return q * MICRO + idiv((money - q * rate) * MICRO, rate)
 end
 
 -- Meter micro-units for `q` units at `uc` micro-units per `per` units, rounded up; nil when the
@@ -53,50 +68,25 @@ local function move(id, delta, after, lot)
   return s
 end
 
--- Takes `amt` meter micro-units' worth (`cov` of the charge) from pool `id` of kind `kind`,
--- whose remaining is `after` once taken (formatted). A grant pool takes it from its `lots`
--- ({id, amount, expires ms}), soonest-expiring first (their stored order), and drops the lots
--- it empties. Appends the moves to `moves`; returns the debit, {pool, kind, amount, covered,
--- period mark `mark`, rate, lots taken as {id, amount, expires}}, which returns and refunds give
--- back, and a grant pool's lots kept.
-local function debit(id, kind, amt, cov, after, lots, mark, rate, moves)
-  if kind ~= 'G' then
-    moves[#moves + 1] = move(id, -amt, after)
-    return {id, kind, amt, cov, mark, rate, {}}
-  end
-  local taken, kept, need = {}, {}, amt
-  for _, l in ipairs(lots) do
-    if need > 0 and l[2] > 0 then
-      local t = math.min(need, l[2])
-      l[2] = l[2] - t
-      need = need - t
-      taken[#taken + 1] = {l[1], t, l[3]}
-      moves[#moves + 1] = move(id, -t, after, l[1])
-    end
-    if l[2] > 0 then kept[#kept + 1] = l end
-  end
-  return {id, kind, amt, cov, mark, rate, taken}, kept
-end
-
--- The idempotency record of a CheckAndConsume ('C') or Reserve ('R') request (consume.lua's
--- ARGV from `a0`), packed: its fingerprint, mode, meter, the plan it was priced with and its
--- first reply `rep`; a charge also its debits, cover `cov` (meter micro-units), unit cost `uc`
--- per `per` units and what was refunded of it (0); a reservation its state, 'held'.
-local function request_record(a0, mode, rep, debits, cov, uc, per)
-  if mode == 'R' then
-    return cmsgpack.pack({fp = ARGV[a0 + 2], m = mode, mt = ARGV[a0 + 11], pl = ARGV[2],
-      st = 'held', rep = rep})
-  end
-  return cmsgpack.pack({fp = ARGV[a0 + 2], m = mode, mt = ARGV[a0 + 11], pl = ARGV[2],
-    d = debits, cov = cov, uc = uc, per = per, ref = 0, rep = rep})
-end
-
 -- Writes an idempotency record (`ttl` ms, or nil to keep the key's expiry) and notes it in
 -- `snap`, the state snapshot's records: key -> {packed record, TTL ms or -1}.
 local function write_record(snap, key, value, ttl)
   if ttl then redis.call('SET', key, value, 'PX', ttl)
   else redis.call('SET', key, value, 'KEEPTTL') end
   snap[key] = {value, ttl and ttl + 0 or -1}
+end
+
+-- Writes a hold (`value`, packed; expiring at `exp` ms) or, with value nil, drops it, and
+-- notes it in `snap`, the state snapshot's holds: id -> packed hold, or false when gone.
+local function write_hold(snap, id, value, exp)
+  if value then
+    redis.call('HSET', KEYS[3], id, value)
+    redis.call('ZADD', KEYS[4], exp, id)
+  else
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('ZREM', KEYS[4], id)
+  end
+  snap[id] = value or false
 end
 
 -- Appends an event to the shard's stream (KEYS[2]): format version '1', kind, account, request

@@ -1,5 +1,6 @@
 -- lib.lua: the prelude of every creditgate script but consume_batch, after core.lua (and, for
--- consume, after consume_fast.lua): the account, its pools, events and the general path's rules.
+-- consume, after its first branch, consume.lua): the account, its pools, events and the general
+-- path's rules.
 --
 -- Units: every amount is an integer count of micro-units (1 credit or 1 USD = 1,000,000).
 -- Lua 5.1 numbers are doubles, exact for integers below 2^53; the Python side keeps every
@@ -17,28 +18,14 @@
 --              ('1'/'0'). Script arguments follow, from ARG0 = 5 + 10 N on.
 -- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
 
-local MICRO = 1000000
 local DAY = 86400000
 
 local function fmt(n) return string.format('%d', n) end
-
--- Money for `m` meter micro-units at `rate` money micro-units per meter unit, rounded up
--- (never in the caller's favour). Split so that no product exceeds 2^53.
-local function money_ceil(m, rate)
-  local q = idiv(m, MICRO)
-  return q * rate + ceil_div((m - q * MICRO) * rate, MICRO)
-end
 
 -- The same, rounded down: what a refund returns for part of a money debit.
 local function money_floor(m, rate)
   local q = idiv(m, MICRO)
   return q * rate + idiv((m - q * MICRO) * rate, MICRO)
-end
-
--- Meter micro-units that `money` pays for at `rate`, rounded down.
-local function meter_floor(money, rate)
-  local q = idiv(money, rate)
-  return q * MICRO + idiv((money - q * rate) * MICRO, rate)
 end
 
 -- Calendar (Howard Hinnant's days_from_civil / civil_from_days), UTC.
@@ -120,8 +107,10 @@ local function load_lots(p)
   p.b = b
 end
 
-for i = 0, NP - 1 do
-  local j = 5 + i * 10
+-- (Re)builds plan pool `i` from the account's fields: at the start, and after a charge wrote
+-- its fields through put().
+local function load_pool(i)
+  local j = i * 10 - 5
   local id, k = ARGV[j], ARGV[j + 1]
   -- Only the fields a pool of this kind uses are read (tonumber is strtod, the costliest
   -- step here); the rest keep neutral values. `o` is an allowance's debt: this period's use
@@ -151,9 +140,11 @@ for i = 0, NP - 1 do
       if k == 'O' then p.bs, p.bp = tonumber(ARGV[j + 5]), tonumber(ARGV[j + 6]) end
     end
   end
-  POOLS[i + 1] = p
+  POOLS[i] = p
   BYID[id] = p
 end
+
+for i = 1, NP do load_pool(i) end
 
 -- A pool a hold or charge names that the current plan no longer has: its money is kept in the
 -- account hash, its credits can only expire.
@@ -183,14 +174,7 @@ local function set_record(key, value, ttl)
 end
 
 local function set_hold(id, value, exp)
-  if value then
-    redis.call('HSET', KEYS[3], id, value)
-    redis.call('ZADD', KEYS[4], exp, id)
-  else
-    redis.call('HDEL', KEYS[3], id)
-    redis.call('ZREM', KEYS[4], id)
-  end
-  SNAP_H[id] = value or false
+  write_hold(SNAP_H, id, value, exp)
   SNAPPED = true
 end
 
@@ -246,4 +230,14 @@ local function flush()
     end
     write_event(e[1], e[4] or CTX.rid, NOW, e[2], unpack(f))
   end
+  -- Written: a later flush() writes only what changes after this one.
+  for _, p in pairs(BYID) do p.dirty = nil end
+  W, EV, SNAP_H, SNAP_R, SNAPPED = {}, {}, {}, {}, false
+end
+
+-- Takes what the charge's take() wrote (`fields`, flat name, value) into the account state:
+-- the fields to write back, and the plan pools rebuilt from them.
+local function put_charge(fields)
+  for f = 1, #fields, 2 do put(fields[f], fields[f + 1]) end
+  for i = 1, NP do load_pool(i) end
 end

@@ -1,7 +1,8 @@
 -- rules.lua: the general path's rules, right after lib.lua in every script that has it (the
 -- two are one prelude, split in two files only for their length): lazy maintenance (period
--- resets, expired lots and holds, the end of a stop), giving credits back, pricing and the
--- consumption walk. Uses lib.lua's account state, pools and events, and core.lua's pieces.
+-- resets, expired lots and holds, the end of a stop), giving credits back, and when a denial
+-- ends. The charge itself is charge.lua's. Uses lib.lua's account state, pools and events, and
+-- core.lua's pieces.
 
 -- Lazy maintenance: period resets, expired lots, the end of a stop ----------------------
 
@@ -172,77 +173,12 @@ local function maintain_all()
   expire_holds()
 end
 
--- Pricing and the consumption walk ---------------------------------------------------------
+-- Denials: when they end by themselves ---------------------------------------------------------
 
--- What an overage or pay-as-you-go pool may spend in a period: its cap, or without one MAX, so
--- that its spend, summed over the period's charges, stays exact.
+-- What an overage or pay-as-you-go pool may spend in a period: its cap, or without one MAX (as
+-- charge.lua's walk()).
 local function spend_cap(p)
   return p.c >= 0 and p.c or MAX
-end
-
--- Plan (without changing anything) how `D` meter micro-units would be covered by `elig`, a list
--- of {pool, rate}. Returns the takes, what is left uncovered, and whether a cap stopped it.
-local function plan_charge(elig, D)
-  local takes, rem, capped = {}, D, false
-  for _, e in ipairs(elig) do
-    if rem <= 0 then break end
-    local p, rate = e[1], e[2]
-    local k = p.kind
-    if k == 'A' or k == 'G' then
-      local t = math.min(p.b, rem)
-      if t > 0 then takes[#takes + 1] = {p, t, t, 0, rate}; rem = rem - t end
-    elseif k == 'B' or k == 'P' then
-      local avail
-      if k == 'B' then avail = p.b
-      elseif not p.en or A.st == 'trial' then avail = 0
-      else avail = math.max(0, spend_cap(p) - p.s) end
-      -- Exact while it is at most MAX; beyond that it is only ever compared with avail <= MAX.
-      local need = money_ceil(rem, rate)
-      if avail >= need then
-        takes[#takes + 1] = {p, need, rem, 0, rate}
-        rem = 0
-      else
-        local cov = meter_floor(avail, rate)
-        if cov > 0 then
-          takes[#takes + 1] = {p, money_ceil(cov, rate), cov, 0, rate}
-          rem = rem - cov
-        end
-        if k == 'P' and p.en and A.st ~= 'trial' then capped = true end
-      end
-    elseif k == 'O' then
-      local t = math.min(p.b, rem)
-      local blocks = 0
-      if rem > t and p.en then
-        local n = ceil_div(rem - t, p.bs)
-        local price = n * p.bp
-        if price > spend_cap(p) - p.s then capped = true
-        else blocks = n; t = rem end
-      end
-      if t > 0 then takes[#takes + 1] = {p, t, t, blocks, rate}; rem = rem - t end
-    end
-  end
-  return takes, rem, capped
-end
-
--- Carry out planned takes: returns the debit records and the moves.
-local function apply(takes)
-  local debits, moves = {}, {}
-  for _, t in ipairs(takes) do
-    local p, amt, cov, blocks, rate = t[1], t[2], t[3], t[4], t[5]
-    p.dirty = true
-    if blocks > 0 then
-      local credits, price = blocks * p.bs, blocks * p.bp
-      p.b = p.b + credits
-      p.s = p.s + price
-      emit('overage_block', {mv(p, credits)}, {'price', fmt(price), 'blocks', fmt(blocks)})
-    end
-    if p.kind == 'P' then p.s = p.s + amt else p.b = p.b - amt end
-    local d, kept = debit(p.id, p.kind, amt, cov, fmt(remaining(p)), p.lots, p.r or 0, rate,
-      moves)
-    if kept then p.lots = kept end
-    debits[#debits + 1] = d
-  end
-  return debits, moves
 end
 
 -- Meter micro-units pool `p` could cover (at `rate`) once every reset due by time `t` has

@@ -24,17 +24,12 @@ end
 if r.st == 'released' then return {'RELEASED'} end
 
 maintain_all()
+flush()  -- written before charge.lua's walk() reads the account's fields
 local raw = redis.call('HGET', KEYS[3], rid)
-if not raw then
-  flush()
-  return {'EXPIRED', r.rep[9]}
-end
+if not raw then return {'EXPIRED', r.rep[9]} end
 local h = cmsgpack.unpack(raw)
 local Da = demand(tonumber(ARGV[ARG0]), h.uc, h.per)
-if Da == nil then
-  flush()
-  return {'TOO_LARGE'}
-end
+if Da == nil then return {'TOO_LARGE'} end
 
 local charged, fully, shortfall, reason = Da, 1, 0, R_ALLOWED
 if Da <= h.cov then
@@ -42,19 +37,20 @@ if Da <= h.cov then
   emit('settle', moves, {'held', fmt(h.cov), 'charged', fmt(Da)})
   expire_returns(expired)
 else
-  local elig = {}
-  for _, e in ipairs(h.el) do
-    local p = BYID[e[1]]
-    if p and not p.ghost then elig[#elig + 1] = {p, e[2]} end
-  end
+  -- The extra goes through the pools in scope at Reserve time, at their rates then.
+  local el = {}
+  for _, e in ipairs(h.el) do el[e[1]] = e[2] end
   local extra = Da - h.cov
   local block = account_block()
-  local takes, rem, capped = {}, extra, false
-  if block == nil then takes, rem, capped = plan_charge(elig, extra) end
+  local T, rem, capped, bal, lots
+  if block == nil then T, rem, capped, bal, lots = walk(A, NOW, extra, NP, el)
+  else rem, capped = extra, false end
   local moves = {}
   if rem == 0 then
-    local debits
-    debits, moves = apply(takes)
+    local debits, fields, blocks
+    debits, moves, fields, blocks = take(A, T, bal, lots, false, {})
+    put_charge(fields)
+    for _, b in ipairs(blocks or {}) do emit('overage_block', b[1], b[2]) end
     for _, d in ipairs(debits) do h.d[#h.d + 1] = d end
   else
     charged, fully, shortfall = h.cov, 0, extra

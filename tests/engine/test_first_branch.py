@@ -1,11 +1,13 @@
-"""consume_fast.lua writes exactly what the general consume path writes.
+"""consume.lua's first branch writes exactly what the general consume path writes.
 
-The random operation sequences of test_properties go to two engines on one Redis, each in its
-own key space: one whose consume script starts with the fast path (the default), and one
-without it (``lua_fast_path=False``), where lib.lua + consume.lua answer everything. After every
-step both must have answered alike and hold the same Redis state: account hashes, holds, hold
-expiries, idempotency records (decoded, with their TTLs) and the events the step appended
-(decoded, snapshots included), key names compared without their key space's tag.
+Both end in charge.lua's one charge(); the first branch runs it before the prelude when nothing
+is due, the general path (consume_general.lua) after bringing what is due up to date. The
+random operation sequences of test_properties go to two engines on one Redis, each in its own
+key space: one whose consume script starts with the first branch (the default), and one
+without it (``lua_fast_path=False``), where lib.lua + consume_general.lua answer everything.
+After every step both must have answered alike and hold the same Redis state: account
+hashes, holds, hold expiries, idempotency records (decoded, with their TTLs) and the events the
+step appended (decoded, snapshots included), key names compared without their key space's tag.
 
 Which path answered is read from redis-server's own command counts: the fast path reads the
 account hash once and answers; when it declines, the general path reads the hash again. The
@@ -133,21 +135,24 @@ async def _last_id(redis: AsyncRedis, keys: KeySpace) -> bytes:
     return last[0][0] if last else b""
 
 
-# consume_fast.lua (after core.lua and fast.lua) with its writes turned into no-ops: it returns
-# the fast answer, or FELL_THROUGH where the general path would take over. It reads what the
-# fast path reads and changes nothing, so it can tell beforehand which path a charge will take.
-# (Counting commands cannot: the general path reuses the fast path's reads.)
+# consume.lua's first branch (after core.lua and charge.lua) with its writes turned into
+# no-ops: it returns the first branch's answer, or FELL_THROUGH where the general path would
+# take over. It reads what the first branch reads and changes nothing, so it can tell
+# beforehand which path a charge will take. (Counting commands cannot: the general path reuses
+# the first branch's reads.)
 _PROBE = "\n".join(
     [
         HEAD,
         "local real = redis",
         "local redis = {call = function(cmd, ...)",
-        "  if cmd == 'SET' or cmd == 'HSET' or cmd == 'XADD' then return false end",
+        "  if cmd == 'SET' or cmd == 'HSET' or cmd == 'XADD' or cmd == 'ZADD' then",
+        "    return false",
+        "  end",
         "  return real.call(cmd, ...)",
         "end}",
         *(
             (files("creditgate.engine") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-            for name in ("core", "fast", "consume_fast")
+            for name in ("core", "charge", "consume")
         ),
         "return {'FELL_THROUGH'}",
     ]
@@ -384,6 +389,14 @@ async def test_a_charge_covered_by_allowances_and_grants_is_fast(small: Engine) 
     ]
 
 
+async def test_a_charge_that_buys_an_overage_block_is_answered_first(small: Engine) -> None:
+    """Every pool kind is charge.lua's walk: an overage block is bought in the first branch."""
+    fast, decision = await _consume(small, 110, "r1")  # daily 4, base 100, then a block of 10
+    assert fast
+    assert decision.allowed
+    assert [m.pool_id for m in decision.debits] == ["daily", "base", "over"]
+
+
 @pytest.mark.parametrize(
     ("case", "reason"),
     [
@@ -391,7 +404,6 @@ async def test_a_charge_covered_by_allowances_and_grants_is_fast(small: Engine) 
         ("reset_due", Reason.ALLOWED),  # a period has ended: resets are the general path's
         ("lot_expired", Reason.ALLOWED),  # a grant lot has expired
         ("hold_due", Reason.ALLOWED),  # a hold has expired
-        ("overage", Reason.ALLOWED),  # the charge buys an overage block
         ("denied", Reason.SPEND_CAP_REACHED),  # every denial
         ("stopped", Reason.ACCOUNT_STOPPED),  # a cap lowered below this month's spend
     ],
