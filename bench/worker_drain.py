@@ -103,17 +103,19 @@ async def produce(url: str, events: int, accounts: int, keys: KeySpace) -> float
     return rate
 
 
-async def drain(url: str, ledger_url: str, keys: KeySpace, batch: int) -> tuple[int, float]:
-    """Burst-drain everything in the streams into a fresh ledger; (events applied, seconds)."""
+async def drain(
+    url: str, ledger_url: str, keys: KeySpace, batch: int
+) -> tuple[int, float, float]:
+    """Burst-drain everything into a fresh ledger; (events applied, seconds, CPU seconds)."""
     redis = Redis.from_url(url)
     store = await open_ledger(ledger_url, migrate=True)
     worker = Worker(redis, LedgerConsumer(store), keys, batch=batch, name="bench")
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()  # process_time: every thread
     applied = await worker.drain()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     await store.close()
     await redis.aclose()
-    return applied, seconds
+    return applied, seconds, cpu
 
 
 def measure(backend: str, ledger_url: str, opts: argparse.Namespace) -> dict[str, float]:
@@ -121,15 +123,21 @@ def measure(backend: str, ledger_url: str, opts: argparse.Namespace) -> dict[str
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(data_dir=Path(tmp) / "r") as rd:
         produced = asyncio.run(produce(rd.url, opts.events, opts.accounts, keys))
         url = ledger_url or f"sqlite:///{tmp}/ledger.db"
-        applied, seconds = asyncio.run(drain(rd.url, url, keys, opts.batch))
+        applied, seconds, cpu = asyncio.run(drain(rd.url, url, keys, opts.batch))
     # Account creation and grants are events too; the rate counts every event applied.
     rate = applied / seconds
     print(
-        f"{backend}: {applied} events in {seconds:.2f} s = {rate:,.0f} events/s"
+        f"{backend}: {applied} events in {seconds:.2f} s = {rate:,.0f} events/s,"
+        f" {cpu / applied * 1e6:.0f} us worker CPU per event"
         f" (produced at {produced:,.0f} charges/s)",
         file=sys.stderr,
     )
-    return {"events_per_s": rate, "events": applied, "produce_per_s": produced}
+    return {
+        "events_per_s": rate,
+        "events": applied,
+        "worker_cpu_us_per_event": cpu / applied * 1e6,
+        "produce_per_s": produced,
+    }
 
 
 def options() -> argparse.Namespace:
