@@ -36,7 +36,7 @@ from creditgate.engine import Engine, KeySpace
 from creditgate.ledger import open_ledger
 from creditgate.ledger.consumer import LedgerConsumer
 from creditgate.wiring.embedded.redis import EmbeddedRedis
-from creditgate.worker import Worker
+from creditgate.worker.lanes import Lanes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -104,12 +104,12 @@ async def produce(url: str, events: int, accounts: int, keys: KeySpace) -> float
 
 
 async def drain(
-    url: str, ledger_url: str, keys: KeySpace, batch: int
+    url: str, ledger_url: str, keys: KeySpace, batch: int, lanes: int
 ) -> tuple[int, float, float]:
     """Burst-drain everything into a fresh ledger; (events applied, seconds, CPU seconds)."""
     redis = Redis.from_url(url)
     store = await open_ledger(ledger_url, migrate=True)
-    worker = Worker(redis, LedgerConsumer(store), keys, batch=batch, name="bench")
+    worker = Lanes(redis, LedgerConsumer(store), keys, lanes, batch=batch, name="bench")
     start, cpu = time.perf_counter(), time.process_time()  # process_time: every thread
     applied = await worker.drain()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -123,7 +123,7 @@ def measure(backend: str, ledger_url: str, opts: argparse.Namespace) -> dict[str
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(data_dir=Path(tmp) / "r") as rd:
         produced = asyncio.run(produce(rd.url, opts.events, opts.accounts, keys))
         url = ledger_url or f"sqlite:///{tmp}/ledger.db"
-        applied, seconds, cpu = asyncio.run(drain(rd.url, url, keys, opts.batch))
+        applied, seconds, cpu = asyncio.run(drain(rd.url, url, keys, opts.batch, opts.lanes))
     # Account creation and grants are events too; the rate counts every event applied.
     rate = applied / seconds
     print(
@@ -145,6 +145,7 @@ def options() -> argparse.Namespace:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--accounts", type=int, default=100)
     parser.add_argument("--batch", type=int, default=0, help="worker batch (default: Settings)")
+    parser.add_argument("--lanes", type=int, default=1, help="workers over the shards")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--postgres", help="PostgreSQL URL (default: a private cluster)")
     parser.add_argument("--runs", type=int, default=1)
@@ -156,7 +157,7 @@ def run(opts: argparse.Namespace) -> dict[str, object]:
     from creditgate.wiring.settings import Settings  # noqa: PLC0415
 
     opts.batch = opts.batch or Settings.model_fields["worker_batch"].default
-    out: dict[str, object] = {"events": opts.events, "batch": opts.batch}
+    out: dict[str, object] = {"events": opts.events, "batch": opts.batch, "lanes": opts.lanes}
     if opts.backend in ("sqlite", "both"):
         out["sqlite"] = [measure("sqlite", "", opts) for _ in range(opts.runs)]
     if opts.backend in ("postgres", "both"):

@@ -143,7 +143,7 @@ def hold_expiry(packed: bytes) -> int:
     return int(h.get(b"exp", 0))
 
 
-def parse_entry(stream: str, entry_id: bytes | str, raw: Mapping[bytes, bytes]) -> Event:
+def parse_entry(stream: str, entry_id: bytes | str, raw: Mapping[Any, bytes]) -> Event:
     """Decode one stream entry; raises EventError for anything but a well-formed v1 event.
 
     The worker decodes every event: the fields it knows are read by their byte names, without

@@ -25,6 +25,8 @@ from creditgate.events.schema import Event, EventError, parse_entry
 from creditgate.worker import metrics, streams
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from redis.asyncio import Redis
 
     from creditgate.engine.keys import KeySpace
@@ -33,6 +35,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("creditgate.worker")
 Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # stream, entry id, fields
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def on_signal(stop: Callable[[], None]) -> None:
+    """Call ``stop`` on SIGTERM/SIGINT (where the loop can: the main thread on Unix)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop)
 
 
 def _by_stream(reply: Any) -> list[tuple[str, list[Any]]]:  # noqa: ANN401 - RESP2 or RESP3
@@ -59,12 +69,15 @@ class Worker:
         name: str = "",
         per_stream: bool = False,
         housekeeping_s: float = 5.0,
+        streams: Sequence[str] | None = None,
+        signals: bool = True,
     ) -> None:
         self.redis = redis
         self.consumer = consumer
         self.group = consumer.group
         self.retryable: tuple[type[BaseException], ...] = (*RETRYABLE, *consumer.retryable)
-        self.streams = keys.streams()
+        self.streams = list(keys.streams() if streams is None else streams)  # a lane: a subset
+        self.signals = signals  # False: a lanes.Lanes handles SIGTERM/SIGINT for all its lanes
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
@@ -100,10 +113,8 @@ class Worker:
 
     async def run(self) -> None:
         """Apply batches until ``stop()`` or SIGTERM/SIGINT; outages are waited out."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.stop)
+        if self.signals:
+            on_signal(self.stop)
         backoff = 0.2
         while not self.stopping:
             try:
