@@ -72,6 +72,19 @@ def _row(name: str, load: Load) -> str:
 CEILING_CASES = ("hot", "hot_pipelined", "spread_pipelined")
 
 
+def ledger_summary(r: dict[str, Any]) -> dict[str, Any]:
+    """The ledger-on headline (the sidecars row runs the worker, as `make run`) and the worker."""
+    out: dict[str, Any] = {}
+    at64, at1 = r["levels"][64], r["levels"][1]
+    if r.get("ledger_on") and "sidecars" in at64:
+        out |= {
+            "ratio_per_core_ledger_on": round(at64["many_ratio"], 3),
+            "unloaded_p50_added_ms": round(at1.get("many_p50_added_ms", 0.0), 3),
+        }
+    worker: dict[str, Any] = r.get("worker", {})
+    return out | worker
+
+
 def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
     levels: dict[int, dict[str, Any]] = r["levels"]
     at64, at1 = levels[64], levels[1]
@@ -131,6 +144,7 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
             "sidecars_unloaded_p99_ms": round(at1["sidecars"].p99_ms, 3),
             "sidecars_cpu_us_per_decision": round(at64["sidecars"].cpu_us_per_request),
         }
+    summary |= ledger_summary(r)
     if r.get("soak"):
         summary["soak_rss_mib"] = r["soak"]
     if r.get("envoy"):
