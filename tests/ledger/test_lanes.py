@@ -76,3 +76,41 @@ async def test_crash_between_commit_and_ack_is_applied_once(
             break
         await asyncio.sleep(0.5)
     await assert_consistent(engine, ledger, workload)
+
+
+async def test_linger_gathers_short_batches_and_still_applies_everything(
+    ledger: Ledger, engine: Engine, workload: Workload
+) -> None:
+    """With linger, a running worker reads fewer, larger batches; nothing is lost or doubled."""
+    await workload.create(6)
+    lanes = Lanes(
+        engine.redis,
+        LedgerConsumer(ledger.store),
+        engine.keys,
+        1,
+        batch=10_000,
+        block_ms=50,
+        linger_ms=200,
+    )
+    await lanes.setup()
+    reads: list[int] = []
+    worker = lanes.workers[0]
+    run_once = worker.run_once
+
+    async def counting(*, block: bool = True) -> int:
+        applied = await run_once(block=block)
+        if worker.last_read > 0:
+            reads.append(worker.last_read)
+        return applied
+
+    worker.run_once = counting  # type: ignore[method-assign]
+    task = asyncio.create_task(lanes.run())
+    for _ in range(10):  # events arrive in ten bursts 50 ms apart
+        await workload.run(20)
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    lanes.stop()
+    await task
+    assert sum(reads) >= 200  # noqa: PLR2004 - every charge's event (and the set-up's) was read
+    assert len(reads) < 10  # noqa: PLR2004 - gathered: fewer reads than bursts
+    await assert_consistent(engine, ledger, workload)

@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     worker_lanes: int = Field(
         1, ge=1, description="workers over the shard streams in the worker process (lanes.py)"
     )
+    worker_linger_ms: int = Field(
+        100,
+        ge=0,
+        le=900,
+        description="after a short batch the worker waits this long to gather the next one "
+        "(fewer, larger ledger transactions; adds at most this to the lag)",
+    )
     worker_block_ms: int = Field(1000, ge=0, description="how long a worker waits for events")
     worker_claim_idle_ms: int = Field(
         30_000, ge=1000, description="claim events a dead worker left pending"
@@ -216,6 +223,7 @@ class Settings(BaseSettings):
             self.worker_lanes,
             batch=self.worker_batch,
             block_ms=self.worker_block_ms,
+            linger_ms=self.worker_linger_ms,
             claim_idle_ms=self.worker_claim_idle_ms,
             name=self.worker_name,
         )
