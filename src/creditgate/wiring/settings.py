@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         1, ge=1, description="workers over the shard streams in the worker process (lanes.py)"
     )
     worker_linger_ms: int = Field(
-        100,
+        50,
         ge=0,
         le=900,
         description="after a short batch the worker waits this long to gather the next one "
