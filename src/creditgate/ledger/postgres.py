@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from creditgate.ledger.schema import VERSION_TABLE, migrations
-from creditgate.ledger.sql import Conn, Row, SqlLedger
+from creditgate.ledger.sql import MOVEMENT_COLUMNS, Conn, Row, SqlLedger
 from creditgate.ledger.store import LedgerError
 
 if TYPE_CHECKING:
@@ -101,6 +101,12 @@ class PostgresLedger(SqlLedger):
         assert isinstance(conn, _Conn)  # noqa: S101 - our own transaction() made it
         columns = [list(c) for c in zip(*rows, strict=True)]
         return {r[0] for r in await conn.conn.fetch(_INSERT_EVENTS, *columns)}
+
+    async def insert_movements(self, conn: Conn, rows: Sequence[Row]) -> None:
+        assert isinstance(conn, _Conn)  # noqa: S101 - our own transaction() made it
+        # COPY: one stream of rows instead of a statement per row. A duplicate (impossible, see
+        # SqlLedger.insert_movements) would fail the whole transaction, never skip silently.
+        await conn.conn.copy_records_to_table("movements", records=rows, columns=MOVEMENT_COLUMNS)
 
     async def migrate(self) -> int:
         async with self.transaction() as c:

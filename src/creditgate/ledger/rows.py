@@ -20,9 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True)
 class BatchRows:
-    """Rows that the new events of one batch write; mirror rows keep only the newest version."""
+    """Rows that the new events of one batch write (besides the event rows themselves)."""
 
-    events: list[tuple[Any, ...]] = field(default_factory=list)
     movements: list[tuple[Any, ...]] = field(default_factory=list)
     requests: list[tuple[Any, ...]] = field(default_factory=list)
     accounts: dict[str, tuple[Any, ...]] = field(default_factory=dict)
@@ -46,7 +45,7 @@ def event_row(e: Event) -> tuple[Any, ...]:
         e.action,
         e.quantity,
         e.attributes,
-        json.dumps(e.extra, sort_keys=True),
+        json.dumps(e.extra, sort_keys=True) if e.extra else "{}",
         moves,
     )
 
@@ -63,7 +62,6 @@ def collect(events: Iterable[Event]) -> BatchRows:
     """Rows for events known to be new (not yet in the ledger)."""
     out = BatchRows()
     for e in events:
-        out.events.append(event_row(e))
         for seq, m in enumerate(e.moves):
             out.movements.append(
                 (

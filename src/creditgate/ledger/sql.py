@@ -64,6 +64,20 @@ UPSERT = {
     " ver = CASE WHEN excluded.ver > records.ver THEN excluded.ver ELSE records.ver END",
 }
 
+MOVEMENT_COLUMNS = (
+    "event_id",
+    "seq",
+    "ver",
+    "account",
+    "pool",
+    "delta",
+    "balance_after",
+    "lot",
+    "kind",
+    "request_id",
+    "origin",
+    "time_ms",
+)
 _HISTORY = (
     "SELECT m.ver, m.seq, m.event_id, m.kind, m.pool, m.delta, m.balance_after, m.lot,"
     " m.request_id, r.action, m.time_ms FROM movements m"
@@ -129,11 +143,19 @@ class SqlLedger(LedgerStore):
             await self._write(conn, collect(fresh))
         return ApplyResult(len(fresh), len(events) - len(fresh))
 
-    @staticmethod
-    async def _write(conn: Conn, rows: BatchRows) -> None:
+    async def insert_movements(self, conn: Conn, rows: Sequence[Row]) -> None:
+        """Movement rows (``MOVEMENT_COLUMNS``) of events whose rows were new in this transaction.
+
+        None of them can be in the table already: a concurrent writer of the same event waits
+        on its event row and then finds it present. PostgreSQL COPYs them.
+        """
+        await conn.executemany(UPSERT["movements"], rows)
+
+    async def _write(self, conn: Conn, rows: BatchRows) -> None:
+        if rows.movements:
+            await self.insert_movements(conn, rows.movements)
         # Sorted keys give concurrent writers one lock order, which avoids deadlocks.
         tables: list[tuple[str, Sequence[Row]]] = [
-            ("movements", rows.movements),
             ("requests", rows.requests),
             ("accounts", [rows.accounts[k] for k in sorted(rows.accounts)]),
             ("balances", [rows.balances[k] for k in sorted(rows.balances)]),

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from creditgate.ledger.store import LedgerStore
-    from creditgate.worker.worker import Worker
+    from creditgate.worker.lanes import Lanes
 
 
 class Settings(BaseSettings):
@@ -174,6 +174,16 @@ class Settings(BaseSettings):
         "of its own (one process less, but its work delays requests)",
     )
     worker_batch: int = Field(500, ge=1, description="events per ledger transaction")
+    worker_lanes: int = Field(
+        1, ge=1, description="workers over the shard streams in the worker process (lanes.py)"
+    )
+    worker_linger_ms: int = Field(
+        50,
+        ge=0,
+        le=900,
+        description="after a short batch the worker waits this long to gather the next one "
+        "(fewer, larger ledger transactions; adds at most this to the lag)",
+    )
     worker_block_ms: int = Field(1000, ge=0, description="how long a worker waits for events")
     worker_claim_idle_ms: int = Field(
         30_000, ge=1000, description="claim events a dead worker left pending"
@@ -200,18 +210,20 @@ class Settings(BaseSettings):
         default=True, description="serve gRPC reflection (the API's schema, no data)"
     )
 
-    def ledger_worker(self, redis: Redis, store: LedgerStore) -> Worker:
+    def ledger_worker(self, redis: Redis, store: LedgerStore) -> Lanes:
         """The ledger worker that ``creditgate worker`` and ``serve`` run, with these knobs."""
         from creditgate.engine.keys import KeySpace  # noqa: PLC0415 - keep settings light
         from creditgate.ledger.consumer import LedgerConsumer  # noqa: PLC0415
-        from creditgate.worker.worker import Worker  # noqa: PLC0415
+        from creditgate.worker.lanes import Lanes  # noqa: PLC0415
 
-        return Worker(
+        return Lanes(
             redis,
             LedgerConsumer(store),
             KeySpace(self.key_prefix, self.shards),
+            self.worker_lanes,
             batch=self.worker_batch,
             block_ms=self.worker_block_ms,
+            linger_ms=self.worker_linger_ms,
             claim_idle_ms=self.worker_claim_idle_ms,
             name=self.worker_name,
         )

@@ -25,6 +25,8 @@ from creditgate.events.schema import Event, EventError, parse_entry
 from creditgate.worker import metrics, streams
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from redis.asyncio import Redis
 
     from creditgate.engine.keys import KeySpace
@@ -33,6 +35,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("creditgate.worker")
 Entry = tuple[str, bytes, dict[bytes, bytes] | None]  # stream, entry id, fields
 RETRYABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def on_signal(stop: Callable[[], None]) -> None:
+    """Call ``stop`` on SIGTERM/SIGINT (where the loop can: the main thread on Unix)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop)
 
 
 def _by_stream(reply: Any) -> list[tuple[str, list[Any]]]:  # noqa: ANN401 - RESP2 or RESP3
@@ -59,18 +69,26 @@ class Worker:
         name: str = "",
         per_stream: bool = False,
         housekeeping_s: float = 5.0,
+        streams: Sequence[str] | None = None,
+        signals: bool = True,
+        linger_ms: int = 0,
     ) -> None:
         self.redis = redis
         self.consumer = consumer
         self.group = consumer.group
         self.retryable: tuple[type[BaseException], ...] = (*RETRYABLE, *consumer.retryable)
-        self.streams = keys.streams()
+        self.streams = list(keys.streams() if streams is None else streams)  # a lane: a subset
+        self.signals = signals  # False: a lanes.Lanes handles SIGTERM/SIGINT for all its lanes
         self.batch = batch
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.per_stream = per_stream  # Redis Cluster: the streams live on different nodes
         self.housekeeping_s = housekeeping_s
+        # After a short batch, wait this long before reading again: the next batch gathers more
+        # events, so the per-batch cost (a commit, an XACK) is shared; it adds at most this to
+        # the lag.
+        self.linger_ms = linger_ms
         self.last_read = 0
         self._own_pending = True  # after a start or a failed batch, retry our pending entries
         self._next_claim = 0.0
@@ -100,15 +118,16 @@ class Worker:
 
     async def run(self) -> None:
         """Apply batches until ``stop()`` or SIGTERM/SIGINT; outages are waited out."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, self.stop)
+        if self.signals:
+            on_signal(self.stop)
         backoff = 0.2
         while not self.stopping:
             try:
                 await self.run_once()
                 backoff = 0.2
+                if self.linger_ms and 0 < self.last_read < self.batch:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self.linger_ms / 1000)
             except self.retryable as exc:
                 metrics.FAILURES.inc()
                 log.warning("ledger worker: %s; retrying in %.1f s", exc, backoff)
