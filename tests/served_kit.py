@@ -50,7 +50,7 @@ def sidecar_env(data_dir: Path) -> dict[str, str]:
 
 
 def redis_servers(socket_path: Path) -> list[int]:
-    """Pids of live redis-server processes serving ``socket_path`` (read from /proc)."""
+    """Pids of live redis-server or valkey-server processes on ``socket_path`` (from /proc)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -60,7 +60,8 @@ def redis_servers(socket_path: Path) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue  # exited while we looked
-        if "redis-server" in cmdline and str(socket_path) in cmdline and state != "Z":
+        server = "redis-server" in cmdline or "valkey-server" in cmdline
+        if server and str(socket_path) in cmdline and state != "Z":
             pids.append(int(proc.name))
     return pids
 

