@@ -225,11 +225,12 @@ def _children(pid: int) -> list[tuple[int, bytes]]:
 
 
 def server_children(pid: int) -> list[int]:
-    """The server processes ``pid`` started (its redis-server and ledger worker are too)."""
+    """The server processes ``pid`` started (not its Redis or Valkey server, nor its worker)."""
     return [
         c
         for c, cmdline in _children(pid)
-        if b"redis-server" not in cmdline and b"creditgate worker" not in cmdline
+        if not any(name in cmdline for name in (b"redis-server", b"valkey-server"))
+        and b"creditgate worker" not in cmdline
     ]
 
 
