@@ -39,8 +39,15 @@ def free_port() -> int:
 
 
 def sidecar_env(data_dir: Path) -> dict[str, str]:
-    """The caller's environment without CREDITGATE_* settings, plus the test's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
+    """The caller's environment without CREDITGATE_* settings, plus the test's own.
+
+    CREDITGATE_EMBEDDED_SERVER stays: the sidecar runs the server the suite runs on.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CREDITGATE_") or k == "CREDITGATE_EMBEDDED_SERVER"
+    }
     env |= {
         "CREDITGATE_METRICS_PORT": "0",
         "CREDITGATE_DATA_DIR": str(data_dir),

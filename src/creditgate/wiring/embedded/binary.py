@@ -53,8 +53,8 @@ def find_redis_server(choice: str | None = None) -> Path:
         if found is None:
             package, name = _WHEELS[choice]
             msg = (
-                f"{SERVER_ENV}={choice}: no {name} binary; install the '{package}' package "
-                f"or choose another server ({_CHOICES})"
+                f"{SERVER_ENV}={choice}: no {name} binary; install the "
+                f"'{package.replace('_', '-')}' package or choose another server ({_CHOICES})"
             )
             raise EmbeddedRedisError(msg)
         return found
