@@ -15,11 +15,12 @@ import grpc
 import pytest
 
 from auth_kit import secured_sidecar
-from conftest import make_worker
 from creditgate.domain.errors import FailedPreconditionError
+from creditgate.ledger.consumer import LedgerConsumer
 from creditgate.payments.purchases import Purchases
 from creditgate.payments.stripe import StripeProvider
 from creditgate.v1 import admin_pb2
+from creditgate.worker import Worker
 from payments_kit import KEY, PaymentServer, serve_payments
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ async def test_purchases_are_recorded_once_with_their_reference(
             await other.purchase("shingle", "p-2")
         state = await s.engine.balance("shingle")
         assert {p.pool_id: p.balance for p in state.pools}["credits"] == 30 * USD
-        await make_worker(redis, ledger.store, s.engine.keys).drain()
+        await Worker(redis, LedgerConsumer(ledger.store), s.engine.keys, block_ms=0).drain()
     await provider.close()
     rows = {r.purchase_id: r for r in await ledger.store.purchases("shingle")}
     assert (rows["p-1"].status, rows["p-1"].amount, rows["p-1"].provider_ref) == (
