@@ -16,7 +16,7 @@ USD = 1_000_000
 async def test_free_account_buys_credits_to_keep_working(
     shop: Secured, payments: PaymentServer
 ) -> None:
-    """'Free accounts can purchase credits to keep working past the included allowance.'
+    """Seed 003: free accounts can purchase credits to keep working past the allowance.
 
     1,000 API calls are included; the next is refused (no credits); a $5 purchase (the
     minimum) pays for the next 1,000 calls at $0.002 each, and the balance shows $3.
