@@ -89,9 +89,9 @@ async def test_amount_outside_the_limits_is_refused(
 
 
 async def test_same_id_replays_and_other_amount_is_an_error(
-    shop: Secured, payments: PaymentServer
+    shop: Secured, payments: PaymentServer, book: LedgerStore
 ) -> None:
-    """The same purchase id answers the first result and charges nothing more."""
+    """The same purchase id answers the first result and charges nothing more (one audit row)."""
     await shop.engine.create_account("shingle", "shingle_pro")
     owner = shop.auth("owner")
     first = await shop.admin.Purchase(buy("p-1", 20 * USD), metadata=owner)
@@ -104,6 +104,8 @@ async def test_same_id_replays_and_other_amount_is_an_error(
     assert len(payments.charges) == 1
     assert len(payments.requests) == 1
     assert await balance_of(shop) == 20 * USD
+    audit = await book.audit_entries("shingle")
+    assert [(a.rpc, a.principal) for a in audit] == [("AdminService/Purchase", "owner")]
 
 
 async def test_declined_payment_credits_nothing_and_is_recorded_failed(
