@@ -14,6 +14,7 @@ import grpc
 from creditgate.auth.roles import ROLES
 from creditgate.auth.tokens import TokenStore, create_token
 from creditgate.engine import Engine
+from creditgate.payments.purchases import Purchases
 from creditgate.transport.audit import Auditor
 from creditgate.transport.guard import Guard
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from creditgate.domain.catalog import Catalog
     from creditgate.ledger import LedgerStore
+    from creditgate.payments.provider import PaymentProvider
 
 
 @dataclass
@@ -56,7 +58,11 @@ class Secured:
 
 
 async def secured_sidecar(
-    redis: AsyncRedis, catalog: Catalog, tmp_path: Path, ledger: LedgerStore | None = None
+    redis: AsyncRedis,
+    catalog: Catalog,
+    tmp_path: Path,
+    ledger: LedgerStore | None = None,
+    provider: PaymentProvider | None = None,  # None: the approving test provider
 ) -> AsyncIterator[Secured]:
     path = tmp_path / "tokens.json"
     tokens = {role: create_token(path, role.replace("_", "-"), role) for role in ROLES}
@@ -65,7 +71,11 @@ async def secured_sidecar(
     store = TokenStore(path, clock=clock)
     engine = Engine(redis, catalog, test_clock=True)
     server, _health, port = await build_server(
-        engine, "127.0.0.1:0", guard=Guard(store), auditor=Auditor(ledger)
+        engine,
+        "127.0.0.1:0",
+        guard=Guard(store),
+        auditor=Auditor(ledger),
+        purchases=Purchases(engine, provider, ledger) if provider else None,
     )
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

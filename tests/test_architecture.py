@@ -20,6 +20,7 @@ RANK = {
     "testing": 1,
     "engine": 2,
     "worker": 3,
+    "payments": 3,
     "auth": 4,
     "ledger": 4,
     "transport": 5,

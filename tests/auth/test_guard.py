@@ -107,7 +107,7 @@ async def test_who_sets_max_spend_and_payg(
 @pytest.mark.parametrize(
     ("role", "allowed"),
     [
-        ("owner", True),
+        ("owner", False),
         ("admin", True),
         ("super_admin", True),
         ("billing", False),
@@ -115,14 +115,15 @@ async def test_who_sets_max_spend_and_payg(
         ("service", False),
     ],
 )
-async def test_who_buys_credits(
+async def test_who_grants_money(
     secured: Secured,
     role: str,
     allowed: bool,  # noqa: FBT001 - a parameter of the case
 ) -> None:
-    """Seeds 002/003: only Owner or Admin (and the super admin) purchase credits.
+    """Issue 20: a Grant of money into a balance pool is an admin's (and the super admin's).
 
-    Purchasing is a Grant into a money balance pool; they alone see that balance in GetBalance.
+    An owner buys credits through Purchase instead (tests/payments/test_purchases.py), which
+    charges the payment method first. Owner and Admin alone see that balance in GetBalance.
     """
     await secured.engine.create_account("shingle", "shingle_pro")
     md = secured.auth(role)

@@ -71,7 +71,8 @@ plans:
 """
 PLANS = ("mixed", "capped", "blocks")
 TABLES = (
-    "events, movements, requests, accounts, pool_balances, account_fields, holds, records, audit"
+    "events, movements, requests, accounts, pool_balances, account_fields, holds, records, audit,"
+    " purchases"
 )
 
 

@@ -181,6 +181,10 @@ ID_FIELDS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "AdminService/Grant": (grant, ("account_id", "grant_id")),
     "AdminService/SetPoolSettings": (lambda **f: settings(cap=200 * USD, **f), ("account_id",)),
     "AdminService/AdvanceTestClock": (lambda **f: clock(seconds=60, **f), ("account_id",)),
+    "AdminService/Purchase": (
+        lambda **f: admin_pb2.PurchaseRequest(**({"account_id": TEAM, "purchase_id": "p"} | f)),
+        ("account_id", "purchase_id"),
+    ),
 }
 # Empty means "generate one" for these, not an error.
 GENERATED = {

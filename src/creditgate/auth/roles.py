@@ -1,7 +1,9 @@
 """The one permission table: which role may perform which operation.
 
 An operation is what a call does, not only which RPC it is: a Grant into a money balance pool
-is buying credits (seeds 002/003: Owner or Admin only), a Grant into a grant pool is a bonus;
+adds paid money by hand (admins only: a customer's purchase is the Purchase RPC, which charges
+the payment provider first; seeds 002/003 let Owner or Admin purchase), a Grant into a grant
+pool is a bonus;
 SetPoolSettings on an overage pool sets the maximum auto top-up spend (seed 000: Super Admin or
 Billing only), on a pay-as-you-go pool the PAYG toggle and cap (seed 004: admins).
 
@@ -25,7 +27,8 @@ Op = Literal[
     "read_money",
     "manage_accounts",  # CreateAccount, UpdateAccount
     "grant_credits",  # Grant into a grant pool (bonus, promotional)
-    "buy_credits",  # Grant into a balance pool: purchased money (seeds 002/003)
+    "buy_credits",  # Grant into a balance pool: paid money added by an admin, no payment
+    "purchase",  # Purchase: charge the saved payment method, credit the balance (seeds 002/003)
     "set_max_spend",  # SetPoolSettings on an overage pool (seed 000)
     "set_payg",  # SetPoolSettings on a pay-as-you-go pool (seed 004)
     "test_clock",  # AdvanceTestClock
@@ -39,6 +42,7 @@ _ADMIN: frozenset[Op] = frozenset(
         "manage_accounts",
         "grant_credits",
         "buy_credits",
+        "purchase",
         "set_payg",
         "test_clock",
     }
@@ -49,7 +53,8 @@ PERMISSIONS: dict[Role, frozenset[Op]] = {
     "viewer": frozenset({"read"}),
     "billing": frozenset({"read", "set_max_spend"}),
     "admin": _ADMIN,
-    "owner": _ADMIN,
+    # The issue: only an admin adds paid money with Grant; an owner buys it through Purchase.
+    "owner": _ADMIN - {"buy_credits"},
     # The top role of seed 000: everything, including the calls a service makes.
     "super_admin": frozenset(OPS),
 }
@@ -70,6 +75,7 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "CreateAccount": ("manage_accounts",),
     "UpdateAccount": ("manage_accounts",),
     "Grant": ("grant_credits", "buy_credits"),
+    "Purchase": ("purchase",),
     "SetPoolSettings": ("set_max_spend", "set_payg"),
     "AdvanceTestClock": ("test_clock",),
 }

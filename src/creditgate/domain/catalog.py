@@ -29,7 +29,9 @@ from creditgate.domain.plans_file import (
     CatalogConfig,
     PlanConfig,
     PoolConfig,
+    PurchaseConfig,
 )
+from creditgate.domain.purchase import CENT, PurchaseLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ class Plan:
     # Each pool's id and the unit of its balance, in consumption order (answers list them so).
     layout: tuple[tuple[str, str], ...] = ()
     units: dict[str, str] = field(default_factory=dict)
+    purchase: PurchaseLimits | None = None  # None: the plan sells no credits
 
     def pool(self, pool_id: str) -> Pool | None:
         return self.by_id.get(pool_id)
@@ -232,6 +235,29 @@ def _check_caps(cfg: PoolConfig, where: str) -> None:
         raise ConfigError(msg)
 
 
+def _compile_purchase(cfg: PurchaseConfig, pools: dict[str, Pool], where: str) -> PurchaseLimits:
+    """Limits within one balance pool: 0 < min <= default <= max, each in whole cents."""
+    w = f"{where} purchase"
+    balances = [p.id for p in pools.values() if p.kind == "balance"]
+    pool_id = cfg.pool or (balances[0] if len(balances) == 1 else "")
+    if pool_id not in balances:
+        msg = (
+            f"{w}: pool must name one of the plan's balance pools ({', '.join(balances) or 'none'})"
+            if cfg.pool or len(balances) > 1
+            else f"{w}: the plan has no balance pool for purchased money to land in"
+        )
+        raise ConfigError(msg)
+    low, high = _micro(cfg.min, f"{w} min"), _micro(cfg.max, f"{w} max")
+    default = _micro(cfg.default, f"{w} default")
+    if not 0 < low <= default <= high:
+        msg = f"{w}: need 0 < min ({cfg.min}) <= default ({cfg.default}) <= max ({cfg.max})"
+        raise ConfigError(msg)
+    if any(x % CENT for x in (low, high, default)):
+        msg = f"{w}: min, max and default must be whole cents"
+        raise ConfigError(msg)
+    return PurchaseLimits(pool_id, pools[pool_id].unit, low, high, default)
+
+
 def _compile_action(
     name: str,
     cfg: ActionConfig,
@@ -279,6 +305,9 @@ def _compile_plan(plan_id: str, cfg: PlanConfig, catalog: CatalogConfig) -> Plan
     keys |= {k for a in actions.values() for v in a.variants for k, _ in v.when}
     ordered = tuple(pools[i] for i in order)
     layout = tuple((p.id, p.balance_unit) for p in ordered)
+    purchase = (
+        None if cfg.purchase is None else _compile_purchase(cfg.purchase, pools, f"plan {plan_id}")
+    )
     return Plan(
         plan_id,
         ordered,
@@ -288,6 +317,7 @@ def _compile_plan(plan_id: str, cfg: PlanConfig, catalog: CatalogConfig) -> Plan
         {p.id: p for p in ordered},
         layout,
         dict(layout),
+        purchase,
     )
 
 

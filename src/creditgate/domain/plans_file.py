@@ -109,11 +109,21 @@ class ActionConfig(_Model):
     on_unavailable: Literal["deny", "allow"] = "deny"
 
 
+class PurchaseConfig(_Model):
+    """One-time purchase limits in the balance pool's unit (seed 003: $5 / $1,000 / $10)."""
+
+    min: Amount
+    max: Amount
+    default: Amount
+    pool: Ident | None = None  # the balance pool credited; default: the plan's only one
+
+
 class PlanConfig(_Model):
     description: str = ""
     pools: tuple[PoolConfig, ...] = ()
     order: tuple[Ident, ...] = ()
     prices: dict[ActionName, Amount] = {}
+    purchase: PurchaseConfig | None = None
 
 
 class CatalogConfig(_Model):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import astuple
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from creditgate.domain.purchase import PurchaseRecord, PurchaseStatus
 from creditgate.events.schema import ADD_KINDS, USAGE_KINDS
 from creditgate.ledger.rows import BatchRows, collect, event_row
 from creditgate.ledger.store import (
@@ -101,6 +103,15 @@ _AUDIT_COLUMNS = "time_ms, principal, role, rpc, account, request, state_before,
 _AUDIT_INSERT = f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"  # noqa: S608 - constant columns
 
 
+_PURCHASE_COLUMNS = "id, account, amount, unit, status, provider, provider_ref, failure, created"
+_PURCHASE_SELECT = f"SELECT {_PURCHASE_COLUMNS} FROM purchases"  # noqa: S608 - constant columns
+
+
+def _purchase(r: Row) -> PurchaseRecord:
+    status = cast("PurchaseStatus", r[4])
+    return PurchaseRecord(r[0], r[1], int(r[2]), r[3], status, r[5], r[6], r[7], int(r[8]))
+
+
 def _audit_row(e: AuditEntry) -> Row:
     return (e.time_ms, e.principal, e.role, e.rpc, e.account, e.request, e.before, e.after)
 
@@ -178,7 +189,34 @@ class SqlLedger(LedgerStore):
         async with self.transaction() as conn:
             await conn.executemany(_AUDIT_INSERT, [_audit_row(entry)])
 
+    async def claim_purchase(self, record: PurchaseRecord) -> PurchaseRecord:
+        r = record
+        async with self.transaction() as conn:
+            await conn.executemany(
+                f"INSERT INTO purchases ({_PURCHASE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"  # noqa: S608 - constant columns
+                " ON CONFLICT (id) DO NOTHING",
+                [astuple(r)],  # the fields in the columns' order
+            )
+            rows = await conn.fetch(f"{_PURCHASE_SELECT} WHERE id = ?", (r.purchase_id,))
+        return _purchase(rows[0])
+
+    async def finish_purchase(self, record: PurchaseRecord) -> None:
+        r = record
+        async with self.transaction() as conn:
+            await conn.executemany(
+                "UPDATE purchases SET status = ?, provider = ?, provider_ref = ?, failure = ?"
+                " WHERE id = ? AND status = 'pending'",
+                [(r.status, r.provider, r.provider_ref, r.failure, r.purchase_id)],
+            )
+
     # --- reads ---------------------------------------------------------------------------
+
+    async def purchases(self, account: str, limit: int = 100) -> list[PurchaseRecord]:
+        rows = await self.fetch(
+            f"{_PURCHASE_SELECT} WHERE account = ? ORDER BY created DESC, id DESC LIMIT ?",
+            (account, limit),
+        )
+        return [_purchase(r) for r in rows]
 
     async def audit_entries(self, account: str, limit: int = 100) -> list[AuditEntry]:
         rows = await self.fetch(

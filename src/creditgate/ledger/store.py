@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from creditgate.domain.purchase import PurchaseRecord
     from creditgate.events.schema import Event
 
 Period = Literal["day", "month"]
@@ -153,6 +154,18 @@ class LedgerStore(ABC):
     @abstractmethod
     async def audit_entries(self, account: str, limit: int = 100) -> list[AuditEntry]:
         """An account's audit rows, newest first."""
+
+    @abstractmethod
+    async def claim_purchase(self, record: PurchaseRecord) -> PurchaseRecord:
+        """Insert a purchase unless its id exists; return the row under the id (migration 0003)."""
+
+    @abstractmethod
+    async def finish_purchase(self, record: PurchaseRecord) -> None:
+        """Store the outcome (status, provider, reference, failure) of a claimed purchase."""
+
+    @abstractmethod
+    async def purchases(self, account: str, limit: int = 100) -> list[PurchaseRecord]:
+        """An account's purchases, newest first."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -8,6 +8,8 @@ import grpc
 
 from creditgate.auth import roles
 from creditgate.domain.errors import InvalidArgumentError
+from creditgate.payments.provider import TestProvider
+from creditgate.payments.purchases import Purchases
 from creditgate.transport import convert
 from creditgate.transport.audit import Auditor
 from creditgate.transport.errors import boundary
@@ -42,9 +44,13 @@ def _require_pool(state: AccountState, pool_id: str, ops: dict[str, roles.Op], v
 class AdminService:
     """Each change reads the account before it and writes an audit row after it."""
 
-    def __init__(self, engine: Engine, auditor: Auditor | None = None) -> None:
+    def __init__(
+        self, engine: Engine, auditor: Auditor | None = None, purchases: Purchases | None = None
+    ) -> None:
         self.engine = engine
         self.audit = auditor or Auditor()
+        # The embedded default charges nothing: the approving test provider says so.
+        self.purchases = purchases or Purchases(engine, TestProvider(), self.audit.store)
 
     @boundary
     async def CreateAccount(
@@ -105,6 +111,33 @@ class AdminService:
         await self.audit.record("AdminService/Grant", request, before, after)
         return admin_pb2.GrantResponse(
             grant_id=g.grant_id, balance=g.balance, unit=g.unit, replayed=g.replayed
+        )
+
+    @boundary
+    async def Purchase(
+        self,
+        request: admin_pb2.PurchaseRequest,
+        context: Ctx,
+    ) -> admin_pb2.PurchaseResponse:
+        before = await self.engine.balance(request.account_id)
+        done = await self.purchases.purchase(
+            request.account_id, request.purchase_id, request.amount
+        )
+        if not done.replayed:
+            after = await self.engine.balance(request.account_id)
+            await self.audit.record("AdminService/Purchase", request, before, after)
+        r = done.record
+        return admin_pb2.PurchaseResponse(
+            purchase_id=r.purchase_id,
+            account_id=r.account,
+            amount=r.amount,
+            unit=r.unit,
+            status=r.status,
+            provider=r.provider,
+            provider_ref=r.provider_ref,
+            pool_id=done.pool,
+            balance=done.balance,
+            replayed=done.replayed,
         )
 
     @boundary

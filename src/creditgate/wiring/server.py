@@ -30,6 +30,7 @@ from creditgate.domain.errors import ConfigError, UnavailableError
 from creditgate.driver.connect import redis_client
 from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine, KeySpace
+from creditgate.payments.purchases import Purchases
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.audit import Auditor
@@ -157,6 +158,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     reflection_on: bool = True,
     auditor: Auditor | None = None,
     budget: Budget | None = None,
+    purchases: Purchases | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """A started-ready (not yet started) server; returns it, its health servicer and the port.
 
@@ -165,7 +167,8 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     (``transport.tls.server_credentials``) make the port TLS; without them it is plaintext.
     ``guard`` (None: no auth) gates the quota, admin and both Envoy services; health and
     reflection stay open for probes. ``budget`` (None: the default limits) bounds the calls and
-    request bytes in flight across those services (transport/budget.py).
+    request bytes in flight across those services (transport/budget.py). ``purchases`` (None:
+    the approving test provider, recording in the auditor's ledger) runs the Purchase RPC.
     """
     budget = budget or Budget()
     server = grpc.aio.server(
@@ -183,7 +186,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     add_service(
         server,
         admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-        AdminService(engine, auditor),
+        AdminService(engine, auditor, purchases),
         messages,
         guard=guard,
         budget=budget,
@@ -305,6 +308,8 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         if shared and not settings.fixed_port():
             msg = "CREDITGATE_PROCESSES above 1 needs a fixed port in CREDITGATE_LISTEN, not :0"
             raise ConfigError(msg)
+        provider = settings.payment_provider()
+        log.info("payments: %s", provider.name)
         server, health, port = await build_server(
             backends.engine,
             settings.listen,
@@ -314,6 +319,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             reflection_on=settings.reflection,
             auditor=Auditor(store),
             budget=Budget(settings.max_calls_in_flight, settings.max_bytes_in_flight),
+            purchases=Purchases(backends.engine, provider, store),
         )
         readiness = RedisHealth(health, backends.redis, SERVICES)
         await readiness.start()
@@ -371,6 +377,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             await probes.stop(None)
         if others is not None:
             await others.wait(settings.grace_seconds + 5)
+        await provider.close()
         if backends.lost.is_set():
             log.error("exiting 1: %s", backends.lost_reason)
             raise SystemExit(1)

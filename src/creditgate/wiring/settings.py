@@ -14,15 +14,17 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from creditgate.domain.errors import ConfigError
 from creditgate.transport import budget, limits
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from creditgate.ledger.store import LedgerStore
+    from creditgate.payments.provider import PaymentProvider
     from creditgate.worker.lanes import Lanes
 
 
@@ -215,6 +217,33 @@ class Settings(BaseSettings):
     reflection: bool = Field(
         default=True, description="serve gRPC reflection (the API's schema, no data)"
     )
+
+    # --- payments (docs/MONEY.md) -----------------------------------------------------------
+    payments_url: str = Field(
+        "",
+        pattern=r"^(https?://\S+)?$",
+        description="base URL of a Stripe-style payment API (e.g. https://api.stripe.com); "
+        "empty: the approving test provider, no real money moves",
+    )
+    payments_key: SecretStr = Field(
+        SecretStr(""), description="secret API key of payments_url (sent as a bearer token)"
+    )
+    payments_timeout_seconds: float = Field(
+        10.0, gt=0, le=120, description="how long a charge may take before it is UNAVAILABLE"
+    )
+
+    def payment_provider(self) -> PaymentProvider:
+        """The Stripe-style provider at payments_url, or the approving test provider."""
+        from creditgate.payments.provider import TestProvider  # noqa: PLC0415 - keep settings light
+        from creditgate.payments.stripe import StripeProvider  # noqa: PLC0415
+
+        if not self.payments_url:
+            return TestProvider()
+        key = self.payments_key.get_secret_value()
+        if not key:
+            msg = "CREDITGATE_PAYMENTS_URL is set: give its secret key in CREDITGATE_PAYMENTS_KEY"
+            raise ConfigError(msg)
+        return StripeProvider(self.payments_url, key, timeout_s=self.payments_timeout_seconds)
 
     def ledger_worker(self, redis: Redis, store: LedgerStore) -> Lanes:
         """The ledger worker that ``creditgate worker`` and ``serve`` run, with these knobs."""

@@ -110,6 +110,10 @@ def _hint(command: str, code: grpc.StatusCode, details: str, args: argparse.Name
         return f"the account's pools: creditgate balance {account}"
     if name == "NOT_FOUND" and command == "refund":
         return "refund takes the request id that creditgate check printed"
+    if command == "purchase" and name == "UNAVAILABLE" and "purchase_id" in details:
+        return f"retry with the same id (it cannot charge twice): --id {args.id}"
+    if command == "purchase" and "declined" in details:
+        return "update the saved payment method at the provider, then purchase with a new --id"
     if name == "UNAVAILABLE" and "connect" in details.lower():
         return (
             f"is a sidecar listening on {args.target}? start one with: creditgate serve "

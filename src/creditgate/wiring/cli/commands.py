@@ -90,6 +90,12 @@ def _money(sub: Sub[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=client("admin", "Grant", lambda a: admin_pb2.GrantRequest(
         account_id=a.account_id, pool_id=a.pool_id, amount=a.amount,
         grant_id=a.grant_id or _new_id(), expires_at_unix_ms=a.expires, note=a.note)))  # fmt: skip
+    p = parser(sub, "purchase", "buy credits: charge the saved payment method, add the money")
+    p.add_argument("account_id", help=_ACCOUNT)
+    p.add_argument("--amount", type=amount, default=0, help="in USD, e.g. 25 (default: the plan's)")
+    p.add_argument("--id", default=_new_id(), help="purchase id; retry with the same one")
+    p.set_defaults(func=client("admin", "Purchase", lambda a: admin_pb2.PurchaseRequest(
+        account_id=a.account_id, purchase_id=a.id, amount=a.amount)))  # fmt: skip
     p = parser(sub, "balance", "every pool of an account: balance, spend, cap, next reset")
     p.add_argument("account_id", help=_ACCOUNT)
     p.set_defaults(func=client("quota", "GetBalance", lambda a: quota_pb2.GetBalanceRequest(
