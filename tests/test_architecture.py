@@ -22,8 +22,9 @@ RANK = {
     "worker": 3,
     "auth": 4,
     "ledger": 4,
-    "transport": 5,
-    "wiring": 6,
+    "notify": 5,
+    "transport": 6,
+    "wiring": 7,
 }
 
 
