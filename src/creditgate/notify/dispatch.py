@@ -44,6 +44,7 @@ class DispatchSettings:
     poll_s: float = 1.0
     batch: int = 100
     concurrency: int = 16
+    lease_s: float = 0.0  # how long a claimed delivery is hidden from others; 0: timeout + 30 s
 
 
 def _now_ms() -> int:
@@ -87,7 +88,7 @@ class Dispatcher:
 
     async def run_once(self, http: httpx.AsyncClient) -> int:
         """One pass over what is due now; returns how many deliveries it attempted."""
-        lease = int((self.settings.timeout_s + 30) * 1000)
+        lease = int((self.settings.lease_s or self.settings.timeout_s + 30) * 1000)
         due = await self.store.claim_due(_now_ms(), lease, self.settings.batch)
         await asyncio.gather(*(self._deliver(http, d) for d in due))
         return len(due)
