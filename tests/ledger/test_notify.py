@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from conftest import SHARDS
 from creditgate.domain.errors import InvalidArgumentError, NotFoundError
 from creditgate.events.schema import SCHEMA_VERSION
 from creditgate.ledger import open_ledger
@@ -26,6 +27,8 @@ from creditgate.notify import (
     NotifyConsumer,
     NotifyStore,
 )
+from creditgate.wiring.consumers import Consumers
+from creditgate.wiring.settings import Settings
 from creditgate.worker import Worker
 from webhook_kit import Receiver, serve
 
@@ -306,3 +309,35 @@ async def test_notify_is_idempotent_on_its_id(
     assert await api.endpoints() == []
     await deliver_all(store, http)
     assert receiver.ids() == ["t-1"]
+
+
+async def test_the_worker_runs_the_ledger_and_the_notifier(
+    ledger: Ledger, redis: AsyncRedis, keys: KeySpace, receiver: Receiver
+) -> None:
+    """``creditgate worker``: both groups, the ledger unaffected, the dispatcher woken at once."""
+    settings = Settings(key_prefix="cg", shards=SHARDS, notify_retry_schedule=(0.05,))
+    assert isinstance(ledger.store, SqlLedger)
+    await Notifications(NotifyStore(ledger.store)).create_endpoint(
+        "acct-1", receiver.url, secret=SECRET
+    )
+    await xadd_notice(redis, keys, "acct-1", "credit_balance_low", request_id="burst")
+    consumers = Consumers(settings, redis, ledger.store)
+    assert await consumers.drain() == 2  # one event, in each of the two groups
+    assert (await ledger.store.event_counts()).get("notice") == 1
+    assert [r.body["data"]["request_id"] for r in receiver.got] == ["burst"]
+
+    running = Consumers(settings.model_copy(update={"worker_block_ms": 50}), redis, ledger.store)
+    task = asyncio.create_task(running.run())
+    try:
+        await xadd_notice(
+            redis, keys, "acct-1", "credit_balance_depleted", bal=0, request_id="live"
+        )
+        for _ in range(100):
+            if len(receiver.got) == 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        running.stop()
+        await task
+    assert [r.body["data"]["request_id"] for r in receiver.got] == ["burst", "live"]
+    assert all(r.verified_by == [SECRET] for r in receiver.got)

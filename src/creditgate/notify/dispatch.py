@@ -86,6 +86,11 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), self.settings.poll_s)
                 self._wake.clear()
 
+    async def run_pass(self) -> int:
+        """One pass with a client of its own (``creditgate worker --burst``)."""
+        async with httpx.AsyncClient(timeout=self.settings.timeout_s) as http:
+            return await self.run_once(http)
+
     async def run_once(self, http: httpx.AsyncClient) -> int:
         """One pass over what is due now; returns how many deliveries it attempted."""
         lease = int((self.settings.lease_s or self.settings.timeout_s + 30) * 1000)

@@ -45,6 +45,7 @@ from creditgate.transport.registry import add_service
 from creditgate.transport.tls import server_credentials
 from creditgate.v1 import admin_pb2, quota_pb2
 from creditgate.wiring import exposure
+from creditgate.wiring.consumers import Consumers
 from creditgate.wiring.embedded.redis import EmbeddedRedis
 from creditgate.wiring.embedded.supervisor import Supervisor
 from creditgate.wiring.processes import ServerProcesses
@@ -233,7 +234,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         if settings.hydrate:
             install_hydration(backends.engine, store)
         if (settings.run_worker or embedded) and settings.worker_in_process:
-            worker = settings.ledger_worker(backends.redis, store)
+            worker = Consumers(settings, backends.redis, store)
             try:
                 await worker.setup()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

@@ -98,10 +98,13 @@ class Worker:
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Apply batches until ``stop()`` or SIGTERM/SIGINT; outages are waited out."""
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Apply batches until ``stop()`` or SIGTERM/SIGINT; outages are waited out.
+
+        ``handle_signals=False``: the caller stops it (it runs several consumers).
+        """
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT) if handle_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, self.stop)
         backoff = 0.2
