@@ -29,6 +29,7 @@ Op = Literal[
     "set_max_spend",  # SetPoolSettings on an overage pool (seed 000)
     "set_payg",  # SetPoolSettings on a pay-as-you-go pool (seed 004)
     "test_clock",  # AdvanceTestClock
+    "manage_webhooks",  # webhook endpoints, and reading the notifications sent
 ]
 OPS: tuple[Op, ...] = get_args(Op)
 
@@ -41,6 +42,7 @@ _ADMIN: frozenset[Op] = frozenset(
         "buy_credits",
         "set_payg",
         "test_clock",
+        "manage_webhooks",
     }
 )
 
@@ -72,6 +74,12 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "Grant": ("grant_credits", "buy_credits"),
     "SetPoolSettings": ("set_max_spend", "set_payg"),
     "AdvanceTestClock": ("test_clock",),
+    "CreateWebhookEndpoint": ("manage_webhooks",),
+    "ListWebhookEndpoints": ("manage_webhooks",),
+    "SetWebhookEndpointEnabled": ("manage_webhooks",),
+    "DeleteWebhookEndpoint": ("manage_webhooks",),
+    "RotateWebhookSecret": ("manage_webhooks",),
+    "ListNotifications": ("manage_webhooks",),
 }
 
 GRANT_OPS: dict[str, Op] = {"balance": "buy_credits", "grant": "grant_credits"}

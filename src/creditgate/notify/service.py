@@ -12,13 +12,15 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from creditgate.domain.errors import InvalidArgumentError
+from creditgate.ledger.sql import SqlLedger
 from creditgate.notify import message
-from creditgate.notify.store import Endpoint, NewNotification
+from creditgate.notify.store import Endpoint, NewNotification, NotifyStore
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from creditgate.notify.store import Attempt, Notification, NotifyStore
+    from creditgate.ledger.store import LedgerStore
+    from creditgate.notify.store import Attempt, Notification
 
 _LIMIT_MAX = 100
 
@@ -31,6 +33,11 @@ class Notifications:
     def __init__(self, store: NotifyStore, on_new: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_new = on_new
+
+    @classmethod
+    def of(cls, ledger: LedgerStore | None) -> Notifications | None:
+        """The notifications kept in ``ledger``'s database; None without a SQL ledger."""
+        return cls(NotifyStore(ledger)) if isinstance(ledger, SqlLedger) else None
 
     async def notify(
         self,

@@ -12,11 +12,13 @@ from creditgate.transport import convert
 from creditgate.transport.audit import Auditor
 from creditgate.transport.errors import boundary
 from creditgate.transport.guard import current, require
+from creditgate.transport.webhooks import WebhookAdmin
 from creditgate.v1 import admin_pb2
 
 if TYPE_CHECKING:
     from creditgate.domain.results import AccountState
     from creditgate.engine import Engine
+    from creditgate.notify import Notifications
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -39,12 +41,18 @@ def _require_pool(state: AccountState, pool_id: str, ops: dict[str, roles.Op], v
         require(current(), (op,), f"{verb} the {kind} pool {pool_id!r}")
 
 
-class AdminService:
+class AdminService(WebhookAdmin):
     """Each change reads the account before it and writes an audit row after it."""
 
-    def __init__(self, engine: Engine, auditor: Auditor | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        auditor: Auditor | None = None,
+        notifications: Notifications | None = None,
+    ) -> None:
         self.engine = engine
         self.audit = auditor or Auditor()
+        self.notifications = notifications
 
     @boundary
     async def CreateAccount(

@@ -30,6 +30,7 @@ from creditgate.domain.errors import ConfigError, UnavailableError
 from creditgate.driver.connect import redis_client
 from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine, KeySpace
+from creditgate.notify import Notifications
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.audit import Auditor
@@ -154,6 +155,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     reflection_on: bool = True,
     auditor: Auditor | None = None,
     budget: Budget | None = None,
+    notifications: Notifications | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """A started-ready (not yet started) server; returns it, its health servicer and the port.
 
@@ -180,7 +182,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     add_service(
         server,
         admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-        AdminService(engine, auditor),
+        AdminService(engine, auditor, notifications),
         messages,
         guard=guard,
         budget=budget,
@@ -311,6 +313,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             reflection_on=settings.reflection,
             auditor=Auditor(store),
             budget=Budget(settings.max_calls_in_flight, settings.max_bytes_in_flight),
+            notifications=Notifications.of(store),
         )
         readiness = RedisHealth(health, backends.redis, SERVICES)
         await readiness.start()
