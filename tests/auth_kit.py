@@ -14,6 +14,7 @@ import grpc
 from creditgate.auth.roles import ROLES
 from creditgate.auth.tokens import TokenStore, create_token
 from creditgate.engine import Engine
+from creditgate.notify import Notifications
 from creditgate.transport.audit import Auditor
 from creditgate.transport.guard import Guard
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
@@ -65,7 +66,11 @@ async def secured_sidecar(
     store = TokenStore(path, clock=clock)
     engine = Engine(redis, catalog, test_clock=True)
     server, _health, port = await build_server(
-        engine, "127.0.0.1:0", guard=Guard(store), auditor=Auditor(ledger)
+        engine,
+        "127.0.0.1:0",
+        guard=Guard(store),
+        auditor=Auditor(ledger),
+        notifications=Notifications.of(ledger),
     )
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
