@@ -15,8 +15,33 @@ from typing import TYPE_CHECKING, Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from creditgate.events.schema import NOTICE, SCHEMA_VERSION
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 - the receiver's test secret
+
+
+def notice(  # noqa: PLR0913 - the fields of one notice
+    account: str,
+    kind: str,
+    *,
+    pool: str = "wallet",
+    bal: int = 4_990_000,
+    th: int | None = 5_000_000,
+    request_id: str = "req-1",
+    t: int = 1_764_000_000_000,
+) -> dict[str, str | bytes]:
+    """The fields of one ``notice`` stream entry, as the Lua scripts write it (events/schema.py)."""
+    fields: dict[str, str | bytes] = {
+        "v": SCHEMA_VERSION, "k": NOTICE, "a": account, "r": request_id, "t": str(t), "m": "",
+        "n": kind, "pool": pool, "bal": str(bal),
+    }  # fmt: skip
+    if th is not None:
+        fields["th"] = str(th)
+    return fields
 
 
 @dataclass

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from conftest import SHARDS
 from creditgate.domain.errors import InvalidArgumentError, NotFoundError
-from creditgate.events.schema import SCHEMA_VERSION
 from creditgate.ledger import open_ledger
 from creditgate.ledger.consumer import LedgerConsumer
 from creditgate.ledger.sql import SqlLedger
@@ -30,7 +29,7 @@ from creditgate.notify import (
 from creditgate.wiring.consumers import Consumers
 from creditgate.wiring.settings import Settings
 from creditgate.worker import Worker
-from webhook_kit import Receiver, serve
+from webhook_kit import SECRET, Receiver, notice, serve
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
     from creditgate.engine.keys import KeySpace
 
 FAST = DispatchSettings(schedule=(0.05, 0.05, 0.05), timeout_s=5.0, poll_s=0.05, lease_s=1.0)
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 - the receiver's test secret
 
 
 @pytest.fixture
@@ -61,27 +59,16 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def xadd_notice(  # noqa: PLR0913 - the fields of one notice
+async def xadd_notice(
     redis: AsyncRedis,
     keys: KeySpace,
     account: str,
     kind: str,
-    *,
-    pool: str = "wallet",
-    bal: int = 4_990_000,
-    th: int | None = 5_000_000,
-    request_id: str = "req-1",
-    t: int = 1_764_000_000_000,
+    **kw: Any,  # noqa: ANN401 - webhook_kit.notice's keywords
 ) -> str:
-    """One ``notice`` entry as the Lua scripts will write it (events/schema.py)."""
-    fields: dict[str, str | bytes] = {
-        "v": SCHEMA_VERSION, "k": "notice", "a": account, "r": request_id, "t": str(t), "m": "",
-        "n": kind, "pool": pool, "bal": str(bal),
-    }  # fmt: skip
-    if th is not None:
-        fields["th"] = str(th)
+    """XADD one notice to the account's shard stream; return its event id."""
     stream = keys.stream(keys.shard_of(account))
-    eid = await redis.xadd(stream, fields)  # type: ignore[arg-type]
+    eid = await redis.xadd(stream, notice(account, kind, **kw))  # type: ignore[arg-type]
     return f"{stream}/{eid.decode()}"
 
 

@@ -12,7 +12,7 @@ import pytest
 from auth_kit import secured_sidecar
 from creditgate.notify import Dispatcher, DispatchSettings, Notifications, NotifyStore
 from creditgate.v1 import admin_pb2
-from webhook_kit import Receiver, serve
+from webhook_kit import SECRET, Receiver, serve
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -22,8 +22,6 @@ if TYPE_CHECKING:
 
     from conftest import Ledger
     from creditgate.domain.catalog import Catalog
-
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # noqa: S105 - the receiver's test secret
 
 
 @pytest.fixture

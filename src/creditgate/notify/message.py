@@ -126,3 +126,15 @@ def headers(
         "webhook-signature": " ".join(sigs),
         "content-type": "application/json",
     }
+
+
+def summary(payload: str) -> str:
+    """One line for a person: ``data``'s fields, amounts as decimals in the pool's unit."""
+    data = json.loads(payload).get("data", {})
+    parts = []
+    for key, value in sorted(data.items()):
+        if key == "account" or key.endswith("_units"):
+            continue
+        shown = data.get(f"{key}_units", value) if key in _AMOUNTS else value
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)

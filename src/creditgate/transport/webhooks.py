@@ -14,6 +14,7 @@ import grpc
 
 from creditgate.domain.errors import FailedPreconditionError, UnavailableError
 from creditgate.ledger.store import LedgerError
+from creditgate.notify import message
 from creditgate.transport.errors import boundary
 from creditgate.v1 import admin_pb2
 
@@ -124,6 +125,7 @@ class WebhookAdmin:
                     created_at_unix_ms=n.created_ms,
                     payload=n.payload,
                     source=n.source,
+                    summary=message.summary(n.payload),
                     deliveries=[
                         admin_pb2.NotificationDelivery(
                             endpoint_id=d.endpoint_id,
