@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
+from prometheus_client import Counter
 
 from creditgate.ledger.store import LedgerError
 from creditgate.notify import message
@@ -35,6 +36,11 @@ _GONE = 410
 _OK = range(200, 300)
 _JITTER = 0.2
 _ERROR_MAX = 500
+ATTEMPTS = Counter(
+    "creditgate_webhook_attempts",
+    "Webhook delivery attempts by outcome: delivered, retry, failed (schedule spent), gone (410)",
+    ["outcome"],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +126,20 @@ class Dispatcher:
         )
         if status in _OK:
             await self.store.record(attempt, "delivered", now)
+            ATTEMPTS.labels("delivered").inc()
             return
         if status == _GONE:
             log.warning("webhook endpoint %s answered 410 Gone: disabled", d.endpoint_id)
             await self.store.record(attempt, "failed", now, gone=f"410 Gone from {d.url}")
+            ATTEMPTS.labels("gone").inc()
             return
         schedule = self.settings.schedule
         if d.attempts >= len(schedule):
             log.warning("webhook %s to %s: giving up after %d attempts", d.notification_id,
                         d.endpoint_id, attempt.attempt)  # fmt: skip
             await self.store.record(attempt, "failed", now)
+            ATTEMPTS.labels("failed").inc()
             return
         wait = schedule[d.attempts] * random.uniform(1 - _JITTER, 1 + _JITTER)  # noqa: S311 - jitter, not crypto
         await self.store.record(attempt, "pending", now + int(wait * 1000))
+        ATTEMPTS.labels("retry").inc()

@@ -52,6 +52,7 @@ class Consumers:
                     block_ms=settings.worker_block_ms,
                     claim_idle_ms=settings.worker_claim_idle_ms,
                     name=settings.worker_name,
+                    metered=False,
                 )
             )
 

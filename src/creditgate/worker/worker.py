@@ -25,6 +25,7 @@ from creditgate.events.schema import Event, EventError, parse_entry
 from creditgate.worker import metrics, streams
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter
     from redis.asyncio import Redis
 
     from creditgate.engine.keys import KeySpace
@@ -59,6 +60,7 @@ class Worker:
         name: str = "",
         per_stream: bool = False,
         housekeeping_s: float = 5.0,
+        metered: bool = True,
     ) -> None:
         self.redis = redis
         self.consumer = consumer
@@ -71,6 +73,10 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.per_stream = per_stream  # Redis Cluster: the streams live on different nodes
         self.housekeeping_s = housekeeping_s
+        # The creditgate_ledger_* metrics are the ledger's: another consumer (the notifier)
+        # runs unmetered, so that its group's lag and counts never pass for the ledger's.
+        self.metered = metered
+        self.label = "ledger worker" if metered else f"{self.group} worker"
         self.last_read = 0
         self._own_pending = True  # after a start or a failed batch, retry our pending entries
         self._next_claim = 0.0
@@ -113,14 +119,14 @@ class Worker:
                 await self.run_once()
                 backoff = 0.2
             except self.retryable as exc:
-                metrics.FAILURES.inc()
-                log.warning("ledger worker: %s; retrying in %.1f s", exc, backoff)
+                self._count(metrics.FAILURES)
+                log.warning("%s: %s; retrying in %.1f s", self.label, exc, backoff)
             except Exception:
                 # A bug or a driver error nobody foresaw: the events stay pending in Redis, so
                 # retrying loses nothing, while a dead worker would let the ledger fall behind
                 # unseen (the sidecar that runs it keeps serving).
-                metrics.FAILURES.inc()
-                log.exception("ledger worker: unexpected error; retrying in %.1f s", backoff)
+                self._count(metrics.FAILURES)
+                log.exception("%s: unexpected error; retrying in %.1f s", self.label, backoff)
             else:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -145,7 +151,7 @@ class Worker:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            log.warning("ledger worker: consumer group missing (Redis restarted?); recreating")
+            log.warning("%s: consumer group missing (Redis restarted?); recreating", self.label)
             await self.setup()
             self._own_pending = True
             self.last_read = -1  # nothing read, but there may be: not "drained"
@@ -198,7 +204,7 @@ class Worker:
             )
             claimed = [(stream, e[0], e[1]) for e in reply[1] if e]
             if claimed:
-                log.info("ledger worker: claimed %d stale entries of %s", len(claimed), stream)
+                log.info("%s: claimed %d stale entries of %s", self.label, len(claimed), stream)
             out += claimed
         return out
 
@@ -210,8 +216,8 @@ class Worker:
             try:
                 events.append(parse_entry(stream, eid, fields))
             except EventError:
-                metrics.INVALID.inc()
-                log.exception("ledger worker: skipping an entry that is not a v1 event")
+                self._count(metrics.INVALID)
+                log.exception("%s: skipping an entry that is not a v1 event", self.label)
         try:
             result = await self.consumer.apply(events)
         except BaseException:
@@ -224,9 +230,13 @@ class Worker:
             for stream, ids in acks.items():
                 pipe.xack(stream, self.group, *ids)
             await pipe.execute()
-        metrics.APPLIED.inc(result.applied)
-        metrics.DUPLICATES.inc(result.duplicates)
+        self._count(metrics.APPLIED, result.applied)
+        self._count(metrics.DUPLICATES, result.duplicates)
         return result.applied
+
+    def _count(self, counter: Counter, n: float = 1) -> None:
+        if self.metered:
+            counter.inc(n)
 
     # --- housekeeping ---------------------------------------------------------------------
 
@@ -239,8 +249,10 @@ class Worker:
             try:
                 await streams.trim(self.redis, stream)
                 oldest = await streams.oldest_unapplied(self.redis, stream, self.group)
-                metrics.LAG.labels(stream).set(max(0, now_ms - oldest[0]) / 1000 if oldest else 0)
+                if self.metered:
+                    lag = max(0, now_ms - oldest[0]) / 1000 if oldest else 0
+                    metrics.LAG.labels(stream).set(lag)
                 await streams.forget_dead_consumers(self.redis, stream, self.group)
             except ResponseError as exc:  # the stream or group vanished (Redis restarted)
-                log.warning("ledger worker: housekeeping of %s: %s", stream, exc)
+                log.warning("%s: housekeeping of %s: %s", self.label, stream, exc)
         await self.consumer.housekeeping(now_ms)
