@@ -101,7 +101,12 @@ class Dispatcher:
         """One pass over what is due now; returns how many deliveries it attempted."""
         lease = int((self.settings.lease_s or self.settings.timeout_s + 30) * 1000)
         due = await self.store.claim_due(_now_ms(), lease, self.settings.batch)
-        await asyncio.gather(*(self._deliver(http, d) for d in due))
+        results = await asyncio.gather(
+            *(self._deliver(http, d) for d in due), return_exceptions=True
+        )
+        for r in results:
+            if isinstance(r, BaseException):  # the row stays leased, then is due again
+                log.error("notify dispatcher: recording a delivery failed: %s", r)
         return len(due)
 
     async def _deliver(self, http: httpx.AsyncClient, d: Delivery) -> None:
@@ -117,7 +122,7 @@ class Dispatcher:
                 status = reply.status_code
                 if status not in _OK:
                     error = reply.text[:_ERROR_MAX]
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 error = f"{type(exc).__name__}: {exc}"[:_ERROR_MAX]
             duration = int((time.monotonic() - start) * 1000)
         now = _now_ms()
