@@ -6,12 +6,11 @@ with retries, ``message`` is the wire format (Standard Webhooks), ``store`` the 
 """
 
 from creditgate.notify.consumer import GROUP, NotifyConsumer
-from creditgate.notify.dispatch import DEFAULT_SCHEDULE, Dispatcher, DispatchSettings
+from creditgate.notify.dispatch import Dispatcher, DispatchSettings
 from creditgate.notify.service import Notifications
 from creditgate.notify.store import Endpoint, NotifyStore
 
 __all__ = [
-    "DEFAULT_SCHEDULE",
     "GROUP",
     "DispatchSettings",
     "Dispatcher",

@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from creditgate.notify.store import Delivery, NotifyStore
 
 log = logging.getLogger("creditgate.notify")
-# Seconds after each failed attempt: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
-# (about 3 days from the first attempt to the last).
-DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0)
 _GONE = 410
 _OK = range(200, 300)
 _JITTER = 0.2
@@ -45,7 +42,9 @@ ATTEMPTS = Counter(
 
 @dataclass(frozen=True, slots=True)
 class DispatchSettings:
-    schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    schedule: tuple[
+        float, ...
+    ]  # seconds after each failed attempt (CREDITGATE_NOTIFY_RETRY_SCHEDULE)
     timeout_s: float = 15.0
     poll_s: float = 1.0
     batch: int = 100
@@ -60,9 +59,9 @@ def _now_ms() -> int:
 class Dispatcher:
     """Delivers the outbox of ``store``; ``wake()`` makes it look at once (after an enqueue)."""
 
-    def __init__(self, store: NotifyStore, settings: DispatchSettings | None = None) -> None:
+    def __init__(self, store: NotifyStore, settings: DispatchSettings) -> None:
         self.store = store
-        self.settings = settings or DispatchSettings()
+        self.settings = settings
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._limit = asyncio.Semaphore(self.settings.concurrency)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from creditgate.notify.dispatch import DEFAULT_SCHEDULE
 from creditgate.transport import budget, limits
 
 if TYPE_CHECKING:
@@ -186,7 +185,8 @@ class Settings(BaseSettings):
         "its delivery (docs/NOTIFICATIONS.md)",
     )
     notify_retry_schedule: tuple[float, ...] = Field(
-        DEFAULT_SCHEDULE,
+        # 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h: about 3 days in all.
+        (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0),
         description="seconds before each retry of a failed webhook (jittered by up to a "
         "fifth), JSON list; after the last the delivery is given up",
     )
