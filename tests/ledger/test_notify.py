@@ -328,3 +328,29 @@ async def test_the_worker_runs_the_ledger_and_the_notifier(
         await task
     assert [r.body["data"]["request_id"] for r in receiver.got] == ["burst", "live"]
     assert all(r.verified_by == [SECRET] for r in receiver.got)
+
+
+async def test_two_dispatchers_never_send_one_notification_twice(
+    ledger: Ledger, receiver: Receiver, http: httpx.AsyncClient
+) -> None:
+    """Two workers' dispatchers on one outbox (own connections): the lease splits the work."""
+    assert isinstance(ledger.store, SqlLedger)
+    one = NotifyStore(ledger.store)
+    api = Notifications(one)
+    await api.create_endpoint("acct-1", receiver.url, secret=SECRET)
+    for i in range(60):
+        await api.notify("acct-1", "credit_balance_low", {"balance": i}, f"n-{i}")
+    other = await open_ledger(ledger.url)
+    try:
+        assert isinstance(other, SqlLedger)
+        two = NotifyStore(other)
+        small = DispatchSettings(schedule=(0.05,), batch=7, lease_s=30.0)
+        a, b = Dispatcher(one, small), Dispatcher(two, small)
+        for _ in range(30):
+            await asyncio.gather(a.run_once(http), b.run_once(http))
+            if await one.pending() == 0:
+                break
+    finally:
+        await other.close()
+    assert sorted(receiver.ids()) == sorted(f"n-{i}" for i in range(60))  # each exactly once
+    assert all(r.verified_by == [SECRET] for r in receiver.got)
