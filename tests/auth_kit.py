@@ -14,6 +14,7 @@ import grpc
 from creditgate.auth.roles import ROLES
 from creditgate.auth.tokens import TokenStore, create_token
 from creditgate.engine import Engine
+from creditgate.notify import Notifications
 from creditgate.payments.purchases import Purchases
 from creditgate.transport.audit import Auditor
 from creditgate.transport.guard import Guard
@@ -76,6 +77,7 @@ async def secured_sidecar(
         guard=Guard(store),
         auditor=Auditor(ledger),
         purchases=Purchases(engine, provider, ledger) if provider else None,
+        notifications=Notifications.of(ledger),
     )
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

@@ -23,8 +23,9 @@ RANK = {
     "payments": 3,
     "auth": 4,
     "ledger": 4,
-    "transport": 5,
-    "wiring": 6,
+    "notify": 5,
+    "transport": 6,
+    "wiring": 7,
 }
 
 

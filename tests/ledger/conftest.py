@@ -72,7 +72,7 @@ plans:
 PLANS = ("mixed", "capped", "blocks")
 TABLES = (
     "events, movements, requests, accounts, pool_balances, account_fields, holds, records, audit,"
-    " purchases"
+    " purchases, webhook_endpoints, notifications, webhook_deliveries, webhook_attempts"
 )
 
 

@@ -32,6 +32,7 @@ Op = Literal[
     "set_max_spend",  # SetPoolSettings on an overage pool (seed 000)
     "set_payg",  # SetPoolSettings on a pay-as-you-go pool (seed 004)
     "test_clock",  # AdvanceTestClock
+    "manage_webhooks",  # webhook endpoints, and reading the notifications sent
 ]
 OPS: tuple[Op, ...] = get_args(Op)
 
@@ -45,6 +46,7 @@ _ADMIN: frozenset[Op] = frozenset(
         "purchase",
         "set_payg",
         "test_clock",
+        "manage_webhooks",
     }
 )
 
@@ -78,6 +80,12 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "Purchase": ("purchase",),
     "SetPoolSettings": ("set_max_spend", "set_payg"),
     "AdvanceTestClock": ("test_clock",),
+    "CreateWebhookEndpoint": ("manage_webhooks",),
+    "ListWebhookEndpoints": ("manage_webhooks",),
+    "SetWebhookEndpointEnabled": ("manage_webhooks",),
+    "DeleteWebhookEndpoint": ("manage_webhooks",),
+    "RotateWebhookSecret": ("manage_webhooks",),
+    "ListNotifications": ("manage_webhooks",),
 }
 
 GRANT_OPS: dict[str, Op] = {"balance": "buy_credits", "grant": "grant_credits"}

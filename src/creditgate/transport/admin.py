@@ -14,11 +14,13 @@ from creditgate.transport import convert
 from creditgate.transport.audit import Auditor
 from creditgate.transport.errors import boundary
 from creditgate.transport.guard import current, require
+from creditgate.transport.webhooks import WebhookAdmin
 from creditgate.v1 import admin_pb2
 
 if TYPE_CHECKING:
     from creditgate.domain.results import AccountState
     from creditgate.engine import Engine
+    from creditgate.notify import Notifications
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,16 +43,21 @@ def _require_pool(state: AccountState, pool_id: str, ops: dict[str, roles.Op], v
         require(current(), (op,), f"{verb} the {kind} pool {pool_id!r}")
 
 
-class AdminService:
+class AdminService(WebhookAdmin):
     """Each change reads the account before it and writes an audit row after it."""
 
     def __init__(
-        self, engine: Engine, auditor: Auditor | None = None, purchases: Purchases | None = None
+        self,
+        engine: Engine,
+        auditor: Auditor | None = None,
+        purchases: Purchases | None = None,
+        notifications: Notifications | None = None,
     ) -> None:
         self.engine = engine
         self.audit = auditor or Auditor()
         # The embedded default charges nothing: the approving test provider says so.
         self.purchases = purchases or Purchases(engine, TestProvider(), self.audit.store)
+        self.notifications = notifications
 
     @boundary
     async def CreateAccount(

@@ -30,6 +30,7 @@ from creditgate.domain.errors import ConfigError, UnavailableError
 from creditgate.driver.connect import redis_client
 from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine, KeySpace
+from creditgate.notify import Notifications
 from creditgate.payments.purchases import Purchases
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
@@ -46,6 +47,7 @@ from creditgate.transport.registry import add_service
 from creditgate.transport.tls import server_credentials
 from creditgate.v1 import admin_pb2, quota_pb2
 from creditgate.wiring import exposure
+from creditgate.wiring.consumers import Consumers
 from creditgate.wiring.embedded.redis import EmbeddedRedis, find_redis_server
 from creditgate.wiring.embedded.supervisor import Supervisor
 from creditgate.wiring.processes import ServerProcesses
@@ -159,6 +161,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     auditor: Auditor | None = None,
     budget: Budget | None = None,
     purchases: Purchases | None = None,
+    notifications: Notifications | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """A started-ready (not yet started) server; returns it, its health servicer and the port.
 
@@ -186,7 +189,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     add_service(
         server,
         admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-        AdminService(engine, auditor, purchases),
+        AdminService(engine, auditor, purchases, notifications),
         messages,
         guard=guard,
         budget=budget,
@@ -240,7 +243,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         if settings.hydrate:
             install_hydration(backends.engine, store)
         if (settings.run_worker or embedded) and settings.worker_in_process:
-            worker = settings.ledger_worker(backends.redis, store)
+            worker = Consumers(settings, backends.redis, store)
             try:
                 await worker.setup()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -320,6 +323,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             auditor=Auditor(store),
             budget=Budget(settings.max_calls_in_flight, settings.max_bytes_in_flight),
             purchases=Purchases(backends.engine, provider, store),
+            notifications=Notifications.of(store),
         )
         readiness = RedisHealth(health, backends.redis, SERVICES)
         await readiness.start()

@@ -197,6 +197,18 @@ class Settings(BaseSettings):
         30_000, ge=1000, description="claim events a dead worker left pending"
     )
     worker_name: str = Field("", description="consumer name; default host-pid")
+    notify: bool = Field(
+        default=True,
+        description="the worker also runs the notifier: notices into the webhook outbox, and "
+        "its delivery (docs/NOTIFICATIONS.md)",
+    )
+    notify_retry_schedule: tuple[float, ...] = Field(
+        # 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h: about 3 days in all.
+        (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0),
+        description="seconds before each retry of a failed webhook (jittered by up to a "
+        "fifth), JSON list; after the last the delivery is given up",
+    )
+    notify_timeout_s: float = Field(15.0, gt=0, le=300, description="webhook request timeout")
     hydrate: bool = Field(
         default=True, description="load accounts missing from Redis out of the ledger"
     )
@@ -262,6 +274,14 @@ class Settings(BaseSettings):
             claim_idle_ms=self.worker_claim_idle_ms,
             name=self.worker_name,
         )
+
+    @field_validator("notify_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(not (0 < v <= 7 * 86_400) for v in value):
+            msg = "give 1 or more delays in seconds, each above 0 and at most 7 days"
+            raise ValueError(msg)
+        return value
 
     def tokens_path(self) -> Path:
         return self.tokens_file or self.data_dir / "tokens.json"

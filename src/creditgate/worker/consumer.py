@@ -3,7 +3,7 @@
 A consumer gets every event exactly once per group in effect: the worker acknowledges a batch
 only after ``apply`` returned, and ``apply`` must skip events it already has (by event id), so
 a crash anywhere repeats work but never loses or doubles it. The ledger is one
-(``ledger.consumer.LedgerConsumer``); a notifier will be another.
+(``ledger.consumer.LedgerConsumer``), the notifier another (``notify.consumer.NotifyConsumer``).
 """
 
 from __future__ import annotations

@@ -61,9 +61,10 @@ class Lanes:
         for w in self.workers:
             await w.setup()
 
-    async def run(self) -> None:
-        """Every lane until ``stop()`` or SIGTERM/SIGINT."""
-        on_signal(self.stop)
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Every lane until ``stop()`` or SIGTERM/SIGINT (unless ``handle_signals=False``)."""
+        if handle_signals:
+            on_signal(self.stop)
         await asyncio.gather(*(w.run() for w in self.workers))
 
     async def drain(self) -> int:

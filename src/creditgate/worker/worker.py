@@ -27,6 +27,7 @@ from creditgate.worker import metrics, streams
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from prometheus_client import Counter
     from redis.asyncio import Redis
 
     from creditgate.engine.keys import KeySpace
@@ -72,6 +73,7 @@ class Worker:
         streams: Sequence[str] | None = None,
         signals: bool = True,
         linger_ms: int = 0,
+        metered: bool = True,
     ) -> None:
         self.redis = redis
         self.consumer = consumer
@@ -89,6 +91,10 @@ class Worker:
         # events, so the per-batch cost (a commit, an XACK) is shared; it adds at most this to
         # the lag.
         self.linger_ms = linger_ms
+        # The creditgate_ledger_* metrics are the ledger's: another consumer (the notifier)
+        # runs unmetered, so that its group's lag and counts never pass for the ledger's.
+        self.metered = metered
+        self.label = "ledger worker" if metered else f"{self.group} worker"
         self.last_read = 0
         self._own_pending = True  # after a start or a failed batch, retry our pending entries
         self._next_claim = 0.0
@@ -116,9 +122,12 @@ class Worker:
 
     # --- the loop -------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Apply batches until ``stop()`` or SIGTERM/SIGINT; outages are waited out."""
-        if self.signals:
+    async def run(self, *, handle_signals: bool = True) -> None:
+        """Apply batches until ``stop()`` or SIGTERM/SIGINT; outages are waited out.
+
+        ``handle_signals=False``: the caller stops it (it runs several consumers).
+        """
+        if self.signals and handle_signals:
             on_signal(self.stop)
         backoff = 0.2
         while not self.stopping:
@@ -129,14 +138,14 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self.linger_ms / 1000)
             except self.retryable as exc:
-                metrics.FAILURES.inc()
-                log.warning("ledger worker: %s; retrying in %.1f s", exc, backoff)
+                self._count(metrics.FAILURES)
+                log.warning("%s: %s; retrying in %.1f s", self.label, exc, backoff)
             except Exception:
                 # A bug or a driver error nobody foresaw: the events stay pending in Redis, so
                 # retrying loses nothing, while a dead worker would let the ledger fall behind
                 # unseen (the sidecar that runs it keeps serving).
-                metrics.FAILURES.inc()
-                log.exception("ledger worker: unexpected error; retrying in %.1f s", backoff)
+                self._count(metrics.FAILURES)
+                log.exception("%s: unexpected error; retrying in %.1f s", self.label, backoff)
             else:
                 continue
             with contextlib.suppress(TimeoutError):
@@ -161,7 +170,7 @@ class Worker:
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            log.warning("ledger worker: consumer group missing (Redis restarted?); recreating")
+            log.warning("%s: consumer group missing (Redis restarted?); recreating", self.label)
             await self.setup()
             self._own_pending = True
             self.last_read = -1  # nothing read, but there may be: not "drained"
@@ -214,7 +223,7 @@ class Worker:
             )
             claimed = [(stream, e[0], e[1]) for e in reply[1] if e]
             if claimed:
-                log.info("ledger worker: claimed %d stale entries of %s", len(claimed), stream)
+                log.info("%s: claimed %d stale entries of %s", self.label, len(claimed), stream)
             out += claimed
         return out
 
@@ -226,8 +235,8 @@ class Worker:
             try:
                 events.append(parse_entry(stream, eid, fields))
             except EventError:
-                metrics.INVALID.inc()
-                log.exception("ledger worker: skipping an entry that is not a v1 event")
+                self._count(metrics.INVALID)
+                log.exception("%s: skipping an entry that is not a v1 event", self.label)
         try:
             result = await self.consumer.apply(events)
         except BaseException:
@@ -240,9 +249,13 @@ class Worker:
             for stream, ids in acks.items():
                 pipe.xack(stream, self.group, *ids)
             await pipe.execute()
-        metrics.APPLIED.inc(result.applied)
-        metrics.DUPLICATES.inc(result.duplicates)
+        self._count(metrics.APPLIED, result.applied)
+        self._count(metrics.DUPLICATES, result.duplicates)
         return result.applied
+
+    def _count(self, counter: Counter, n: float = 1) -> None:
+        if self.metered:
+            counter.inc(n)
 
     # --- housekeeping ---------------------------------------------------------------------
 
@@ -255,8 +268,10 @@ class Worker:
             try:
                 await streams.trim(self.redis, stream)
                 oldest = await streams.oldest_unapplied(self.redis, stream, self.group)
-                metrics.LAG.labels(stream).set(max(0, now_ms - oldest[0]) / 1000 if oldest else 0)
+                if self.metered:
+                    lag = max(0, now_ms - oldest[0]) / 1000 if oldest else 0
+                    metrics.LAG.labels(stream).set(lag)
                 await streams.forget_dead_consumers(self.redis, stream, self.group)
             except ResponseError as exc:  # the stream or group vanished (Redis restarted)
-                log.warning("ledger worker: housekeeping of %s: %s", stream, exc)
+                log.warning("%s: housekeeping of %s: %s", self.label, stream, exc)
         await self.consumer.housekeeping(now_ms)

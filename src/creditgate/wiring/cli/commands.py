@@ -147,8 +147,52 @@ def _quota(sub: Sub[argparse.ArgumentParser]) -> None:
         account_id=a.account_id, reservation_id=a.reservation_id)))  # fmt: skip
 
 
+def _webhooks(sub: Sub[argparse.ArgumentParser]) -> None:
+    from creditgate.v1 import admin_pb2 as pb  # noqa: PLC0415
+
+    hook = sub.add_parser("webhook", help="webhook endpoints of notifications (admins)")
+    ops = hook.add_subparsers(dest="op", required=True, metavar="OPERATION")
+    p = parser(ops, "create", "add an endpoint; prints its whsec_ secret (keep it)")
+    p.add_argument("url", help="http:// or https:// URL that receives the POSTs")
+    p.add_argument("--account", default="", help="only this account's (default: every account)")
+    p.add_argument("--kind", action="append", default=[], help="only this kind (repeatable)")
+    p.add_argument("--secret", default="", help="a whsec_ secret (default: a new one)")
+    p.set_defaults(func=client("admin", "CreateWebhookEndpoint", lambda a:
+        pb.CreateWebhookEndpointRequest(account_id=a.account, url=a.url, kinds=a.kind,
+        secret=a.secret)))  # fmt: skip
+    p = parser(ops, "list", "the endpoints, global and per account (secrets not shown)")
+    p.add_argument("--account", default="", help="only this account's")
+    p.set_defaults(func=client("admin", "ListWebhookEndpoints", lambda a:
+        pb.ListWebhookEndpointsRequest(account_id=a.account)))  # fmt: skip
+    for name in ("enable", "disable"):
+        p = parser(ops, name, f"{name} an endpoint")
+        p.add_argument("endpoint_id", help="as webhook list shows it")
+        p.set_defaults(func=client("admin", "SetWebhookEndpointEnabled", lambda a:
+            pb.SetWebhookEndpointEnabledRequest(endpoint_id=a.endpoint_id,
+            enabled=a.op == "enable")))  # fmt: skip
+    p = parser(ops, "delete", "remove an endpoint; what was pending for it is dropped")
+    p.add_argument("endpoint_id", help="as webhook list shows it")
+    p.set_defaults(func=client("admin", "DeleteWebhookEndpoint", lambda a:
+        pb.DeleteWebhookEndpointRequest(endpoint_id=a.endpoint_id)))  # fmt: skip
+    p = parser(ops, "rotate", "a new signing secret; the previous keeps signing too")
+    p.add_argument("endpoint_id", help="as webhook list shows it")
+    p.add_argument("--secret", default="", help="the new whsec_ secret (default: a new one)")
+    p.add_argument("--drop-previous", action="store_true", help="stop signing with the old ones")
+    p.set_defaults(func=client("admin", "RotateWebhookSecret", lambda a:
+        pb.RotateWebhookSecretRequest(endpoint_id=a.endpoint_id, secret=a.secret,
+        drop_previous=a.drop_previous)))  # fmt: skip
+    p = parser(sub, "notifications", "what was sent to an account's webhooks, newest first")
+    p.add_argument("account_id", help=_ACCOUNT)
+    p.add_argument("--limit", type=int, default=20, help="1-100 per page (default 20)")
+    p.add_argument("--cursor", default="", help="the next cursor the previous page printed")
+    p.set_defaults(func=client("admin", "ListNotifications", lambda a:
+        pb.ListNotificationsRequest(account_id=a.account_id, limit=a.limit,
+        cursor=a.cursor)))  # fmt: skip
+
+
 def register(sub: Sub[argparse.ArgumentParser]) -> None:
-    """Add the account, money and quota commands to ``creditgate``'s subcommands."""
+    """Add the account, money, quota and webhook commands to ``creditgate``'s subcommands."""
     _accounts(sub)
     _money(sub)
     _quota(sub)
+    _webhooks(sub)

@@ -179,13 +179,15 @@ async def _worker(settings: Settings, args: argparse.Namespace) -> int:
     redis = _redis(settings)
     store = await open_ledger(settings.ledger(), migrate=args.migrate)
     try:
-        worker = settings.ledger_worker(redis, store)
-        await worker.setup()
+        from creditgate.wiring.consumers import Consumers  # noqa: PLC0415
+
+        consumers = Consumers(settings, redis, store)
+        await consumers.setup()
         if args.burst:
-            n = await worker.drain()
+            n = await consumers.drain()
             print(f"applied {n} events")  # noqa: T201 - CLI output
         else:
-            await worker.run()
+            await consumers.run()
     finally:
         await store.close()
         await redis.aclose()

@@ -43,6 +43,7 @@ _SPEND_FIELDS = frozenset({"spent", "cap"})
 _UNLIMITED = -1
 _ALWAYS = frozenset({"allowed", "cost", "balance", "held", "returned", "refunded", "released"})
 _UNITS = frozenset({"unit", "meter", "spend_unit"})  # shown with the amounts, not on their own
+_JSON_ONLY = frozenset({"payload"})  # a notification's body: its summary is shown, --json has it
 
 
 def _label(name: str) -> str:
@@ -102,7 +103,7 @@ def _table(rows: list[Message], meter: str, indent: str, outer: str = "") -> lis
     columns = [
         f
         for f in descriptor.fields
-        if not f.is_repeated and f.name not in _UNITS and f.message_type is None
+        if not f.is_repeated and f.name not in _UNITS | _JSON_ONLY and f.message_type is None
     ]
     cells = [[_label(f.name) for f in columns]]
     cells += [[_value(row, f, meter, outer) for f in columns] for row in rows]
