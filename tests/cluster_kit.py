@@ -14,6 +14,7 @@ within a few seconds. Use it as a context manager.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -23,12 +24,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
+from creditgate.driver.cluster import ClusterFastRedis
+from creditgate.driver.connect import cluster_client
+from creditgate.driver.pipelined import FastRedis
 from creditgate.wiring.embedded.redis import find_redis_server
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+# Set to 1 to run the suite's Redis fixtures on a LocalCluster (tests/conftest.py).
+CLUSTER_ENV = "CREDITGATE_TEST_CLUSTER"
+ON_CLUSTER = os.environ.get(CLUSTER_ENV, "") not in ("", "0")
 SLOTS = 16384
 _BUS_OFFSET = 10000
 _POLL = 0.05
@@ -261,3 +269,15 @@ class LocalCluster:
                 msg = f"timed out waiting for {what}"
                 raise TimeoutError(msg)
             time.sleep(_POLL)
+
+
+def fast_client(url: str) -> FastRedis | ClusterFastRedis:
+    """The hot path's pipelined connection for the suite's Redis (one per master on a cluster)."""
+    return ClusterFastRedis(url) if ON_CLUSTER else FastRedis(url)
+
+
+def async_client(url: str, **kwargs: int) -> AsyncRedis:
+    """A redis-py asyncio client for the suite's Redis (the cluster client on a cluster)."""
+    if ON_CLUSTER:
+        return cluster_client(url, timeout=5.0, max_connections=kwargs.get("max_connections"))
+    return AsyncRedis.from_url(url, **kwargs)
