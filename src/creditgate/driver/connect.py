@@ -37,13 +37,18 @@ def tls_context(url: str) -> ssl.SSLContext | None:
     return context
 
 
-def redis_client(url: str, *, timeout: float, max_connections: int | None = None) -> Redis:
+def redis_client(
+    url: str, *, timeout: float, max_connections: int | None = None, cluster: bool = False
+) -> Redis:
     """A redis-py client for ``url`` with ``timeout`` on connecting and on every command.
 
     With ``max_connections``, callers beyond it wait up to ``timeout`` for a connection (the
     server's pool); without, connections are made as needed (the CLI's ledger commands).
-    A bad TLS parameter is a ConfigError here, at start, not on the first call.
+    A bad TLS parameter is a ConfigError here, at start, not on the first call. With
+    ``cluster``, redis-py's Redis Cluster client seeded from ``url`` (``cluster_client``).
     """
+    if cluster:
+        return cluster_client(url, timeout=timeout, max_connections=max_connections)
     tls_context(url)
     if max_connections is None:
         return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)

@@ -27,8 +27,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError, UnavailableError
+from creditgate.driver.cluster import ClusterFastRedis
 from creditgate.driver.connect import redis_client
-from creditgate.driver.pipelined import FastRedis
+from creditgate.driver.pipelined import FastRedis, HotPath
 from creditgate.engine import Engine, KeySpace
 from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
@@ -106,10 +107,17 @@ async def open_backends(
         embedded.start()
         url = embedded.url
         log.info("embedded redis-server started at %s (pid %s)", url, embedded.pid)
+    cluster = settings.redis_cluster and embedded is None
     redis = redis_client(
-        url, timeout=settings.redis_timeout_seconds, max_connections=settings.redis_max_connections
+        url,
+        timeout=settings.redis_timeout_seconds,
+        max_connections=settings.redis_max_connections,
+        cluster=cluster,
     )
-    fast = FastRedis(url, timeout=settings.redis_timeout_seconds) if settings.fast_path else None
+    fast: HotPath | None = None
+    if settings.fast_path:
+        fast_class = ClusterFastRedis if cluster else FastRedis
+        fast = fast_class(url, timeout=settings.redis_timeout_seconds)
     engine = Engine(
         redis,
         catalog or load_catalog(settings.config),

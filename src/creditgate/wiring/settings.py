@@ -121,6 +121,11 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         description="Redis URL, or 'embedded' for a private redis-server",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="CREDITGATE_REDIS_URL names one node of a Redis Cluster; the others are "
+        "learnt from it, and each call goes to the master serving its account's slot",
+    )
     redis_max_connections: int = Field(64, ge=1, description="connection pool size")
     redis_timeout_seconds: float = Field(2.0, gt=0, description="socket timeout per command")
     fast_path: bool = Field(
@@ -214,6 +219,7 @@ class Settings(BaseSettings):
             block_ms=self.worker_block_ms,
             claim_idle_ms=self.worker_claim_idle_ms,
             name=self.worker_name,
+            per_stream=self.redis_cluster,
         )
 
     def tokens_path(self) -> Path:

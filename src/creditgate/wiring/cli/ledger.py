@@ -117,7 +117,11 @@ def _redis(settings: Settings) -> Redis:
     from creditgate.driver.connect import redis_client  # noqa: PLC0415
 
     try:
-        return redis_client(redis_url(settings), timeout=settings.redis_timeout_seconds)
+        return redis_client(
+            redis_url(settings),
+            timeout=settings.redis_timeout_seconds,
+            cluster=settings.redis_cluster,
+        )
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
 
