@@ -26,6 +26,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis as AsyncRedis
 
+from cluster_kit import ON_CLUSTER
 from conftest import SHARDS, Ledger, Workload, make_worker
 from creditgate.wiring.embedded.redis import EmbeddedRedis
 
@@ -44,13 +45,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The suite's Redis may be a cluster (CREDITGATE_TEST_CLUSTER=1): the command must know.
+CLUSTER_SETTING = {"CREDITGATE_REDIS_CLUSTER": "true"} if ON_CLUSTER else {}
+
+
 def creditgate(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
     """Run the real ``creditgate`` command with only the given CREDITGATE_* settings."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CREDITGATE_")}
     return subprocess.run(  # noqa: S603 - our own command with fixed arguments
         [str(CREDITGATE), *args],
         cwd=cwd,
-        env=clean | {"CREDITGATE_LOG_LEVEL": "WARNING"} | env,
+        env=clean | {"CREDITGATE_LOG_LEVEL": "WARNING", **CLUSTER_SETTING} | env,
         capture_output=True,
         text=True,
         timeout=60,

@@ -140,6 +140,10 @@ class ClusterFastRedis:
         address = self._slots[key_slot(key)] if key is not None else self._slots[0]
         return self._node(address)
 
+    def route(self, key: str) -> str:
+        """The ``host:port`` this client sends ``key``'s commands to ('' before the first)."""
+        return self._slots[key_slot(key.encode())] if self._slots is not None else ""
+
     # -- FastRedis's interface ----------------------------------------------------------------
 
     def combine_with(self, combiner: Combiner) -> None:
