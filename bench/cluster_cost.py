@@ -28,8 +28,8 @@ from redis import Redis
 
 from creditgate.domain.catalog import compile_catalog
 from creditgate.domain.plans_file import CatalogConfig
-from creditgate.driver.cluster import ClusterFastRedis
-from creditgate.driver.connect import cluster_client, redis_client
+from creditgate.driver.cluster import ClusterFastRedis, cluster_client
+from creditgate.driver.connect import redis_client
 from creditgate.driver.pipelined import FastRedis, HotPath
 from creditgate.engine import Engine
 from creditgate.wiring.embedded.redis import EmbeddedRedis

@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Self
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from creditgate.driver.cluster import ClusterFastRedis
-from creditgate.driver.connect import cluster_client
+from creditgate.driver.cluster import ClusterFastRedis, cluster_client
 from creditgate.driver.pipelined import FastRedis
 from creditgate.wiring.embedded.redis import find_redis_server
 

@@ -27,8 +27,7 @@ import yaml
 from cluster_kit import LocalCluster
 from creditgate.domain.catalog import CatalogConfig, compile_catalog
 from creditgate.domain.errors import OutcomeUnknownError, UnavailableError
-from creditgate.driver.cluster import ClusterFastRedis
-from creditgate.driver.connect import cluster_client
+from creditgate.driver.cluster import ClusterFastRedis, cluster_client
 from creditgate.engine import Engine, KeySpace
 from creditgate.ledger import open_ledger
 from creditgate.ledger.consumer import LedgerConsumer

@@ -17,8 +17,7 @@ from redis.crc import key_slot
 from test_consume_fast import MICRO, NOW, SMALL, _alike
 
 from cluster_kit import LocalCluster, Node, fast_client
-from creditgate.driver.cluster import ClusterFastRedis, first_key
-from creditgate.driver.connect import cluster_client
+from creditgate.driver.cluster import ClusterFastRedis, cluster_client, first_key
 from creditgate.driver.pipelined import command, encode
 from creditgate.engine import Engine, KeySpace
 
@@ -191,3 +190,16 @@ def _finish(cluster: LocalCluster, slot: int, target: Node) -> None:
         with node.client() as c:
             c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
     cluster.wait_healthy(10)
+
+
+async def test_the_cluster_client_flags_writes_on_every_node(cluster: LocalCluster) -> None:
+    """A redis-py call that fails once written is told apart on a cluster too (failures.py)."""
+    client = cluster_client(cluster.url, timeout=5.0)
+    try:
+        for i in range(30):  # keys on every master: the client learns them all
+            await client.set(f"k{i}", 1)
+        nodes = client.get_nodes()  # type: ignore[attr-defined]  # typed as Redis
+        assert len(nodes) == 3
+        assert all(n.connection_class.__name__.startswith("Marked") for n in nodes)
+    finally:
+        await client.aclose()

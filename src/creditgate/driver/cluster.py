@@ -16,20 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlparse
 
 import hiredis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from creditgate.driver.connect import tls_context
+from creditgate.driver.failures import track_cluster_writes
 from creditgate.driver.pipelined import FastRedis, command, encode
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
 
+    from redis.asyncio import Redis
+
     from creditgate.driver.pipelined import Combiner
 
-__all__ = ["ClusterFastRedis", "first_key"]
+__all__ = ["ClusterFastRedis", "cluster_client", "first_key"]
 
 SLOTS = 16384
 _REDIRECTS = 5
@@ -218,3 +223,21 @@ class ClusterFastRedis:
         for node in nodes:
             with contextlib.suppress(Exception):
                 await node.aclose()
+
+
+def cluster_client(url: str, *, timeout: float, max_connections: int | None = None) -> Redis:
+    """A redis-py Redis Cluster client seeded from ``url`` (any node; the rest are learnt).
+
+    Typed as ``Redis``: creditgate calls only commands both clients have, each on keys of one
+    slot. Its connections flag each call before writing, as a single node's pool does
+    (``failures.track_cluster_writes``), so a failed call is told apart the same way.
+    """
+    tls_context(url)
+    client = RedisCluster.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        max_connections=max_connections or 2**31,
+    )
+    track_cluster_writes(client)
+    return cast("Redis", client)

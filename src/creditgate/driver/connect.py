@@ -9,7 +9,7 @@ context redis-py builds from the same URL, so both clients trust and present the
 from __future__ import annotations
 
 import ssl
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection, parse_url
@@ -37,18 +37,14 @@ def tls_context(url: str) -> ssl.SSLContext | None:
     return context
 
 
-def redis_client(
-    url: str, *, timeout: float, max_connections: int | None = None, cluster: bool = False
-) -> Redis:
+def redis_client(url: str, *, timeout: float, max_connections: int | None = None) -> Redis:
     """A redis-py client for ``url`` with ``timeout`` on connecting and on every command.
 
     With ``max_connections``, callers beyond it wait up to ``timeout`` for a connection (the
     server's pool); without, connections are made as needed (the CLI's ledger commands).
-    A bad TLS parameter is a ConfigError here, at start, not on the first call. With
-    ``cluster``, redis-py's Redis Cluster client seeded from ``url`` (``cluster_client``).
+    A bad TLS parameter is a ConfigError here, at start, not on the first call. For a Redis
+    Cluster, ``driver.cluster.cluster_client``.
     """
-    if cluster:
-        return cluster_client(url, timeout=timeout, max_connections=max_connections)
     tls_context(url)
     if max_connections is None:
         return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
@@ -60,22 +56,3 @@ def redis_client(
         timeout=timeout,
     )
     return Redis.from_pool(pool)  # closing the client closes its pool
-
-
-def cluster_client(url: str, *, timeout: float, max_connections: int | None = None) -> Redis:
-    """A redis-py Redis Cluster client seeded from ``url`` (any node; the rest are learnt).
-
-    Typed as ``Redis``: creditgate calls only commands both clients have, each on keys of one
-    slot. A call that fails after its command was written is not told apart from one that was
-    never sent here (the cluster client has a pool per node and no hook for it).
-    """
-    from redis.asyncio.cluster import RedisCluster  # noqa: PLC0415 - only on a cluster
-
-    tls_context(url)
-    client = RedisCluster.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        max_connections=max_connections or 2**31,
-    )
-    return cast("Redis", client)

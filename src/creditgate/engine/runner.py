@@ -44,7 +44,7 @@ class Runner:
     ) -> None:
         self.redis = redis
         # Each call learns whether its command was written before a failure (failures.py).
-        # (Redis Cluster's client has a pool per node and no such hook: see driver/connect.py.)
+        # (Redis Cluster's client has a pool per node: driver/connect.py marks those.)
         pool = getattr(redis, "connection_pool", None)
         if pool is not None:
             track_writes(pool)

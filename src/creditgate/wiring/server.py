@@ -27,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError, UnavailableError
-from creditgate.driver.cluster import ClusterFastRedis
+from creditgate.driver.cluster import ClusterFastRedis, cluster_client
 from creditgate.driver.connect import redis_client
 from creditgate.driver.pipelined import FastRedis, HotPath
 from creditgate.engine import Engine, KeySpace
@@ -108,11 +108,8 @@ async def open_backends(
         url = embedded.url
         log.info("embedded redis-server started at %s (pid %s)", url, embedded.pid)
     cluster = settings.redis_cluster and embedded is None
-    redis = redis_client(
-        url,
-        timeout=settings.redis_timeout_seconds,
-        max_connections=settings.redis_max_connections,
-        cluster=cluster,
+    redis = (cluster_client if cluster else redis_client)(
+        url, timeout=settings.redis_timeout_seconds, max_connections=settings.redis_max_connections
     )
     fast: HotPath | None = None
     if settings.fast_path:
