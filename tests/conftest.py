@@ -1,5 +1,10 @@
 """Shared fixtures: a real Redis for the whole session, a clean database for each test.
 
+Set ``CREDITGATE_TEST_CLUSTER=1`` to run the same tests on a real 3-master Redis Cluster
+(``cluster_kit.LocalCluster``, started once per session): ``redis`` is then redis-py's cluster
+client and the sidecar's hot path is ``ClusterFastRedis``. ``make test`` runs the scenario,
+concurrency and property suites both ways.
+
 Set ``CREDITGATE_TEST_REDIS_URL`` (e.g. ``redis://127.0.0.1:6379/15``) to test against a
 server you run yourself. That database is FLUSHDB-ed at session start and before every
 test that uses the ``redis`` fixture, so point it at a database you can lose. Without the
@@ -18,10 +23,9 @@ import grpc
 import pytest
 import pytest_asyncio
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
+from cluster_kit import ON_CLUSTER, LocalCluster, async_client, fast_client
 from creditgate.domain.catalog import Catalog, load_catalog
-from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine
 from creditgate.v1 import admin_pb2_grpc, quota_pb2_grpc
 from creditgate.wiring.embedded.redis import EmbeddedRedis, find_redis_server
@@ -30,6 +34,8 @@ from served_kit import restarted, served  # noqa: F401 - the `make run` sidecar 
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator
+
+    from redis.asyncio import Redis as AsyncRedis
 
 REDIS_URL_ENV = "CREDITGATE_TEST_REDIS_URL"
 
@@ -52,6 +58,10 @@ def redis_url() -> Iterator[str]:
     Guarantees: the server answers PING and its database is empty at session start.
     """
     external = os.environ.get(REDIS_URL_ENV)
+    if ON_CLUSTER:
+        with LocalCluster(3) as cluster:
+            yield cluster.url
+        return
     if external:
         with Redis.from_url(external) as client:
             client.flushdb()
@@ -68,9 +78,9 @@ async def redis_client(redis_url: str) -> AsyncIterator[AsyncRedis]:
     Guarantees: FLUSHDB ran just before the test, so no key from an earlier test is
     visible. Responses are bytes (``decode_responses`` is off).
     """
-    client = AsyncRedis.from_url(redis_url)
+    client = async_client(redis_url)
     try:
-        await client.flushdb()
+        await client.flushdb()  # on a cluster: every master
         yield client
     finally:
         await client.aclose()
@@ -104,7 +114,7 @@ async def sidecar(
     Each account's time is frozen until AdvanceTestClock. A real grpc.aio server on port 0
     and a real channel, with the same pipelined CheckAndConsume path as production.
     """
-    fast = FastRedis(redis_url)
+    fast = fast_client(redis_url)
     engine = Engine(redis, demo_catalog, test_clock=True, fast=fast)
     server, _health, port = await build_server(engine, "127.0.0.1:0")
     await server.start()

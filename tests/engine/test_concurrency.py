@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 import pytest_asyncio
-from redis.asyncio import Redis as AsyncRedis
 
+from cluster_kit import async_client
 from creditgate.domain.results import Reason
 from creditgate.engine import Engine
 
@@ -64,7 +64,7 @@ async def engines(
     ``make_engine`` brings the per-test ``redis`` fixture, so the database starts empty.
     """
     catalog = make_engine(CATALOG).catalog
-    clients = [AsyncRedis.from_url(redis_url, max_connections=64) for _ in range(SIDECARS)]
+    clients = [async_client(redis_url, max_connections=64) for _ in range(SIDECARS)]
     try:
         yield [Engine(c, catalog, test_clock=True) for c in clients]
     finally:

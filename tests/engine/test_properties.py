@@ -25,8 +25,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from redis.asyncio import Redis as AsyncRedis
 
+from cluster_kit import async_client
 from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog, load_catalog
 from creditgate.domain.errors import CreditgateError
 from creditgate.domain.money import MAX_AMOUNT
@@ -36,6 +36,8 @@ from creditgate.testing import ReferenceModel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from redis.asyncio import Redis as AsyncRedis
 
 TEST_CATALOG = """
 meters: {tok: tokens, img: images, call: calls}
@@ -423,7 +425,7 @@ def _runner_for(redis_url: str) -> tuple[asyncio.Runner, AsyncRedis]:
 
 
 async def _connect(redis_url: str) -> AsyncRedis:
-    return AsyncRedis.from_url(redis_url)
+    return async_client(redis_url)
 
 
 async def _flush(client: AsyncRedis) -> None:

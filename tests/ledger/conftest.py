@@ -29,6 +29,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from cluster_kit import ON_CLUSTER
 from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog
 from creditgate.domain.errors import CreditgateError
 from creditgate.engine import Engine
@@ -263,6 +264,7 @@ def make_worker(redis: AsyncRedis, store: LedgerStore, keys: KeySpace, **kw: Any
     kw.setdefault("batch", 200)
     kw.setdefault("block_ms", 0)
     kw.setdefault("claim_idle_ms", 1000)
+    kw.setdefault("per_stream", ON_CLUSTER)  # a cluster's shard streams live on several nodes
     return Worker(redis, LedgerConsumer(store), keys, **kw)
 
 

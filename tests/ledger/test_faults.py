@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis as AsyncRedis
 
+from cluster_kit import ON_CLUSTER
 from conftest import SHARDS, Ledger, Workload, assert_consistent, catalog, make_worker
 from creditgate.engine import Engine
 from creditgate.ledger import LedgerError
@@ -39,6 +40,7 @@ def _spawn_worker(
         "CREDITGATE_REDIS_URL": redis_url,
         "CREDITGATE_LEDGER_URL": ledger_url,
         "CREDITGATE_SHARDS": str(SHARDS),
+        "CREDITGATE_REDIS_CLUSTER": "true" if ON_CLUSTER else "false",
         "CREDITGATE_WORKER_BATCH": "20",
         "CREDITGATE_WORKER_BLOCK_MS": "100",
         "CREDITGATE_WORKER_CLAIM_IDLE_MS": "1000",

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis as AsyncRedis
-
+from cluster_kit import async_client
 from conftest import Ledger, Workload, assert_consistent, make_worker
 
 if TYPE_CHECKING:
@@ -27,7 +26,7 @@ async def test_ten_thousand_random_operations_match_the_ledger(
     movement sum equals Redis, and the ledger has exactly one event per successful operation.
     """
     await workload.create(120)
-    redis = AsyncRedis.from_url(redis_url)  # the workers' own connections
+    redis = async_client(redis_url)  # the workers' own connections
     workers = [make_worker(redis, ledger.store, keys, name=f"w{i}", batch=300) for i in (1, 2)]
     for w in workers:
         await w.setup()

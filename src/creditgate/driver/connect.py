@@ -42,7 +42,8 @@ def redis_client(url: str, *, timeout: float, max_connections: int | None = None
 
     With ``max_connections``, callers beyond it wait up to ``timeout`` for a connection (the
     server's pool); without, connections are made as needed (the CLI's ledger commands).
-    A bad TLS parameter is a ConfigError here, at start, not on the first call.
+    A bad TLS parameter is a ConfigError here, at start, not on the first call. For a Redis
+    Cluster, ``driver.cluster.cluster_client``.
     """
     tls_context(url)
     if max_connections is None:

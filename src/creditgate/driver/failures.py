@@ -47,11 +47,27 @@ class _MarksWrites:
         await super().send_packed_command(command, check_health)  # type: ignore[misc]
 
 
+def _marked(cls: type[Any]) -> type[Any]:
+    if issubclass(cls, _MarksWrites):
+        return cls
+    return type(f"Marked{cls.__name__}", (_MarksWrites, cls), {})
+
+
 def track_writes(pool: ConnectionPool) -> None:
     """Make ``pool``'s connections flag each call before writing (see ``guarded``)."""
-    cls = pool.connection_class
-    if not issubclass(cls, _MarksWrites):
-        pool.connection_class = type(f"Marked{cls.__name__}", (_MarksWrites, cls), {})
+    pool.connection_class = _marked(pool.connection_class)
+
+
+def track_cluster_writes(client: Any) -> None:  # noqa: ANN401 - redis-py's RedisCluster
+    """The same for a Redis Cluster client: its seed nodes, and every node it learns later.
+
+    redis-py makes the nodes it discovers from the client's ``connection_kwargs`` (one dict,
+    shared with its nodes manager), so the marked class set there reaches them too.
+    """
+    kwargs = client.connection_kwargs
+    kwargs["connection_class"] = _marked(kwargs["connection_class"])
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = _marked(node.connection_class)
 
 
 def failure(exc: BaseException, *, sent: bool) -> UnavailableError:

@@ -82,6 +82,33 @@ class Combiner(Protocol):
     def combine(self, members: Sequence[Any]) -> bytes: ...
 
 
+class HotPath(Protocol):
+    """What the engine needs of a pipelined connection.
+
+    ``FastRedis``, or ``ClusterFastRedis`` (driver/cluster.py): one per master of a Redis Cluster.
+    """
+
+    def combine_with(self, combiner: Combiner) -> None: ...
+
+    @property
+    def combined(self) -> int: ...
+
+    async def call(
+        self,
+        payload: bytes,
+        group: tuple[Hashable, ...] | None = None,
+        member: Any = None,  # noqa: ANN401 - the combiner's own
+    ) -> Any: ...  # noqa: ANN401 - a Redis reply
+
+    async def call_many(
+        self,
+        payloads: Sequence[bytes],
+        groups: Sequence[tuple[tuple[Hashable, ...] | None, Any] | None] = (),
+    ) -> list[Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
 class _Item:
     """A command not yet answered: as written, or to be combined with its neighbours."""
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from creditgate.domain.catalog import Catalog
-    from creditgate.driver.pipelined import FastRedis
+    from creditgate.driver.pipelined import HotPath
     from creditgate.engine.scripts import Scripts
 
 __all__ = ["DAY_MS", "Engine"]
@@ -48,7 +48,7 @@ class Engine:
         test_clock: bool = False,
         idempotency_ttl_ms: int = DAY_MS,
         hold_ttl_ms: int = 300_000,
-        fast: FastRedis | None = None,
+        fast: HotPath | None = None,
         lua_fast_path: bool = True,
         combine: bool = True,
         require_request_id: bool = False,

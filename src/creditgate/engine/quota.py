@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from creditgate.domain.catalog import Plan
-    from creditgate.driver.pipelined import FastRedis
+    from creditgate.driver.pipelined import HotPath
     from creditgate.engine.calls.consume import ConsumeCall, ConsumeCalls
     from creditgate.engine.runner import Runner
 
@@ -30,7 +30,7 @@ class QuotaOps:
         self,
         runner: Runner,
         calls: ConsumeCalls,
-        fast: FastRedis | None,
+        fast: HotPath | None,
         *,
         require_request_id: bool,
     ) -> None:

@@ -44,7 +44,10 @@ class Runner:
     ) -> None:
         self.redis = redis
         # Each call learns whether its command was written before a failure (failures.py).
-        track_writes(redis.connection_pool)
+        # (Redis Cluster's client has a pool per node: driver/connect.py marks those.)
+        pool = getattr(redis, "connection_pool", None)
+        if pool is not None:
+            track_writes(pool)
         self.catalog = catalog
         self.keys = keys
         self.scripts = Scripts(redis, fast_path=lua_fast_path)

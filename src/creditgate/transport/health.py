@@ -156,7 +156,10 @@ class RedisHealth:
 
     def _where(self) -> str:
         """The Redis address without credentials, for the log."""
-        kwargs = self._redis.connection_pool.connection_kwargs
+        pool = getattr(self._redis, "connection_pool", None)
+        if pool is None:  # Redis Cluster: a pool per node
+            return "the Redis Cluster"
+        kwargs = pool.connection_kwargs
         if "path" in kwargs:
             return str(kwargs["path"])
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"

