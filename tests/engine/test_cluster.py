@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import pytest_asyncio
 from redis.crc import key_slot
-from test_consume_fast import MICRO, NOW, SMALL, _alike
+from test_first_branch import MICRO, NOW, SMALL, _alike
 
 from cluster_kit import LocalCluster, Node, fast_client
 from creditgate.driver.cluster import ClusterFastRedis, cluster_client, first_key
