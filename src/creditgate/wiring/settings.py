@@ -278,7 +278,6 @@ class Settings(BaseSettings):
             linger_ms=self.worker_linger_ms,
             claim_idle_ms=self.worker_claim_idle_ms,
             name=self.worker_name,
-            per_stream=self.redis_cluster,
         )
 
     @field_validator("notify_retry_schedule")

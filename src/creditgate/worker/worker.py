@@ -17,6 +17,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -68,7 +69,7 @@ class Worker:
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         name: str = "",
-        per_stream: bool = False,
+        per_stream: bool | None = None,
         housekeeping_s: float = 5.0,
         streams: Sequence[str] | None = None,
         signals: bool = True,
@@ -85,7 +86,9 @@ class Worker:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.per_stream = per_stream  # Redis Cluster: the streams live on different nodes
+        # Redis Cluster: the streams live on different nodes, so each is read by a call of its
+        # own (None: whenever the client is a cluster client).
+        self.per_stream = isinstance(redis, RedisCluster) if per_stream is None else per_stream
         self.housekeeping_s = housekeeping_s
         # After a short batch, wait this long before reading again: the next batch gathers more
         # events, so the per-batch cost (a commit, an XACK) is shared; it adds at most this to
