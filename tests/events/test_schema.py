@@ -17,6 +17,7 @@ def _written_kinds() -> set[str]:
     )
     kinds = set(re.findall(r"\b(?:emit|write_event)\('([a-z_]+)'", text))
     kinds |= set(re.findall(r"EV\[\d+\] = \{'([a-z_]+)'", text))  # an event queued directly
+    kinds |= set(re.findall(r"pre\[#pre \+ 1\] = \{'([a-z_]+)'", text))  # one a take queues
     return kinds
 
 

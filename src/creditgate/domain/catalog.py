@@ -66,6 +66,7 @@ class Pool:
     enabled: bool
     description: str = ""
     stops_account: bool = False
+    low_balance: int = 0  # a balance pool's default low-balance threshold (0: none)
 
     @property
     def is_money(self) -> bool:
@@ -219,6 +220,7 @@ def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
             cfg.on_cap_below_spend or ("stop_account" if cfg.kind == "overage" else "block_pool")
         )
         == "stop_account",
+        low_balance=_micro(cfg.low_balance, f"{w} low_balance"),
     )
 
 

@@ -68,6 +68,9 @@ class PoolConfig(_Model):
     cap_min: Amount | None = None
     cap_max: Amount | None = None
     enabled: bool = True
+    # A balance pool's default low-balance threshold (seeds 002/003: "a default threshold if
+    # auto top-up is off"); the auto top-up threshold replaces it while auto top-up is on.
+    low_balance: Amount | None = None
     # Lowering the cap below this period's spend: seed 000 stops every action until renewal,
     # seed 004 only stops pay-as-you-go. Default: stop_account for overage, block_pool for payg.
     on_cap_below_spend: Literal["stop_account", "block_pool"] | None = None
@@ -83,6 +86,9 @@ class PoolConfig(_Model):
             raise ValueError(msg)
         if self.kind in ("balance", "payg") and not self.rates:
             msg = f"pool {self.id}: {a_or_an(self.kind)} pool needs rates (money per meter unit)"
+            raise ValueError(msg)
+        if self.low_balance is not None and self.kind != "balance":
+            msg = f"pool {self.id}: low_balance is for balance pools only"
             raise ValueError(msg)
         if self.kind == "overage" and self.block_price is None:
             msg = f"pool {self.id}: an overage pool needs a block_price"

@@ -13,6 +13,7 @@ from creditgate.engine.calls.admin import BalanceCall, GrantCall
 if TYPE_CHECKING:
     from creditgate.domain.catalog import Plan
     from creditgate.domain.results import AccountState, GrantResult
+    from creditgate.domain.topup import AutoTopUp
     from creditgate.engine.calls.common import Context
     from creditgate.engine.runner import Runner
 
@@ -88,10 +89,37 @@ class AdminOps:
         grant_id: str,
         expires_at: int = 0,
         note: str = "",
+        ends: str = "",
     ) -> GrantResult:
+        """Add money to a pool; ``ends`` names the auto top-up state the grant ends.
+
+        ``run:<id>`` for the top-up it pays, ``failed`` for a one-time purchase, which resumes
+        a paused auto top-up.
+        """
         check.check_grant(account_id, grant_id, amount, expires_at, note)
-        call = GrantCall(self.ctx, account_id, pool_id, amount, grant_id, expires_at, note)
+        call = GrantCall(self.ctx, account_id, pool_id, amount, grant_id, expires_at, note, ends)
         return await self.runner.call(call)
+
+    async def set_auto_topup(
+        self, account_id: str, pool_id: str, settings: AutoTopUp | None
+    ) -> AccountState:
+        """Turn auto top-up of a balance pool on (checked against seed 003's limits) or off.
+
+        Turned on at or below its threshold, it starts a top-up at once.
+        """
+        check.check_id(account_id, "account_id")
+        encoded = "" if settings is None else settings.check().encode()
+        await self.runner.call(calls.auto_topup(self.ctx, account_id, pool_id, encoded))
+        return await self.balance(account_id)
+
+    async def topup_paused(self, account_id: str, pool_id: str, topup_id: str, state: str) -> bool:
+        """Pause auto top-up after top-up ``topup_id`` (``failed:<id>``, ``max:<until ms>``).
+
+        Only while that top-up is the one in flight; False when it is not (a redelivery).
+        """
+        check.check_id(account_id, "account_id")
+        call = calls.topup_state(self.ctx, account_id, pool_id, f"run:{topup_id}", state)
+        return bool(await self.runner.call(call))
 
     async def advance_clock(
         self, account_id: str, seconds: int = 0, to_ms: int = 0

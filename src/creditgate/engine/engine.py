@@ -92,6 +92,8 @@ class Engine:
         self.update_account = self.admin.update_account
         self.set_pool_settings = self.admin.set_pool_settings
         self.grant = self.admin.grant
+        self.set_auto_topup = self.admin.set_auto_topup
+        self.topup_paused = self.admin.topup_paused
         self.advance_clock = self.admin.advance_clock
         self.remember = self.runner.remember
 

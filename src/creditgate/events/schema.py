@@ -12,12 +12,18 @@ idempotency records with their TTL); any other field is kind-specific (``of``: t
 refund returns; ``n``/``pool``/``bal``/``th``: a notice, below).
 
 A ``notice`` entry (``NOTICE``) is a threshold the script crossed, for the notifier
-(``creditgate.notify``): ``n`` the notification kind (``NOTICE_KINDS``), ``pool`` the pool id
-(empty for ``account_stopped``), ``bal`` the pool's balance after the call and ``th`` the
-threshold crossed, both integer micro-units of the pool's unit (``th`` may be absent when the
-kind has none). ``r`` is the triggering request's id, ``m`` is empty: a notice moves nothing.
+(``creditgate.notify``), written once per crossing before the call's own event: ``n`` the
+notification kind (``NOTICE_KINDS``), ``pool`` the pool id, ``bal`` the pool's balance after the
+call and ``th`` the threshold crossed, both integer micro-units of the pool's unit (``th`` is
+absent for ``credit_balance_depleted``). For ``spend_cap_reached`` ``bal`` is what the cap still
+allows and ``th`` the cap; for ``account_stopped`` ``bal`` is the period's spend and ``th`` the
+cap below it. ``r`` is the triggering request's id, ``m`` is empty: a notice moves nothing.
 The notification id is derived from the event id and ``r`` (``Notice.notification_id``), so a
 redelivered entry is the same notification. ``decode_notice`` reads one.
+
+A ``topup`` entry (``TOPUP``) is an auto top-up the script started (domain/topup.py): ``r`` the
+top-up id, ``pool`` the balance pool, ``amount`` to buy, ``th`` the threshold and ``bal`` the
+balance that started it. The payments room's consumer charges it; ``decode_topup`` reads one.
 
 An event id is ``<stream>/<entry id>``; it is the idempotency key of the whole ledger. Within one
 account (which lives in exactly one stream) events are ordered by ``ver`` = entry ms x 10^6 +
@@ -52,10 +58,11 @@ KINDS = (
     "resume",  # a stopped account resumed at renewal
     "clock",  # the test clock moved
     "state",  # a call that changed state (a hold's record, say) but moved nothing
+    "notice",  # a threshold crossed (the notifier's input, see the module docstring)
+    "topup",  # an auto top-up started (the top-up consumer's input)
 )
-# A threshold crossed (the notifier's input, see the module docstring). Not yet in KINDS: it
-# joins KINDS in the commit whose Lua emits it (tests/events/test_schema.py pairs the two).
 NOTICE = "notice"
+TOPUP = "topup"
 # The values of a notice's ``n``; the Python side (creditgate.notify) adds NOTIFY_ONLY_KINDS.
 NOTICE_KINDS = (
     "credit_balance_low",
@@ -230,3 +237,27 @@ def decode_notice(e: Event) -> Notice | None:
         msg = f"{e.event_id}: unknown notice kind {n!r} (known: {', '.join(NOTICE_KINDS)})"
         raise EventError(msg)
     return Notice(e, n, x.get("pool", ""), bal, threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    """A decoded ``topup`` event: the auto top-up a charge started."""
+
+    event: Event
+    topup_id: str
+    pool: str
+    amount: int
+    threshold: int
+    balance: int
+
+
+def decode_topup(e: Event) -> TopUp | None:
+    """The top-up an event starts (None for any other kind); EventError if malformed."""
+    if e.kind != TOPUP:
+        return None
+    x = e.extra
+    try:
+        return TopUp(e, e.request_id, x["pool"], int(x["amount"]), int(x["th"]), int(x["bal"]))
+    except (KeyError, ValueError) as exc:
+        msg = f"{e.event_id}: malformed topup ({exc})"
+        raise EventError(msg) from exc

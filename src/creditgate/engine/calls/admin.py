@@ -117,8 +117,11 @@ class AccountCall:
         """ARGV when neither Redis nor the ledger has the account (``create`` only)."""
         return None if self.absent_build is None else self.absent_build()
 
-    def result(self, plan: Plan | None, reply: list[Any]) -> None:
+    def result(self, plan: Plan | None, reply: list[Any]) -> bool:
+        """False when the operation found nothing to change (``topup``: another state)."""
         del plan
+        if reply[0] == b"UNCHANGED":
+            return False
         if reply[0] == b"EXISTS":
             msg = f"account {self.account_id!r} already exists: use UpdateAccount to change it"
             raise AlreadyExistsError(msg)
@@ -128,6 +131,7 @@ class AccountCall:
                 " only moves forward"
             )
             raise InvalidArgumentError(msg)
+        return True
 
 
 def create(ctx: Context, account_id: str, plan: Plan, status: str, anchor_day: int) -> AccountCall:
@@ -186,6 +190,30 @@ def settings(  # noqa: PLR0913, PLR0917 - the request's fields and the cap's che
     return AccountCall(ctx, account_id, build)
 
 
+def auto_topup(ctx: Context, account_id: str, pool_id: str, settings: str) -> AccountCall:
+    """Turn a balance pool's auto top-up on (``settings``: ``AutoTopUp.encode()``) or off ('')."""
+
+    def build(plan: Plan | None) -> Args:
+        if plan is None:
+            return ctx.header(account_id, None, [])
+        pool_or_error(plan, pool_id, ("balance",))
+        return [*ctx.prefix(account_id, plan), "autotopup", pool_id, settings]
+
+    return AccountCall(ctx, account_id, build)
+
+
+def topup_state(ctx: Context, account_id: str, pool_id: str, expect: str, to: str) -> AccountCall:
+    """Move a top-up from state ``expect`` to ``to`` (a failure or the monthly maximum)."""
+
+    def build(plan: Plan | None) -> Args:
+        if plan is None:
+            return ctx.header(account_id, None, [])
+        pool_or_error(plan, pool_id, ("balance",))
+        return [*ctx.prefix(account_id, plan), "topup", pool_id, expect, to]
+
+    return AccountCall(ctx, account_id, build)
+
+
 def clock(ctx: Context, account_id: str, seconds: int, to_ms: int) -> AccountCall:
     """Move the account's frozen test clock forward by ``seconds`` or to ``to_ms``."""
     return AccountCall(
@@ -205,6 +233,7 @@ class GrantCall:
     grant_id: str
     expires_at: int
     note: str
+    ends: str = ""  # the auto top-up state this grant ends (grant.lua ARGV [+7])
     script: str = "grant"
 
     def keys(self) -> tuple[str, ...]:
@@ -226,6 +255,7 @@ class GrantCall:
             self.note,
             self.ctx.idempotency_ttl_ms,
             fingerprint(f"G|{self.pool_id}|{self.amount}|{self.expires_at}"),
+            self.ends,
         ]
 
     def result(self, plan: Plan | None, reply: list[Any]) -> GrantResult:

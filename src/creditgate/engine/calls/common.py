@@ -133,7 +133,8 @@ def _pool(  # noqa: PLR0913, PLR0917 - one descriptor's fields
         period,
         amount,
         rate,
-        p.block_size,
+        # A balance pool has no blocks: the slot carries its default low-balance threshold.
+        p.low_balance if p.code == "B" else p.block_size,
         p.block_price,
         p.cap,
         "1" if eligible else "0",

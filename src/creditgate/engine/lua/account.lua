@@ -13,8 +13,14 @@
 --             below this period's spend stops the whole account (else only the pool stops)
 --   clock:    [+1] milliseconds to move the account's test clock forward, [+2] or an absolute
 --             time in ms to move it to (0: none); it never moves back
+--   autotopup: [+1] balance pool id, [+2] 'threshold,amount,monthly max (-1: none)' to turn
+--             auto top-up on ('au:<pool>'), '' to turn it off; turned on at or below the
+--             threshold, it starts a top-up at once (charge.lua's crossed())
+--   topup:    [+1] balance pool id, [+2] the top-up state it must be in ('run:<top-up id>'),
+--             [+3] the state to put ('failed:<top-up id>', 'max:<until ms>'): a top-up that
+--             failed or would pass the monthly maximum; answered {'UNCHANGED'} when not in it
 -- Reply: {'OK', stopped until ms, now ms (clock: the clock's new time)}, or {'NO_ACCOUNT'},
---   {'EXISTS'}, {'PLAN', plan}, {'CLOCK_BACKWARDS', now ms}.
+--   {'EXISTS'}, {'PLAN', plan}, {'CLOCK_BACKWARDS', now ms}, {'UNCHANGED'}.
 local op = ARGV[ARG0]
 if op == 'create' then
   if EXISTS then return {'EXISTS'} end
@@ -77,6 +83,7 @@ if op == 'settings' then
   if cap ~= '' then
     p.c = tonumber(cap)
     put('c:' .. p.id, p.c)
+    if A['cr:' .. p.id] then put('cr:' .. p.id, nil) end  -- spend_cap_reached re-arms
     extra[#extra + 1] = 'cap'; extra[#extra + 1] = cap
   end
   if en ~= '' then
@@ -92,6 +99,31 @@ if op == 'settings' then
   then
     put('stop', p.r)
     emit('stop', {}, {'until', fmt(p.r), 'pool', p.id, 'spent', fmt(p.s), 'cap', fmt(p.c)}, '')
+    emit('notice', {}, {'n', 'account_stopped', 'pool', p.id, 'bal', fmt(p.s), 'th', fmt(p.c)},
+      '')
+  end
+elseif op == 'autotopup' or op == 'topup' then
+  local id = ARGV[ARG0 + 1]
+  local p = BYID[id]
+  if op == 'topup' then
+    if A['tu:' .. id] ~= ARGV[ARG0 + 2] then
+      flush()
+      return {'UNCHANGED'}
+    end
+    put('tu:' .. id, ARGV[ARG0 + 3])
+    emit('account', {}, {'op', 'topup', 'pool', id, 'state', ARGV[ARG0 + 3]}, '')
+  else
+    local au = ARGV[ARG0 + 2]
+    put('au:' .. id, au ~= '' and au or nil)
+    emit('account', {}, {'op', 'autotopup', 'pool', id, 'settings', au}, '')
+    if au ~= '' then
+      local fields, pre = {}, {}
+      for i, q in ipairs(POOLS) do
+        if q == p then crossed(A, i * 10 - 5, p.b, p.b, NOW, 'autotopup', fields, pre) end
+      end
+      for f = 1, #fields, 2 do put(fields[f], fields[f + 1]) end
+      for _, e in ipairs(pre) do emit(e[1], e[3], e[4], e[2]) end
+    end
   end
 elseif op == 'clock' then
   local target = NOW + tonumber(ARGV[ARG0 + 1])

@@ -130,22 +130,81 @@ local function walk(A, now, D, np, el)
   return T, rem, capped, bal, lots
 end
 
+-- What a charge's take from balance pool `j` (its ARGV position) crosses, from `before` to
+-- `after` money micro-units, at `now`, for request `rid` (nothing with `denied`: a denial by
+-- this pool, which only starts an auto top-up). Appends to `pre` (rows {kind, request id, moves,
+-- extra}) a 'notice' per crossing, once each time the balance falls to the low-balance
+-- threshold (the auto top-up threshold while auto top-up is on, else the plan's default, in the
+-- block-size slot) and to zero; and, with auto top-up on ('au:<pool>' = threshold,amount,monthly
+-- max) and at or below its threshold, a 'topup' event when none is in flight or paused
+-- ('tu:<pool>': absent, or 'max:<ms>' with ms passed), marking it in flight in `fields`. The
+-- script is atomic, so one top-up is in flight however many charges cross at once.
+local function crossed(A, j, before, after, now, rid, fields, pre, denied)
+  local fmt, id = string.format, ARGV[j]
+  local au, th = A['au:' .. id], ARGV[j + 5] + 0
+  local amt
+  if au then
+    local c = string.find(au, ',', 1, true)
+    th = string.sub(au, 1, c - 1) + 0
+    amt = string.match(au, '^[^,]*,([^,]*)')
+  end
+  if not denied then
+    if th > 0 and before > th and after <= th then
+      pre[#pre + 1] = {'notice', rid, {}, {'n', 'credit_balance_low', 'pool', id,
+        'bal', fmt('%d', after), 'th', fmt('%d', th)}}
+    end
+    if before > 0 and after == 0 then
+      pre[#pre + 1] = {'notice', rid, {}, {'n', 'credit_balance_depleted', 'pool', id,
+        'bal', '0'}}
+    end
+  end
+  if au and (after <= th or denied) then
+    local tu = A['tu:' .. id]
+    if tu == nil or (string.sub(tu, 1, 4) == 'max:' and now >= string.sub(tu, 5) + 0) then
+      local tid = 'tu_' .. fmt('%d', now) .. '_' .. string.sub(redis.sha1hex(rid), 1, 12)
+      fields[#fields + 1] = 'tu:' .. id; fields[#fields + 1] = 'run:' .. tid
+      pre[#pre + 1] = {'topup', tid, {}, {'pool', id, 'amount', amt, 'th', fmt('%d', th),
+        'bal', fmt('%d', after)}}
+    end
+  end
+end
+
+-- Whether an overage or pay-as-you-go pool (ARGV position `j`, cap `c`) that spent `spent` in
+-- the period marked `r` has reached its cap (it can buy no further block, or spend nothing
+-- more) for the first time in that period: then appends a 'spend_cap_reached' notice to `pre`
+-- and the field that marks the period ('cr:<pool>') to `fields`. With `denied`, a charge this
+-- cap refused: reached whatever the room left.
+local function cap_reached(A, j, c, spent, r, rid, fields, pre, denied)
+  local id = ARGV[j]
+  local room = c - spent
+  if c < 0 or (not denied and room >= (ARGV[j + 1] == 'O' and ARGV[j + 6] + 0 or 1)) then
+    return
+  end
+  local mark = string.format('%d', r)
+  if A['cr:' .. id] == mark then return end
+  fields[#fields + 1] = 'cr:' .. id; fields[#fields + 1] = mark
+  pre[#pre + 1] = {'notice', rid, {}, {'n', 'spend_cap_reached', 'pool', id,
+    'bal', string.format('%d', math.max(0, room)), 'th', string.format('%d', c)}}
+end
+
 -- Works out walk()'s takes `T` (with its bal and lots, which it updates to what the takes
 -- leave) and appends to `out` the reply's rows: n, then n x (pool, amount, remaining, covered),
 -- then each pool's remaining. With `dry`, that is all. Otherwise it also returns the debits
 -- ({pool, kind, amount, covered, period mark, rate, lots taken}, which returns and refunds give
--- back), the moves, the account fields to write (flat: name, value) and the overage blocks
--- bought (nil if none), each {moves, extra fields} for an 'overage_block' event written before
--- the charge's own.
-local function take(A, T, bal, lots, dry, out)
+-- back), the moves, the account fields to write (flat: name, value) and the events to write
+-- before the charge's own (nil if none), each {kind, request id, moves, extra fields}: the
+-- overage blocks bought, and what the takes crossed at `now` for request `rid` (crossed(),
+-- cap_reached()).
+local function take(A, T, bal, lots, dry, out, now, rid)
   local fmt = string.format
-  local debits, moves, fields, blocks = {}, {}, {}, nil
+  local debits, moves, fields, pre = {}, {}, {}, nil
   out[#out + 1] = #T / 6
   for x = 1, #T, 6 do
     local i, amt, cov, nb = T[x], T[x + 1], T[x + 2], T[x + 3]
     local j = i * 10 - 5
     local id, k = ARGV[j], ARGV[j + 1]
     local rest, spent = bal[i], 0
+    local before = rest
     if k == 'O' or k == 'P' then
       spent = A['s:' .. id]
       spent = spent and spent + 0 or 0
@@ -154,14 +213,16 @@ local function take(A, T, bal, lots, dry, out)
       local credits, price = nb * ARGV[j + 5], nb * ARGV[j + 6]
       rest = rest + credits
       spent = spent + price
-      blocks = blocks or {}
-      blocks[#blocks + 1] = {{move(id, credits, fmt('%d', rest))},
+      pre = pre or {}
+      pre[#pre + 1] = {'overage_block', rid, {move(id, credits, fmt('%d', rest))},
         {'price', fmt('%d', price), 'blocks', fmt('%d', nb)}}
     end
+    local c
     if k == 'P' then
       spent = spent + amt
-      local c = A['c:' .. id]
-      rest = left(k, 0, c and c + 0 or ARGV[j + 7] + 0, spent)
+      c = A['c:' .. id]
+      c = c and c + 0 or ARGV[j + 7] + 0
+      rest = left(k, 0, c, spent)
     else
       rest = rest - amt
     end
@@ -192,11 +253,19 @@ local function take(A, T, bal, lots, dry, out)
         moves[#moves + 1] = move(id, -amt, after)
         if k ~= 'P' then fields[n + 1] = 'b:' .. id; fields[n + 2] = after; n = n + 2 end
         if k == 'O' or k == 'P' then fields[n + 1] = 's:' .. id; fields[n + 2] = fmt('%d', spent) end
+        if k == 'B' then
+          pre = pre or {}
+          crossed(A, j, before, rest, now, rid, fields, pre)
+        elseif k == 'P' or nb > 0 then
+          if k == 'O' then c = A['c:' .. id]; c = c and c + 0 or ARGV[j + 7] + 0 end
+          pre = pre or {}
+          cap_reached(A, j, c, spent, T[x + 5], rid, fields, pre)
+        end
       end
     end
   end
   for i = 1, #bal do out[#out + 1] = bal[i] end
-  return debits, moves, fields, blocks
+  return debits, moves, fields, pre
 end
 
 -- A CheckAndConsume (mode 'C') or Reserve ('R') at `now` from account fields `A` (updated with
@@ -216,7 +285,7 @@ local function charge(A, now, np, a0, rk, rid)
   local exp = 0
   if mode == 'R' and not dry then exp = now + ARGV[a0 + 10] end
   local out = {'OK', 1, 1, D, 0, now, 0, 0, exp}
-  local debits, moves, fields, blocks = take(A, T, bal, lots, dry, out)
+  local debits, moves, fields, pre = take(A, T, bal, lots, dry, out, now, rid)
   if dry then return out end
   local snap, holds, records = {}, {}, {}
   if #fields > 0 then
@@ -227,9 +296,13 @@ local function charge(A, now, np, a0, rk, rid)
     end
   end
   local act, q, at = ARGV[a0 + 6], ARGV[a0 + 3], ARGV[a0 + 7]
-  if blocks then
-    for _, b in ipairs(blocks) do
-      write_event('overage_block', rid, now, b[1], 'act', act, 'q', q, 'at', at, unpack(b[2]))
+  if pre then
+    for _, e in ipairs(pre) do
+      if e[1] == 'overage_block' then
+        write_event(e[1], e[2], now, e[3], 'act', act, 'q', q, 'at', at, unpack(e[4]))
+      else
+        write_event(e[1], e[2], now, e[3], unpack(e[4]))
+      end
     end
   end
   -- The request's idempotency record: its fingerprint, mode, meter, the plan it was priced with

@@ -2,7 +2,9 @@
 -- KEYS: [1..4] as in lib.lua, [5] the grant's idempotency record.
 -- ARGV: common (lib.lua), then [ARG0] pool id, [+1] amount (micro-units of the pool's unit),
 --   [+2] grant id, [+3] expires at ms (0: never), [+4] note, [+5] idempotency TTL ms,
---   [+6] fingerprint.
+--   [+6] fingerprint, [+7] the auto top-up state this grant ends ('tu:<pool>', see
+--   account.lua): 'run:<top-up id>' for the top-up it pays, 'failed' for a one-time purchase
+--   (a paused auto top-up resumes), '' none.
 -- Reply: {'OK', pool balance after, replayed 0/1} (a repeated grant id answers the first reply
 --   with replayed 1), or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', 'G'},
 --   {'PAST_EXPIRY', now ms}, {'TOO_LARGE'}.
@@ -38,6 +40,11 @@ if p.kind == 'G' then
   sort_lots(p.lots)
 end
 emit('grant', {mv(p, amt, lot)}, {'note', ARGV[ARG0 + 4], 'expires', fmt(exp)})
+local ends, tu = ARGV[ARG0 + 7], A['tu:' .. p.id]
+if tu and ends ~= '' and (tu == ends or (ends == 'failed' and string.sub(tu, 1, 7) == 'failed:'))
+then
+  put('tu:' .. p.id, nil)
+end
 local out = {'OK', remaining(p), 0}
 set_record(KEYS[5], cmsgpack.pack({fp = fp, rep = out, m = 'G'}), ARGV[ARG0 + 5])
 flush()

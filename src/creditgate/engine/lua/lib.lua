@@ -13,9 +13,10 @@
 --              server (the account's time is its frozen 'clk' field), [4] pool count N, then
 --              10 fields per pool in consumption order: id, kind (A allowance, G grant,
 --              B money balance, O overage, P payg), period (day|month|cycle|''), amount, rate
---              (money micro-units per meter unit for this call's meter, 0 if none), block size,
---              block price, default cap (-1: none), eligible ('1'/'0'), enabled by default
---              ('1'/'0'). Script arguments follow, from ARG0 = 5 + 10 N on.
+--              (money micro-units per meter unit for this call's meter, 0 if none), block size
+--              (a balance pool: its default low-balance threshold), block price, default cap
+--              (-1: none), eligible ('1'/'0'), enabled by default ('1'/'0'). Script arguments
+--              follow, from ARG0 = 5 + 10 N on.
 -- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
 
 local DAY = 86400000

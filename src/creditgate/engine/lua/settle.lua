@@ -47,10 +47,10 @@ else
   else rem, capped = extra, false end
   local moves = {}
   if rem == 0 then
-    local debits, fields, blocks
-    debits, moves, fields, blocks = take(A, T, bal, lots, false, {})
+    local debits, fields, pre
+    debits, moves, fields, pre = take(A, T, bal, lots, false, {}, NOW, rid)
     put_charge(fields)
-    for _, b in ipairs(blocks or {}) do emit('overage_block', b[1], b[2]) end
+    for _, e in ipairs(pre or {}) do emit(e[1], e[3], e[4], e[2]) end
     for _, d in ipairs(debits) do h.d[#h.d + 1] = d end
   else
     charged, fully, shortfall = h.cov, 0, extra
