@@ -20,12 +20,12 @@ RANK = {
     "testing": 1,
     "engine": 2,
     "worker": 3,
-    "payments": 3,
     "auth": 4,
     "ledger": 4,
     "notify": 5,
-    "transport": 6,
-    "wiring": 7,
+    "payments": 6,  # purchases and the top-up payer: a consumer that writes the ledger, notifies
+    "transport": 7,
+    "wiring": 8,
 }
 
 

@@ -23,6 +23,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from conftest import CATALOG, Ledger, Workload, assert_consistent, catalog, make_worker
 from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog
+from creditgate.domain.topup import AutoTopUp
 from creditgate.engine import Engine
 from creditgate.ledger.hydrate import install_hydration
 from creditgate.ledger.reconcile import Reconciler
@@ -134,6 +135,19 @@ async def accounts_with_history(engine: Engine) -> list[Charge]:
     return charges
 
 
+async def paused_auto_topup(engine: Engine) -> list[Charge]:
+    """Auto top-up on, a crossing, its payment declined: paused until a purchase."""
+    await engine.create_account("m", "mixed")
+    await engine.grant("m", "wallet", 20 * MICRO, "g-w")
+    await engine.set_auto_topup("m", "wallet", AutoTopUp(5 * MICRO, 10 * MICRO, 30 * MICRO))
+    charges = [("m", "c-base", "use", 200), ("m", "c-wallet", "use", 1600)]  # $20 -> $4
+    for account, rid, action, quantity in charges:
+        assert (await engine.consume(account, action, quantity, {}, rid)).allowed
+    tid = (await engine.auto_topup("m", "wallet")).state.topup_id
+    assert await engine.topup_paused("m", "wallet", tid, f"failed:{tid}")
+    return charges
+
+
 def _catalog_without(plan: str) -> Catalog:
     config = yaml.safe_load(CATALOG)
     del config["plans"][plan]
@@ -200,6 +214,15 @@ async def clock(side: Side) -> list[Any]:
     return [await outcome(side.admin.AdvanceTestClock(request))]
 
 
+async def autotopup(side: Side) -> list[Any]:
+    get = admin_pb2.GetAutoTopUpRequest(account_id="m")
+    change = admin_pb2.SetAutoTopUpRequest(account_id="m", threshold=6 * MICRO)
+    return [
+        await outcome(side.admin.GetAutoTopUp(get)),
+        await outcome(side.admin.SetAutoTopUp(change)),
+    ]
+
+
 async def demo(side: Side) -> list[Any]:
     return [await provision(side.engine)]
 
@@ -212,6 +235,7 @@ CASES: dict[str, tuple[Build, Callable[[Side], Awaitable[list[Any]]]]] = {
     "Grant": (accounts_with_history, grant),
     "SetPoolSettings": (accounts_with_history, settings),
     "AdvanceTestClock": (accounts_with_history, clock),
+    "AutoTopUp": (paused_auto_topup, autotopup),
     "demo": (demo_accounts, demo),
 }
 

@@ -29,7 +29,9 @@ Op = Literal[
     "grant_credits",  # Grant into a grant pool (bonus, promotional)
     "buy_credits",  # Grant into a balance pool: paid money added by an admin, no payment
     "purchase",  # Purchase: charge the saved payment method, credit the balance (seeds 002/003)
-    "set_max_spend",  # SetPoolSettings on an overage pool (seed 000)
+    "auto_topup",  # Get/SetAutoTopUp: on, off, threshold, amount (seeds 002/003)
+    # SetPoolSettings on an overage pool, SetAutoTopUp's monthly maximum (seed 000)
+    "set_max_spend",
     "set_payg",  # SetPoolSettings on a pay-as-you-go pool (seed 004)
     "test_clock",  # AdvanceTestClock
     "manage_webhooks",  # webhook endpoints, and reading the notifications sent
@@ -44,6 +46,7 @@ _ADMIN: frozenset[Op] = frozenset(
         "grant_credits",
         "buy_credits",
         "purchase",
+        "auto_topup",
         "set_payg",
         "test_clock",
         "manage_webhooks",
@@ -79,6 +82,8 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "Grant": ("grant_credits", "buy_credits"),
     "Purchase": ("purchase",),
     "SetPoolSettings": ("set_max_spend", "set_payg"),
+    "SetAutoTopUp": ("auto_topup", "set_max_spend"),
+    "GetAutoTopUp": ("auto_topup", "set_max_spend"),
     "AdvanceTestClock": ("test_clock",),
     "CreateWebhookEndpoint": ("manage_webhooks",),
     "ListWebhookEndpoints": ("manage_webhooks",),

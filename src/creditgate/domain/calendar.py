@@ -34,3 +34,9 @@ def next_reset(period: str, now_ms: int, anchor: int) -> int:
     if month == 13:  # noqa: PLR2004 - December rolls into January
         year, month = year + 1, 1
     return _month_start_ms(year, month, anchor)
+
+
+def month_start(now_ms: int) -> int:
+    """The start of ``now_ms``'s calendar month (UTC)."""
+    today = dt.datetime.fromtimestamp(now_ms // DAY_MS * 86_400, tz=dt.UTC)
+    return _month_start_ms(today.year, today.month, 1)

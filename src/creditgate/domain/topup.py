@@ -24,7 +24,9 @@ __all__ = [
     "MAX_TOPUP",
     "MIN_TOPUP",
     "AutoTopUp",
+    "AutoTopUpView",
     "TopUpState",
+    "merge_settings",
     "parse_settings",
     "parse_state",
     "settings_field",
@@ -131,3 +133,49 @@ def parse_state(raw: bytes | str | None) -> TopUpState:
         return TopUpState("monthly_max", until_ms=int(rest))
     msg = f"unknown auto top-up state {text!r}"
     raise ValueError(msg)
+
+
+@dataclass(frozen=True, slots=True)
+class AutoTopUpView:
+    """A balance pool's auto top-up as Redis has it now: settings, state and the balance."""
+
+    account: str
+    pool: str
+    unit: str
+    balance: int
+    settings: AutoTopUp | None  # None: off
+    state: TopUpState
+
+
+def merge_settings(
+    current: AutoTopUp | None,
+    enabled: bool | None,  # noqa: FBT001 - None keeps it, like the others
+    threshold: int | None,
+    amount: int | None,
+    monthly_max: int | None,
+) -> AutoTopUp | None:
+    """The settings after a change where None keeps a value (``monthly_max`` -1: none).
+
+    Turning off forgets the settings; turning on needs a threshold and an amount, given now or
+    kept from before.
+    """
+    on = enabled if enabled is not None else current is not None
+    if not on:
+        if enabled is None and (threshold, amount, monthly_max) != (None, None, None):
+            msg = "auto top-up is off: set enabled=true with the threshold and amount"
+            raise InvalidArgumentError(msg)
+        return None
+    base = current or AutoTopUp(-1, -1)
+    new = AutoTopUp(
+        base.threshold if threshold is None else threshold,
+        base.amount if amount is None else amount,
+        base.monthly_max if monthly_max is None else (None if monthly_max == -1 else monthly_max),
+    )
+    if new.threshold < 0 or new.amount < 0:
+        missing = [n for n, v in (("threshold", new.threshold), ("amount", new.amount)) if v < 0]
+        msg = f"turning auto top-up on needs {' and '.join(missing)}"
+        raise InvalidArgumentError(msg)
+    if monthly_max is not None and monthly_max < -1:
+        msg = f"monthly_max is micro-units, or -1 for none; got {monthly_max}"
+        raise InvalidArgumentError(msg)
+    return new

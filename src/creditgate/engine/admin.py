@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from creditgate.domain import requests as check
+from creditgate.domain import topup
 from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError
 from creditgate.domain.wording import money
+from creditgate.driver.failures import guarded
 from creditgate.engine.calls import admin as calls
 from creditgate.engine.calls.admin import BalanceCall, GrantCall
 
@@ -111,6 +113,30 @@ class AdminOps:
         encoded = "" if settings is None else settings.check().encode()
         await self.runner.call(calls.auto_topup(self.ctx, account_id, pool_id, encoded))
         return await self.balance(account_id)
+
+    async def auto_topup(self, account_id: str, pool_id: str) -> topup.AutoTopUpView:
+        """A balance pool's auto top-up settings and state (the account loaded if missing).
+
+        ``pool_id`` empty: the plan's one balance pool.
+        """
+        state = await self.balance(account_id)
+        money_pools = [p for p in state.pools if p.kind == "balance"]
+        if not pool_id and len(money_pools) == 1:
+            pool_id = money_pools[0].pool_id
+        pool = next((p for p in money_pools if p.pool_id == pool_id), None)
+        if pool is None:
+            names = ", ".join(p.pool_id for p in money_pools) or "none"
+            msg = f"auto top-up is set on a balance pool; plan {state.plan_id!r} has {names}" + (
+                f", not {pool_id!r}" if pool_id else ": name one in pool_id"
+            )
+            raise InvalidArgumentError(msg)
+        key = self.ctx.keys.account(account_id)[0]
+        fields = (topup.settings_field(pool_id), topup.state_field(pool_id))
+        raw = await guarded(self.runner.redis.hmget(key, fields))
+        return topup.AutoTopUpView(
+            account_id, pool_id, pool.unit, pool.balance,
+            topup.parse_settings(raw[0]), topup.parse_state(raw[1]),
+        )  # fmt: skip
 
     async def topup_paused(self, account_id: str, pool_id: str, topup_id: str, state: str) -> bool:
         """Pause auto top-up after top-up ``topup_id`` (``failed:<id>``, ``max:<until ms>``).

@@ -94,6 +94,7 @@ class Engine:
         self.grant = self.admin.grant
         self.set_auto_topup = self.admin.set_auto_topup
         self.topup_paused = self.admin.topup_paused
+        self.auto_topup = self.admin.auto_topup
         self.advance_clock = self.admin.advance_clock
         self.remember = self.runner.remember
 

@@ -211,6 +211,15 @@ class SqlLedger(LedgerStore):
 
     # --- reads ---------------------------------------------------------------------------
 
+    async def purchased_since(self, account: str, prefix: str, since_ms: int) -> int:
+        """What succeeded purchases whose id starts with ``prefix`` took since ``since_ms``."""
+        rows = await self.fetch(
+            "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM purchases WHERE account = ?"
+            " AND status = 'succeeded' AND created >= ? AND substr(id, 1, ?) = ?",
+            (account, since_ms, len(prefix), prefix),
+        )
+        return int(rows[0][0])
+
     async def purchases(self, account: str, limit: int = 100) -> list[PurchaseRecord]:
         rows = await self.fetch(
             f"{_PURCHASE_SELECT} WHERE account = ? ORDER BY created DESC, id DESC LIMIT ?",

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["PurchaseBook", "PurchaseResult", "Purchases"]
 
 log = logging.getLogger("creditgate.payments")
+RESERVED_PREFIX = "auto:"  # payments/topups.py records a top-up as purchase auto:<id>
 
 
 class PurchaseBook(Protocol):
@@ -136,6 +137,7 @@ class Purchases:
                 record.amount,
                 terms.grant_id(record.purchase_id),
                 note=f"purchase via {self.provider.name}: {outcome.reference}"[:256],
+                ends="failed",  # a one-time purchase resumes an auto top-up a decline paused
             )
             done = replace(record, status="succeeded", provider_ref=outcome.reference)
         elif isinstance(outcome, Declined):
@@ -183,6 +185,9 @@ class Purchases:
 
 def _check_purchase_id(value: str) -> None:
     check.check_id(value, "purchase_id")
+    if value.startswith(RESERVED_PREFIX):
+        msg = f"purchase_id may not start with {RESERVED_PREFIX!r}: auto top-ups are recorded so"
+        raise InvalidArgumentError(msg)
     if len(value) > terms.MAX_PURCHASE_ID:
         msg = f"purchase_id is {len(value)} characters; at most {terms.MAX_PURCHASE_ID}"
         raise InvalidArgumentError(msg)

@@ -8,6 +8,7 @@ import grpc
 
 from creditgate.auth import roles
 from creditgate.domain.errors import InvalidArgumentError
+from creditgate.domain.topup import merge_settings
 from creditgate.payments.provider import TestProvider
 from creditgate.payments.purchases import Purchases
 from creditgate.transport import convert
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from creditgate.notify import Notifications
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+_PAID_GRANTS = ("purchase:", "topup:")  # domain/purchase.grant_id, payments/topups.grant_id
 
 
 def _status(value: int, *, default: str) -> str:
@@ -104,6 +106,12 @@ class AdminService(WebhookAdmin):
         request: admin_pb2.GrantRequest,
         context: Ctx,
     ) -> admin_pb2.GrantResponse:
+        if request.grant_id.startswith(_PAID_GRANTS):
+            msg = (
+                f"grant ids starting with {' or '.join(_PAID_GRANTS)} are the credits of "
+                "purchases and auto top-ups; choose another grant_id"
+            )
+            raise InvalidArgumentError(msg)
         before = await self.engine.balance(request.account_id)
         _require_pool(before, request.pool_id, roles.GRANT_OPS, "grant into")
         g = await self.engine.grant(
@@ -165,6 +173,39 @@ class AdminService(WebhookAdmin):
         )
         await self.audit.record("AdminService/SetPoolSettings", request, before, after)
         return convert.account(after)
+
+    @boundary
+    async def SetAutoTopUp(
+        self,
+        request: admin_pb2.SetAutoTopUpRequest,
+        context: Ctx,
+    ) -> admin_pb2.AutoTopUp:
+        def given(name: str) -> int | None:
+            return getattr(request, name) if request.HasField(name) else None
+
+        enabled = request.enabled if request.HasField("enabled") else None
+        threshold, amount, cap = given("threshold"), given("amount"), given("monthly_max")
+        if (enabled, threshold, amount, cap) == (None, None, None, None):
+            msg = "give enabled, threshold, amount or monthly_max; nothing to change"
+            raise InvalidArgumentError(msg)
+        view = await self.engine.auto_topup(request.account_id, request.pool_id)
+        if (enabled, threshold, amount) != (None, None, None):
+            require(current(), ("auto_topup",), f"change the auto top-up of {view.pool!r}")
+        if cap is not None:
+            require(current(), ("set_max_spend",), "set the maximum auto top-up spend")
+        before = await self.engine.balance(request.account_id)
+        new = merge_settings(view.settings, enabled, threshold, amount, cap)
+        after = await self.engine.set_auto_topup(request.account_id, view.pool, new)
+        await self.audit.record("AdminService/SetAutoTopUp", request, before, after)
+        return convert.auto_topup(await self.engine.auto_topup(request.account_id, view.pool))
+
+    @boundary
+    async def GetAutoTopUp(
+        self,
+        request: admin_pb2.GetAutoTopUpRequest,
+        context: Ctx,
+    ) -> admin_pb2.AutoTopUp:
+        return convert.auto_topup(await self.engine.auto_topup(request.account_id, request.pool_id))
 
     @boundary
     async def AdvanceTestClock(

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         Remaining,
         Settlement,
     )
+    from creditgate.domain.topup import AutoTopUpView
 
 _STATUS = {
     "active": admin_pb2.ACCOUNT_STATUS_ACTIVE,
@@ -156,4 +157,22 @@ def account(a: AccountState) -> admin_pb2.Account:
             for p in a.pools
             if p.kind in ("overage", "payg")
         ],
+    )
+
+
+def auto_topup(v: AutoTopUpView) -> admin_pb2.AutoTopUp:
+    s = v.settings
+    return admin_pb2.AutoTopUp(
+        account_id=v.account,
+        pool_id=v.pool,
+        unit=v.unit,
+        balance=v.balance,
+        enabled=s is not None,
+        threshold=s.threshold if s else 0,
+        amount=s.amount if s else 0,
+        monthly_max=-1 if s is None or s.monthly_max is None else s.monthly_max,
+        state=v.state.phase,
+        state_detail=v.state.describe(),
+        topup_id=v.state.topup_id,
+        paused_until_unix_ms=v.state.until_ms,
     )

@@ -1,6 +1,9 @@
-"""What a worker process runs: the ledger consumer, the notifier and the webhook dispatcher.
+"""What a worker process runs: the ledger, the notifier, the dispatcher, the top-up payer.
 
-The notifier (its own consumer group) and the dispatcher run unless ``CREDITGATE_NOTIFY=false``.
+The ledger consumer always; the notifier (its own consumer group) and the dispatcher unless
+``CREDITGATE_NOTIFY=false``; the top-up payer (its own group too, payments/topups.py)
+whenever the ledger is SQL, since the top-ups are recorded there as purchases. It charges the
+configured payment provider.
 
 Every consumer group is created before any consumer runs: the ledger's housekeeping trims only
 what every group has acknowledged, so the notifier's group must exist before the first trim.
@@ -16,12 +19,22 @@ from typing import TYPE_CHECKING
 
 from creditgate.engine.keys import KeySpace
 from creditgate.ledger.sql import SqlLedger
-from creditgate.notify import Dispatcher, DispatchSettings, NotifyConsumer, NotifyStore
+from creditgate.notify import (
+    Dispatcher,
+    DispatchSettings,
+    Notifications,
+    NotifyConsumer,
+    NotifyStore,
+)
+from creditgate.payments.topups import TopUpConsumer
+from creditgate.wiring.engine import engine_for
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from creditgate.engine import Engine
     from creditgate.ledger.store import LedgerStore
+    from creditgate.payments.provider import PaymentProvider
     from creditgate.wiring.settings import Settings
     from creditgate.worker import Worker
     from creditgate.worker.lanes import Lanes
@@ -30,14 +43,17 @@ __all__ = ["Consumers"]
 
 
 class Consumers:
-    def __init__(self, settings: Settings, redis: Redis, store: LedgerStore) -> None:
+    def __init__(
+        self, settings: Settings, redis: Redis, store: LedgerStore, engine: Engine | None = None
+    ) -> None:
         ledger = settings.ledger_worker(redis, store)
         self.workers: list[Lanes | Worker] = [ledger]
         self.dispatcher: Dispatcher | None = None
-        if settings.notify and isinstance(store, SqlLedger):
-            from creditgate.worker.worker import Worker  # noqa: PLC0415 - keep the import light
-
-            notify = NotifyStore(store)
+        self.provider: PaymentProvider | None = None
+        if not isinstance(store, SqlLedger):
+            return
+        notify = NotifyStore(store) if settings.notify else None
+        if notify is not None:
             self.dispatcher = Dispatcher(
                 notify,
                 DispatchSettings(
@@ -45,18 +61,39 @@ class Consumers:
                 ),
             )
             self.workers.append(
-                Worker(
-                    redis,
-                    NotifyConsumer(notify, self.dispatcher.wake),
-                    KeySpace(settings.key_prefix, settings.shards),
-                    batch=settings.worker_batch,
-                    block_ms=settings.worker_block_ms,
-                    claim_idle_ms=settings.worker_claim_idle_ms,
-                    name=settings.worker_name,
-                    metered=False,
-                    signals=False,
-                )
+                self._worker(settings, redis, NotifyConsumer(notify, self.dispatcher.wake))
             )
+        if engine is None:
+            from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
+
+            engine = engine_for(settings, redis)
+            install_hydration(engine, store)
+        self.provider = settings.payment_provider()
+        notices = (
+            Notifications(notify, self.dispatcher.wake)
+            if notify is not None and self.dispatcher is not None
+            else None
+        )
+        topups = TopUpConsumer(engine, self.provider, store, notices)
+        self.workers.append(self._worker(settings, redis, topups))
+
+    @staticmethod
+    def _worker(
+        settings: Settings, redis: Redis, consumer: NotifyConsumer | TopUpConsumer
+    ) -> Worker:
+        from creditgate.worker.worker import Worker  # noqa: PLC0415 - keep the import light
+
+        return Worker(
+            redis,
+            consumer,
+            KeySpace(settings.key_prefix, settings.shards),
+            batch=settings.worker_batch,
+            block_ms=settings.worker_block_ms,
+            claim_idle_ms=settings.worker_claim_idle_ms,
+            name=settings.worker_name,
+            metered=False,
+            signals=False,
+        )
 
     async def setup(self) -> None:
         for w in self.workers:
@@ -81,7 +118,11 @@ class Consumers:
         tasks = [w.run(handle_signals=False) for w in self.workers]
         if self.dispatcher is not None:
             tasks.append(self.dispatcher.run())
-        await asyncio.gather(*tasks)
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            if self.provider is not None:
+                await self.provider.close()
 
     def stop(self) -> None:
         for w in self.workers:

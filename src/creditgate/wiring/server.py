@@ -25,12 +25,10 @@ from grpc_reflection.v1alpha import reflection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from creditgate.domain.catalog import Catalog, load_catalog
 from creditgate.domain.errors import ConfigError, UnavailableError
 from creditgate.driver.cluster import ClusterFastRedis, cluster_client
 from creditgate.driver.connect import redis_client
 from creditgate.driver.pipelined import FastRedis, HotPath
-from creditgate.engine import Engine, KeySpace
 from creditgate.notify import Notifications
 from creditgate.payments.purchases import Purchases
 from creditgate.transport import limits
@@ -51,6 +49,7 @@ from creditgate.wiring import exposure
 from creditgate.wiring.consumers import Consumers
 from creditgate.wiring.embedded.redis import EmbeddedRedis, find_redis_server
 from creditgate.wiring.embedded.supervisor import Supervisor
+from creditgate.wiring.engine import engine_for
 from creditgate.wiring.processes import ServerProcesses
 from creditgate.wiring.startup import add_port
 
@@ -60,6 +59,8 @@ if TYPE_CHECKING:
     from google.protobuf.message import Message
     from redis.asyncio import Redis
 
+    from creditgate.domain.catalog import Catalog
+    from creditgate.engine import Engine
     from creditgate.ledger.store import LedgerStore
     from creditgate.wiring.settings import Settings
 
@@ -122,17 +123,7 @@ async def open_backends(
     if settings.fast_path:
         fast_class = ClusterFastRedis if cluster else FastRedis
         fast = fast_class(url, timeout=settings.redis_timeout_seconds)
-    engine = Engine(
-        redis,
-        catalog or load_catalog(settings.config),
-        keys=KeySpace(settings.key_prefix, settings.shards),
-        test_clock=settings.test_clock,
-        idempotency_ttl_ms=settings.idempotency_ttl_seconds * 1000,
-        hold_ttl_ms=settings.hold_ttl_seconds * 1000,
-        fast=fast,
-        combine=settings.combine_charges,
-        require_request_id=settings.require_request_id,
-    )
+    engine = engine_for(settings, redis, catalog, fast)
     backends = Backends(redis, engine, embedded)
     supervisor = None
     if embedded is not None:
@@ -248,7 +239,7 @@ async def ledger_for(settings: Settings, backends: Backends) -> AsyncIterator[Le
         if settings.hydrate:
             install_hydration(backends.engine, store)
         if (settings.run_worker or embedded) and settings.worker_in_process:
-            worker = Consumers(settings, backends.redis, store)
+            worker = Consumers(settings, backends.redis, store, backends.engine)
             try:
                 await worker.setup()
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:

@@ -63,6 +63,11 @@ def amount(text: str) -> int:
     return value
 
 
+def at_least_zero(text: str) -> int:
+    """A decimal in the pool's unit, 0 or more, e.g. ``0`` or ``4.99``."""
+    return 0 if text.strip() in ("0", "0.0", "0.00") else amount(text)
+
+
 def cap(text: str) -> int:
     """A decimal amount of money per period, or none/unlimited for no cap."""
     if text.lower() in ("none", "-1", "unlimited"):
@@ -163,8 +168,11 @@ def client(
     def run(args: argparse.Namespace) -> int:
         import grpc  # noqa: PLC0415
 
+        request = build(args)
+        # No method given: the request names it (SetAutoTopUpRequest -> SetAutoTopUp).
+        rpc = method or request.DESCRIPTOR.name.removesuffix("Request")
         try:
-            response = asyncio.run(_call(args, service, method, build(args)))
+            response = asyncio.run(_call(args, service, rpc, request))
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
             print(f"creditgate: {exc.code().name}: {details}", file=sys.stderr)  # noqa: T201

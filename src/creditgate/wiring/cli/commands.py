@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from creditgate.wiring.cli.client import amount, cap, client, pair, parser, when
+from creditgate.wiring.cli.client import amount, at_least_zero, cap, client, pair, parser, when
 
 if TYPE_CHECKING:
     import argparse
+
+    from google.protobuf.message import Message
 
     from creditgate.wiring.cli.client import Sub
 
@@ -75,6 +77,21 @@ def _accounts(sub: Sub[argparse.ArgumentParser]) -> None:
         account_id=a.account_id, seconds=a.seconds, to_unix_ms=a.to)))  # fmt: skip
 
 
+def _autotopup(a: argparse.Namespace) -> Message:
+    """GetAutoTopUp without options, SetAutoTopUp with them."""
+    from creditgate.v1 import admin_pb2 as pb  # noqa: PLC0415
+
+    change = {
+        k: v
+        for k, v in (("enabled", a.enabled), ("threshold", a.threshold), ("amount", a.amount),
+                     ("monthly_max", a.monthly_max))
+        if v is not None
+    }  # fmt: skip
+    if not change:
+        return pb.GetAutoTopUpRequest(account_id=a.account_id, pool_id=a.pool)
+    return pb.SetAutoTopUpRequest(account_id=a.account_id, pool_id=a.pool, **change)
+
+
 def _money(sub: Sub[argparse.ArgumentParser]) -> None:
     from creditgate.v1 import admin_pb2, quota_pb2  # noqa: PLC0415
 
@@ -96,6 +113,15 @@ def _money(sub: Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--id", default=_new_id(), help="purchase id; retry with the same one")
     p.set_defaults(func=client("admin", "Purchase", lambda a: admin_pb2.PurchaseRequest(
         account_id=a.account_id, purchase_id=a.id, amount=a.amount)))  # fmt: skip
+    p = parser(sub, "autotopup", "show or change auto top-up: buy AMOUNT when below THRESHOLD")
+    p.add_argument("account_id", help=_ACCOUNT)
+    p.add_argument("--pool", default="", help="the balance pool (default: the plan's only one)")
+    p.add_argument("--on", dest="enabled", action="store_true", default=None, help="turn on")
+    p.add_argument("--off", dest="enabled", action="store_false", help="turn off")
+    p.add_argument("--threshold", type=at_least_zero, help="top up at or below this, e.g. 10")
+    p.add_argument("--amount", type=amount, help="buy this much each time, $5-$100,000")
+    p.add_argument("--monthly-max", type=cap, help="most top-ups may spend a month; 'none'")
+    p.set_defaults(func=client("admin", "", _autotopup))
     p = parser(sub, "balance", "every pool of an account: balance, spend, cap, next reset")
     p.add_argument("account_id", help=_ACCOUNT)
     p.set_defaults(func=client("quota", "GetBalance", lambda a: quota_pb2.GetBalanceRequest(
