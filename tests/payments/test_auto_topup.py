@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from creditgate.ledger.sql import SqlLedger
-from creditgate.notify import Notifications, NotifyStore
+from creditgate.notify import Notifications, NotifyConsumer, NotifyStore
 from creditgate.payments.stripe import StripeProvider
 from creditgate.payments.topups import TopUpConsumer, TopUpUnreachableError
 from creditgate.v1 import admin_pb2, quota_pb2
@@ -41,9 +41,11 @@ async def payer(shop: Secured, payments: PaymentServer, book: LedgerStore) -> As
     assert isinstance(book, SqlLedger)
     provider = StripeProvider(payments.url, KEY, timeout_s=1.0)
     consumer = TopUpConsumer(shop.engine, provider, book, Notifications(NotifyStore(book)))
+    worker = Worker(shop.engine.runner.redis, consumer, shop.engine.keys, block_ms=0,
+                    claim_idle_ms=0)  # fmt: skip
+    await worker.setup()  # its group exists before another group's housekeeping trims
     try:
-        yield Worker(shop.engine.runner.redis, consumer, shop.engine.keys, block_ms=0,
-                     claim_idle_ms=0)  # fmt: skip
+        yield worker
     finally:
         await provider.close()
 
@@ -284,3 +286,33 @@ async def test_reserved_ids_are_refused(shop: Secured) -> None:
             metadata=shop.auth("owner"),
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_notices_reach_the_outbox_with_the_top_up(
+    shop: Secured, book: LedgerStore, payer: Worker
+) -> None:
+    """The plan's $2 low-balance threshold, then auto top-up's $5 in its place; zero: depleted."""
+    assert isinstance(book, SqlLedger)
+    notifier = Worker(shop.engine.runner.redis, NotifyConsumer(NotifyStore(book)),
+                      shop.engine.keys, block_ms=0)  # fmt: skip
+    await _open(shop, wallet=5)
+    await _spend(shop, 3, "r1")  # $5 -> $2: the plan's low_balance
+    await _spend(shop, 2, "r2")  # $2 -> $0
+    await notifier.drain()
+    sent = await _sent(book)
+    assert [(k, d["balance"], d.get("threshold")) for k, d in sent] == [
+        ("credit_balance_low", str(2 * USD), str(2 * USD)),
+        ("credit_balance_depleted", "0", None),
+    ]
+    assert sent[0][1]["request_id"] == "r1"
+    await shop.engine.grant("shingle", "credits", 20 * USD, "more")
+    await shop.admin.SetAutoTopUp(
+        topup(enabled=True, threshold=5 * USD, amount=10 * USD), metadata=shop.auth("owner")
+    )
+    await _spend(shop, 16, "r3")  # $20 -> $4
+    await notifier.drain()
+    await payer.drain()
+    assert [(k, d.get("threshold")) for k, d in (await _sent(book))[2:]] == [
+        ("credit_balance_low", str(5 * USD)),
+        ("credit_auto_recharge_triggered", str(5 * USD)),
+    ]

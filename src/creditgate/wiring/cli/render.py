@@ -30,6 +30,8 @@ _UNIT_OF = {
     "remaining": "unit",
     "balance": "unit",
     "cap": "unit",
+    "threshold": "unit",
+    "monthly_max": "unit",
     "covered": "meter",
     "cost": "meter",
     "shortfall": "meter",
