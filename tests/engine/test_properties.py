@@ -31,7 +31,9 @@ from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog, l
 from creditgate.domain.errors import CreditgateError
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.results import Reason
+from creditgate.domain.topup import AutoTopUp
 from creditgate.engine import Engine
+from creditgate.events.schema import NOTICE, TOPUP, Event, parse_entry
 from creditgate.testing import ReferenceModel
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ plans:
       - {id: imgs, kind: allowance, meter: img, amount: 4, period: month}
       - {id: over, kind: overage, meter: tok, block_size: 7, block_price: "1.3", cap: "9.1",
          cap_min: 0, period: cycle}
-      - {id: wallet, kind: balance, unit: usd,
+      - {id: wallet, kind: balance, unit: usd, low_balance: "5",
          rates: {tok: "0.000003", img: "0.37", call: "0.011"}}
       - {id: payg, kind: payg, unit: usd, rates: {tok: "0.02", img: "1.5", call: "0.7"},
          cap: "5", cap_min: "1", cap_max: "50", enabled: false, period: cycle}
@@ -75,7 +77,8 @@ plans:
     pools:
       - {id: base, kind: allowance, meter: tok, amount: 10, period: month}
       - {id: imgs, kind: allowance, meter: img, amount: 2, period: month}
-      - {id: wallet, kind: balance, unit: usd, rates: {tok: "0.000003", img: "0.37"}}
+      - {id: wallet, kind: balance, unit: usd, low_balance: "1", rates: {tok: "0.000003",
+         img: "0.37"}}
       - {id: payg, kind: payg, unit: usd, rates: {tok: "0.02", img: "250", call: "0.7"},
          period: month}
   p_grants:
@@ -83,12 +86,34 @@ plans:
       - {id: bonus, kind: grant, meter: tok, scope: {attributes: {tier: [x, y]}}}
       - {id: promo, kind: grant, meter: tok}
       - {id: over, kind: overage, meter: tok, block_size: "2.5", block_price: "0.7", period: day}
-      - {id: cash, kind: balance, unit: usd, rates: {img: "7.5", call: "0.000003"}}
+      - {id: cash, kind: balance, unit: usd, low_balance: "20", rates: {img: "7.5",
+         call: "0.000003"}}
+"""
+
+# Money pools near their thresholds: low balance, depleted, spend caps, auto top-up.
+MONEY_CATALOG = """
+meters: {cr: credits}
+actions:
+  m.one: {meter: cr, cost: 1}
+  m.two: {meter: cr, cost: "2.5"}
+plans:
+  m_wallet:
+    pools:
+      - {id: daily, kind: allowance, meter: cr, amount: 3, period: day}
+      - {id: wallet, kind: balance, unit: usd, low_balance: "5", rates: {cr: "1"}}
+      - {id: payg, kind: payg, unit: usd, rates: {cr: "0.5"}, cap: "4", cap_min: "1",
+         cap_max: "20", period: month}
+  m_blocks:
+    pools:
+      - {id: wallet, kind: balance, unit: usd, low_balance: "2", rates: {cr: "0.25"}}
+      - {id: over, kind: overage, meter: cr, block_size: 5, block_price: "1.5", cap: "6",
+         cap_min: 0, period: cycle, on_cap_below_spend: stop_account}
 """
 
 ATTRIBUTES = {
     "demo": {"model": ["light", "pro", "ultra"], "feature": ["chat", "agents"]},
     "test": {"model": ["small", "big", "huge"], "tier": ["x", "y", "z"]},
+    "money": {"model": ["small"]},
 }
 ACCOUNTS = ("acc0", "acc1", "acc2")
 # Sequences per catalog; raise it for a longer hunt (CREDITGATE_PROPERTY_EXAMPLES=2000).
@@ -113,10 +138,11 @@ STARTS = tuple(
 def _catalog(name: str) -> Catalog:
     if name == "demo":
         return load_catalog(Path(__file__).parents[2] / "examples" / "demo.yaml")
-    return compile_catalog(CatalogConfig.model_validate(yaml.safe_load(TEST_CATALOG)))
+    text = MONEY_CATALOG if name == "money" else TEST_CATALOG
+    return compile_catalog(CatalogConfig.model_validate(yaml.safe_load(text)))
 
 
-CATALOGS = {"demo": _catalog("demo"), "test": _catalog("test")}
+CATALOGS = {name: _catalog(name) for name in ("demo", "test", "money")}
 
 # --- operations as plain data (hypothesis prints them when an example fails) ---------------
 
@@ -239,7 +265,30 @@ def _admin_ops(
             ),
         ),
         st.builds(lambda a: Op("balance", a, ()), account),
+        st.builds(
+            lambda a, *x: Op("autotopup", a, x),
+            account,
+            pool,
+            st.sampled_from([None, *TOPUPS]),
+        ),
+        st.builds(
+            lambda a, *x: Op("topup_end", a, x),
+            account,
+            pool,
+            st.sampled_from(["paid", "failed", "max", "purchase", "stale"]),
+            st.sampled_from([0, 1, 31]),
+        ),
     ]
+
+
+# Auto top-up settings (threshold, amount, monthly max); the last is outside seed 003's limits.
+TOPUPS = (
+    AutoTopUp(0, 5 * MICRO),
+    AutoTopUp(MICRO, 5 * MICRO, 10 * MICRO),
+    AutoTopUp(5 * MICRO, 5 * MICRO),
+    AutoTopUp(30 * MICRO, 30 * MICRO),
+    AutoTopUp(MICRO, 4 * MICRO),
+)
 
 
 def _ops(catalog: Catalog, attrs: dict[str, list[str]]) -> st.SearchStrategy[Op]:
@@ -261,6 +310,18 @@ class Pair:
         self.run = run
         self.accounts = accounts
         self.quantities: dict[tuple[str, str], int] = {}
+        self.read_to: dict[str, str] = {}  # the last stream entry read, per shard stream
+
+    async def events(self) -> list[Event]:
+        """The stream entries appended since the last call."""
+        out = []
+        for stream in self.engine.keys.streams():
+            last = self.read_to.get(stream)
+            entries = await self.engine.redis.xrange(stream, min=f"({last}" if last else "-")
+            for entry_id, raw in entries:
+                out.append(parse_entry(stream, entry_id, raw))
+                self.read_to[stream] = entry_id.decode()
+        return out
 
     def both(self, name: str, *args: object, **kwargs: object) -> tuple[object, object]:
         """Call ``name`` on both sides: results without messages, or the error classes."""
@@ -311,10 +372,48 @@ class Pair:
                 {"plan_id": a[0], "status": a[1], "anchor_day": a[2]},
             ),
             "advance": lambda: ("advance_clock", (acc,), self._advance(acc, *a[0])),
+            "autotopup": lambda: (
+                "set_auto_topup",
+                (acc, self._pool(acc, a[0], ("balance",)), a[1]),
+                {},
+            ),
+            "topup_end": lambda: self._topup_end(acc, self._pool(acc, a[0], ("balance",)), *a[1:]),
         }
         if op.name in build:
             return build[op.name]()
         return "balance", (acc,), {}
+
+    def _topup_end(
+        self, acc: str, pool: str, how: str, days: int
+    ) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+        """What the top-up payer does to the top-up in flight (or to none, ``stale``)."""
+        state = self.model.accounts.get(acc)
+        tu = state.fields.get(f"tu:{pool}", "") if state else ""
+        tid = tu.partition(":")[2] if tu.startswith("run:") and how != "stale" else "tu_none"
+        if how in ("paid", "stale"):
+            return "grant", (acc, pool, 5 * MICRO, f"topup:{tid}"), {"ends": f"run:{tid}"}
+        if how == "purchase":
+            return "grant", (acc, pool, 5 * MICRO, f"purchase:{days}"), {"ends": "failed"}
+        until = self._clock(acc) + days * DAY_S * 1000
+        state_to = f"failed:{tid}" if how == "failed" else f"max:{until}"
+        return "topup_paused", (acc, pool, tid, state_to), {}
+
+    def thresholds(self, acc: str) -> tuple[object, object]:
+        """The notices and top-ups since the last call, and the thresholds' account fields."""
+        state = self.model.accounts.get(acc)
+        want_events = list(state.events) if state else []
+        if state:
+            state.events.clear()
+        got_events = [
+            _event_row(e)
+            for e in self.run(self.events())
+            if e.account == acc and e.kind in (NOTICE, TOPUP)
+        ]
+        raw = self.run(self.engine.redis.hgetall(self.engine.keys.account(acc)[0]))
+        names = {k.decode(errors="replace"): v for k, v in raw.items()}
+        got = {k: v.decode() for k, v in names.items() if k == "tn" or k[:3] in _THRESHOLDS}
+        want = dict(state.fields) if state else {}
+        return (got_events, got), (want_events, want)
 
     def _settle_quantity(self, acc: str, rid: str, how: tuple[str, int]) -> int:
         kind, n = how
@@ -371,6 +470,17 @@ class Pair:
         return {"to_ms": mark - 1 if kind == "before" and mark - 1 > now else mark}
 
 
+_THRESHOLDS = ("au:", "tu:", "cr:")
+
+
+def _event_row(e: Event) -> tuple[str, ...]:
+    """A notice or topup entry as the reference model records it (_ref_notices.py)."""
+    x = e.extra
+    if e.kind == NOTICE:
+        return ("notice", e.request_id, x["n"], x.get("pool", ""), x["bal"], x.get("th", ""))
+    return ("topup", e.request_id, x["pool"], x["amount"], x["th"], x["bal"])
+
+
 def _plain(value: object) -> object:
     """Results without the human-readable message; error classes stay as they are."""
     if (
@@ -416,6 +526,10 @@ def _check_sequence(
         event(_outcome(name, got))
         got, want = pair.both("balance", pair.account(op))
         assert got == want, f"balance after step {i}: {name}{args}: {_diff(got, want)}"
+        got, want = pair.thresholds(pair.account(op))
+        assert got == want, f"notices after step {i}: {name}{args}: {_diff(got, want)}"
+        for row in got[0]:  # type: ignore[index]
+            event(f"threshold: {row[0]} {row[2] if row[0] == 'notice' else ''}")
 
 
 def _runner_for(redis_url: str) -> tuple[asyncio.Runner, AsyncRedis]:
@@ -453,7 +567,8 @@ def _run_examples(redis_url: str, catalog_name: str, data: st.DataObject) -> Non
     try:
         runner.run(_flush(client))
         engine = Engine(client, catalog, test_clock=True)
-        pair = Pair(engine, ReferenceModel(catalog), runner.run, [a for a, *_ in setup])
+        model = ReferenceModel(catalog, account_key=lambda a: engine.keys.account(a)[0])
+        pair = Pair(engine, model, runner.run, [a for a, *_ in setup])
         _check_sequence(pair, setup, start, ops)
     finally:
         runner.run(client.aclose())
@@ -470,7 +585,7 @@ def sequences(examples: int) -> settings:
     )
 
 
-@pytest.mark.parametrize("catalog_name", ["demo", "test"])
+@pytest.mark.parametrize("catalog_name", sorted(CATALOGS))
 @sequences(EXAMPLES)
 @given(data=st.data())
 def test_engine_matches_reference_model(

@@ -128,6 +128,14 @@ class TopUpConsumer:
             provider=self.provider.name, created_ms=e.time_ms,
         )  # fmt: skip
         record = await self.book.claim_purchase(wanted)
+        if (record.account, record.amount) != (wanted.account, wanted.amount):
+            log.error(
+                "topup %s: its purchase row is %s's of %s, not %s's of %s; skipped, the top-up "
+                "stays in flight until an operator resolves it",
+                t.topup_id, record.account, money(record.amount, unit), e.account,
+                money(t.amount, unit),
+            )  # fmt: skip
+            return False
         if record.status != "pending":
             return False
         paid = await self._charge(t, record)

@@ -14,11 +14,15 @@ from creditgate.domain.errors import (
 )
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.results import AccountState, GrantResult, Lot, PoolState
+from creditgate.testing import _ref_notices as notices
 from creditgate.testing._ref_state import Account, LotRec, Op, Record
 from creditgate.testing._ref_walk import maintain_all
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from creditgate.domain.catalog import Catalog, Plan, Pool
+    from creditgate.domain.topup import AutoTopUp
 
 DAY_MS = 86_400_000
 MAX_CLOCK_STEP_S = 10 * 366 * 86_400
@@ -30,12 +34,22 @@ class AdminModel:
     """Accounts and their settings, each account on its own frozen clock."""
 
     def __init__(
-        self, catalog: Catalog, *, hold_ttl_ms: int = 300_000, idempotency_ttl_ms: int = DAY_MS
+        self,
+        catalog: Catalog,
+        *,
+        hold_ttl_ms: int = 300_000,
+        idempotency_ttl_ms: int = DAY_MS,
+        account_key: Callable[[str], str] | None = None,
     ) -> None:
         self.catalog = catalog
         self.hold_ttl_ms = hold_ttl_ms
         self.idempotency_ttl_ms = idempotency_ttl_ms
         self.accounts: dict[str, Account] = {}
+        # The account's Redis key (the engine's KeySpace.account), which top-up ids hash.
+        self.account_key = account_key or (lambda account_id: account_id)
+
+    def _key(self, account_id: str) -> Callable[[], str]:
+        return lambda: self.account_key(account_id)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -186,6 +200,7 @@ class AdminModel:
         live = op.by_id[pool_id]
         if cap is not None:
             live.rec.cap = cap
+            acct.fields.pop(f"cr:{pool_id}", None)  # spend_cap_reached re-arms
         if enabled is not None:
             live.rec.enabled = enabled
         reset = live.rec.next_reset
@@ -197,7 +212,37 @@ class AdminModel:
             and reset > acct.stopped_until
         ):
             acct.stopped_until = reset
+            notices.account_stopped(op, live)
         return self.balance(account_id)
+
+    def set_auto_topup(
+        self, account_id: str, pool_id: str, settings: AutoTopUp | None
+    ) -> AccountState:
+        """Turn auto top-up on or off; turned on at or below its threshold it starts one."""
+        check.check_id(account_id, "account_id")
+        encoded = "" if settings is None else settings.check().encode()
+        acct = self._account(account_id)
+        self._pool(self._plan(acct.plan_id), pool_id, ("balance",))
+        op = self._op(acct)
+        if not encoded:
+            acct.fields.pop(f"au:{pool_id}", None)
+            return self.balance(account_id)
+        acct.fields[f"au:{pool_id}"] = encoded
+        live = op.by_id[pool_id]
+        bal = live.rec.balance
+        notices.crossed(op, live, bal, bal, "autotopup", self._key(account_id))
+        return self.balance(account_id)
+
+    def topup_paused(self, account_id: str, pool_id: str, topup_id: str, state: str) -> bool:
+        """Pause auto top-up after the top-up in flight, if it is ``topup_id``."""
+        check.check_id(account_id, "account_id")
+        acct = self._account(account_id)
+        self._pool(self._plan(acct.plan_id), pool_id, ("balance",))
+        self._op(acct)
+        if acct.fields.get(f"tu:{pool_id}") != f"run:{topup_id}":
+            return False
+        acct.fields[f"tu:{pool_id}"] = state
+        return True
 
     def grant(  # noqa: PLR0913, PLR0917 - mirrors Engine.grant
         self,
@@ -207,8 +252,12 @@ class AdminModel:
         grant_id: str,
         expires_at: int = 0,
         note: str = "",
+        ends: str = "",
     ) -> GrantResult:
-        """Add a lot (optionally expiring) to a grant pool, or money to a balance pool."""
+        """Add a lot (optionally expiring) to a grant pool, or money to a balance pool.
+
+        ``ends``: the auto top-up state it ends (``run:<id>``, or ``failed`` for any failure).
+        """
         check.check_grant(account_id, grant_id, amount, expires_at, note)
         acct = self._account(account_id)
         pool = self._pool(self._plan(acct.plan_id), pool_id, ("grant", "balance"))
@@ -232,6 +281,9 @@ class AdminModel:
             live.rec.lots.sort(key=LotRec.sort_key)
         else:
             live.rec.balance += amount
+        tu = acct.fields.get(f"tu:{pool_id}")
+        if tu and ends and (tu == ends or (ends == "failed" and tu.startswith("failed:"))):
+            del acct.fields[f"tu:{pool_id}"]
         result = GrantResult(grant_id, live.remaining(), pool.balance_unit, replayed=False)
         acct.records[grant_id] = Record("G", fp, result)
         return result

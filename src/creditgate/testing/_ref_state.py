@@ -104,6 +104,10 @@ class Account:
     pools: dict[str, PoolRec] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
     records: dict[str, Record] = field(default_factory=dict)
+    # The thresholds' account fields (au:, tu:, cr:, tn) and the notice and topup events the
+    # scripts would append (_ref_notices.py).
+    fields: dict[str, str] = field(default_factory=dict)
+    events: list[tuple[str, ...]] = field(default_factory=list)
 
     def pool(self, pool_id: str) -> PoolRec:
         return self.pools.setdefault(pool_id, PoolRec())

@@ -16,11 +16,11 @@ from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentErr
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.money import demand as meter_demand
 from creditgate.domain.results import Decision, Reason, Refund, Release, Settlement, net_by_pool
+from creditgate.testing import _ref_notices as notices
 from creditgate.testing._ref_admin import AdminModel
 from creditgate.testing._ref_state import Hold, Op, Record
 from creditgate.testing._ref_walk import (
     account_block,
-    apply,
     dry_rows,
     give_back,
     plan_charge,
@@ -28,6 +28,8 @@ from creditgate.testing._ref_walk import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from creditgate.domain.catalog import Price
     from creditgate.testing._ref_state import Account, Live
 
@@ -104,6 +106,9 @@ class ReferenceModel(AdminModel):
         )
         if denial is not None:
             reason, retry, shortfall = denial
+            if not dry_run and reason in (Reason.INSUFFICIENT_CREDITS, Reason.SPEND_CAP_REACHED):
+                capped = reason == Reason.SPEND_CAP_REACHED
+                notices.denied(op, eligible, capped=capped, rid=rid, key=self._key(account_id))
             return dataclasses.replace(
                 base,
                 allowed=False,
@@ -121,7 +126,7 @@ class ReferenceModel(AdminModel):
                 for b in op.balances()
             )
             return dataclasses.replace(base, debits=rows, balances=balances)
-        debits = apply(takes)
+        debits = notices.charge(op, takes, rid, self._key(account_id))
         expires = 0
         record = Record(
             mode, fp, base, debits=debits, covered=need, unit_cost=uc, per=per, meter=meter
@@ -178,7 +183,8 @@ class ReferenceModel(AdminModel):
             msg = f"reservation {reservation_id!r} expired"
             raise FailedPreconditionError(msg)
         actual = _demand(quantity, hold.unit_cost, hold.per)
-        charged, shortfall, reason = _settle_charge(op, hold, actual)
+        key = self._key(account_id)
+        charged, shortfall, reason = _settle_charge(op, hold, actual, reservation_id, key)
         del acct.holds[reservation_id]
         result = Settlement(
             reservation_id=reservation_id,
@@ -294,7 +300,9 @@ def _deny(
     return None
 
 
-def _settle_charge(op: Op, hold: Hold, actual: int) -> tuple[int, int, Reason]:
+def _settle_charge(
+    op: Op, hold: Hold, actual: int, rid: str, key: Callable[[], str]
+) -> tuple[int, int, Reason]:
     """Charged meter, shortfall and reason of settling ``hold`` at ``actual``."""
     if actual <= hold.covered:
         give_back(op, hold.debits, hold.covered - actual)
@@ -315,7 +323,7 @@ def _settle_charge(op: Op, hold: Hold, actual: int) -> tuple[int, int, Reason]:
             extra,
             Reason.SPEND_CAP_REACHED if capped else (Reason.INSUFFICIENT_CREDITS),
         )
-    hold.debits.extend(apply(takes))
+    hold.debits.extend(notices.charge(op, takes, rid, key))
     return actual, 0, Reason.ALLOWED
 
 

@@ -161,7 +161,13 @@ local function crossed(A, j, before, after, now, rid, fields, pre, denied)
   if au and (after <= th or denied) then
     local tu = A['tu:' .. id]
     if tu == nil or (string.sub(tu, 1, 4) == 'max:' and now >= string.sub(tu, 5) + 0) then
-      local tid = 'tu_' .. fmt('%d', now) .. '_' .. string.sub(redis.sha1hex(rid), 1, 12)
+      -- The top-up id is unique across accounts and time: the account's key and its count of
+      -- top-ups ('tn'), with the time in front for people.
+      local n = fmt('%d', (A.tn or 0) + 1)
+      A.tn = n
+      local tid = 'tu_' .. fmt('%d', now) .. '_'
+        .. string.sub(redis.sha1hex(KEYS[1] .. '|' .. n), 1, 16)
+      fields[#fields + 1] = 'tn'; fields[#fields + 1] = n
       fields[#fields + 1] = 'tu:' .. id; fields[#fields + 1] = 'run:' .. tid
       pre[#pre + 1] = {'topup', tid, {}, {'pool', id, 'amount', amt, 'th', fmt('%d', th),
         'bal', fmt('%d', after)}}
