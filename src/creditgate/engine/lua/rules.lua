@@ -266,6 +266,6 @@ end
 
 local function check_plan()
   if not EXISTS then return {'NO_ACCOUNT'} end
-  if A.plan ~= ARGV[2] then return {'PLAN', A.plan} end
+  if not on_plan(A) then return {'PLAN', A.plan, A.tm or '', A.tk or ''} end
   return nil
 end
