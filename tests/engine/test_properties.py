@@ -31,6 +31,7 @@ from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog, l
 from creditgate.domain.errors import CreditgateError
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.results import Reason
+from creditgate.domain.terms import Terms
 from creditgate.engine import Engine
 from creditgate.testing import ReferenceModel
 
@@ -55,9 +56,10 @@ actions:
   free.op: {free: true}
 plans:
   p_all:
+    flag_prices: {vip: {t.gen: "0.1", c.ping: 0}, old: {t.gen: "0.2", i.make: 2}}
     order: [daily, bonus, base, imgs, over, wallet, payg]
     pools:
-      - {id: base, kind: allowance, meter: tok, amount: 40, period: cycle,
+      - {id: base, kind: allowance, meter: tok, amount: 40, period: cycle, per_seat: true,
          scope: {actions: [t.gen, t.chat]}}
       - {id: daily, kind: allowance, meter: tok, amount: 5, period: day,
          scope: {attributes: {model: [small]}}}
@@ -71,6 +73,7 @@ plans:
          cap: "5", cap_min: "1", cap_max: "50", enabled: false, period: cycle}
   p_lite:
     prices: {c.ping: 0}
+    flag_prices: {vip: {i.make: 1}}
     order: [imgs, base, payg, wallet]
     pools:
       - {id: base, kind: allowance, meter: tok, amount: 10, period: month}
@@ -239,7 +242,31 @@ def _admin_ops(
             ),
         ),
         st.builds(lambda a: Op("balance", a, ()), account),
+        _terms_op(catalog, account, money),
     ]
+
+
+def _terms_op(
+    catalog: Catalog, account: st.SearchStrategy[int], money: st.SearchStrategy[int]
+) -> st.SearchStrategy[Op]:
+    """set_terms: seats, an allowance, price, rate or cap range override, flags (some invalid)."""
+    pool = st.integers(0, 9)
+    known = sorted({f for plan in catalog.plans.values() for f in plan.flag_prices})
+    flags = st.lists(st.sampled_from(known), max_size=2, unique=True) if known else st.just([])
+
+    def rarely(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.one_of(st.none(), st.none(), strategy)
+
+    return st.builds(
+        lambda a, *x: Op("terms", a, x),
+        account,
+        st.sampled_from([1, 1, 2, 2, 3, 7, 40, 1, 2, 3, 0, 10**7]),
+        rarely(st.tuples(pool, money | st.just(0))),
+        rarely(st.tuples(st.sampled_from(sorted(catalog.actions)), money | st.just(0))),
+        rarely(st.tuples(pool, st.integers(0, 9), money)),
+        rarely(st.tuples(pool, money | st.just(0), money | st.just(0) | st.just(-1))),
+        st.one_of(flags, flags, st.just(["nope"])).map(lambda f: tuple(sorted(f))),
+    )
 
 
 def _ops(catalog: Catalog, attrs: dict[str, list[str]]) -> st.SearchStrategy[Op]:
@@ -311,10 +338,46 @@ class Pair:
                 {"plan_id": a[0], "status": a[1], "anchor_day": a[2]},
             ),
             "advance": lambda: ("advance_clock", (acc,), self._advance(acc, *a[0])),
+            "terms": lambda: ("set_terms", (acc, self._terms(acc, *a)), {}),
         }
         if op.name in build:
             return build[op.name]()
         return "balance", (acc,), {}
+
+    def _terms(  # noqa: PLR0913, PLR0917 - one per field of the terms
+        self,
+        acc: str,
+        seats: int,
+        allowance: tuple[int, int] | None,
+        price: tuple[str, int] | None,
+        rate: tuple[int, Any, int] | None,
+        caps: tuple[int, int, int] | None,
+        flags: tuple[str, ...],
+    ) -> Terms:
+        """Pool indexes as ``_pool``'s; a meter the pool has (9: any); a cap range min..min+n."""
+        if rate:
+            money_pool = self._pool(acc, rate[0], ("balance", "payg"))
+            state = self.model.accounts.get(acc)
+            plan = self.model.catalog.plan(state.plan_id) if state else None
+            found = plan.pool(money_pool) if plan else None
+            meters = sorted(found.rates) if found and found.rates and rate[1] < 9 else ["tok"]
+            rate = (rate[0], meters[rate[1] % len(meters)], rate[2])
+        if caps:
+            caps = (caps[0], caps[1], -1 if caps[2] < 0 else caps[1] + caps[2])
+        return Terms(
+            seats=seats,
+            allowances={self._pool(acc, allowance[0], ("allowance",)): allowance[1]}
+            if allowance
+            else {},
+            prices=dict([price]) if price else {},
+            rates={self._pool(acc, rate[0], ("balance", "payg")): {rate[1]: rate[2]}}
+            if rate
+            else {},
+            caps={self._pool(acc, caps[0], ("overage", "payg")): (caps[1], caps[2])}
+            if caps
+            else {},
+            flags=flags,
+        )
 
     def _settle_quantity(self, acc: str, rid: str, how: tuple[str, int]) -> int:
         kind, n = how

@@ -14,6 +14,9 @@ from creditgate.domain.errors import (
 )
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.results import AccountState, GrantResult, Lot, PoolState
+from creditgate.domain.terms import NO_TERMS, Terms
+from creditgate.domain.terms import apply as apply_terms
+from creditgate.domain.terms import check as check_terms
 from creditgate.testing._ref_state import Account, LotRec, Op, Record
 from creditgate.testing._ref_walk import maintain_all
 
@@ -53,9 +56,13 @@ class AdminModel:
             raise InvalidArgumentError(msg)
         return plan
 
+    def _plan_of(self, acct: Account) -> Plan:
+        """The account's plan as its terms make it."""
+        return apply_terms(self._plan(acct.plan_id), acct.terms)
+
     def _op(self, acct: Account) -> Op:
         """Start an operation: the account's plan, brought up to date at its clock."""
-        op = Op(acct, self._plan(acct.plan_id))
+        op = Op(acct, self._plan_of(acct))
         maintain_all(op)
         return op
 
@@ -111,22 +118,29 @@ class AdminModel:
             test_clock=acct.clock,
             now=acct.clock,
             pools=pools,
+            terms=acct.terms,
         )
 
-    def create_account(
-        self, account_id: str, plan_id: str, now: int, anchor_day: int = 0, status: str = "active"
+    def create_account(  # noqa: PLR0913, PLR0917 - mirrors Engine.create_account
+        self,
+        account_id: str,
+        plan_id: str,
+        now: int,
+        anchor_day: int = 0,
+        status: str = "active",
+        terms: Terms = NO_TERMS,
     ) -> AccountState:
         """Create an account whose clock reads ``now`` (unix ms) until it is advanced."""
         check.check_id(account_id, "account_id")
         check.check_status(status)
-        self._plan(plan_id)
+        check_terms(terms, self.catalog, self._plan(plan_id))
         self._anchor(anchor_day)
         if account_id in self.accounts:
             msg = f"account {account_id!r} already exists"
             raise AlreadyExistsError(msg)
         if anchor_day == 0:
             anchor_day = dt.datetime.fromtimestamp(now // 1000, tz=dt.UTC).day
-        acct = Account(plan_id, status, anchor_day, created=now, clock=now)
+        acct = Account(plan_id, status, anchor_day, created=now, clock=now, terms=terms)
         self.accounts[account_id] = acct
         self._op(acct)
         return self.balance(account_id)
@@ -144,18 +158,33 @@ class AdminModel:
             msg = "give plan_id, anchor_day or status; nothing to change"
             raise InvalidArgumentError(msg)
         acct = self._account(account_id)
-        old = self._plan(acct.plan_id)
-        target = new or old
+        old = self._plan_of(acct)
+        if anchor_day:
+            acct.anchor = anchor_day
+        if status:
+            acct.status = status
+        acct.plan_id = (new or old).id
+        self._carry_over(acct, old)
+        return self.balance(account_id)
+
+    def set_terms(self, account_id: str, terms: Terms) -> AccountState:
+        """Replace the account's terms; allowances whose amount changes keep this period's use."""
+        check.check_id(account_id, "account_id")
+        acct = self._account(account_id)
+        check_terms(terms, self.catalog, self._plan(acct.plan_id))
+        old = self._plan_of(acct)
+        acct.terms = terms
+        self._carry_over(acct, old)
+        return self.balance(account_id)
+
+    def _carry_over(self, acct: Account, old: Plan) -> None:
+        """After a change from plan ``old`` (as terms made it): allowances keep their use."""
+        target = self._plan_of(acct)
         deltas = {}
         for p in target.pools:
             before = old.pool(p.id)
             if p.kind == "allowance" and before is not None and before.kind == "allowance":
                 deltas[p.id] = p.amount - before.amount
-        if anchor_day:
-            acct.anchor = anchor_day
-        if status:
-            acct.status = status
-        acct.plan_id = target.id
         op = self._op(acct)
         for pool_id, delta in deltas.items():
             rec = op.by_id[pool_id].rec
@@ -163,7 +192,6 @@ class AdminModel:
                 # Usage carries over: what a smaller allowance cannot absorb is kept as debt.
                 left = rec.balance - rec.debt + delta
                 rec.balance, rec.debt = max(0, left), max(0, -left)
-        return self.balance(account_id)
 
     def set_pool_settings(
         self,
@@ -179,7 +207,7 @@ class AdminModel:
         """
         check.check_id(account_id, "account_id")
         acct = self._account(account_id)
-        pool = self._pool(self._plan(acct.plan_id), pool_id, ("overage", "payg"))
+        pool = self._pool(self._plan_of(acct), pool_id, ("overage", "payg"))
         if cap is not None:
             _check_cap(cap, pool.cap_min, pool.cap_max)
         op = self._op(acct)
@@ -211,7 +239,7 @@ class AdminModel:
         """Add a lot (optionally expiring) to a grant pool, or money to a balance pool."""
         check.check_grant(account_id, grant_id, amount, expires_at, note)
         acct = self._account(account_id)
-        pool = self._pool(self._plan(acct.plan_id), pool_id, ("grant", "balance"))
+        pool = self._pool(self._plan_of(acct), pool_id, ("grant", "balance"))
         if expires_at and pool.kind != "grant":
             msg = "expires_at applies to grant pools only"
             raise InvalidArgumentError(msg)
