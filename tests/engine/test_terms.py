@@ -13,6 +13,7 @@ import pytest
 
 from creditgate.domain.errors import InvalidArgumentError
 from creditgate.domain.terms import Terms
+from creditgate.driver.pipelined import FastRedis
 from creditgate.engine import Engine
 from engine.conftest import catalog_from
 
@@ -186,3 +187,23 @@ async def test_terms_stay_across_a_plan_change(demo: Engine) -> None:
     state = await demo.update_account("team", plan_id="agent_scale")
     assert state.terms.seats == 2
     assert pools(state)["premium"] == 20_000 * MICRO
+
+
+async def test_the_pipelined_path_re_prices_after_terms_changed_elsewhere(
+    redis_url: str, redis: AsyncRedis
+) -> None:
+    """The hot path's cached plan is refused by the script (PLAN) and the call re-priced."""
+    conn = FastRedis(redis_url, timeout=2.0)
+    try:
+        quick = Engine(redis, catalog_from(SMALL), test_clock=True, fast=conn)
+        admin = Engine(redis, catalog_from(SMALL), test_clock=True)
+        await admin.create_account("a", "basic", terms=Terms(seats=2))
+        assert (await quick.consume("a", "big", 1, {}, "r1")).cost == 5 * MICRO
+        await admin.set_terms("a", Terms(seats=2, flags=("partner",)))
+        d = await quick.consume("a", "big", 1, {}, "r2")
+        assert d.cost == 2 * MICRO
+        batch = await quick.consume_many([("a", "big", 2, {}, f"b{i}", False) for i in range(3)])
+        assert [x.cost for x in batch] == [4 * MICRO] * 3  # type: ignore[union-attr]
+        assert pools(await admin.balance("a"))["seats"] == (20 - 5 - 2 - 12) * MICRO
+    finally:
+        await conn.aclose()
