@@ -10,14 +10,6 @@
 -- with `x + 0`, which parses them once; tonumber() parses twice (lua_isnumber, lua_tonumber).
 -- The pool at position i of the common ARGV starts at ARGV[i * 10 - 5].
 
--- Whether the caller priced with account `A`'s plan and terms: ARGV[2] is the plan id, with
--- '#' and the terms' key ('tk') when the account has terms (domain/terms.py).
-local function on_plan(A)
-  local tk = A.tk
-  if tk then return A.plan ~= nil and A.plan .. '#' .. tk == ARGV[2] end
-  return A.plan == ARGV[2]
-end
-
 -- The account's fields, as a table, whether a charge may be tried on it (it is on the caller's
 -- plan, neither suspended nor stopped), and if so TIME, the instant in ms it gives (the
 -- account's frozen clock under test clocks, as lib.lua's NOW) and whether no hold expires by
@@ -26,7 +18,9 @@ local function open_account()
   local raw = redis.call('HGETALL', KEYS[1])
   local A = {}
   for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
-  if not on_plan(A) or A.st == 'suspended' or A.stop ~= nil then return A, false end
+  local pk = A.plan
+  if A.tk and pk then pk = pk .. '#' .. A.tk end
+  if pk ~= ARGV[2] or A.st == 'suspended' or A.stop ~= nil then return A, false end
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   if ARGV[3] == '1' and A.clk then now = A.clk + 0 end
