@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from creditgate.domain.errors import InvalidArgumentError
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.plans_file import MAX_RATE
+from creditgate.domain.wording import amount as worded
 
 if TYPE_CHECKING:
     from creditgate.domain.catalog import Catalog, Plan, Pool
@@ -122,11 +123,11 @@ def check(terms: Terms, catalog: Catalog, plan: Plan) -> Terms:
             if not 0 < rate <= MAX_RATE:
                 _refuse(f"terms rates {pool_id} {meter}: rate must be 1-{MAX_RATE}, got {rate}")
     for pool_id, (low, high) in terms.caps.items():
-        _pool_of(plan, pool_id, ("overage", "payg"), "caps")
+        unit = _pool_of(plan, pool_id, ("overage", "payg"), "caps").unit
         if not 0 <= low <= MAX_AMOUNT or not (high == -1 or low <= high <= MAX_AMOUNT):
             _refuse(
                 f"terms caps {pool_id}: need 0 <= cap_min <= cap_max (-1: no maximum), "
-                f"got {low}..{high}"
+                f"got {worded(low, unit)}..{worded(high, unit)} (micro-units: $1 = 1,000,000)"
             )
     _check_flags(terms.flags, catalog)
     return terms
@@ -138,8 +139,8 @@ def _check_allowances(terms: Terms, plan: Plan) -> None:
         seats = terms.seats if pool.per_seat else 1
         if not 0 <= amount * seats <= MAX_AMOUNT:
             _refuse(
-                f"terms allowances {pool_id}: {amount} micro-units x {seats} seats is "
-                "outside 0..2^52"
+                f"terms allowances {pool_id}: {worded(amount, pool.meter or '')} x {seats} "
+                "seats is outside 0..2^52 micro-units"
             )
     for pool in plan.pools:
         amount = terms.allowances.get(pool.id, pool.amount)
