@@ -31,6 +31,7 @@ from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog, l
 from creditgate.domain.errors import CreditgateError
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.results import Reason
+from creditgate.domain.terms import Terms
 from creditgate.domain.topup import AutoTopUp
 from creditgate.engine import Engine
 from creditgate.events.schema import NOTICE, TOPUP, Event, parse_entry
@@ -57,9 +58,10 @@ actions:
   free.op: {free: true}
 plans:
   p_all:
+    flag_prices: {vip: {t.gen: "0.1", c.ping: 0}, old: {t.gen: "0.2", i.make: 2}}
     order: [daily, bonus, base, imgs, over, wallet, payg]
     pools:
-      - {id: base, kind: allowance, meter: tok, amount: 40, period: cycle,
+      - {id: base, kind: allowance, meter: tok, amount: 40, period: cycle, per_seat: true,
          scope: {actions: [t.gen, t.chat]}}
       - {id: daily, kind: allowance, meter: tok, amount: 5, period: day,
          scope: {attributes: {model: [small]}}}
@@ -73,6 +75,7 @@ plans:
          cap: "5", cap_min: "1", cap_max: "50", enabled: false, period: cycle}
   p_lite:
     prices: {c.ping: 0}
+    flag_prices: {vip: {i.make: 1}}
     order: [imgs, base, payg, wallet]
     pools:
       - {id: base, kind: allowance, meter: tok, amount: 10, period: month}
@@ -278,6 +281,7 @@ def _admin_ops(
             st.sampled_from(["paid", "failed", "max", "purchase", "stale"]),
             st.sampled_from([0, 1, 31]),
         ),
+        _terms_op(catalog, account, money),
     ]
 
 
@@ -289,6 +293,29 @@ TOPUPS = (
     AutoTopUp(30 * MICRO, 30 * MICRO),
     AutoTopUp(MICRO, 4 * MICRO),
 )
+
+
+def _terms_op(
+    catalog: Catalog, account: st.SearchStrategy[int], money: st.SearchStrategy[int]
+) -> st.SearchStrategy[Op]:
+    """set_terms: seats, an allowance, price, rate or cap range override, flags (some invalid)."""
+    pool = st.integers(0, 9)
+    known = sorted({f for plan in catalog.plans.values() for f in plan.flag_prices})
+    flags = st.lists(st.sampled_from(known), max_size=2, unique=True) if known else st.just([])
+
+    def rarely(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+        return st.one_of(st.none(), st.none(), strategy)
+
+    return st.builds(
+        lambda a, *x: Op("terms", a, x),
+        account,
+        st.sampled_from([1, 1, 2, 2, 3, 7, 40, 1, 2, 3, 0, 10**7]),
+        rarely(st.tuples(pool, money | st.just(0))),
+        rarely(st.tuples(st.sampled_from(sorted(catalog.actions)), money | st.just(0))),
+        rarely(st.tuples(pool, st.integers(0, 9), money)),
+        rarely(st.tuples(pool, money | st.just(0), money | st.just(0) | st.just(-1))),
+        st.one_of(flags, flags, st.just(["nope"])).map(lambda f: tuple(sorted(f))),
+    )
 
 
 def _ops(catalog: Catalog, attrs: dict[str, list[str]]) -> st.SearchStrategy[Op]:
@@ -378,6 +405,7 @@ class Pair:
                 {},
             ),
             "topup_end": lambda: self._topup_end(acc, self._pool(acc, a[0], ("balance",)), *a[1:]),
+            "terms": lambda: ("set_terms", (acc, self._terms(acc, *a)), {}),
         }
         if op.name in build:
             return build[op.name]()
@@ -414,6 +442,41 @@ class Pair:
         got = {k: v.decode() for k, v in names.items() if k == "tn" or k[:3] in _THRESHOLDS}
         want = dict(state.fields) if state else {}
         return (got_events, got), (want_events, want)
+
+    def _terms(  # noqa: PLR0913, PLR0917 - one per field of the terms
+        self,
+        acc: str,
+        seats: int,
+        allowance: tuple[int, int] | None,
+        price: tuple[str, int] | None,
+        rate: tuple[int, Any, int] | None,
+        caps: tuple[int, int, int] | None,
+        flags: tuple[str, ...],
+    ) -> Terms:
+        """Pool indexes as ``_pool``'s; a meter the pool has (9: any); a cap range min..min+n."""
+        if rate:
+            money_pool = self._pool(acc, rate[0], ("balance", "payg"))
+            state = self.model.accounts.get(acc)
+            plan = self.model.catalog.plan(state.plan_id) if state else None
+            found = plan.pool(money_pool) if plan else None
+            meters = sorted(found.rates) if found and found.rates and rate[1] < 9 else ["tok"]
+            rate = (rate[0], meters[rate[1] % len(meters)], rate[2])
+        if caps:
+            caps = (caps[0], caps[1], -1 if caps[2] < 0 else caps[1] + caps[2])
+        return Terms(
+            seats=seats,
+            allowances={self._pool(acc, allowance[0], ("allowance",)): allowance[1]}
+            if allowance
+            else {},
+            prices=dict([price]) if price else {},
+            rates={self._pool(acc, rate[0], ("balance", "payg")): {rate[1]: rate[2]}}
+            if rate
+            else {},
+            caps={self._pool(acc, caps[0], ("overage", "payg")): (caps[1], caps[2])}
+            if caps
+            else {},
+            flags=flags,
+        )
 
     def _settle_quantity(self, acc: str, rid: str, how: tuple[str, int]) -> int:
         kind, n = how
@@ -567,8 +630,7 @@ def _run_examples(redis_url: str, catalog_name: str, data: st.DataObject) -> Non
     try:
         runner.run(_flush(client))
         engine = Engine(client, catalog, test_clock=True)
-        model = ReferenceModel(catalog, account_key=lambda a: engine.keys.account(a)[0])
-        pair = Pair(engine, model, runner.run, [a for a, *_ in setup])
+        pair = Pair(engine, ReferenceModel(catalog), runner.run, [a for a, *_ in setup])
         _check_sequence(pair, setup, start, ops)
     finally:
         runner.run(client.aclose())

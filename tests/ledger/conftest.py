@@ -59,8 +59,9 @@ plans:
       - {id: bonus, kind: grant, meter: credit}
       - {id: wallet, kind: balance, unit: usd, rates: {credit: "0.01"}}
   capped:
+    flag_prices: {friend: {big: 1}}
     pools:
-      - {id: base, kind: allowance, meter: credit, amount: 100, period: day}
+      - {id: base, kind: allowance, meter: credit, amount: 100, period: day, per_seat: true}
       - {id: bonus, kind: grant, meter: credit}
       - {id: payg, kind: payg, unit: usd, rates: {credit: "0.10"}, cap: "5.00", cap_min: "1.00",
          cap_max: "100.00", enabled: true, period: cycle}

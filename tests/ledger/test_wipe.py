@@ -23,6 +23,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from conftest import CATALOG, Ledger, Workload, assert_consistent, catalog, make_worker
 from creditgate.domain.catalog import Catalog, CatalogConfig, compile_catalog
+from creditgate.domain.terms import Terms
 from creditgate.domain.topup import AutoTopUp
 from creditgate.engine import Engine
 from creditgate.ledger.hydrate import install_hydration
@@ -148,6 +149,24 @@ async def paused_auto_topup(engine: Engine) -> list[Charge]:
     return charges
 
 
+async def accounts_with_terms(engine: Engine) -> list[Charge]:
+    """Those of accounts_with_history; one created with terms, one given terms mid-period."""
+    charges = await accounts_with_history(engine)
+    terms = Terms(
+        seats=3,
+        rates={"payg": {"credit": 50_000}},
+        caps={"payg": (2 * MICRO, 50 * MICRO)},
+        flags=("friend",),
+    )
+    await engine.create_account("t", "capped", terms=terms)
+    charges.append(("t", "c-old-t", "big", 250))  # 250 of 300 (3 seats) at the friend price
+    assert (await engine.consume("t", "big", 250, {}, "c-old-t")).allowed
+    await engine.set_terms("w", Terms(seats=2, prices={"use": 2 * MICRO}))
+    charges.append(("w", "c-old-w", "use", 10))
+    assert (await engine.consume("w", "use", 10, {}, "c-old-w")).allowed
+    return charges
+
+
 def _catalog_without(plan: str) -> Catalog:
     config = yaml.safe_load(CATALOG)
     del config["plans"][plan]
@@ -223,6 +242,20 @@ async def autotopup(side: Side) -> list[Any]:
     ]
 
 
+async def set_terms(side: Side) -> list[Any]:
+    fewer = admin_pb2.SetTermsRequest(account_id="t", terms=admin_pb2.Terms(seats=2))
+    more = admin_pb2.SetTermsRequest(
+        account_id="w", terms=admin_pb2.Terms(seats=4, flags=["friend"])
+    )
+    return [
+        await outcome(side.admin.SetTerms(fewer)),
+        await outcome(side.admin.SetTerms(more)),
+        *await get(side),
+        await outcome(side.admin.GetAccount(admin_pb2.GetAccountRequest(account_id="t"))),
+        await outcome(side.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id="t"))),
+    ]
+
+
 async def demo(side: Side) -> list[Any]:
     return [await provision(side.engine)]
 
@@ -237,6 +270,8 @@ CASES: dict[str, tuple[Build, Callable[[Side], Awaitable[list[Any]]]]] = {
     "AdvanceTestClock": (accounts_with_history, clock),
     "AutoTopUp": (paused_auto_topup, autotopup),
     "demo": (demo_accounts, demo),
+    "SetTerms": (accounts_with_terms, set_terms),
+    "GetAccount with terms": (accounts_with_terms, get),
 }
 
 

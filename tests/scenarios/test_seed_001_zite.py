@@ -10,8 +10,9 @@ examples/demo.yaml. Rules exercised:
   and unused credits do not roll over;
 - AI credits are separate from integration credits: exhausting one leaves the other whole, and
   an AI action cannot be paid with integration credits;
-- Airtable, Google Sheets and Slack are free for existing customers (``zite_pro_legacy``) but
-  cost 1 credit on today's Pro;
+- Airtable, Google Sheets and Slack are free for existing customers (the account flag
+  ``existing_customer``, or ``zite_pro_legacy``) but cost 1 credit on today's Pro;
+- Enterprise "Custom": per-account overrides of the allowances on a listed plan;
 - a mid-month plan upgrade keeps this month's usage.
 
 Every account's test clock is first moved to 2027-01-15T12:00Z.
@@ -235,3 +236,36 @@ async def test_upgrade_mid_month_keeps_this_months_usage(sidecar: Sidecar) -> No
 
     await clock_to(sidecar, "zite-up", FEB_1)
     assert await left(sidecar, "zite-up") == {"integration": 50_000 * M, "ai": 500 * M}
+
+
+@pytest.mark.parametrize("action", ["zite.airtable", "zite.sheets", "zite.slack"])
+async def test_the_existing_customer_flag_makes_them_free_on_any_plan(
+    sidecar: Sidecar, action: str
+) -> None:
+    """The same rule without a duplicate plan: the account flag ``existing_customer``.
+
+    Its plan's ``flag_prices`` make the three free; a standard integration still costs 1.
+    """
+    await open_account(sidecar, "zite-flag", "zite_business")
+    flag = admin_pb2.Terms(flags=["existing_customer"])
+    await sidecar.admin.SetTerms(admin_pb2.SetTermsRequest(account_id="zite-flag", terms=flag))
+    d = await use(sidecar, "zite-flag", action, 700)
+    assert (d.allowed, d.cost, list(d.debits)) == (True, 0, [])
+    d = await use(sidecar, "zite-flag", "zite.integration", 3)
+    assert debits(d.debits) == [("integration", 3 * M)]
+
+
+async def test_enterprise_custom_allowances_are_per_account(sidecar: Sidecar) -> None:
+    """Enterprise "Custom": 5,000,000 integration and 50,000 AI credits a month on zite_team.
+
+    Set as overrides when the account is created; each month starts with them again.
+    """
+    custom = admin_pb2.Terms(allowances={"integration": 5_000_000 * M, "ai": 50_000 * M})
+    await sidecar.admin.CreateAccount(
+        admin_pb2.CreateAccountRequest(account_id="zite-ent", plan_id="zite_team", terms=custom)
+    )
+    await clock_to(sidecar, "zite-ent", T0)
+    assert await left(sidecar, "zite-ent") == {"integration": 5_000_000 * M, "ai": 50_000 * M}
+    assert (await use(sidecar, "zite-ent", "zite.integration", 1_500_000)).allowed
+    await clock_to(sidecar, "zite-ent", FEB_1)
+    assert await left(sidecar, "zite-ent") == {"integration": 5_000_000 * M, "ai": 50_000 * M}

@@ -7,7 +7,7 @@ Plans ``agent_free``, ``agent_team`` and ``agent_scale`` of examples/demo.yaml; 
 - daily credits (100 a day) serve only the Light model in chat; anything else skips them; they
   refresh at UTC midnight and unused ones do not carry over;
 - bonus credits never expire; a promotional grant given an expiry date lapses at that instant;
-- premium credits reset each billing cycle (the account's anchor day);
+- premium credits reset each billing cycle (the account's anchor day), per seat (SetTerms);
 - PAYG ($0.10 a credit) only when enabled, never during a trial, not on Free; its monthly cap
   (minimum $100, maximum by tier) blocks usage above it with SPEND_CAP_REACHED until the cycle
   resets; lowering the cap refunds nothing;
@@ -276,6 +276,31 @@ async def test_premium_credits_reset_each_billing_cycle(sidecar: Sidecar) -> Non
     await clock_to(sidecar, "ag-prem", FEB_15)
     prem = next(p for p in (await balance(sidecar, "ag-prem")).pools if p.pool_id == "premium")
     assert (prem.balance, prem.next_reset_unix_ms) == (2000 * M, ms(2027, 3, 15))
+
+
+async def test_premium_credits_are_per_seat_and_follow_seats_added_mid_cycle(
+    sidecar: Sidecar,
+) -> None:
+    """Premium credits are "your plan's per-seat credit allocation"; seats change mid-cycle.
+
+    "Change plan, add seats, and review usage and quotas." Team with 3 seats: 6,000 premium
+    credits. 5,000 used, then a 4th seat on Jan 20 adds its 2,000 at once (3,000 left); back to
+    2 seats leaves nothing this cycle (use is kept); Feb 15 starts with 2 x 2,000.
+    """
+    await open_account(sidecar, "ag-seats", "agent_team")
+    terms = admin_pb2.SetTermsRequest(account_id="ag-seats", terms=admin_pb2.Terms(seats=3))
+    assert (await sidecar.admin.SetTerms(terms)).terms.seats == 3
+    assert (await left(sidecar, "ag-seats"))["premium"] == 6000 * M
+    assert (await send(sidecar, "ag-seats", 5000, LIGHT_AGENTS)).allowed
+    await clock_to(sidecar, "ag-seats", ms(2027, 1, 20))
+    terms.terms.seats = 4
+    await sidecar.admin.SetTerms(terms)
+    assert (await left(sidecar, "ag-seats"))["premium"] == 3000 * M
+    terms.terms.seats = 2
+    await sidecar.admin.SetTerms(terms)
+    assert (await left(sidecar, "ag-seats"))["premium"] == 0
+    await clock_to(sidecar, "ag-seats", FEB_15)
+    assert (await left(sidecar, "ag-seats"))["premium"] == 4000 * M
 
 
 # --- pay-as-you-go -------------------------------------------------------------------------------

@@ -126,6 +126,29 @@ def test_account_create_then_charge(served: Served) -> None:
     assert int(decision["cost"]) == 10 * MICRO
 
 
+def test_account_terms_sets_seats_overrides_and_flags(served: Served) -> None:
+    """`account terms` takes decimals, sends micro-units and replaces the account's terms."""
+    cli(served.target, "account", "create", "cli-terms", "--plan", "zite_pro")
+    account = cli(
+        served.target, "account", "terms", "cli-terms", "--seats", "3",
+        "--flag", "existing_customer", "--allowance", "integration=60000.5",
+    )  # fmt: skip
+    assert account["terms"]["seats"] == 3
+    assert account["terms"]["flags"] == ["existing_customer"]
+    assert int(account["terms"]["allowances"]["integration"]) == 60_000_500_000
+    decision = cli(served.target, "check", "cli-terms", "zite.slack")
+    assert int(decision.get("cost", 0)) == 0
+    balance = cli(served.target, "balance", "cli-terms")
+    assert int(pool(balance, "integration")["balance"]) == 60_000_500_000
+    (shown,) = run_cli(served.target, [("account", "get", "cli-terms")])
+    assert shown.returncode == 0, shown.stderr
+    assert "existing_customer" in shown.stdout
+    (bad,) = run_cli(served.target, [("account", "terms", "cli-terms", "--flag", "gold")])
+    assert bad.returncode == 1
+    assert "INVALID_ARGUMENT" in bad.stderr
+    assert "'gold'" in bad.stderr
+
+
 def test_errors_go_to_stderr_with_the_status(served: Served) -> None:
     """A refused call exits 1 and prints `creditgate: <STATUS>: <message>` on stderr."""
     ghost, again = run_cli(

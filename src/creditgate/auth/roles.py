@@ -34,6 +34,7 @@ Op = Literal[
     "set_max_spend",
     "set_payg",  # SetPoolSettings on a pay-as-you-go pool (seed 004)
     "test_clock",  # AdvanceTestClock
+    "set_terms",  # SetTerms, CreateAccount with terms: seats, overrides, flags (admins only)
     "manage_webhooks",  # webhook endpoints, and reading the notifications sent
 ]
 OPS: tuple[Op, ...] = get_args(Op)
@@ -50,6 +51,7 @@ _ADMIN: frozenset[Op] = frozenset(
         "set_payg",
         "test_clock",
         "manage_webhooks",
+        "set_terms",
     }
 )
 
@@ -59,7 +61,8 @@ PERMISSIONS: dict[Role, frozenset[Op]] = {
     "billing": frozenset({"read", "set_max_spend"}),
     "admin": _ADMIN,
     # The issue: only an admin adds paid money with Grant; an owner buys it through Purchase.
-    "owner": _ADMIN - {"buy_credits"},
+    # Terms are the contract (seats, custom prices): admins set them, not the customer's owner.
+    "owner": _ADMIN - {"buy_credits", "set_terms"},
     # The top role of seed 000: everything, including the calls a service makes.
     "super_admin": frozenset(OPS),
 }
@@ -85,6 +88,7 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "SetAutoTopUp": ("auto_topup", "set_max_spend"),
     "GetAutoTopUp": ("auto_topup", "set_max_spend"),
     "AdvanceTestClock": ("test_clock",),
+    "SetTerms": ("set_terms",),
     "CreateWebhookEndpoint": ("manage_webhooks",),
     "ListWebhookEndpoints": ("manage_webhooks",),
     "SetWebhookEndpointEnabled": ("manage_webhooks",),

@@ -9,8 +9,9 @@ Every amount in the file is a decimal in whole units; it is compiled to integer 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import (
@@ -32,6 +33,9 @@ from creditgate.domain.plans_file import (
     PurchaseConfig,
 )
 from creditgate.domain.purchase import CENT, PurchaseLimits
+
+if TYPE_CHECKING:
+    from creditgate.domain.terms import Terms
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,7 @@ class Pool:
     description: str = ""
     stops_account: bool = False
     low_balance: int = 0  # a balance pool's default low-balance threshold (0: none)
+    per_seat: bool = False  # an allowance whose amount is per seat of the account
 
     @property
     def is_money(self) -> bool:
@@ -122,6 +127,12 @@ class ActionPrice:
                 break
         return Price(self.meter, cost, self.per)
 
+    def at(self, cost: int) -> ActionPrice:
+        """This action at another base ``cost`` (variants still apply); 0 makes it free."""
+        if cost == 0:
+            return ActionPrice(None, 0, self.per)
+        return replace(self, unit_cost=cost)
+
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -136,6 +147,17 @@ class Plan:
     layout: tuple[tuple[str, str], ...] = ()
     units: dict[str, str] = field(default_factory=dict)
     purchase: PurchaseLimits | None = None  # None: the plan sells no credits
+    # Action costs that an account flag selects: flag -> action -> meter micro-units.
+    flag_prices: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Set on the plan as one account's terms make it (domain.terms.apply): the terms and
+    # their fingerprint, which the scripts check along with the plan id.
+    terms: Terms | None = None
+    terms_key: str = ""
+
+    @property
+    def key(self) -> str:
+        """What the scripts compare with the account's plan: its id, with its terms' key."""
+        return f"{self.id}#{self.terms_key}" if self.terms_key else self.id
 
     def pool(self, pool_id: str) -> Pool | None:
         return self.by_id.get(pool_id)
@@ -221,6 +243,7 @@ def _compile_pool(cfg: PoolConfig, meters: set[str], where: str) -> Pool:
         )
         == "stop_account",
         low_balance=_micro(cfg.low_balance, f"{w} low_balance"),
+        per_seat=cfg.per_seat,
     )
 
 
@@ -264,7 +287,6 @@ def _compile_action(
     name: str,
     cfg: ActionConfig,
     meters: set[str],
-    cost: Amount | None = None,
 ) -> ActionPrice:
     if cfg.free:
         return ActionPrice(None, 0, cfg.per)
@@ -278,7 +300,7 @@ def _compile_action(
         )
         for var in cfg.variants
     )
-    unit_cost = _micro(cfg.cost if cost is None else cost, f"action {name} cost")
+    unit_cost = _micro(cfg.cost, f"action {name} cost")
     return ActionPrice(cfg.meter, unit_cost, cfg.per, variants)
 
 
@@ -294,15 +316,22 @@ def _compile_plan(plan_id: str, cfg: PlanConfig, catalog: CatalogConfig) -> Plan
         raise ConfigError(msg)
     actions = {}
     for name, action in catalog.actions.items():
+        compiled = _compile_action(name, action, meters)
         override = cfg.prices.get(name)
-        if override is not None and _micro(override, "price") == 0:
-            actions[name] = ActionPrice(None, 0, action.per)
-        else:
-            actions[name] = _compile_action(name, action, meters, override)
+        actions[name] = compiled if override is None else compiled.at(_micro(override, "price"))
     for name in cfg.prices:
         if name not in catalog.actions:
             msg = f"plan {plan_id}: price override for unknown action {name!r}"
             raise ConfigError(msg)
+    flag_prices = {
+        flag: {a: _micro(c, f"plan {plan_id} flag_prices {flag} {a}") for a, c in costs.items()}
+        for flag, costs in cfg.flag_prices.items()
+    }
+    for flag, costs in flag_prices.items():
+        for name in costs:
+            if name not in catalog.actions:
+                msg = f"plan {plan_id}: flag_prices {flag} names unknown action {name!r}"
+                raise ConfigError(msg)
     keys = {k for p in pools.values() for k, _ in p.scope.attributes}
     keys |= {k for a in actions.values() for v in a.variants for k, _ in v.when}
     ordered = tuple(pools[i] for i in order)
@@ -320,6 +349,7 @@ def _compile_plan(plan_id: str, cfg: PlanConfig, catalog: CatalogConfig) -> Plan
         layout,
         dict(layout),
         purchase,
+        flag_prices,
     )
 
 

@@ -74,6 +74,8 @@ class PoolConfig(_Model):
     # Lowering the cap below this period's spend: seed 000 stops every action until renewal,
     # seed 004 only stops pay-as-you-go. Default: stop_account for overage, block_pool for payg.
     on_cap_below_spend: Literal["stop_account", "block_pool"] | None = None
+    # An allowance per seat: its amount is multiplied by the account's seats (seed 004).
+    per_seat: bool = False
 
     @model_validator(mode="after")
     def _check_kind(self) -> PoolConfig:
@@ -86,6 +88,9 @@ class PoolConfig(_Model):
             raise ValueError(msg)
         if self.kind in ("balance", "payg") and not self.rates:
             msg = f"pool {self.id}: {a_or_an(self.kind)} pool needs rates (money per meter unit)"
+            raise ValueError(msg)
+        if self.per_seat and self.kind != "allowance":
+            msg = f"pool {self.id}: per_seat is for allowance pools only"
             raise ValueError(msg)
         if self.low_balance is not None and self.kind != "balance":
             msg = f"pool {self.id}: low_balance is for balance pools only"
@@ -129,6 +134,8 @@ class PlanConfig(_Model):
     pools: tuple[PoolConfig, ...] = ()
     order: tuple[Ident, ...] = ()
     prices: dict[ActionName, Amount] = {}
+    # Prices an account flag selects (issue 20 §6): {existing_customer: {integration: 0}}.
+    flag_prices: dict[Ident, dict[ActionName, Amount]] = {}
     purchase: PurchaseConfig | None = None
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
+from creditgate.domain.terms import NO_TERMS, Terms
+
 
 class Reason(IntEnum):
     """Mirrors creditgate.v1.Reason."""
@@ -146,6 +148,7 @@ class AccountState:
     test_clock: int
     now: int
     pools: tuple[PoolState, ...]
+    terms: Terms = NO_TERMS  # the account's seats, overrides and flags (domain/terms.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,9 @@ from typing import TYPE_CHECKING
 from creditgate.domain import requests as check
 from creditgate.domain import topup
 from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError
+from creditgate.domain.terms import NO_TERMS, Terms
+from creditgate.domain.terms import apply as apply_terms
+from creditgate.domain.terms import check as check_terms
 from creditgate.domain.wording import money
 from creditgate.driver.failures import guarded
 from creditgate.engine.calls import admin as calls
@@ -39,7 +42,12 @@ class AdminOps:
         return await self.runner.call(BalanceCall(self.ctx, account_id))
 
     async def create_account(
-        self, account_id: str, plan_id: str, anchor_day: int = 0, status: str = "active"
+        self,
+        account_id: str,
+        plan_id: str,
+        anchor_day: int = 0,
+        status: str = "active",
+        terms: Terms = NO_TERMS,
     ) -> AccountState:
         check.check_id(account_id, "account_id")
         check.check_status(status)
@@ -47,9 +55,22 @@ class AdminOps:
         if not 0 <= anchor_day <= _MAX_ANCHOR_DAY:
             msg = f"anchor_day must be 1-31 (0: today), got {anchor_day}"
             raise InvalidArgumentError(msg)
+        check_terms(terms, self.ctx.catalog, plan)
         # Created only where Redis and the ledger both lack it (the runner asks the ledger first).
-        await self.runner.call(calls.create(self.ctx, account_id, plan, status, anchor_day))
-        self.runner.remember(account_id, plan.id)
+        call = calls.create(self.ctx, account_id, plan, status, anchor_day, terms)
+        await self.runner.call(call)
+        self.runner.remember(account_id, apply_terms(plan, terms))
+        return await self.balance(account_id)
+
+    async def set_terms(self, account_id: str, terms: Terms) -> AccountState:
+        """Replace the account's terms (seats, overrides, flags), checked against its plan.
+
+        Allowances whose amount changes (seats, an override) keep this period's use: the
+        difference is added to, or taken from, what is left of them at once.
+        """
+        check.check_id(account_id, "account_id")
+        await self.runner.call(calls.set_terms(self.ctx, account_id, terms))
+        self.runner.forget(account_id)
         return await self.balance(account_id)
 
     async def update_account(
@@ -68,7 +89,7 @@ class AdminOps:
             raise InvalidArgumentError(msg)
         await self.runner.call(calls.update(self.ctx, account_id, new, status, anchor_day))
         if new is not None:
-            self.runner.remember(account_id, new.id)
+            self.runner.forget(account_id)
         return await self.balance(account_id)
 
     async def set_pool_settings(

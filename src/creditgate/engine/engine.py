@@ -91,12 +91,16 @@ class Engine:
         self.create_account = self.admin.create_account
         self.update_account = self.admin.update_account
         self.set_pool_settings = self.admin.set_pool_settings
+        self.set_terms = self.admin.set_terms
         self.grant = self.admin.grant
         self.set_auto_topup = self.admin.set_auto_topup
         self.topup_paused = self.admin.topup_paused
         self.auto_topup = self.admin.auto_topup
         self.advance_clock = self.admin.advance_clock
-        self.remember = self.runner.remember
+
+    def remember(self, account_id: str, plan_id: str) -> None:
+        """Learn an account's plan (one without terms), as a call that reached Redis would."""
+        self.runner.remember(account_id, self.runner.plan_of(plan_id))
 
     @property
     def scripts(self) -> Scripts:

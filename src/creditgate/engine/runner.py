@@ -1,11 +1,12 @@
 """Runs script calls: the account's plan learned and remembered, a missing account loaded.
 
-The scripts check that the caller priced the request with the account's current plan. The
-runner remembers each account's plan; on a miss or after a plan change the script answers PLAN
-with the real one and the call is made again (one extra round trip, once per account and
-sidecar). A script that finds the account missing from Redis answers NO_ACCOUNT and changes
-nothing; the account is loaded from the ledger (``on_missing``) and the call made again, so
-every operation sees what the ledger knows.
+The scripts check that the caller priced the request with the account's current plan and terms
+(``Plan.key``). The runner remembers each account's plan, as its terms make it
+(``domain.terms.apply``); on a miss or after a change the script answers PLAN with the real plan
+and terms and the call is made again (one extra round trip, once per account and sidecar). A
+script that finds the account missing from Redis answers NO_ACCOUNT and changes nothing; the
+account is loaded from the ledger (``on_missing``) and the call made again, so every operation
+sees what the ledger knows.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from creditgate.domain import terms as account_terms
 from creditgate.domain.errors import FailedPreconditionError, NotFoundError, UnavailableError
 from creditgate.driver.failures import failure, guarded, track_writes
 from creditgate.engine.scripts import Scripts
@@ -51,7 +53,8 @@ class Runner:
         self.catalog = catalog
         self.keys = keys
         self.scripts = Scripts(redis, fast_path=lua_fast_path)
-        self._plans: dict[str, str] = {}
+        self._plans: dict[str, Plan] = {}
+        self._with_terms: dict[str, Plan] = {}  # plans as terms make them, by Plan.key
         # Set by the ledger: loads an account missing from Redis (after a restart or eviction)
         # and answers whether it did; the call is then made again.
         self.on_missing: Callable[[str], Awaitable[bool]] | None = None
@@ -70,24 +73,23 @@ class Runner:
         account_id = call.account_id
         script = getattr(self.scripts, call.script)
         keys = call.keys()
-        plan_id = self._plans.get(account_id, "")
+        plan = self._plans.get(account_id)
         looked_up = False
         absent: Callable[[], Args | None] | None = getattr(call, "absent", None)
         args: Args | None = None
         for _ in range(_TRIES):
-            plan = self.plan_of(plan_id) if plan_id else None
             reply = await self._call(script, keys, args if args is not None else call.argv(plan))
             code = reply[0]
             if code == b"PLAN":
-                plan_id = reply[1].decode()
-                self.remember(account_id, plan_id)
+                plan = self.plan_with_terms(reply[1].decode(), text_of(reply, 2), text_of(reply, 3))
+                self.remember(account_id, plan)
                 continue
             if code == b"NO_ACCOUNT":
                 self._plans.pop(account_id, None)
                 if not looked_up:
                     looked_up = True
                     if self.on_missing is not None and await self.on_missing(account_id):
-                        plan_id = ""
+                        plan = None
                         continue
                     args = absent() if absent is not None else None
                     if args is not None:
@@ -107,15 +109,32 @@ class Runner:
             raise FailedPreconditionError(msg)
         return plan
 
+    def plan_with_terms(self, plan_id: str, terms: str, key: str) -> Plan:
+        """The account's plan as its terms (stored JSON and key) make it."""
+        plan = self.plan_of(plan_id)
+        if not terms:
+            return plan
+        full = f"{plan_id}#{key}"
+        made = self._with_terms.get(full)
+        if made is None:
+            made = account_terms.apply(plan, account_terms.Terms.decode(terms))
+            if len(self._with_terms) >= _PLAN_CACHE_SIZE:
+                self._with_terms.clear()
+            self._with_terms[full] = made
+        return made
+
     def known_plan(self, account_id: str) -> Plan | None:
         """The account's plan if this sidecar has seen it (the hot path needs it up front)."""
-        plan_id = self._plans.get(account_id)
-        return self.catalog.plan(plan_id) if plan_id else None
+        return self._plans.get(account_id)
 
-    def remember(self, account_id: str, plan_id: str) -> None:
+    def forget(self, account_id: str) -> None:
+        """The account's plan or terms changed: learn them again on its next call."""
+        self._plans.pop(account_id, None)
+
+    def remember(self, account_id: str, plan: Plan) -> None:
         if len(self._plans) >= _PLAN_CACHE_SIZE:
             self._plans.clear()
-        self._plans[account_id] = plan_id
+        self._plans[account_id] = plan
 
     async def _call(self, script: Any, keys: Sequence[str], args: Args) -> list[Any]:  # noqa: ANN401 - redis-py's AsyncScript
         """One script call; use run(), which loads an account missing from Redis first."""
@@ -147,6 +166,11 @@ class Runner:
         if self.on_missing is not None and await self.on_missing(account_id):
             return
         raise no_account(account_id)
+
+
+def text_of(reply: list[Any], i: int) -> str:
+    """Item ``i`` of a reply as text; '' past its end."""
+    return reply[i].decode() if len(reply) > i else ""
 
 
 def no_account(account_id: str) -> NotFoundError:

@@ -14,6 +14,9 @@ from creditgate.domain.errors import (
 )
 from creditgate.domain.money import MAX_AMOUNT
 from creditgate.domain.results import AccountState, GrantResult, Lot, PoolState
+from creditgate.domain.terms import NO_TERMS, Terms
+from creditgate.domain.terms import apply as apply_terms
+from creditgate.domain.terms import check as check_terms
 from creditgate.testing import _ref_notices as notices
 from creditgate.testing._ref_state import Account, LotRec, Op, Record
 from creditgate.testing._ref_walk import maintain_all
@@ -39,17 +42,16 @@ class AdminModel:
         *,
         hold_ttl_ms: int = 300_000,
         idempotency_ttl_ms: int = DAY_MS,
-        account_key: Callable[[str], str] | None = None,
     ) -> None:
         self.catalog = catalog
         self.hold_ttl_ms = hold_ttl_ms
         self.idempotency_ttl_ms = idempotency_ttl_ms
         self.accounts: dict[str, Account] = {}
-        # The account's Redis key (the engine's KeySpace.account), which top-up ids hash.
-        self.account_key = account_key or (lambda account_id: account_id)
 
-    def _key(self, account_id: str) -> Callable[[], str]:
-        return lambda: self.account_key(account_id)
+    @staticmethod
+    def _key(account_id: str) -> Callable[[], str]:
+        """What a top-up id hashes: the account's id (charge.lua's crossed())."""
+        return lambda: account_id
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -67,9 +69,13 @@ class AdminModel:
             raise InvalidArgumentError(msg)
         return plan
 
+    def _plan_of(self, acct: Account) -> Plan:
+        """The account's plan as its terms make it."""
+        return apply_terms(self._plan(acct.plan_id), acct.terms)
+
     def _op(self, acct: Account) -> Op:
         """Start an operation: the account's plan, brought up to date at its clock."""
-        op = Op(acct, self._plan(acct.plan_id))
+        op = Op(acct, self._plan_of(acct))
         maintain_all(op)
         return op
 
@@ -125,22 +131,29 @@ class AdminModel:
             test_clock=acct.clock,
             now=acct.clock,
             pools=pools,
+            terms=acct.terms,
         )
 
-    def create_account(
-        self, account_id: str, plan_id: str, now: int, anchor_day: int = 0, status: str = "active"
+    def create_account(  # noqa: PLR0913, PLR0917 - mirrors Engine.create_account
+        self,
+        account_id: str,
+        plan_id: str,
+        now: int,
+        anchor_day: int = 0,
+        status: str = "active",
+        terms: Terms = NO_TERMS,
     ) -> AccountState:
         """Create an account whose clock reads ``now`` (unix ms) until it is advanced."""
         check.check_id(account_id, "account_id")
         check.check_status(status)
-        self._plan(plan_id)
+        check_terms(terms, self.catalog, self._plan(plan_id))
         self._anchor(anchor_day)
         if account_id in self.accounts:
             msg = f"account {account_id!r} already exists"
             raise AlreadyExistsError(msg)
         if anchor_day == 0:
             anchor_day = dt.datetime.fromtimestamp(now // 1000, tz=dt.UTC).day
-        acct = Account(plan_id, status, anchor_day, created=now, clock=now)
+        acct = Account(plan_id, status, anchor_day, created=now, clock=now, terms=terms)
         self.accounts[account_id] = acct
         self._op(acct)
         return self.balance(account_id)
@@ -158,18 +171,33 @@ class AdminModel:
             msg = "give plan_id, anchor_day or status; nothing to change"
             raise InvalidArgumentError(msg)
         acct = self._account(account_id)
-        old = self._plan(acct.plan_id)
-        target = new or old
+        old = self._plan_of(acct)
+        if anchor_day:
+            acct.anchor = anchor_day
+        if status:
+            acct.status = status
+        acct.plan_id = (new or old).id
+        self._carry_over(acct, old)
+        return self.balance(account_id)
+
+    def set_terms(self, account_id: str, terms: Terms) -> AccountState:
+        """Replace the account's terms; allowances whose amount changes keep this period's use."""
+        check.check_id(account_id, "account_id")
+        acct = self._account(account_id)
+        check_terms(terms, self.catalog, self._plan(acct.plan_id))
+        old = self._plan_of(acct)
+        acct.terms = terms
+        self._carry_over(acct, old)
+        return self.balance(account_id)
+
+    def _carry_over(self, acct: Account, old: Plan) -> None:
+        """After a change from plan ``old`` (as terms made it): allowances keep their use."""
+        target = self._plan_of(acct)
         deltas = {}
         for p in target.pools:
             before = old.pool(p.id)
             if p.kind == "allowance" and before is not None and before.kind == "allowance":
                 deltas[p.id] = p.amount - before.amount
-        if anchor_day:
-            acct.anchor = anchor_day
-        if status:
-            acct.status = status
-        acct.plan_id = target.id
         op = self._op(acct)
         for pool_id, delta in deltas.items():
             rec = op.by_id[pool_id].rec
@@ -177,7 +205,6 @@ class AdminModel:
                 # Usage carries over: what a smaller allowance cannot absorb is kept as debt.
                 left = rec.balance - rec.debt + delta
                 rec.balance, rec.debt = max(0, left), max(0, -left)
-        return self.balance(account_id)
 
     def set_pool_settings(
         self,
@@ -193,7 +220,7 @@ class AdminModel:
         """
         check.check_id(account_id, "account_id")
         acct = self._account(account_id)
-        pool = self._pool(self._plan(acct.plan_id), pool_id, ("overage", "payg"))
+        pool = self._pool(self._plan_of(acct), pool_id, ("overage", "payg"))
         if cap is not None:
             _check_cap(cap, pool.cap_min, pool.cap_max)
         op = self._op(acct)
@@ -222,7 +249,7 @@ class AdminModel:
         check.check_id(account_id, "account_id")
         encoded = "" if settings is None else settings.check().encode()
         acct = self._account(account_id)
-        self._pool(self._plan(acct.plan_id), pool_id, ("balance",))
+        self._pool(self._plan_of(acct), pool_id, ("balance",))
         op = self._op(acct)
         if not encoded:
             acct.fields.pop(f"au:{pool_id}", None)
@@ -237,7 +264,7 @@ class AdminModel:
         """Pause auto top-up after the top-up in flight, if it is ``topup_id``."""
         check.check_id(account_id, "account_id")
         acct = self._account(account_id)
-        self._pool(self._plan(acct.plan_id), pool_id, ("balance",))
+        self._pool(self._plan_of(acct), pool_id, ("balance",))
         self._op(acct)
         if acct.fields.get(f"tu:{pool_id}") != f"run:{topup_id}":
             return False
@@ -260,7 +287,7 @@ class AdminModel:
         """
         check.check_grant(account_id, grant_id, amount, expires_at, note)
         acct = self._account(account_id)
-        pool = self._pool(self._plan(acct.plan_id), pool_id, ("grant", "balance"))
+        pool = self._pool(self._plan_of(acct), pool_id, ("grant", "balance"))
         if expires_at and pool.kind != "grant":
             msg = "expires_at applies to grant pools only"
             raise InvalidArgumentError(msg)

@@ -18,6 +18,7 @@ from creditgate.domain.results import (
     Remaining,
     Settlement,
 )
+from creditgate.domain.terms import NO_TERMS, Terms
 
 if TYPE_CHECKING:
     from creditgate.domain.catalog import Plan, Pool
@@ -101,6 +102,7 @@ class Account:
     created: int
     clock: int
     stopped_until: int = 0
+    terms: Terms = NO_TERMS
     pools: dict[str, PoolRec] = field(default_factory=dict)
     holds: dict[str, Hold] = field(default_factory=dict)
     records: dict[str, Record] = field(default_factory=dict)

@@ -67,11 +67,15 @@ class AdminService(WebhookAdmin):
         request: admin_pb2.CreateAccountRequest,
         context: Ctx,
     ) -> admin_pb2.Account:
+        terms = convert.terms_of(request.terms)
+        if request.HasField("terms"):
+            require(current(), ("set_terms",), "create an account with terms")
         after = await self.engine.create_account(
             request.account_id,
             request.plan_id,
             anchor_day=request.anchor_day,
             status=_status(request.status, default="active"),
+            terms=terms,
         )
         await self.audit.record("AdminService/CreateAccount", request, None, after)
         return convert.account(after)
@@ -206,6 +210,18 @@ class AdminService(WebhookAdmin):
         context: Ctx,
     ) -> admin_pb2.AutoTopUp:
         return convert.auto_topup(await self.engine.auto_topup(request.account_id, request.pool_id))
+
+    @boundary
+    async def SetTerms(
+        self,
+        request: admin_pb2.SetTermsRequest,
+        context: Ctx,
+    ) -> admin_pb2.Account:
+        terms = convert.terms_of(request.terms)
+        before = await self.engine.balance(request.account_id)
+        after = await self.engine.set_terms(request.account_id, terms)
+        await self.audit.record("AdminService/SetTerms", request, before, after)
+        return convert.account(after)
 
     @boundary
     async def AdvanceTestClock(

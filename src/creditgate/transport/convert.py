@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
+from creditgate.domain.errors import InvalidArgumentError
+from creditgate.domain.terms import Terms
 from creditgate.v1 import admin_pb2, quota_pb2
 
 if TYPE_CHECKING:
@@ -157,6 +159,49 @@ def account(a: AccountState) -> admin_pb2.Account:
             for p in a.pools
             if p.kind in ("overage", "payg")
         ],
+        terms=terms(a.terms),
+    )
+
+
+def terms(t: Terms) -> admin_pb2.Terms:
+    return admin_pb2.Terms(
+        seats=t.seats,
+        allowances=t.allowances,
+        prices=t.prices,
+        rates=[
+            admin_pb2.RateOverride(pool_id=pool, meter=meter, rate=rate)
+            for pool, rates in sorted(t.rates.items())
+            for meter, rate in sorted(rates.items())
+        ],
+        caps=[
+            admin_pb2.CapRange(pool_id=pool, cap_min=low, cap_max=high)
+            for pool, (low, high) in sorted(t.caps.items())
+        ],
+        flags=list(t.flags),
+    )
+
+
+def terms_of(m: admin_pb2.Terms) -> Terms:
+    """The request's terms (not yet checked against a plan); a pool listed twice is refused."""
+    rates: dict[str, dict[str, int]] = {}
+    for r in m.rates:
+        if r.meter in rates.setdefault(r.pool_id, {}):
+            msg = f"terms rates: pool {r.pool_id!r} meter {r.meter!r} is listed twice"
+            raise InvalidArgumentError(msg)
+        rates[r.pool_id][r.meter] = r.rate
+    caps: dict[str, tuple[int, int]] = {}
+    for c in m.caps:
+        if c.pool_id in caps:
+            msg = f"terms caps: pool {c.pool_id!r} is listed twice"
+            raise InvalidArgumentError(msg)
+        caps[c.pool_id] = (c.cap_min, c.cap_max)
+    return Terms(
+        seats=m.seats or 1,
+        allowances=dict(m.allowances),
+        prices=dict(m.prices),
+        rates=rates,
+        caps=caps,
+        flags=tuple(sorted(m.flags)),
     )
 
 

@@ -6,8 +6,10 @@ ARGV: lib.lua's prefix (``common``), then:
            reply {'OK', plan, status, anchor day, stopped until, now, created, test clock,
            per pool: balance, next reset, spent, cap, enabled 0/1, n lots, n x (lot, balance,
            expires at)}
-  account  'create', status, anchor day, create-if-absent '1'/'0'  -> {'OK'} or {'EXISTS'}
+  account  'create', status, anchor day, create-if-absent '1'/'0', plan, terms, terms key
+           -> {'OK'} or {'EXISTS'}
            'update', plan, status, anchor day, n, n x (allowance pool, amount delta) -> {'OK'}
+           'terms', terms, terms key, n, n x (allowance pool, amount delta) -> {'OK'}
            'settings', pool, cap or '', enabled '1'/'0'/'', stops account '1'/'0' -> {'OK'}
            'clock', seconds ms, to ms -> {'OK'} or {'CLOCK_BACKWARDS', clock ms}
   grant    pool, amount, grant id, expires at, note, idempotency TTL ms, fingerprint
@@ -20,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from creditgate.domain import terms as account_terms
 from creditgate.domain.errors import (
     AlreadyExistsError,
     FailedPreconditionError,
@@ -36,8 +39,8 @@ if TYPE_CHECKING:
     from creditgate.domain.catalog import Plan
 
 __all__ = [
-    "AccountCall", "BalanceCall", "GrantCall", "clock", "create", "pool_or_error", "settings",
-    "update",
+    "AccountCall", "BalanceCall", "GrantCall", "clock", "create", "pool_or_error", "set_terms",
+    "settings", "update",
 ]  # fmt: skip
 
 
@@ -89,6 +92,7 @@ class BalanceCall:
             created=reply[6],
             test_clock=reply[7],
             pools=tuple(pools),
+            terms=(plan.terms if plan else None) or account_terms.NO_TERMS,
         )
 
 
@@ -134,29 +138,64 @@ class AccountCall:
         return True
 
 
-def create(ctx: Context, account_id: str, plan: Plan, status: str, anchor_day: int) -> AccountCall:
-    """Create the account on ``plan``, only where Redis and the ledger both lack it."""
-    args = [*ctx.prefix(account_id, plan), "create", status, anchor_day]
-    return AccountCall(ctx, account_id, lambda _: [*args, "0"], lambda: [*args, "1"])
+def create(  # noqa: PLR0913, PLR0917 - the request's fields
+    ctx: Context,
+    account_id: str,
+    plan: Plan,
+    status: str,
+    anchor_day: int,
+    terms: account_terms.Terms = account_terms.NO_TERMS,
+) -> AccountCall:
+    """Create the account on ``plan`` with ``terms``, only where Redis and the ledger lack it."""
+    made = account_terms.apply(plan, terms)
+    args = [*ctx.prefix(account_id, made), "create", status, anchor_day]
+    tail = [plan.id, terms.encode(), terms.key()]
+    return AccountCall(ctx, account_id, lambda _: [*args, "0", *tail], lambda: [*args, "1", *tail])
+
+
+def _deltas(old: Plan, new: Plan) -> Args:
+    """(pool, new amount - old amount) of the allowances both plans have, flat."""
+    deltas: Args = []
+    for p in new.pools:
+        before = old.pool(p.id)
+        if p.kind == "allowance" and before is not None and before.kind == "allowance":
+            deltas += [p.id, p.amount - before.amount]
+    return deltas
 
 
 def update(
     ctx: Context, account_id: str, new: Plan | None, status: str, anchor_day: int
 ) -> AccountCall:
-    """Change plan, anchor or status; allowances both plans share keep this period's use."""
+    """Change plan, anchor or status; allowances both plans share keep this period's use.
+
+    The account's terms stay and apply to the new plan.
+    """
 
     def build(old: Plan | None) -> Args:
         if old is None:
             return ctx.header(account_id, None, [])
-        target = new or old
-        deltas: Args = []
-        for p in target.pools:
-            before = old.pool(p.id)
-            if p.kind == "allowance" and before is not None and before.kind == "allowance":
-                deltas += [p.id, p.amount - before.amount]
+        target = account_terms.apply(new, old.terms or account_terms.NO_TERMS) if new else old
+        deltas = _deltas(old, target)
         header = ctx.prefix(account_id, target)
-        header[1] = old.id
+        header[1] = old.key
         return [*header, "update", target.id, status, anchor_day, len(deltas) // 2, *deltas]
+
+    return AccountCall(ctx, account_id, build)
+
+
+def set_terms(ctx: Context, account_id: str, terms: account_terms.Terms) -> AccountCall:
+    """Replace the account's terms, checked against its plan; allowances keep this period's use."""
+
+    def build(old: Plan | None) -> Args:
+        if old is None:
+            return ctx.header(account_id, None, [])
+        base = ctx.catalog.plan(old.id) or old
+        account_terms.check(terms, ctx.catalog, base)
+        target = account_terms.apply(base, terms)
+        deltas = _deltas(old, target)
+        header = ctx.prefix(account_id, target)
+        header[1] = old.key
+        return [*header, "terms", terms.encode(), terms.key(), len(deltas) // 2, *deltas]
 
     return AccountCall(ctx, account_id, build)
 

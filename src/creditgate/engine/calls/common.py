@@ -4,9 +4,10 @@ ARGV of every script starts with lib.lua's layout: [1] account id, [2] the plan 
 priced with ('' when it does not know it), [3] test clock '1'/'0', [4] pool count n, then 10
 fields per pool: id, code, period, amount, rate (0 if the pool does not pay for this call),
 block size, block price, cap, eligible '1'/'0', enabled '1'/'0'. What follows is the script's
-own (each call module says). A script answers {'PLAN', plan} when the caller priced with
-another plan and {'NO_ACCOUNT'} when the account is not in Redis (``runner.Runner`` handles
-both); any other first element is the script's own answer.
+own (each call module says). ARGV[2] is ``Plan.key``: the plan id, with the account's terms'
+key when it has terms. A script answers {'PLAN', plan, terms JSON, terms key} when the caller
+priced with another plan or other terms and {'NO_ACCOUNT'} when the account is not in Redis
+(``runner.Runner`` handles both); any other first element is the script's own answer.
 """
 
 from __future__ import annotations
@@ -78,19 +79,21 @@ class Context:
     def header(self, account_id: str, plan: Plan | None, pool_args: Args) -> Args:
         if plan is None:
             return [account_id, "", self.clock, 0]
-        return [account_id, plan.id, self.clock, len(plan.pools), *pool_args]
+        return [account_id, plan.key, self.clock, len(plan.pools), *pool_args]
 
     def prefix(self, account_id: str, plan: Plan | None) -> Args:
         """The ARGV prefix with nothing eligible (maintenance and balances only)."""
         return self.header(account_id, plan, self.plain(plan) if plan else [])
 
     def plain(self, plan: Plan) -> Args:
-        args = self._plain.get(plan.id)
+        args = self._plain.get(plan.key)
         if args is None:
             args = []
             for p in plan.pools:
                 args += _pool(p.id, p.code, p.period, p.amount, 0, p, eligible=False)
-            self._plain[plan.id] = args
+            if len(self._plain) >= _ARGS_CACHE_SIZE:
+                self._plain.clear()
+            self._plain[plan.key] = args
         return args
 
     def priced(
@@ -101,7 +104,7 @@ class Context:
         The third item is ARGV[2..] (plan id, clock flag, count, descriptors) as RESP, for the
         pipelined connection.
         """
-        key = (plan.id, action, *(attributes.get(k) for k in plan.attribute_keys))
+        key = (plan.key, action, *(attributes.get(k) for k in plan.attribute_keys))
         hit = self._priced.get(key)
         if hit is not None:
             return hit
@@ -112,7 +115,7 @@ class Context:
             args += _pool(p.id, p.code, p.period, p.amount, rate or 0, p, eligible=rate is not None)
         if len(self._priced) >= _ARGS_CACHE_SIZE:
             self._priced.clear()
-        encoded = encode([plan.id, self.clock, len(plan.pools), *args])
+        encoded = encode([plan.key, self.clock, len(plan.pools), *args])
         self._priced[key] = (args, price, encoded)
         return args, price, encoded
 
@@ -187,9 +190,10 @@ def remaining(plan: Plan, reply: list[Any], at: int) -> tuple[Remaining, ...]:
 def recorded(catalog: Catalog, plan: Plan, reply: list[Any]) -> tuple[Plan, str, list[Any]]:
     """A replayed answer {'REPLAY', plan then, meter, reply}, read with its plan then.
 
-    Plans can change between the first answer and its replay.
+    Plans can change between the first answer and its replay. (Terms change no pool's id or
+    unit, so the plan of the key the answer was priced with, without its terms, reads it.)
     """
-    then = catalog.plan(reply[1].decode()) or plan
+    then = catalog.plan(reply[1].decode().partition("#")[0]) or plan
     return then, reply[2].decode(), reply[3]
 
 

@@ -113,7 +113,7 @@ class ConsumeCall:
         shape = self.shape
         if shape.mode != "C" or shape.dry_run:
             return None, (self, plan)
-        return (self.account_id, plan.id, shape.key), (self, plan)
+        return (self.account_id, plan.key, shape.key), (self, plan)
 
     def result(self, plan: Plan | None, reply: list[Any]) -> Decision:
         """The script's answer as a Decision; IDEM_MISMATCH and TOO_LARGE raise."""
@@ -237,7 +237,7 @@ class ConsumeCalls:
 
     def parts(self, plan: Plan, shape: Shape) -> _Parts:
         """The RESP of the consume call around the ids, its argument count, the meter."""
-        key = (plan.id, shape.key)
+        key = (plan.key, shape.key)
         parts = self._parts.get(key)
         if parts is None:
             pool_args, static, tail, meter = self.args(plan, shape)

@@ -6,9 +6,14 @@
 --   create:   [+1] status, [+2] anchor day (0: today's day of month), [+3] '1' once the
 --             ledger was found not to know the account; until then a missing account is
 --             answered NO_ACCOUNT, so the engine loads it from the ledger first (and the
---             account then EXISTS) instead of creating it afresh over its history
+--             account then EXISTS) instead of creating it afresh over its history, [+4] plan
+--             id, [+5] terms (canonical JSON, '' none), [+6] their key (ARGV[2] is the plan's
+--             key: plan id '#' terms key)
 --   update:   [+1] new plan, [+2] status or '', [+3] anchor day or '0', [+4] n, then n x
 --             (allowance pool id, new amount - old amount)
+--   terms:    [+1] terms (canonical JSON, '' none: the plan as it is), [+2] their key, [+3] n,
+--             then n x (allowance pool id, new amount - old amount), as update's: seats or an
+--             allowance changed mid-period change this period's allowance at once, its use kept
 --   settings: [+1] pool id, [+2] cap or '', [+3] enabled '1'/'0' or '', [+4] '1' when a cap
 --             below this period's spend stops the whole account (else only the pool stops)
 --   clock:    [+1] milliseconds to move the account's test clock forward, [+2] or an absolute
@@ -20,7 +25,7 @@
 --             [+3] the state to put ('failed:<top-up id>', 'max:<until ms>'): a top-up that
 --             failed or would pass the monthly maximum; answered {'UNCHANGED'} when not in it
 -- Reply: {'OK', stopped until ms, now ms (clock: the clock's new time)}, or {'NO_ACCOUNT'},
---   {'EXISTS'}, {'PLAN', plan}, {'CLOCK_BACKWARDS', now ms}, {'UNCHANGED'}.
+--   {'EXISTS'}, {'PLAN', plan, terms, key}, {'CLOCK_BACKWARDS', now ms}, {'UNCHANGED'}.
 local op = ARGV[ARG0]
 if op == 'create' then
   if EXISTS then return {'EXISTS'} end
@@ -30,13 +35,17 @@ if op == 'create' then
     local _, _, d = civil_from_days(math.floor(NOW / DAY))
     ANCHOR = d
   end
-  put('plan', ARGV[2])
+  put('plan', ARGV[ARG0 + 4])
+  if ARGV[ARG0 + 5] ~= '' then
+    put('tm', ARGV[ARG0 + 5])
+    put('tk', ARGV[ARG0 + 6])
+  end
   put('st', ARGV[ARG0 + 1])
   put('anc', ANCHOR)
   put('created', NOW)
   if ARGV[3] == '1' then put('clk', NOW) end
-  emit('account', {}, {'op', 'create', 'plan', ARGV[2], 'status', ARGV[ARG0 + 1],
-    'anchor', fmt(ANCHOR)}, '')
+  emit('account', {}, {'op', 'create', 'plan', ARGV[ARG0 + 4], 'status', ARGV[ARG0 + 1],
+    'anchor', fmt(ANCHOR), 'terms', ARGV[ARG0 + 5]}, '')
   maintain_all()
   flush()
   return {'OK', 0, NOW}
@@ -44,6 +53,26 @@ end
 
 local err = check_plan()
 if err then return err end
+
+-- Allowances whose amount changed (n at ARGV[at], then n x (pool id, delta)) keep this
+-- period's use: what a smaller allowance cannot absorb is kept as debt. Returns the moves.
+local function carry_over(at)
+  local moves = {}
+  local n = tonumber(ARGV[at])
+  for i = 0, n - 1 do
+    local p = BYID[ARGV[at + 1 + i * 2]]
+    local delta = tonumber(ARGV[at + 2 + i * 2])
+    if p and not p.fresh then
+      local before = p.b
+      local left = p.b - p.o + delta
+      p.b = math.max(0, left)
+      p.o = math.max(0, -left)
+      p.dirty = true
+      if p.b ~= before then moves[#moves + 1] = mv(p, p.b - before) end
+    end
+  end
+  return moves
+end
 
 if op == 'update' then
   local plan, st, anc = ARGV[ARG0 + 1], ARGV[ARG0 + 2], tonumber(ARGV[ARG0 + 3])
@@ -54,23 +83,19 @@ if op == 'update' then
   if st ~= '' then put('st', st) end
   put('plan', plan)
   maintain_all()
-  local moves = {}
-  local n = tonumber(ARGV[ARG0 + 4])
-  for i = 0, n - 1 do
-    local p = BYID[ARGV[ARG0 + 5 + i * 2]]
-    local delta = tonumber(ARGV[ARG0 + 6 + i * 2])
-    if p and not p.fresh then
-      -- Usage carries over: what the smaller allowance cannot absorb is kept as debt.
-      local before = p.b
-      local left = p.b - p.o + delta
-      p.b = math.max(0, left)
-      p.o = math.max(0, -left)
-      p.dirty = true
-      if p.b ~= before then moves[#moves + 1] = mv(p, p.b - before) end
-    end
-  end
+  local moves = carry_over(ARG0 + 4)
   emit('account', moves, {'op', 'update', 'plan', plan, 'status', A.st, 'anchor', fmt(ANCHOR)},
     '')
+  flush()
+  return {'OK', tonumber(A.stop) or 0, NOW}
+end
+
+if op == 'terms' then
+  local tm = ARGV[ARG0 + 1]
+  put('tm', tm ~= '' and tm or nil)
+  put('tk', tm ~= '' and ARGV[ARG0 + 2] or nil)
+  maintain_all()
+  emit('account', carry_over(ARG0 + 3), {'op', 'terms', 'terms', tm}, '')
   flush()
   return {'OK', tonumber(A.stop) or 0, NOW}
 end

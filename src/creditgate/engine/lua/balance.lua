@@ -3,7 +3,7 @@
 -- ARGV: common (lib.lua), nothing more.
 -- Reply: {'OK', plan, status, anchor day, stopped until ms, now ms, created ms, test clock ms,
 --   then per plan pool: balance/remaining, next reset ms, spent, cap, enabled 0/1, n lots,
---   n x (lot id, balance, expires ms)}, or {'NO_ACCOUNT'}, {'PLAN', plan}.
+--   n x (lot id, balance, expires ms)}, or {'NO_ACCOUNT'}, {'PLAN', plan, terms, key}.
 local err = check_plan()
 if err then return err end
 maintain_all()

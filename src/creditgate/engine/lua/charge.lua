@@ -18,7 +18,9 @@ local function open_account()
   local raw = redis.call('HGETALL', KEYS[1])
   local A = {}
   for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
-  if A.plan ~= ARGV[2] or A.st == 'suspended' or A.stop ~= nil then return A, false end
+  local pk = A.plan
+  if A.tk and pk then pk = pk .. '#' .. A.tk end
+  if pk ~= ARGV[2] or A.st == 'suspended' or A.stop ~= nil then return A, false end
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   if ARGV[3] == '1' and A.clk then now = A.clk + 0 end
@@ -161,12 +163,12 @@ local function crossed(A, j, before, after, now, rid, fields, pre, denied)
   if au and (after <= th or denied) then
     local tu = A['tu:' .. id]
     if tu == nil or (string.sub(tu, 1, 4) == 'max:' and now >= string.sub(tu, 5) + 0) then
-      -- The top-up id is unique across accounts and time: the account's key and its count of
+      -- The top-up id is unique across accounts and time: the account's id and its count of
       -- top-ups ('tn'), with the time in front for people.
       local n = fmt('%d', (A.tn or 0) + 1)
       A.tn = n
       local tid = 'tu_' .. fmt('%d', now) .. '_'
-        .. string.sub(redis.sha1hex(KEYS[1] .. '|' .. n), 1, 16)
+        .. string.sub(redis.sha1hex(ARGV[1] .. '|' .. n), 1, 16)
       fields[#fields + 1] = 'tn'; fields[#fields + 1] = n
       fields[#fields + 1] = 'tu:' .. id; fields[#fields + 1] = 'run:' .. tid
       pre[#pre + 1] = {'topup', tid, {}, {'pool', id, 'amount', amt, 'th', fmt('%d', th),

@@ -7,7 +7,7 @@
 -- Reply: {'OK', allowed 0/1, reason, cost, retry_at ms, now ms, replayed 0/1, shortfall,
 --   hold expires_at ms, n, n x (pool, amount, remaining, covered), remaining of each plan pool}
 --   in micro-units; a repeated request id {'REPLAY', plan then, meter, the first reply}; or
---   {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', the first request's mode}, {'TOO_LARGE'}.
+--   {'NO_ACCOUNT'}, {'PLAN', plan, terms, key}, {'IDEM_MISMATCH', the first request's mode}, {'TOO_LARGE'}.
 -- Only allowed, non-dry-run answers are recorded: a denied request may be retried as is.
 --
 -- The first branch is the common case, answered by charge.lua's charge() before lib.lua's

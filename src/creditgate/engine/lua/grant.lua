@@ -6,7 +6,7 @@
 --   account.lua): 'run:<top-up id>' for the top-up it pays, 'failed' for a one-time purchase
 --   (a paused auto top-up resumes), '' none.
 -- Reply: {'OK', pool balance after, replayed 0/1} (a repeated grant id answers the first reply
---   with replayed 1), or {'NO_ACCOUNT'}, {'PLAN', plan}, {'IDEM_MISMATCH', 'G'},
+--   with replayed 1), or {'NO_ACCOUNT'}, {'PLAN', plan, terms, key}, {'IDEM_MISMATCH', 'G'},
 --   {'PAST_EXPIRY', now ms}, {'TOO_LARGE'}.
 local err = check_plan()
 if err then return err end

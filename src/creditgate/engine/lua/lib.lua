@@ -9,7 +9,8 @@
 --
 -- Common KEYS: [1] account hash, [2] the shard's event stream, [3] the account's holds hash,
 --              [4] the account's hold-expiry sorted set, [5..] per script.
--- Common ARGV: [1] account id, [2] plan id the caller priced with, [3] '1' on a test-clock
+-- Common ARGV: [1] account id, [2] plan id the caller priced with (with '#' and the key of
+--              the account's terms, 'tk', when it has terms), [3] '1' on a test-clock
 --              server (the account's time is its frozen 'clk' field), [4] pool count N, then
 --              10 fields per pool in consumption order: id, kind (A allowance, G grant,
 --              B money balance, O overage, P payg), period (day|month|cycle|''), amount, rate

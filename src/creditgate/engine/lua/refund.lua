@@ -8,7 +8,7 @@
 -- Reply: {'OK', refunded, still refundable, replayed 0/1, meter, n,
 --   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool};
 --   a repeated refund id {'REPLAY', plan then, meter, the first reply}; or {'NO_ACCOUNT'},
---   {'PLAN', plan}, {'IDEM_MISMATCH', 'F'}, {'NOT_FOUND'}, {'NOT_CHARGE'} (the id names a grant
+--   {'PLAN', plan, terms, key}, {'IDEM_MISMATCH', 'F'}, {'NOT_FOUND'}, {'NOT_CHARGE'} (the id names a grant
 --   or a refund), {'NOT_SETTLED'}, {'EXCEEDS', left} (also when nothing is left),
 --   {'TOO_LARGE'}.
 local err = check_plan()

@@ -4,7 +4,7 @@
 -- Reply: {'OK', released 0/1, returned meter micro-units, state, n,
 --   n x (pool, amount (negative), remaining, covered (negative)), remaining of each plan pool};
 --   released is 0 when the hold had already been released or had expired. Or {'NO_ACCOUNT'},
---   {'PLAN', plan}, {'NOT_FOUND'}, {'NOT_RESERVATION', the record's mode}, {'SETTLED'}.
+--   {'PLAN', plan, terms, key}, {'NOT_FOUND'}, {'NOT_RESERVATION', the record's mode}, {'SETTLED'}.
 local err = check_plan()
 if err then return err end
 local rid = ARGV[ARG0]

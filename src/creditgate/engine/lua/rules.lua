@@ -266,6 +266,9 @@ end
 
 local function check_plan()
   if not EXISTS then return {'NO_ACCOUNT'} end
-  if A.plan ~= ARGV[2] then return {'PLAN', A.plan} end
+  -- As charge.lua's open_account(): the plan id, with '#' and the terms' key when it has terms.
+  local pk = A.plan
+  if A.tk then pk = pk .. '#' .. A.tk end
+  if pk ~= ARGV[2] then return {'PLAN', A.plan, A.tm or '', A.tk or ''} end
   return nil
 end

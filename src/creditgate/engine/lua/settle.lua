@@ -5,7 +5,7 @@
 -- ARGV: common (lib.lua), then [ARG0] quantity, [+1] reservation id.
 -- Reply: {'OK', cost, held, fully_charged 0/1, shortfall, reason, replayed 0/1, meter, n,
 --   n x (pool, amount, remaining, covered) net per debit, remaining of each plan pool}; a second
---   Settle {'REPLAY', plan then, meter, the first answer}; or {'NO_ACCOUNT'}, {'PLAN', plan},
+--   Settle {'REPLAY', plan then, meter, the first answer}; or {'NO_ACCOUNT'}, {'PLAN', plan, terms, key},
 --   {'NOT_FOUND'}, {'NOT_RESERVATION', the record's mode}, {'RELEASED'},
 --   {'EXPIRED', expires_at ms}, {'TOO_LARGE'}.
 local err = check_plan()

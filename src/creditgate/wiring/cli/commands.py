@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from creditgate.wiring.cli import terms
 from creditgate.wiring.cli.client import amount, at_least_zero, cap, client, pair, parser, when
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def _accounts(sub: Sub[argparse.ArgumentParser]) -> None:
     g.add_argument("--to", type=when, default=0, help="move it to this unix ms or ISO 8601 time")
     p.set_defaults(func=client("admin", "AdvanceTestClock", lambda a: pb.AdvanceTestClockRequest(
         account_id=a.account_id, seconds=a.seconds, to_unix_ms=a.to)))  # fmt: skip
+    terms.register(acc)
 
 
 def _autotopup(a: argparse.Namespace) -> Message:
