@@ -35,6 +35,8 @@ Op = Literal[
     "set_payg",  # SetPoolSettings on a pay-as-you-go pool (seed 004)
     "test_clock",  # AdvanceTestClock
     "manage_webhooks",  # webhook endpoints, and reading the notifications sent
+    # The credits view, history and usage (CreditsService; seeds 002/003: Owner or Admin).
+    "view_credits",
 ]
 OPS: tuple[Op, ...] = get_args(Op)
 
@@ -50,6 +52,7 @@ _ADMIN: frozenset[Op] = frozenset(
         "set_payg",
         "test_clock",
         "manage_webhooks",
+        "view_credits",
     }
 )
 
@@ -91,6 +94,9 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "DeleteWebhookEndpoint": ("manage_webhooks",),
     "RotateWebhookSecret": ("manage_webhooks",),
     "ListNotifications": ("manage_webhooks",),
+    "GetCredits": ("view_credits",),
+    "ListTransactions": ("view_credits",),
+    "GetUsage": ("view_credits",),
 }
 
 GRANT_OPS: dict[str, Op] = {"balance": "buy_credits", "grant": "grant_credits"}
