@@ -70,6 +70,7 @@ class Env:
     credits: credits_pb2_grpc.CreditsServiceStub
     quota: quota_pb2_grpc.QuotaServiceStub
     purchases: Purchases
+    target: str
     tokens: dict[str, str] = field(default_factory=dict)
 
     def auth(self, who: str = "owner") -> tuple[tuple[str, str], ...]:
@@ -106,6 +107,7 @@ async def credits_sidecar(
             credits_pb2_grpc.CreditsServiceStub(channel),
             quota_pb2_grpc.QuotaServiceStub(channel),
             Purchases(engine, TestProvider(), store),
+            f"127.0.0.1:{port}",
             tokens,
         )
     finally:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from google.protobuf.json_format import MessageToDict
 
+from creditgate.client import AsyncClient
 from creditgate.domain.topup import AutoTopUp
 from creditgate.ledger.hydrate import install_hydration
 from creditgate.v1 import credits_pb2 as pb
@@ -234,3 +235,22 @@ async def test_usage_sums_equal_what_was_charged(
         )
         assert list(days.actions) == []
         assert all(p.used == 0 for p in days.pools)
+
+
+async def test_sdk(ledger: Ledger, redis: AsyncRedis, tmp_path: Path) -> None:
+    """AsyncClient's credits_view, transactions and usage: the same answers as the stubs."""
+    if ledger.backend == "postgres":
+        pytest.skip("the SDK is backend-neutral")
+    async with credits_sidecar(redis, ledger.store, tmp_path) as env:
+        await shop(env)
+        async with AsyncClient(env.target, token=env.tokens["owner"]) as client:
+            card = await client.credits_view("a")
+            page = await client.transactions("a", "credits", limit=2)
+            nxt = await client.transactions("a", "credits", limit=2, cursor=page.next_cursor)
+            usage = await client.usage("a", month="2000-01")
+        stub = await env.call("GetCredits", pb.GetCreditsRequest(account_id="a"))
+        assert (card.balance, list(card.recent)) == (stub.balance, list(stub.recent))
+        assert [m.request_id for m in (*page.transactions, *nxt.transactions)] == [
+            m.request_id for m in card.recent[:4]
+        ]
+        assert (usage.from_unix_ms, list(usage.actions)) == (946_684_800_000, [])
