@@ -103,9 +103,15 @@ async def test_credits_card(ledger: Ledger, redis: AsyncRedis, tmp_path: Path) -
         assert card.auto_top_up.phase == "idle"
         assert not card.auto_top_up.enabled
         assert card.ledger.ledger_unix_ms >= card.ledger.account_unix_ms > 0
-        assert 0 <= card.ledger.lag_ms < 60_000
+        assert (card.ledger.caught_up, card.ledger.lag_ms) == (True, 0)
+        # A charge the worker has not applied yet: the view says it may be behind, and by how much.
+        await env.engine.consume("a", "mail", 1, {}, "not-yet")
+        behind = await env.call("GetCredits", pb.GetCreditsRequest(account_id="a"))
+        assert (behind.ledger.caught_up, behind.balance) == (False, card.balance)
+        assert 0 <= behind.ledger.lag_ms < 60_000
+        await env.sync()
         # Spent down to the $5 default threshold: the Low Balance badge.
-        for i in range(18):
+        for i in range(17):
             await env.engine.consume("a", "mail", 1, {}, f"low-{i}")
         await env.sync()
         card = await env.call("GetCredits", pb.GetCreditsRequest(account_id="a"))

@@ -11,10 +11,10 @@ import time
 from typing import TYPE_CHECKING
 
 from creditgate.credits import cursor as cursors
+from creditgate.credits.lag import measure, stream_tip
 from creditgate.credits.period import usage_period
 from creditgate.credits.view import (
     CreditsView,
-    Lag,
     Movement,
     MovementPage,
     PoolUsage,
@@ -34,9 +34,11 @@ from creditgate.domain.topup import parse_settings, parse_state, settings_field,
 from creditgate.ledger.store import LedgerError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
+    from creditgate.credits.view import Lag
     from creditgate.domain.catalog import Catalog, Plan, Pool
+    from creditgate.engine import Engine
     from creditgate.ledger.store import LedgerStore, Transaction
 
 __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "RECENT", "Credits"]
@@ -94,19 +96,30 @@ def _top_up(fields: dict[str, bytes], pool: Pool) -> TopUpView:
 
 
 class Credits:
-    """Reads ``ledger`` with the plans of ``catalog``; ``clock`` is the wall clock in unix ms."""
+    """Reads ``ledger`` with the plans of ``catalog``.
+
+    ``clock`` is the wall clock in unix ms; ``tip`` names the newest event of an account's
+    shard stream in Redis (``lag.stream_tip``; None: the lag is only the ledger's upper bound).
+    """
 
     def __init__(
-        self, ledger: LedgerStore, catalog: Catalog, clock: Callable[[], int] = _wall_ms
+        self,
+        ledger: LedgerStore,
+        catalog: Catalog,
+        clock: Callable[[], int] = _wall_ms,
+        tip: Callable[[str], Awaitable[str | None]] | None = None,
     ) -> None:
         self.ledger = ledger
         self.catalog = catalog
         self.clock = clock
+        self.tip = tip
 
     @classmethod
-    def of(cls, ledger: LedgerStore | None, catalog: Catalog) -> Credits | None:
-        """The credits view of ``ledger``; None without a ledger."""
-        return None if ledger is None else cls(ledger, catalog)
+    def of(cls, ledger: LedgerStore | None, engine: Engine) -> Credits | None:
+        """The credits view of ``ledger`` for ``engine``'s plans and streams; None: no ledger."""
+        if ledger is None:
+            return None
+        return cls(ledger, engine.catalog, tip=stream_tip(engine.redis, engine.keys))
 
     async def _account(self, account: str) -> tuple[dict[str, bytes], Plan]:
         check_id(account, "account_id")
@@ -125,8 +138,7 @@ class Credits:
         return fields, plan
 
     async def lag(self, account: str) -> Lag:
-        newest, own = await self.ledger.applied_until(account)
-        return Lag(newest, max(0, self.clock() - newest) if newest else 0, own)
+        return await measure(self.ledger, account, self.clock(), self.tip)
 
     def _movement(self, plan: Plan, tx: Transaction) -> Movement:
         pool = plan.by_id.get(tx.pool)

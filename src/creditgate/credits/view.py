@@ -52,8 +52,9 @@ class Lag:
     """How far the ledger may trail Redis (see docs/CREDITS.md)."""
 
     ledger_ms: int  # stream time of the newest event applied, any account (0: none)
-    lag_ms: int  # wall clock now - ledger_ms
+    lag_ms: int  # 0 when caught up, else wall clock now - ledger_ms (an upper bound)
     account_ms: int  # stream time of this account's newest event in the ledger
+    caught_up: bool  # the ledger holds the newest entry of the account's shard stream
 
 
 @dataclass(frozen=True, slots=True)

@@ -305,6 +305,9 @@ class SqlLedger(LedgerStore):
         )
         return {f: bytes(v) for f, v in rows}
 
+    async def has_event(self, event_id: str) -> bool:
+        return bool(await self.fetch("SELECT 1 FROM events WHERE event_id = ?", (event_id,)))
+
     async def applied_until(self, account: str) -> tuple[int, int]:
         # One pass over the accounts (a row each), not over the events.
         (newest, own), *_ = await self.fetch(

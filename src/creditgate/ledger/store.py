@@ -138,6 +138,10 @@ class LedgerStore(ABC):
         """The mirrored fields of an account's Redis hash (plan, auto top-up...); {} if unknown."""
 
     @abstractmethod
+    async def has_event(self, event_id: str) -> bool:
+        """Whether the event ``<stream>/<entry id>`` is applied."""
+
+    @abstractmethod
     async def applied_until(self, account: str) -> tuple[int, int]:
         """Stream time (ms) of the newest event applied: of any account, and of ``account``."""
 

@@ -23,7 +23,10 @@ Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 def _lag(lag: Lag) -> pb.LedgerLag:
     return pb.LedgerLag(
-        ledger_unix_ms=lag.ledger_ms, lag_ms=lag.lag_ms, account_unix_ms=lag.account_ms
+        ledger_unix_ms=lag.ledger_ms,
+        lag_ms=lag.lag_ms,
+        account_unix_ms=lag.account_ms,
+        caught_up=lag.caught_up,
     )
 
 

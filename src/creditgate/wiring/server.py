@@ -179,7 +179,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.server_options()]
     )
     messages = _messages()
-    view = credits_view or Credits.of(auditor.store if auditor else None, engine.catalog)
+    view = credits_view or Credits.of(auditor.store if auditor else None, engine)
     for service, servicer in (
         (quota_pb2.DESCRIPTOR.services_by_name["QuotaService"], QuotaService(engine)),
         (
