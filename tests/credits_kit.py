@@ -24,7 +24,7 @@ from creditgate.payments.provider import TestProvider
 from creditgate.payments.purchases import Purchases
 from creditgate.transport.audit import Auditor
 from creditgate.transport.guard import Guard
-from creditgate.v1 import credits_pb2_grpc, quota_pb2_grpc
+from creditgate.v1 import admin_pb2_grpc, credits_pb2_grpc, quota_pb2_grpc
 from creditgate.wiring.server import build_server
 from creditgate.worker import Worker
 
@@ -69,6 +69,7 @@ class Env:
     redis: AsyncRedis
     credits: credits_pb2_grpc.CreditsServiceStub
     quota: quota_pb2_grpc.QuotaServiceStub
+    admin: admin_pb2_grpc.AdminServiceStub
     purchases: Purchases
     target: str
     tokens: dict[str, str] = field(default_factory=dict)
@@ -86,14 +87,17 @@ class Env:
 
 @contextlib.asynccontextmanager
 async def credits_sidecar(
-    redis: AsyncRedis, store: LedgerStore | None, tmp_path: Path
+    redis: AsyncRedis, store: LedgerStore | None, tmp_path: Path, plans: Catalog | None = None
 ) -> AsyncIterator[Env]:
-    """A guarded sidecar on ``store`` (None: no ledger); tokens per role, and two limited ones."""
+    """A guarded sidecar on ``store`` (None: no ledger); tokens per role, and two limited ones.
+
+    ``plans``: the catalog (default: this module's ``shop`` and ``metered``).
+    """
     path = tmp_path / "tokens.json"
     tokens = {role: create_token(path, role.replace("_", "-"), role) for role in ROLES}
     tokens["owner-a"] = create_token(path, "owner-a", "owner", ("a",))
     tokens["owner-other"] = create_token(path, "owner-other", "owner", ("someone-else",))
-    engine = Engine(redis, catalog(), keys=KeySpace("cg", 4), test_clock=True)
+    engine = Engine(redis, plans or catalog(), keys=KeySpace("cg", 4), test_clock=True)
     server, _health, port = await build_server(
         engine, "127.0.0.1:0", guard=Guard(TokenStore(path)), auditor=Auditor(store)
     )
@@ -106,6 +110,7 @@ async def credits_sidecar(
             redis,
             credits_pb2_grpc.CreditsServiceStub(channel),
             quota_pb2_grpc.QuotaServiceStub(channel),
+            admin_pb2_grpc.AdminServiceStub(channel),
             Purchases(engine, TestProvider(), store),
             f"127.0.0.1:{port}",
             tokens,
