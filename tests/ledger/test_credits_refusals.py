@@ -154,3 +154,23 @@ async def test_without_a_ledger(redis: AsyncRedis, tmp_path: Path) -> None:
             err = await refused(env, method, request)
             assert err.code() is grpc.StatusCode.FAILED_PRECONDITION
             assert "CREDITGATE_LEDGER_URL" in (err.details() or "")
+
+
+async def test_undecodable_request(ledger: Ledger, redis: AsyncRedis, tmp_path: Path) -> None:
+    """Invalid UTF-8 in account_id: INVALID_ARGUMENT from the boundary, nothing read."""
+    if ledger.backend == "postgres":
+        pytest.skip("refused before the ledger")
+    async with credits_sidecar(redis, ledger.store, tmp_path) as env:
+        channel = grpc.aio.insecure_channel(env.target)
+        call = channel.unary_unary(
+            "/creditgate.v1.CreditsService/GetCredits",
+            request_serializer=lambda b: b,
+            response_deserializer=pb.GetCreditsResponse.FromString,
+        )
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call(b"\x0a\x02\xff\xfe", metadata=env.auth())
+        finally:
+            await channel.close()
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a valid message" in (info.value.details() or "")
