@@ -100,7 +100,7 @@ async def test_credits_card(ledger: Ledger, redis: AsyncRedis, tmp_path: Path) -
         )
         chain_holds(history)
         assert sum(m.amount for m in history) == card.balance
-        assert card.auto_top_up.phase == "idle"
+        assert card.auto_top_up.state == "idle"
         assert not card.auto_top_up.enabled
         assert card.ledger.ledger_unix_ms >= card.ledger.account_unix_ms > 0
         assert (card.ledger.caught_up, card.ledger.lag_ms) == (True, 0)
@@ -136,18 +136,18 @@ async def test_auto_top_up_state_and_the_view_after_a_redis_wipe(
             "usd",
         )
         # $14 is at or below the $15 threshold: turning it on started one top-up.
-        assert (top.phase, card.low_balance, card.low_balance_threshold) == (
+        assert (top.state, card.low_balance, card.low_balance_threshold) == (
             "in_flight",
             True,
             15 * USD,
         )
         assert top.topup_id.startswith("tu_")
-        assert top.topup_id in top.reason
+        assert top.topup_id in top.state_detail
         assert await env.engine.topup_paused("a", "credits", top.topup_id, f"failed:{top.topup_id}")
         await env.sync()
         before = await views(env)
-        assert before["card"]["auto_top_up"]["phase"] == "failed"
-        assert "one-time purchase" in before["card"]["auto_top_up"]["reason"]
+        assert before["card"]["auto_top_up"]["state"] == "failed"
+        assert "one-time purchase" in before["card"]["auto_top_up"]["state_detail"]
         fields = await redis.hgetall(env.engine.keys.account("a")[0])
         await redis.flushdb()
         await redis.script_flush()

@@ -2,8 +2,8 @@
 
 Seed 003 (ShingleAI): an Owner buys credits, usage past the allowance draws on them, the Credits
 card shows balance, lifetime totals, the movements with their running balance, and auto top-up
-once it fires. Seed 001 (Zite): the usage breakdown by type with what remains; database
-operations are free and never appear.
+once it fires and once the top-up payer paid it. Seed 001 (Zite): the usage breakdown by type
+with what remains; database operations are free and never appear.
 """
 
 from __future__ import annotations
@@ -11,8 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from creditgate.domain.topup import AutoTopUp
+from creditgate.ledger.sql import SqlLedger
+from creditgate.payments.provider import TestProvider
+from creditgate.payments.topups import TopUpConsumer
 from creditgate.v1 import admin_pb2, quota_pb2
 from creditgate.v1 import credits_pb2 as pb
+from creditgate.worker import Worker
 from credits_kit import USD, credits_sidecar
 
 if TYPE_CHECKING:
@@ -29,6 +33,14 @@ async def test_seed_003_credits_card(
 ) -> None:
     """Buy $10 (the default), use 100 SMS past the 500 included, then auto top-up starts."""
     async with credits_sidecar(redis, ledger.store, tmp_path, demo_catalog) as env:
+        assert isinstance(ledger.store, SqlLedger)
+        payer = Worker(
+            redis,
+            TopUpConsumer(env.engine, TestProvider(), ledger.store),
+            env.engine.keys,
+            block_ms=0,
+        )
+        await payer.setup()  # its group exists before the ledger worker's housekeeping trims
         await env.engine.create_account("shingle", "shingle_pro")
         owner = env.auth("owner")
         await env.admin.Purchase(
@@ -53,7 +65,7 @@ async def test_seed_003_credits_card(
             ("purchase", 10 * USD, 10 * USD),
         ]
         assert not card.more_history
-        assert (card.low_balance, card.auto_top_up.reason) == (False, "off")
+        assert (card.low_balance, card.auto_top_up.enabled) == (False, False)
         # Auto top-up at $5: the next charge that reaches it starts one top-up.
         await env.engine.set_auto_topup("shingle", "credits", AutoTopUp(5 * USD, 20 * USD))
         await env.engine.consume("shingle", "shingle.sms", 67, {}, "sms-2")  # $2.01 -> $4.99
@@ -61,7 +73,14 @@ async def test_seed_003_credits_card(
         card = await env.call("GetCredits", pb.GetCreditsRequest(account_id="shingle"))
         assert card.balance == 7 * USD - 2_010_000
         assert (card.low_balance, card.low_balance_threshold) == (True, 5 * USD)
-        assert (card.auto_top_up.enabled, card.auto_top_up.phase) == (True, "in_flight")
+        assert (card.auto_top_up.enabled, card.auto_top_up.state) == (True, "in_flight")
+        # The top-up payer charges the (test) provider and credits the pool: an auto top-up row.
+        await payer.drain()
+        await env.sync()
+        card = await env.call("GetCredits", pb.GetCreditsRequest(account_id="shingle"))
+        assert (card.balance, card.lifetime_added) == (27 * USD - 2_010_000, 30 * USD)
+        assert (card.recent[0].type, card.recent[0].amount) == ("auto_top_up", 20 * USD)
+        assert (card.low_balance, card.auto_top_up.state) == (False, "idle")
 
 
 async def test_seed_001_usage_by_type(

@@ -18,7 +18,6 @@ from creditgate.credits.view import (
     Movement,
     MovementPage,
     PoolUsage,
-    TopUpView,
     UsageRow,
     UsageView,
     movement_type,
@@ -30,7 +29,13 @@ from creditgate.domain.errors import (
     UnavailableError,
 )
 from creditgate.domain.requests import check_id
-from creditgate.domain.topup import parse_settings, parse_state, settings_field, state_field
+from creditgate.domain.topup import (
+    AutoTopUpView,
+    parse_settings,
+    parse_state,
+    settings_field,
+    state_field,
+)
 from creditgate.ledger.store import LedgerError
 
 if TYPE_CHECKING:
@@ -77,21 +82,15 @@ def _balance_pool(plan: Plan) -> Pool:
     return pool
 
 
-def _top_up(fields: dict[str, bytes], pool: Pool) -> TopUpView:
-    """The pool's ``au:``/``tu:`` fields, read with domain/topup.py's parsers."""
-    settings = parse_settings(fields.get(settings_field(pool.id)))
-    state = parse_state(fields.get(state_field(pool.id)))
-    cap = -1 if settings is None or settings.monthly_max is None else settings.monthly_max
-    return TopUpView(
-        enabled=settings is not None,
-        threshold=settings.threshold if settings else 0,
-        amount=settings.amount if settings else 0,
-        monthly_max=cap,
-        unit=pool.unit,
-        phase=state.phase,
-        reason=state.describe() if settings or state.phase != "idle" else "off",
-        topup_id=state.topup_id,
-        paused_until_ms=state.until_ms,
+def _top_up(account: str, fields: dict[str, bytes], pool: Pool, balance: int) -> AutoTopUpView:
+    """The pool's ``au:``/``tu:`` fields as the ledger mirrors them, read by domain/topup.py."""
+    return AutoTopUpView(
+        account,
+        pool.id,
+        pool.unit,
+        balance,
+        parse_settings(fields.get(settings_field(pool.id))),
+        parse_state(fields.get(state_field(pool.id))),
     )
 
 
@@ -169,8 +168,9 @@ class Credits:
             totals = next((t for t in await self.ledger.totals(account) if t.pool == pool.id), None)
             balance = (await self.ledger.pool_balances(account)).get(pool.id, 0)
             lag = await self.lag(account)
-        top_up = _top_up(fields, pool)
-        threshold = top_up.threshold if top_up.enabled else pool.low_balance
+        top_up = _top_up(account, fields, pool, balance)
+        au = top_up.settings
+        threshold = au.threshold if au is not None else pool.low_balance
         return CreditsView(
             account=account,
             plan=plan.id,

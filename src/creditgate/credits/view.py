@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from creditgate.domain.purchase import grant_id as purchase_grant_id
 from creditgate.events.schema import USAGE_KINDS
+
+if TYPE_CHECKING:
+    from creditgate.domain.topup import AutoTopUpView
 
 __all__ = [
     "CreditsView",
@@ -13,15 +17,15 @@ __all__ = [
     "Movement",
     "MovementPage",
     "PoolUsage",
-    "TopUpView",
     "UsageRow",
     "UsageView",
     "movement_type",
 ]
 
 _PURCHASE = purchase_grant_id("")  # the grant id of a purchase: purchase:<purchase id>
-# The grant that pays an auto top-up names the top-up (its id starts tu_, charge.lua crossed()).
-_TOPUP = ("topup:", "tu_")
+# The grant that pays an auto top-up: payments/topups.py's grant_id, topup:<top-up id> (a layer
+# above this one; tests/ledger/test_credits_seeds.py holds the two together).
+_TOPUP = "topup:"
 _OTHER_KINDS = {
     "reset": "reset",
     "expire": "expire",
@@ -82,21 +86,6 @@ class MovementPage:
 
 
 @dataclass(frozen=True, slots=True)
-class TopUpView:
-    """A balance pool's auto top-up: its settings (enabled False: off) and where it is."""
-
-    enabled: bool
-    threshold: int
-    amount: int
-    monthly_max: int  # -1: none
-    unit: str
-    phase: str  # idle, in_flight, failed, monthly_max
-    reason: str
-    topup_id: str
-    paused_until_ms: int
-
-
-@dataclass(frozen=True, slots=True)
 class CreditsView:
     """Seed 003's Credits card."""
 
@@ -109,7 +98,7 @@ class CreditsView:
     threshold: int
     lifetime_added: int
     lifetime_spent: int
-    auto_top_up: TopUpView
+    auto_top_up: AutoTopUpView
     recent: tuple[Movement, ...]
     more_history: bool
     lag: Lag

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import grpc
 
 from creditgate.domain.errors import FailedPreconditionError
+from creditgate.transport import convert
 from creditgate.transport.errors import boundary
 from creditgate.v1 import credits_pb2 as pb
 
 if TYPE_CHECKING:
-    from creditgate.credits import Credits, Lag, Movement, TopUpView
+    from creditgate.credits import Credits, Lag, Movement
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,20 +42,6 @@ def _movement(m: Movement) -> pb.Movement:
         request_id=m.request_id,
         action=m.action,
         event_id=m.event_id,
-    )
-
-
-def _top_up(t: TopUpView) -> pb.AutoTopUp:
-    return pb.AutoTopUp(
-        enabled=t.enabled,
-        threshold=t.threshold,
-        amount=t.amount,
-        monthly_max=t.monthly_max,
-        unit=t.unit,
-        phase=t.phase,
-        reason=t.reason,
-        topup_id=t.topup_id,
-        paused_until_unix_ms=t.paused_until_ms,
     )
 
 
@@ -88,7 +75,7 @@ class CreditsService:
             low_balance_threshold=v.threshold,
             lifetime_added=v.lifetime_added,
             lifetime_spent=v.lifetime_spent,
-            auto_top_up=_top_up(v.auto_top_up),
+            auto_top_up=convert.auto_topup(v.auto_top_up),
             recent=[_movement(m) for m in v.recent],
             more_history=v.more_history,
             ledger=_lag(v.lag),

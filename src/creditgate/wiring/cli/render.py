@@ -43,8 +43,6 @@ _UNIT_OF = {
     "low_balance_threshold": "unit",
     "lifetime_added": "unit",
     "lifetime_spent": "unit",
-    "threshold": "unit",
-    "monthly_max": "unit",
     "used": "unit",
 }
 # PoolBalance keeps its spend (overage and pay-as-you-go money) in ``spend_unit``.
