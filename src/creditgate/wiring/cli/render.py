@@ -49,7 +49,8 @@ _UNIT_OF = {
 _SPEND_FIELDS = frozenset({"spent", "cap"})
 _UNLIMITED = -1
 _ALWAYS = frozenset(
-    {"allowed", "cost", "balance", "held", "returned", "refunded", "released", "low_balance"}
+    {"allowed", "cost", "balance", "held", "returned", "refunded", "released"}
+    | {"low_balance", "lag_ms", "caught_up"}  # the credits view: the badge, and how current
 )
 _UNITS = frozenset({"unit", "meter", "spend_unit"})  # shown with the amounts, not on their own
 # A notification's body (its summary is shown) and a movement's event id: --json has them.
