@@ -23,6 +23,7 @@ RANK = {
     "auth": 4,
     "ledger": 4,
     "notify": 5,
+    "credits": 5,
     "payments": 6,  # purchases and the top-up payer: a consumer that writes the ledger, notifies
     "transport": 7,
     "wiring": 8,

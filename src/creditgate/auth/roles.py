@@ -36,6 +36,8 @@ Op = Literal[
     "test_clock",  # AdvanceTestClock
     "set_terms",  # SetTerms, CreateAccount with terms: seats, overrides, flags (admins only)
     "manage_webhooks",  # webhook endpoints, and reading the notifications sent
+    # The credits view, history and usage (CreditsService; seeds 002/003: Owner or Admin).
+    "view_credits",
 ]
 OPS: tuple[Op, ...] = get_args(Op)
 
@@ -52,6 +54,7 @@ _ADMIN: frozenset[Op] = frozenset(
         "test_clock",
         "manage_webhooks",
         "set_terms",
+        "view_credits",
     }
 )
 
@@ -95,6 +98,9 @@ RPC_OPS: dict[str, tuple[Op, ...]] = {
     "DeleteWebhookEndpoint": ("manage_webhooks",),
     "RotateWebhookSecret": ("manage_webhooks",),
     "ListNotifications": ("manage_webhooks",),
+    "GetCredits": ("view_credits",),
+    "ListTransactions": ("view_credits",),
+    "GetUsage": ("view_credits",),
 }
 
 GRANT_OPS: dict[str, Op] = {"balance": "buy_credits", "grant": "grant_credits"}

@@ -32,7 +32,7 @@ import grpc
 from creditgate.client.channel import ClientTLS, client_channel
 from creditgate.client.results import UNBILLED, Amount, Decision, Settlement
 from creditgate.domain.errors import ON_UNAVAILABLE_KEY
-from creditgate.v1 import admin_pb2_grpc, quota_pb2, quota_pb2_grpc
+from creditgate.v1 import admin_pb2_grpc, credits_pb2, credits_pb2_grpc, quota_pb2, quota_pb2_grpc
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -81,6 +81,7 @@ class AsyncClient:
         self._channel = client_channel(target, tls)
         self.quota = quota_pb2_grpc.QuotaServiceStub(self._channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self._channel)
+        self.credits = credits_pb2_grpc.CreditsServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.attempt_timeout = attempt_timeout
         self.deadline = deadline
@@ -173,6 +174,36 @@ class AsyncClient:
     async def balance(self, account_id: str) -> quota_pb2.GetBalanceResponse:
         request = quota_pb2.GetBalanceRequest(account_id=account_id)
         response: quota_pb2.GetBalanceResponse = await self.call(self.quota.GetBalance, request)
+        return response
+
+    async def credits_view(
+        self, account_id: str, pool_id: str = ""
+    ) -> credits_pb2.GetCreditsResponse:
+        """Seed 003's Credits card, from the ledger (``ledger.lag_ms`` says how far behind)."""
+        request = credits_pb2.GetCreditsRequest(account_id=account_id, pool_id=pool_id)
+        response: credits_pb2.GetCreditsResponse = await self.call(self.credits.GetCredits, request)
+        return response
+
+    async def transactions(
+        self, account_id: str, pool_id: str = "", *, limit: int = 0, cursor: str = ""
+    ) -> credits_pb2.ListTransactionsResponse:
+        """One page of movements, newest first; pass ``next_cursor`` back for the next."""
+        request = credits_pb2.ListTransactionsRequest(
+            account_id=account_id, pool_id=pool_id, limit=limit, cursor=cursor
+        )
+        response: credits_pb2.ListTransactionsResponse = await self.call(
+            self.credits.ListTransactions, request
+        )
+        return response
+
+    async def usage(
+        self, account_id: str, *, month: str = "", from_day: str = "", to_day: str = ""
+    ) -> credits_pb2.GetUsageResponse:
+        """Usage by action and pool for a month (default: this one) or a range of days."""
+        request = credits_pb2.GetUsageRequest(
+            account_id=account_id, month=month, from_day=from_day, to_day=to_day
+        )
+        response: credits_pb2.GetUsageResponse = await self.call(self.credits.GetUsage, request)
         return response
 
 

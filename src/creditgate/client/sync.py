@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine, Mapping
 
     from creditgate.client.results import Decision, Settlement
-    from creditgate.v1 import quota_pb2
+    from creditgate.v1 import credits_pb2, quota_pb2
 
 __all__ = ["Client", "SyncHold"]
 
@@ -73,6 +73,27 @@ class Client:
 
     def balance(self, account_id: str) -> quota_pb2.GetBalanceResponse:
         result: quota_pb2.GetBalanceResponse = self._run(self._aio.balance(account_id))
+        return result
+
+    def credits_view(self, account_id: str, pool_id: str = "") -> credits_pb2.GetCreditsResponse:
+        result: credits_pb2.GetCreditsResponse = self._run(
+            self._aio.credits_view(account_id, pool_id)
+        )
+        return result
+
+    def transactions(
+        self,
+        account_id: str,
+        pool_id: str = "",
+        **page: Any,  # noqa: ANN401 - limit, cursor
+    ) -> credits_pb2.ListTransactionsResponse:
+        result: credits_pb2.ListTransactionsResponse = self._run(
+            self._aio.transactions(account_id, pool_id, **page)
+        )
+        return result
+
+    def usage(self, account_id: str, **period: str) -> credits_pb2.GetUsageResponse:
+        result: credits_pb2.GetUsageResponse = self._run(self._aio.usage(account_id, **period))
         return result
 
 

@@ -12,7 +12,7 @@ from dataclasses import astuple
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from creditgate.domain.purchase import PurchaseRecord, PurchaseStatus
-from creditgate.events.schema import ADD_KINDS, USAGE_KINDS
+from creditgate.events.schema import ADD_KINDS, USAGE_KINDS, entry_ms
 from creditgate.ledger.rows import BatchRows, collect, event_row
 from creditgate.ledger.store import (
     AccountMirror,
@@ -84,8 +84,8 @@ _HISTORY = (
     "SELECT m.ver, m.seq, m.event_id, m.kind, m.pool, m.delta, m.balance_after, m.lot,"
     " m.request_id, r.action, m.time_ms FROM movements m"
     " LEFT JOIN requests r ON r.account = m.account AND r.request_id = m.origin"
-    " WHERE m.account = ? AND (m.ver < ? OR (m.ver = ? AND m.seq < ?))"
-    " ORDER BY m.ver DESC, m.seq DESC LIMIT ?"
+    " WHERE m.account = ? AND (m.ver < ? OR (m.ver = ? AND m.seq < ?)) AND m.delta <> 0"
+    " AND (? = '' OR m.pool = ?) ORDER BY m.ver DESC, m.seq DESC LIMIT ?"
 )
 _USAGE = (
     "SELECT r.action, m.pool, m.time_ms / 86400000 AS day, CAST(SUM(-m.delta) AS BIGINT)"
@@ -235,10 +235,7 @@ class SqlLedger(LedgerStore):
         return [AuditEntry(int(r[0]), *r[1:]) for r in rows]
 
     async def load_account(self, account: str, now_ms: int) -> AccountMirror | None:
-        fields = await self.fetch(
-            "SELECT field, value FROM account_fields WHERE account = ? AND value IS NOT NULL",
-            (account,),
-        )
+        fields = await self.account_fields(account)
         if not fields:
             return None
         holds = await self.fetch(
@@ -252,7 +249,7 @@ class SqlLedger(LedgerStore):
         )
         return AccountMirror(
             account,
-            {f: bytes(v) for f, v in fields},
+            fields,
             {h: (bytes(v), int(x or 0)) for h, v, x in holds},
             {k: (bytes(v), None if x is None else int(x)) for k, v, x in records},
         )
@@ -279,9 +276,11 @@ class SqlLedger(LedgerStore):
         account: str,
         limit: int = 50,
         cursor: str | None = None,
+        pool: str | None = None,
     ) -> Page:
         ver, seq = (_MAX_VER, 0) if cursor is None else map(int, cursor.split("."))
-        rows = await self.fetch(_HISTORY, (account, ver, ver, seq, limit + 1))
+        p = pool or ""
+        rows = await self.fetch(_HISTORY, (account, ver, ver, seq, p, p, limit + 1))
         items = tuple(
             Transaction(
                 f"{r[0]}.{r[1]}",
@@ -298,6 +297,24 @@ class SqlLedger(LedgerStore):
             for r in rows[:limit]
         )
         return Page(items, items[-1].cursor if len(rows) > limit else None)
+
+    async def account_fields(self, account: str) -> dict[str, bytes]:
+        rows = await self.fetch(
+            "SELECT field, value FROM account_fields WHERE account = ? AND value IS NOT NULL",
+            (account,),
+        )
+        return {f: bytes(v) for f, v in rows}
+
+    async def has_event(self, event_id: str) -> bool:
+        return bool(await self.fetch("SELECT 1 FROM events WHERE event_id = ?", (event_id,)))
+
+    async def applied_until(self, account: str) -> tuple[int, int]:
+        # One pass over the accounts (a row each), not over the events.
+        (newest, own), *_ = await self.fetch(
+            "SELECT MAX(last_ver), MAX(CASE WHEN account = ? THEN last_ver END) FROM accounts",
+            (account,),
+        )
+        return entry_ms(int(newest or 0)), entry_ms(int(own or 0))
 
     async def totals(self, account: str) -> list[PoolTotals]:
         acc: dict[str, list[int]] = {}

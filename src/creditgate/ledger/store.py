@@ -126,8 +126,24 @@ class LedgerStore(ABC):
         account: str,
         limit: int = 50,
         cursor: str | None = None,
+        pool: str | None = None,
     ) -> Page:
-        """Movements, newest first, each with its pool's running balance."""
+        """Movements that moved something, newest first, each with its pool's running balance.
+
+        ``pool``: of that pool only.
+        """
+
+    @abstractmethod
+    async def account_fields(self, account: str) -> dict[str, bytes]:
+        """The mirrored fields of an account's Redis hash (plan, auto top-up...); {} if unknown."""
+
+    @abstractmethod
+    async def has_event(self, event_id: str) -> bool:
+        """Whether the event ``<stream>/<entry id>`` is applied."""
+
+    @abstractmethod
+    async def applied_until(self, account: str) -> tuple[int, int]:
+        """Stream time (ms) of the newest event applied: of any account, and of ``account``."""
 
     @abstractmethod
     async def totals(self, account: str) -> list[PoolTotals]:

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from creditgate.credits import Credits
 from creditgate.domain.errors import ConfigError, UnavailableError
 from creditgate.driver.cluster import ClusterFastRedis, cluster_client
 from creditgate.driver.connect import redis_client
@@ -35,6 +36,7 @@ from creditgate.transport import limits
 from creditgate.transport.admin import AdminService
 from creditgate.transport.audit import Auditor
 from creditgate.transport.budget import Budget
+from creditgate.transport.credits import CreditsService
 from creditgate.transport.envoy_ext_authz import SERVICE as EXT_AUTHZ_SERVICE
 from creditgate.transport.envoy_ext_authz import AuthorizationService
 from creditgate.transport.envoy_ratelimit import SERVICE as RATE_LIMIT_SERVICE
@@ -44,7 +46,7 @@ from creditgate.transport.health import RedisHealth
 from creditgate.transport.quota import QuotaService
 from creditgate.transport.registry import add_service
 from creditgate.transport.tls import server_credentials
-from creditgate.v1 import admin_pb2, quota_pb2
+from creditgate.v1 import admin_pb2, credits_pb2, quota_pb2
 from creditgate.wiring import exposure
 from creditgate.wiring.consumers import Consumers
 from creditgate.wiring.embedded.redis import EmbeddedRedis, find_redis_server
@@ -68,6 +70,7 @@ log = logging.getLogger("creditgate")
 SERVICES = (
     "creditgate.v1.QuotaService",
     "creditgate.v1.AdminService",
+    "creditgate.v1.CreditsService",
     RATE_LIMIT_SERVICE.full_name,  # envoy.service.ratelimit.v3.RateLimitService
     EXT_AUTHZ_SERVICE.full_name,  # envoy.service.auth.v3.Authorization
 )
@@ -75,7 +78,7 @@ SERVICES = (
 
 def _messages() -> dict[str, type[Message]]:
     found: dict[str, type[Message]] = {}
-    for module in (quota_pb2, admin_pb2, rls_pb2, external_auth_pb2):
+    for module in (quota_pb2, admin_pb2, credits_pb2, rls_pb2, external_auth_pb2):
         for name in module.DESCRIPTOR.message_types_by_name:
             found[name] = getattr(module, name)
     return found
@@ -158,6 +161,7 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     budget: Budget | None = None,
     purchases: Purchases | None = None,
     notifications: Notifications | None = None,
+    credits_view: Credits | None = None,
 ) -> tuple[grpc.aio.Server, HealthServicer, int]:
     """A started-ready (not yet started) server; returns it, its health servicer and the port.
 
@@ -167,42 +171,27 @@ async def build_server(  # noqa: PLR0913 - the security options are keywords wit
     ``guard`` (None: no auth) gates the quota, admin and both Envoy services; health and
     reflection stay open for probes. ``budget`` (None: the default limits) bounds the calls and
     request bytes in flight across those services (transport/budget.py). ``purchases`` (None:
-    the approving test provider, recording in the auditor's ledger) runs the Purchase RPC.
+    the approving test provider, recording in the auditor's ledger) runs the Purchase RPC;
+    ``credits_view`` (None: the auditor's ledger, if any) serves CreditsService.
     """
     budget = budget or Budget()
     server = grpc.aio.server(
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), *limits.server_options()]
     )
     messages = _messages()
-    add_service(
-        server,
-        quota_pb2.DESCRIPTOR.services_by_name["QuotaService"],
-        QuotaService(engine),
-        messages,
-        guard=guard,
-        budget=budget,
-    )
-    add_service(
-        server,
-        admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
-        AdminService(engine, auditor, purchases, notifications),
-        messages,
-        guard=guard,
-        budget=budget,
-    )
-    # Envoy's HTTP rate-limit filter, on the same port and behind the same guard.
-    add_service(
-        server, RATE_LIMIT_SERVICE, RateLimitService(engine), messages, guard=guard, budget=budget
-    )
-    # Envoy's external authorization filter, likewise.
-    add_service(
-        server,
-        EXT_AUTHZ_SERVICE,
-        AuthorizationService(engine),
-        messages,
-        guard=guard,
-        budget=budget,
-    )
+    view = credits_view or Credits.of(auditor.store if auditor else None, engine)
+    for service, servicer in (
+        (quota_pb2.DESCRIPTOR.services_by_name["QuotaService"], QuotaService(engine)),
+        (
+            admin_pb2.DESCRIPTOR.services_by_name["AdminService"],
+            AdminService(engine, auditor, purchases, notifications),
+        ),
+        (credits_pb2.DESCRIPTOR.services_by_name["CreditsService"], CreditsService(view)),
+        # Envoy's HTTP rate-limit and external authorization filters, on the same port.
+        (RATE_LIMIT_SERVICE, RateLimitService(engine)),
+        (EXT_AUTHZ_SERVICE, AuthorizationService(engine)),
+    ):
+        add_service(server, service, servicer, messages, guard=guard, budget=budget)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if reflection_on:

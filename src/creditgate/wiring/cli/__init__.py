@@ -193,8 +193,10 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_plans)
     from creditgate.wiring.cli import auth as cli_auth  # noqa: PLC0415
     from creditgate.wiring.cli import commands as cli_commands  # noqa: PLC0415  # noqa: PLC0415
+    from creditgate.wiring.cli import credits as cli_credits  # noqa: PLC0415
 
     cli_commands.register(sub)
+    cli_credits.register(sub)
     cli_auth.register(sub)
     try:
         from creditgate.wiring.cli import ledger as cli_ledger  # noqa: PLC0415

@@ -140,7 +140,7 @@ async def _call(args: argparse.Namespace, service: str, method: str, request: Me
 
     tls = cli_tls.client_tls(args)
     async with AsyncClient(args.target, token=args.token, tls=tls, deadline=_DEADLINE_S) as client:
-        stub = client.quota if service == "quota" else client.admin
+        stub = getattr(client, service)  # quota, admin or credits
         once = method in _NOT_IDEMPOTENT  # a retry after an unknown outcome could apply it twice
         response: Message = await client.call(getattr(stub, method), request, idempotent=not once)
         return response

@@ -39,13 +39,22 @@ _UNIT_OF = {
     "returned": "meter",
     "refunded": "meter",
     "refundable": "meter",
+    # The credits view (CreditsService): in the unit beside them.
+    "low_balance_threshold": "unit",
+    "lifetime_added": "unit",
+    "lifetime_spent": "unit",
+    "used": "unit",
 }
 # PoolBalance keeps its spend (overage and pay-as-you-go money) in ``spend_unit``.
 _SPEND_FIELDS = frozenset({"spent", "cap"})
 _UNLIMITED = -1
-_ALWAYS = frozenset({"allowed", "cost", "balance", "held", "returned", "refunded", "released"})
+_ALWAYS = frozenset(
+    {"allowed", "cost", "balance", "held", "returned", "refunded", "released"}
+    | {"low_balance", "lag_ms", "caught_up"}  # the credits view: the badge, and how current
+)
 _UNITS = frozenset({"unit", "meter", "spend_unit"})  # shown with the amounts, not on their own
-_JSON_ONLY = frozenset({"payload"})  # a notification's body: its summary is shown, --json has it
+# A notification's body (its summary is shown) and a movement's event id: --json has them.
+_JSON_ONLY = frozenset({"payload", "event_id"})
 
 
 def _label(name: str) -> str:

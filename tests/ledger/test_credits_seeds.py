@@ -1,0 +1,106 @@
+"""The credits view on the demo plans, as the seeds' pages describe it, through gRPC.
+
+Seed 003 (ShingleAI): an Owner buys credits, usage past the allowance draws on them, the Credits
+card shows balance, lifetime totals, the movements with their running balance, and auto top-up
+once it fires and once the top-up payer paid it. Seed 001 (Zite): the usage breakdown by type
+with what remains; database operations are free and never appear.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from creditgate.domain.topup import AutoTopUp
+from creditgate.ledger.sql import SqlLedger
+from creditgate.payments.provider import TestProvider
+from creditgate.payments.topups import TopUpConsumer
+from creditgate.v1 import admin_pb2, quota_pb2
+from creditgate.v1 import credits_pb2 as pb
+from creditgate.worker import Worker
+from credits_kit import USD, credits_sidecar
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from redis.asyncio import Redis as AsyncRedis
+
+    from conftest import Ledger
+    from creditgate.domain.catalog import Catalog
+
+
+async def test_seed_003_credits_card(
+    ledger: Ledger, redis: AsyncRedis, tmp_path: Path, demo_catalog: Catalog
+) -> None:
+    """Buy $10 (the default), use 100 SMS past the 500 included, then auto top-up starts."""
+    async with credits_sidecar(redis, ledger.store, tmp_path, demo_catalog) as env:
+        assert isinstance(ledger.store, SqlLedger)
+        payer = Worker(
+            redis,
+            TopUpConsumer(env.engine, TestProvider(), ledger.store),
+            env.engine.keys,
+            block_ms=0,
+        )
+        await payer.setup()  # its group exists before the ledger worker's housekeeping trims
+        await env.engine.create_account("shingle", "shingle_pro")
+        owner = env.auth("owner")
+        await env.admin.Purchase(
+            admin_pb2.PurchaseRequest(account_id="shingle", purchase_id="buy-1"), metadata=owner
+        )
+        d = await env.quota.CheckAndConsume(
+            quota_pb2.CheckAndConsumeRequest(
+                account_id="shingle", action="shingle.sms", quantity=600, request_id="sms-1"
+            ),
+            metadata=env.auth("service"),
+        )
+        assert d.allowed
+        await env.sync()
+        card = await env.call("GetCredits", pb.GetCreditsRequest(account_id="shingle"))
+        assert (card.balance, card.lifetime_added, card.lifetime_spent) == (
+            7 * USD,
+            10 * USD,
+            3 * USD,
+        )
+        assert [(m.type, m.amount, m.balance) for m in card.recent] == [
+            ("consumption", -3 * USD, 7 * USD),
+            ("purchase", 10 * USD, 10 * USD),
+        ]
+        assert not card.more_history
+        assert (card.low_balance, card.auto_top_up.enabled) == (False, False)
+        # Auto top-up at $5: the next charge that reaches it starts one top-up.
+        await env.engine.set_auto_topup("shingle", "credits", AutoTopUp(5 * USD, 20 * USD))
+        await env.engine.consume("shingle", "shingle.sms", 67, {}, "sms-2")  # $2.01 -> $4.99
+        await env.sync()
+        card = await env.call("GetCredits", pb.GetCreditsRequest(account_id="shingle"))
+        assert card.balance == 7 * USD - 2_010_000
+        assert (card.low_balance, card.low_balance_threshold) == (True, 5 * USD)
+        assert (card.auto_top_up.enabled, card.auto_top_up.state) == (True, "in_flight")
+        # The top-up payer charges the (test) provider and credits the pool: an auto top-up row.
+        await payer.drain()
+        await env.sync()
+        card = await env.call("GetCredits", pb.GetCreditsRequest(account_id="shingle"))
+        assert (card.balance, card.lifetime_added) == (27 * USD - 2_010_000, 30 * USD)
+        assert (card.recent[0].type, card.recent[0].amount) == ("auto_top_up", 20 * USD)
+        assert (card.low_balance, card.auto_top_up.state) == (False, "idle")
+
+
+async def test_seed_001_usage_by_type(
+    ledger: Ledger, redis: AsyncRedis, tmp_path: Path, demo_catalog: Catalog
+) -> None:
+    """Emails 5 each, integrations 1, database free; remaining out of the 50,000 of Pro."""
+    async with credits_sidecar(redis, ledger.store, tmp_path, demo_catalog) as env:
+        await env.engine.create_account("zite", "zite_pro")
+        for i, (action, q) in enumerate(
+            [("zite.email.send", 3), ("zite.integration", 4), ("zite.db", 50), ("zite.ai.build", 2)]
+        ):
+            assert (await env.engine.consume("zite", action, q, {}, f"z{i}")).allowed
+        await env.sync()
+        usage = await env.call("GetUsage", pb.GetUsageRequest(account_id="zite"))
+        assert [(u.action, u.meter, u.pool_id, u.amount) for u in usage.actions] == [
+            ("zite.ai.build", "ai_credit", "ai", 2 * USD),
+            ("zite.email.send", "integration_credit", "integration", 15 * USD),
+            ("zite.integration", "integration_credit", "integration", 4 * USD),
+        ]
+        assert [(p.pool_id, p.used, p.remaining) for p in usage.pools] == [
+            ("integration", 19 * USD, 49_981 * USD),
+            ("ai", 2 * USD, 498 * USD),
+        ]
