@@ -125,6 +125,8 @@ async def test_settings_roles_and_limits(shop: Secured) -> None:
         (topup(threshold=11 * USD), "threshold must be between $0.00 and the purchase amount"),
         (topup(amount=10 * USD + 1), "whole cents"),
         (topup(), "nothing to change"),
+        (topup(threshold=-1), "threshold is micro-units, 0 or more"),
+        (topup(monthly_max=-2), "monthly_max is micro-units, or -1"),
         (admin_pb2.SetAutoTopUpRequest(account_id="shingle", pool_id="api", enabled=True),
          "balance pool"),
     ]:  # fmt: skip

@@ -159,6 +159,10 @@ def merge_settings(
     Turning off forgets the settings; turning on needs a threshold and an amount, given now or
     kept from before.
     """
+    for name, value in (("threshold", threshold), ("amount", amount)):
+        if value is not None and value < 0:
+            msg = f"auto top-up {name} is micro-units, 0 or more; got {value}"
+            raise InvalidArgumentError(msg)
     on = enabled if enabled is not None else current is not None
     if not on:
         if enabled is None and (threshold, amount, monthly_max) != (None, None, None):
