@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from creditgate.domain.purchase import grant_id as purchase_grant_id
+from creditgate.domain.topup import grant_id as topup_grant_id
 from creditgate.events.schema import USAGE_KINDS
 
 if TYPE_CHECKING:
@@ -23,9 +24,7 @@ __all__ = [
 ]
 
 _PURCHASE = purchase_grant_id("")  # the grant id of a purchase: purchase:<purchase id>
-# The grant that pays an auto top-up: payments/topups.py's grant_id, topup:<top-up id> (a layer
-# above this one; tests/ledger/test_credits_seeds.py holds the two together).
-_TOPUP = "topup:"
+_TOPUP = topup_grant_id("")  # the grant that pays an auto top-up: topup:<top-up id>
 _OTHER_KINDS = {
     "reset": "reset",
     "expire": "expire",

@@ -23,9 +23,12 @@ from creditgate.domain.wording import money
 __all__ = [
     "MAX_TOPUP",
     "MIN_TOPUP",
+    "RECORD_PREFIX",
     "AutoTopUp",
     "AutoTopUpView",
     "TopUpState",
+    "grant_id",
+    "idempotency_key",
     "merge_settings",
     "parse_settings",
     "parse_state",
@@ -36,6 +39,19 @@ __all__ = [
 MIN_TOPUP = 5_000_000  # $5 (seed 003's dialog)
 MAX_TOPUP = 100_000_000_000  # $100,000
 Phase = Literal["idle", "in_flight", "failed", "monthly_max"]
+
+
+RECORD_PREFIX = "auto:"  # a top-up's purchases row: auto:<top-up id>; purchase ids may not use it
+
+
+def grant_id(topup_id: str) -> str:
+    """The grant that credits a paid top-up (the credits view files it as an auto top-up)."""
+    return f"topup:{topup_id}"
+
+
+def idempotency_key(topup_id: str) -> str:
+    """The provider's idempotency key of a top-up."""
+    return f"topup:{topup_id}"
 
 
 def settings_field(pool: str) -> str:

@@ -30,6 +30,7 @@ from creditgate.domain.errors import (
     UnavailableError,
 )
 from creditgate.domain.purchase import PurchaseRecord
+from creditgate.domain.topup import RECORD_PREFIX
 from creditgate.domain.wording import money
 from creditgate.payments.provider import Approved, Charge, Declined
 
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["PurchaseBook", "PurchaseResult", "Purchases"]
 
 log = logging.getLogger("creditgate.payments")
-RESERVED_PREFIX = "auto:"  # payments/topups.py records a top-up as purchase auto:<id>
 
 
 class PurchaseBook(Protocol):
@@ -185,8 +185,8 @@ class Purchases:
 
 def _check_purchase_id(value: str) -> None:
     check.check_id(value, "purchase_id")
-    if value.startswith(RESERVED_PREFIX):
-        msg = f"purchase_id may not start with {RESERVED_PREFIX!r}: auto top-ups are recorded so"
+    if value.startswith(RECORD_PREFIX):
+        msg = f"purchase_id may not start with {RECORD_PREFIX!r}: auto top-ups are recorded so"
         raise InvalidArgumentError(msg)
     if len(value) > terms.MAX_PURCHASE_ID:
         msg = f"purchase_id is {len(value)} characters; at most {terms.MAX_PURCHASE_ID}"

@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from creditgate.domain import topup
 from creditgate.domain.calendar import month_start, next_reset
 from creditgate.domain.errors import UnavailableError
 from creditgate.domain.purchase import PurchaseRecord
@@ -32,7 +33,6 @@ from creditgate.domain.wording import money
 from creditgate.events.schema import EventError, decode_topup
 from creditgate.ledger.store import LedgerError
 from creditgate.payments.provider import Approved, Charge, Declined
-from creditgate.payments.purchases import RESERVED_PREFIX
 from creditgate.worker.consumer import Applied
 
 if TYPE_CHECKING:
@@ -44,16 +44,10 @@ if TYPE_CHECKING:
     from creditgate.notify import Notifications
     from creditgate.payments.provider import PaymentProvider
 
-__all__ = ["GROUP", "RECORD_PREFIX", "TopUpConsumer", "TopUpUnreachableError", "grant_id"]
+__all__ = ["GROUP", "TopUpConsumer", "TopUpUnreachableError"]
 
 GROUP = "creditgate-topup"
-RECORD_PREFIX = RESERVED_PREFIX  # a top-up's purchases row; one-time purchases may not use it
 log = logging.getLogger("creditgate.payments")
-
-
-def grant_id(topup_id: str) -> str:
-    """The grant that credits a paid top-up (the credits view files it as an auto top-up)."""
-    return f"topup:{topup_id}"
 
 
 class TopUpUnreachableError(UnavailableError):
@@ -111,7 +105,7 @@ class TopUpConsumer:
         cap = view.settings.monthly_max if view.settings is not None else None
         if cap is not None:
             since = month_start(e.time_ms)
-            spent = await self.book.purchased_since(e.account, RECORD_PREFIX, since)
+            spent = await self.book.purchased_since(e.account, topup.RECORD_PREFIX, since)
             if spent + t.amount > cap:
                 until = next_reset("month", e.time_ms, 1)
                 paused = await self.engine.topup_paused(
@@ -124,7 +118,7 @@ class TopUpConsumer:
                 )  # fmt: skip
                 return paused
         wanted = PurchaseRecord(
-            RECORD_PREFIX + t.topup_id, e.account, t.amount, unit, "pending",
+            topup.RECORD_PREFIX + t.topup_id, e.account, t.amount, unit, "pending",
             provider=self.provider.name, created_ms=e.time_ms,
         )  # fmt: skip
         record = await self.book.claim_purchase(wanted)
@@ -148,7 +142,7 @@ class TopUpConsumer:
     async def _charge(self, t: TopUp, record: PurchaseRecord) -> _Paid:
         e = t.event
         charge = Charge(
-            f"topup:{t.topup_id}", e.account, t.amount, record.unit,
+            topup.idempotency_key(t.topup_id), e.account, t.amount, record.unit,
             f"creditgate auto top-up {t.topup_id}",
         )  # fmt: skip
         outcome = await self.provider.charge(charge)
@@ -158,7 +152,7 @@ class TopUpConsumer:
         }  # fmt: skip
         if isinstance(outcome, Approved):
             result = await self.engine.grant(
-                e.account, t.pool, t.amount, grant_id(t.topup_id),
+                e.account, t.pool, t.amount, topup.grant_id(t.topup_id),
                 note=f"auto top-up via {self.provider.name}: {outcome.reference}"[:256],
                 ends=f"run:{t.topup_id}",
             )  # fmt: skip

@@ -8,6 +8,8 @@ import grpc
 
 from creditgate.auth import roles
 from creditgate.domain.errors import InvalidArgumentError
+from creditgate.domain.purchase import grant_id as purchase_grant_id
+from creditgate.domain.topup import grant_id as topup_grant_id
 from creditgate.domain.topup import merge_settings
 from creditgate.payments.provider import TestProvider
 from creditgate.payments.purchases import Purchases
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from creditgate.notify import Notifications
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-_PAID_GRANTS = ("purchase:", "topup:")  # domain/purchase.grant_id, payments/topups.grant_id
+_PAID_GRANTS = (purchase_grant_id(""), topup_grant_id(""))
 
 
 def _status(value: int, *, default: str) -> str:
