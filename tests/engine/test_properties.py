@@ -59,6 +59,8 @@ actions:
 plans:
   p_all:
     flag_prices: {vip: {t.gen: "0.1", c.ping: 0}, old: {t.gen: "0.2", i.make: 2}}
+    recurring:
+      - {id: host, action: c.ping, quantity: 3, period: month, on_short: skip}
     order: [daily, bonus, base, imgs, over, wallet, payg]
     pools:
       - {id: base, kind: allowance, meter: tok, amount: 40, period: cycle, per_seat: true,
@@ -85,6 +87,8 @@ plans:
       - {id: payg, kind: payg, unit: usd, rates: {tok: "0.02", img: "250", call: "0.7"},
          period: month}
   p_grants:
+    recurring:
+      - {id: fee, action: t.gen, quantity: 1000, period: day, on_short: skip}
     pools:
       - {id: bonus, kind: grant, meter: tok, scope: {attributes: {tier: [x, y]}}}
       - {id: promo, kind: grant, meter: tok}
@@ -101,12 +105,17 @@ actions:
   m.two: {meter: cr, cost: "2.5"}
 plans:
   m_wallet:
+    recurring:
+      - {id: fee, action: m.two, period: day}
     pools:
       - {id: daily, kind: allowance, meter: cr, amount: 3, period: day}
       - {id: wallet, kind: balance, unit: usd, low_balance: "5", rates: {cr: "1"}}
       - {id: payg, kind: payg, unit: usd, rates: {cr: "0.5"}, cap: "4", cap_min: "1",
          cap_max: "20", period: month}
   m_blocks:
+    recurring:
+      - {id: base, action: m.one, quantity: 3, period: month, on_short: skip}
+      - {id: extra, action: m.two, period: cycle}
     pools:
       - {id: wallet, kind: balance, unit: usd, low_balance: "2", rates: {cr: "0.25"}}
       - {id: over, kind: overage, meter: cr, block_size: 5, block_price: "1.5", cap: "6",
@@ -338,17 +347,18 @@ class Pair:
         self.accounts = accounts
         self.quantities: dict[tuple[str, str], int] = {}
         self.read_to: dict[str, str] = {}  # the last stream entry read, per shard stream
+        self.unread: dict[str, list[Event]] = {}  # read from the streams, per account
 
-    async def events(self) -> list[Event]:
-        """The stream entries appended since the last call."""
-        out = []
+    async def events(self, account: str) -> list[Event]:
+        """The account's stream entries appended since the last call for it."""
         for stream in self.engine.keys.streams():
             last = self.read_to.get(stream)
             entries = await self.engine.redis.xrange(stream, min=f"({last}" if last else "-")
             for entry_id, raw in entries:
-                out.append(parse_entry(stream, entry_id, raw))
+                e = parse_entry(stream, entry_id, raw)
+                self.unread.setdefault(e.account, []).append(e)
                 self.read_to[stream] = entry_id.decode()
-        return out
+        return self.unread.pop(account, [])
 
     def both(self, name: str, *args: object, **kwargs: object) -> tuple[object, object]:
         """Call ``name`` on both sides: results without messages, or the error classes."""
@@ -434,12 +444,12 @@ class Pair:
             state.events.clear()
         got_events = [
             _event_row(e)
-            for e in self.run(self.events())
-            if e.account == acc and e.kind in (NOTICE, TOPUP)
+            for e in self.run(self.events(acc))
+            if e.kind in (NOTICE, TOPUP)
         ]
         raw = self.run(self.engine.redis.hgetall(self.engine.keys.account(acc)[0]))
         names = {k.decode(errors="replace"): v for k, v in raw.items()}
-        got = {k: v.decode() for k, v in names.items() if k == "tn" or k[:3] in _THRESHOLDS}
+        got = {k: v.decode() for k, v in names.items() if k in ("tn", "rcd") or k[:3] in _THRESHOLDS}
         want = dict(state.fields) if state else {}
         return (got_events, got), (want_events, want)
 
@@ -516,6 +526,7 @@ class Pair:
         marks |= {h.expires_at for h in state.holds.values()}
         marks |= {lot.expires_at for r in state.pools.values() for lot in r.lots}
         marks.add(state.stopped_until)
+        marks |= {int(v) for k, v in state.fields.items() if k[:3] == "rc:"}  # recurring charges
         return sorted(m for m in marks if m > state.clock)
 
     def _advance(self, acc: str, kind: str, n: int) -> dict[str, int]:
@@ -533,7 +544,8 @@ class Pair:
         return {"to_ms": mark - 1 if kind == "before" and mark - 1 > now else mark}
 
 
-_THRESHOLDS = ("au:", "tu:", "cr:")
+# The account fields of thresholds and recurring charges (rules.lua's recurring()).
+_THRESHOLDS = ("au:", "tu:", "cr:", "rc:", "rf:")
 
 
 def _event_row(e: Event) -> tuple[str, ...]:

@@ -33,6 +33,7 @@ from creditgate.domain.plans_file import (
     PurchaseConfig,
 )
 from creditgate.domain.purchase import CENT, PurchaseLimits
+from creditgate.domain.recurring import Recurring, compile_recurring
 
 if TYPE_CHECKING:
     from creditgate.domain.terms import Terms
@@ -153,6 +154,7 @@ class Plan:
     # their fingerprint, which the scripts check along with the plan id.
     terms: Terms | None = None
     terms_key: str = ""
+    recurring: tuple[Recurring, ...] = ()  # charges at each period's start
 
     @property
     def key(self) -> str:
@@ -350,6 +352,7 @@ def _compile_plan(plan_id: str, cfg: PlanConfig, catalog: CatalogConfig) -> Plan
         dict(layout),
         purchase,
         flag_prices,
+        recurring=compile_recurring(cfg.recurring, catalog.actions, actions, ordered, plan_id),
     )
 
 

@@ -129,6 +129,19 @@ class PurchaseConfig(_Model):
     pool: Ident | None = None  # the balance pool credited; default: the plan's only one
 
 
+class RecurringConfig(_Model):
+    """A charge debited at the start of each period (domain/recurring.py)."""
+
+    id: Ident
+    action: ActionName
+    quantity: int = Field(default=1, ge=1, le=1_000_000_000)
+    period: Literal["day", "month", "cycle"] = "cycle"
+    attributes: dict[str, str] = {}
+    # When the pools cannot pay it: stop the account until paid, or let the period go unpaid.
+    on_short: Literal["stop", "skip"] = "stop"
+    description: str = ""
+
+
 class PlanConfig(_Model):
     description: str = ""
     pools: tuple[PoolConfig, ...] = ()
@@ -137,6 +150,7 @@ class PlanConfig(_Model):
     # Prices an account flag selects (issue 20 §6): {existing_customer: {integration: 0}}.
     flag_prices: dict[Ident, dict[ActionName, Amount]] = {}
     purchase: PurchaseConfig | None = None
+    recurring: tuple[RecurringConfig, ...] = ()
 
 
 class CatalogConfig(_Model):

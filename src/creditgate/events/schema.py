@@ -17,7 +17,10 @@ notification kind (``NOTICE_KINDS``), ``pool`` the pool id, ``bal`` the pool's b
 call and ``th`` the threshold crossed, both integer micro-units of the pool's unit (``th`` is
 absent for ``credit_balance_depleted``). For ``spend_cap_reached`` ``bal`` is what the cap still
 allows and ``th`` the cap; for ``account_stopped`` ``bal`` is the period's spend and ``th`` the
-cap below it. ``r`` is the triggering request's id, ``m`` is empty: a notice moves nothing.
+cap below it; for ``recurring_charge_failed`` (and the ``account_stopped`` a recurring charge's
+``on_short: stop`` sends with it) ``pool`` is empty, ``bal`` what the pools could not cover and
+``th`` the charge, in its meter's micro-units, and ``r`` is the charge's ``rec:<id>:<due ms>``.
+``r`` is the triggering request's id, ``m`` is empty: a notice moves nothing.
 The notification id is derived from the event id and ``r`` (``Notice.notification_id``), so a
 redelivered entry is the same notification. ``decode_notice`` reads one.
 
@@ -69,6 +72,7 @@ NOTICE_KINDS = (
     "credit_balance_depleted",
     "spend_cap_reached",
     "account_stopped",
+    "recurring_charge_failed",
 )
 NOTIFY_ONLY_KINDS = ("credit_auto_recharge_triggered", "credit_purchase_failed")
 

@@ -18,6 +18,7 @@ from creditgate.domain.terms import NO_TERMS, Terms
 from creditgate.domain.terms import apply as apply_terms
 from creditgate.domain.terms import check as check_terms
 from creditgate.testing import _ref_notices as notices
+from creditgate.testing._ref_recurring import recurring
 from creditgate.testing._ref_state import Account, LotRec, Op, Record
 from creditgate.testing._ref_walk import maintain_all
 
@@ -73,10 +74,16 @@ class AdminModel:
         """The account's plan as its terms make it."""
         return apply_terms(self._plan(acct.plan_id), acct.terms)
 
-    def _op(self, acct: Account) -> Op:
-        """Start an operation: the account's plan, brought up to date at its clock."""
+    def _op(self, acct: Account, *, fees: bool = True) -> Op:
+        """Start an operation: the account's plan, brought up to date at its clock.
+
+        ``fees=False`` leaves the recurring charges to the caller (a change of plan or terms
+        charges them after the allowances changed).
+        """
         op = Op(acct, self._plan_of(acct))
         maintain_all(op)
+        if fees:
+            recurring(op, self._key(acct.id))
         return op
 
     @staticmethod
@@ -153,7 +160,9 @@ class AdminModel:
             raise AlreadyExistsError(msg)
         if anchor_day == 0:
             anchor_day = dt.datetime.fromtimestamp(now // 1000, tz=dt.UTC).day
-        acct = Account(plan_id, status, anchor_day, created=now, clock=now, terms=terms)
+        acct = Account(
+            plan_id, status, anchor_day, created=now, clock=now, terms=terms, id=account_id
+        )
         self.accounts[account_id] = acct
         self._op(acct)
         return self.balance(account_id)
@@ -198,13 +207,14 @@ class AdminModel:
             before = old.pool(p.id)
             if p.kind == "allowance" and before is not None and before.kind == "allowance":
                 deltas[p.id] = p.amount - before.amount
-        op = self._op(acct)
+        op = self._op(acct, fees=False)
         for pool_id, delta in deltas.items():
             rec = op.by_id[pool_id].rec
             if not op.by_id[pool_id].fresh:
                 # Usage carries over: what a smaller allowance cannot absorb is kept as debt.
                 left = rec.balance - rec.debt + delta
                 rec.balance, rec.debt = max(0, left), max(0, -left)
+        recurring(op, self._key(acct.id))
 
     def set_pool_settings(
         self,
@@ -311,6 +321,7 @@ class AdminModel:
         tu = acct.fields.get(f"tu:{pool_id}")
         if tu and ends and (tu == ends or (ends == "failed" and tu.startswith("failed:"))):
             del acct.fields[f"tu:{pool_id}"]
+        recurring(op, self._key(account_id))  # money added pays a recurring charge left unpaid
         result = GrantResult(grant_id, live.remaining(), pool.balance_unit, replayed=False)
         acct.records[grant_id] = Record("G", fp, result)
         return result

@@ -110,6 +110,7 @@ class Account:
     # scripts would append (_ref_notices.py).
     fields: dict[str, str] = field(default_factory=dict)
     events: list[tuple[str, ...]] = field(default_factory=list)
+    id: str = ""
 
     def pool(self, pool_id: str) -> PoolRec:
         return self.pools.setdefault(pool_id, PoolRec())
@@ -157,6 +158,7 @@ class Op:
         self.account = account
         self.plan = plan
         self.now = account.clock
+        self.unpaid: str | None = None  # a recurring charge left unpaid that stops the account
         self.pools = [Live(p.id, p.code, account.pool(p.id), p) for p in plan.pools]
         self.by_id = {p.pool_id: p for p in self.pools}
 

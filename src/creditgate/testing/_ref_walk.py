@@ -72,6 +72,8 @@ def account_block(op: Op) -> tuple[Reason, int] | None:
     """Account-level refusals, checked before any pool: the reason and when it clears."""
     if op.account.status == "suspended":
         return Reason.ACCOUNT_SUSPENDED, 0
+    if op.unpaid is not None:  # until a recurring charge is paid
+        return Reason.ACCOUNT_STOPPED, 0
     if op.account.stopped_until > op.now:
         return Reason.ACCOUNT_STOPPED, op.account.stopped_until
     return None

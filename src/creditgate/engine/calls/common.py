@@ -1,13 +1,14 @@
 """What every script call shares: lib.lua's ARGV prefix, the reply parts, the call protocol.
 
-ARGV of every script starts with lib.lua's layout: [1] account id, [2] the plan the caller
-priced with ('' when it does not know it), [3] test clock '1'/'0', [4] pool count n, then 10
-fields per pool: id, code, period, amount, rate (0 if the pool does not pay for this call),
-block size, block price, cap, eligible '1'/'0', enabled '1'/'0'. What follows is the script's
-own (each call module says). ARGV[2] is ``Plan.key``: the plan id, with the account's terms'
-key when it has terms. A script answers {'PLAN', plan, terms JSON, terms key} when the caller
-priced with another plan or other terms and {'NO_ACCOUNT'} when the account is not in Redis
-(``runner.Runner`` handles both); any other first element is the script's own answer.
+ARGV of every script starts with lib.lua's layout: [1] account id, [2] the plan the caller priced
+with ('' when it does not know it), [3] test clock '1'/'0', [4] pool count n, then 10 fields per
+pool: id, code, period, amount, rate (0 if the pool does not pay for this call), block size, block
+price, cap, eligible '1'/'0', enabled '1'/'0', then the plan's recurring charges
+(``domain.recurring.spec``, '' for none). What follows is the script's own (each call module says).
+The descriptors a Context builds end with that last field. ARGV[2] is ``Plan.key``: the plan id,
+with the account's terms' key when it has terms. A script answers {'PLAN', plan, terms JSON, terms
+key} when the caller priced with another plan or other terms and {'NO_ACCOUNT'} when the account is
+not in Redis (``runner.Runner`` handles both); any other first element is the script's own answer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from creditgate.domain import recurring
 from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError
 from creditgate.domain.results import Movement, Reason, Remaining
 from creditgate.driver.pipelined import encode
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REASON_TEXT",
+    "UNPAID_TEXT",
     "Args",
     "Call",
     "Context",
@@ -49,6 +52,11 @@ REASON_TEXT = {
     "this period's spend)",
     Reason.NOT_ENTITLED: "no pool of the plan accepts this action with these attributes",
 }
+# ACCOUNT_STOPPED with no time at which it ends (retry_at 0): rules.lua's recurring().
+UNPAID_TEXT = (
+    "the account is stopped until a recurring charge of its plan is paid (a purchase or grant "
+    "that covers it pays it at once)"
+)
 
 
 class Context:
@@ -78,7 +86,7 @@ class Context:
 
     def header(self, account_id: str, plan: Plan | None, pool_args: Args) -> Args:
         if plan is None:
-            return [account_id, "", self.clock, 0]
+            return [account_id, "", self.clock, 0, ""]
         return [account_id, plan.key, self.clock, len(plan.pools), *pool_args]
 
     def prefix(self, account_id: str, plan: Plan | None) -> Args:
@@ -91,6 +99,7 @@ class Context:
             args = []
             for p in plan.pools:
                 args += _pool(p.id, p.code, p.period, p.amount, 0, p, eligible=False)
+            args.append(recurring.spec(plan))
             if len(self._plain) >= _ARGS_CACHE_SIZE:
                 self._plain.clear()
             self._plain[plan.key] = args
@@ -113,6 +122,7 @@ class Context:
         for p in plan.pools:
             rate = None if price is None else p.rate_for(action, price.meter, attributes)
             args += _pool(p.id, p.code, p.period, p.amount, rate or 0, p, eligible=rate is not None)
+        args.append(recurring.spec(plan))
         if len(self._priced) >= _ARGS_CACHE_SIZE:
             self._priced.clear()
         encoded = encode([plan.key, self.clock, len(plan.pools), *args])

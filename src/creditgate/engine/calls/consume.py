@@ -30,6 +30,7 @@ from creditgate.domain.results import Decision, Reason
 from creditgate.driver.pipelined import command, encode
 from creditgate.engine.calls.common import (
     REASON_TEXT,
+    UNPAID_TEXT,
     Args,
     Context,
     fingerprint,
@@ -158,7 +159,10 @@ def decision(
 
 
 def _explain(d: Decision, action: str) -> str:
-    text = f"{action}: {REASON_TEXT.get(d.reason, d.reason.name.lower())}"
+    why = REASON_TEXT.get(d.reason, d.reason.name.lower())
+    if d.reason == Reason.ACCOUNT_STOPPED and not d.retry_at:
+        why = UNPAID_TEXT
+    text = f"{action}: {why}"
     if d.shortfall:
         text += f" (short by {wording.quantity(d.shortfall, d.meter)})"
     if d.retry_at:

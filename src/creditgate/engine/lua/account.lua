@@ -82,10 +82,11 @@ if op == 'update' then
   end
   if st ~= '' then put('st', st) end
   put('plan', plan)
-  maintain_all()
+  maintain_all(true)
   local moves = carry_over(ARG0 + 4)
   emit('account', moves, {'op', 'update', 'plan', plan, 'status', A.st, 'anchor', fmt(ANCHOR)},
     '')
+  recurring()  -- after the allowances changed: the new plan's charges see its amounts
   flush()
   return {'OK', tonumber(A.stop) or 0, NOW}
 end
@@ -94,8 +95,9 @@ if op == 'terms' then
   local tm = ARGV[ARG0 + 1]
   put('tm', tm ~= '' and tm or nil)
   put('tk', tm ~= '' and ARGV[ARG0 + 2] or nil)
-  maintain_all()
+  maintain_all(true)
   emit('account', carry_over(ARG0 + 3), {'op', 'terms', 'terms', tm}, '')
+  recurring()
   flush()
   return {'OK', tonumber(A.stop) or 0, NOW}
 end

@@ -19,7 +19,7 @@
 -- a cap stopped it), so the general path neither reads nor walks a second time.
 do
   local np = ARGV[4] + 0
-  local a0 = 5 + np * 10
+  local a0 = 6 + np * 10
   local A, open, now
   A, open, PRE_T, now, PRE_NO_DUE_HOLDS = open_account()
   PRE_A = A  -- handed to lib.lua as read: charge() changes A only when it answers

@@ -12,7 +12,7 @@
 -- Reply: the replies of the first m requests (0 <= m <= n), each as consume.lua's allowed
 --   reply; requests m + 1..n were not charged and nothing was written for them.
 local np = ARGV[4] + 0
-local a0 = 5 + np * 10
+local a0 = 6 + np * 10
 local n = #KEYS - 4
 local done = {}
 if ARGV[a0] == 'C' and ARGV[a0 + 8] == '0' then

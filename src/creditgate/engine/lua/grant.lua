@@ -45,7 +45,8 @@ if tu and ends ~= '' and (tu == ends or (ends == 'failed' and string.sub(tu, 1, 
 then
   put('tu:' .. p.id, nil)
 end
-local out = {'OK', remaining(p), 0}
+recurring()  -- a recurring charge the pools could not pay is retried with the money added
+local out = {'OK', remaining(BYID[p.id]), 0}  -- after any recurring charge it paid
 set_record(KEYS[5], cmsgpack.pack({fp = fp, rep = out, m = 'G'}), ARGV[ARG0 + 5])
 flush()
 return out

@@ -16,8 +16,9 @@
 --              B money balance, O overage, P payg), period (day|month|cycle|''), amount, rate
 --              (money micro-units per meter unit for this call's meter, 0 if none), block size
 --              (a balance pool: its default low-balance threshold), block price, default cap
---              (-1: none), eligible ('1'/'0'), enabled by default ('1'/'0'). Script arguments
---              follow, from ARG0 = 5 + 10 N on.
+--              (-1: none), eligible ('1'/'0'), enabled by default ('1'/'0'), then [5 + 10 N]
+--              the plan's recurring charges ('' none; rules.lua's recurring()). Script
+--              arguments follow, from ARG0 = 6 + 10 N on.
 -- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
 
 local DAY = 86400000
@@ -99,7 +100,7 @@ local function put(f, v) A[f] = v; W[f] = true end
 
 local POOLS, BYID = {}, {}
 local NP = tonumber(ARGV[4])
-local ARG0 = 5 + NP * 10  -- first script-specific ARGV
+local ARG0 = 6 + NP * 10  -- first script-specific ARGV
 
 local function load_lots(p)
   local raw = A['L:' .. p.id]

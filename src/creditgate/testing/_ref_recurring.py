@@ -1,0 +1,88 @@
+"""Reference model, recurring charges (issue 20 §6, §8): engine/lua/rules.lua's ``recurring()``.
+
+Each of the plan's recurring charges is due at the start of each of its periods; the account's
+``fields`` keep the Lua's marks (``rc:<id>`` next due, ``rf:<id>`` the due a failure was
+notified for, ``rcd`` the earliest due) and its ``events`` the notices.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from creditgate.domain.calendar import next_reset
+from creditgate.domain.recurring import cost
+from creditgate.testing import _ref_notices as notices
+from creditgate.testing._ref_walk import plan_charge
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from creditgate.domain.recurring import Recurring
+    from creditgate.testing._ref_state import Op
+
+_MAX_PERIODS = 400  # periods caught up in one call, as the Lua
+
+
+def _drop_marks(fields: dict[str, str], keep: set[str]) -> None:
+    for name in [n for n in fields if n[:3] in ("rc:", "rf:") and n not in keep]:
+        del fields[name]
+
+
+def _pay(op: Op, item: Recurring, need: int, rid: str, key: Callable[[], str]) -> int:
+    """Charge ``need`` through the pools that pay for the item's action: what was left over."""
+    attributes = dict(item.attributes)
+    price = op.plan.actions[item.action].price(attributes)
+    assert price is not None  # noqa: S101 - a cost above 0 has a price
+    eligible = []
+    for p in op.pools:
+        rate = p.config.rate_for(item.action, price.meter, attributes) if p.config else None
+        if rate is not None:
+            eligible.append((p, rate))
+    takes, rem, _ = plan_charge(op, eligible, need)
+    if rem > 0:
+        return rem
+    notices.charge(op, takes, rid, key)
+    return 0
+
+
+def recurring(op: Op, key: Callable[[], str]) -> None:
+    """Charge every recurring charge due; ``op.unpaid`` names one left unpaid with ``stop``."""
+    acct, fields = op.account, op.account.fields
+    rcd = fields.get("rcd")
+    if not op.plan.recurring:
+        if rcd is not None:
+            _drop_marks(fields, set())
+            del fields["rcd"]
+        return
+    if rcd is not None and int(rcd) > op.now:
+        return
+    op.unpaid = None
+    keep: set[str] = set()
+    low: int | None = None
+    for item in op.plan.recurring:
+        mark_f, failed_f = f"rc:{item.id}", f"rf:{item.id}"
+        keep |= {mark_f, failed_f}
+        need, stop = cost(op.plan, item), item.on_short == "stop"
+        due = int(fields.get(mark_f, op.now))
+        n = 0
+        while due <= op.now and n < _MAX_PERIODS:
+            rid = f"rec:{item.id}:{due}"
+            short = _pay(op, item, need, rid, key) if need > 0 else 0
+            if short == 0:
+                fields.pop(failed_f, None)
+            else:
+                if fields.get(failed_f) != str(due):
+                    fields[failed_f] = str(due)
+                    row = ("", str(short), str(need))
+                    acct.events.append(("notice", rid, "recurring_charge_failed", *row))
+                    if stop:
+                        acct.events.append(("notice", rid, "account_stopped", *row))
+                if stop:
+                    op.unpaid = item.id
+                    break
+            due = next_reset(item.period, due, acct.anchor)
+            n += 1
+        fields[mark_f] = str(due)
+        low = due if low is None else min(low, due)
+    _drop_marks(fields, keep)
+    fields["rcd"] = str(low)
