@@ -23,6 +23,8 @@ from creditgate.engine.scripts import script_source
 
 ATTRS = {"model": "pro", "feature": "agents"}
 CATALOG = tools.ROOT / "examples" / "demo.yaml"
+# redis-benchmark reads -r with atoi() into an int: 10**12 wrapped to a negative number, which it
+# treats as 0, so every __rand_int__ became 000000000000 and all but the first call were replays.
 RAND_SPACE = 10**9
 
 

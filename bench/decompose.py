@@ -30,7 +30,7 @@ from pathlib import Path
 import loadgen
 import tools
 from baselines import ATTRS, evalsha_time, per_call
-from run import PATH, provision, sidecar_env
+from sidecar import LEVELS, PATH, provision, sidecar_env  # LEVELS: the same shapes as make bench
 
 from creditgate.v1 import quota_pb2
 from creditgate.wiring.embedded.redis import EmbeddedRedis
@@ -46,8 +46,6 @@ def main() -> int:
     if "h2load" in loadgen.ensure_tools():
         print("h2load is needed (apt-get install nghttp2-client)", file=sys.stderr)
         return 2
-    from run import LEVELS  # noqa: PLC0415 - the same shapes as make bench
-
     levels = {int(x): LEVELS[int(x)] for x in opts.levels.split(",")}
     burns = [int(x) for x in opts.burn.split(",")]
     floor = [sys.executable, str(tools.ROOT / "bench" / "floor.py")]

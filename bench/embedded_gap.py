@@ -29,7 +29,7 @@ from pathlib import Path
 import loadgen
 import tools
 from baselines import ATTRS
-from run import PATH, processes_of, provision, sidecar_env
+from sidecar import PATH, processes_of, provision, sidecar_env
 
 from creditgate.v1 import quota_pb2
 from creditgate.wiring.embedded.redis import EmbeddedRedis

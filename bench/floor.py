@@ -32,7 +32,8 @@ from redis.asyncio import Redis
 
 from creditgate.domain.catalog import load_catalog
 from creditgate.domain.results import Decision
-from creditgate.driver.pipelined import FastRedis, command, encode
+from creditgate.driver.pipelined import FastRedis
+from creditgate.driver.wire import command, encode
 from creditgate.engine import Engine, KeySpace
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
 

@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from tools import ROOT
 
 from creditgate.domain.catalog import load_catalog
-from creditgate.driver.pipelined import FastRedis, command, encode
+from creditgate.driver.pipelined import FastRedis
+from creditgate.driver.wire import command, encode
 from creditgate.engine import Engine
 from creditgate.wiring.embedded.redis import EmbeddedRedis
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from baselines import ATTRS, CATALOG
 from redis.asyncio import Redis
-from run import provision
+from sidecar import provision
 
 from creditgate.domain.catalog import load_catalog
 from creditgate.domain.results import Decision

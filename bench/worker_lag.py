@@ -26,7 +26,7 @@ import loadgen
 import tools
 from baselines import ATTRS
 from redis.asyncio import Redis
-from run import PATH, provision, sidecar_env
+from sidecar import PATH, provision, sidecar_env
 
 from creditgate.engine import KeySpace
 from creditgate.ledger.consumer import GROUP

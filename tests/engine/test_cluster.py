@@ -18,7 +18,7 @@ from test_first_branch import MICRO, NOW, SMALL, _alike
 
 from cluster_kit import LocalCluster, Node, fast_client
 from creditgate.driver.cluster import ClusterFastRedis, cluster_client, first_key
-from creditgate.driver.pipelined import command, encode
+from creditgate.driver.wire import command, encode
 from creditgate.engine import Engine, KeySpace
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Combined charges (consume_batch.lua) write exactly what one consume call each would write.
 
 The pipelined connection sends charges of one account and request shape that queue up together
-as one consume_batch call (driver/pipelined.py). Random runs of charges go through
+as one consume_batch call (driver/wire.py). Random runs of charges go through
 ``consume_many`` (one write, so they are combined) on an engine with a FastRedis, and one by
 one through an engine without the fast path (lib.lua + consume.lua answer everything), each in
 its own key space on one Redis. Answers, Redis state and events must be the same, including
@@ -22,7 +22,8 @@ from test_properties import _runner_for, sequences
 
 from creditgate.domain.errors import CreditgateError, UnavailableError
 from creditgate.domain.results import Decision
-from creditgate.driver.pipelined import MAX_COMBINED, FastRedis
+from creditgate.driver.pipelined import FastRedis
+from creditgate.driver.wire import MAX_COMBINED
 from creditgate.engine import Engine, KeySpace
 from creditgate.testing.faults import keep_busy
 

@@ -1,4 +1,4 @@
-"""The pipelined hot path (driver/pipelined.py) against a real Redis.
+"""The pipelined hot path (driver/pipelined.py, driver/wire.py) against a real Redis.
 
 Same answers as the redis-py path, exact under concurrency, and it recovers from NOSCRIPT,
 dropped connections and a stuck or dead server with UNAVAILABLE rather than a hang.

@@ -24,7 +24,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from creditgate.domain.errors import ConfigError
 from creditgate.driver.connect import redis_client
-from creditgate.driver.pipelined import FastRedis, command, encode
+from creditgate.driver.pipelined import FastRedis
+from creditgate.driver.wire import command, encode
 from creditgate.engine import Engine
 from creditgate.ledger import open_ledger
 from creditgate.testing.certs import CertKit, Issued

@@ -25,14 +25,15 @@ from redis.crc import key_slot
 
 from creditgate.driver.connect import tls_context
 from creditgate.driver.failures import track_cluster_writes
-from creditgate.driver.pipelined import FastRedis, command, encode
+from creditgate.driver.pipelined import FastRedis
+from creditgate.driver.wire import command, encode
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Sequence
 
     from redis.asyncio import Redis
 
-    from creditgate.driver.pipelined import Combiner
+    from creditgate.driver.wire import Combiner
 
 __all__ = ["ClusterFastRedis", "cluster_client", "first_key"]
 

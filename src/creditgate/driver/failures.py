@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain.errors import OutcomeUnknownError, UnavailableError
-from creditgate.driver.pipelined import UnansweredError
+from creditgate.driver.wire import UnansweredError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable

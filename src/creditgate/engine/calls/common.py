@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from creditgate.domain import recurring
 from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError
 from creditgate.domain.results import Movement, Reason, Remaining
-from creditgate.driver.pipelined import encode
+from creditgate.driver.wire import encode
 
 if TYPE_CHECKING:
     from creditgate.domain.catalog import Catalog, Plan, Price

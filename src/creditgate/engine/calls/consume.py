@@ -27,7 +27,7 @@ from creditgate.domain import requests as check
 from creditgate.domain import wording
 from creditgate.domain.errors import FailedPreconditionError
 from creditgate.domain.results import Decision, Reason
-from creditgate.driver.pipelined import command, encode
+from creditgate.driver.wire import command, encode
 from creditgate.engine.calls.common import (
     REASON_TEXT,
     UNPAID_TEXT,
