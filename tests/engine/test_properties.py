@@ -443,13 +443,13 @@ class Pair:
         if state:
             state.events.clear()
         got_events = [
-            _event_row(e)
-            for e in self.run(self.events(acc))
-            if e.kind in (NOTICE, TOPUP)
+            _event_row(e) for e in self.run(self.events(acc)) if e.kind in (NOTICE, TOPUP)
         ]
         raw = self.run(self.engine.redis.hgetall(self.engine.keys.account(acc)[0]))
         names = {k.decode(errors="replace"): v for k, v in raw.items()}
-        got = {k: v.decode() for k, v in names.items() if k in ("tn", "rcd") or k[:3] in _THRESHOLDS}
+        got = {
+            k: v.decode() for k, v in names.items() if k in ("tn", "rcd") or k[:3] in _THRESHOLDS
+        }
         want = dict(state.fields) if state else {}
         return (got_events, got), (want_events, want)
 
