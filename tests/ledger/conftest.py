@@ -70,6 +70,13 @@ plans:
       - {id: base, kind: allowance, meter: credit, amount: 50, period: cycle}
       - {id: overage, kind: overage, meter: credit, block_size: 100, block_price: "2.00",
          cap: "20.00", cap_min: 0, period: cycle}
+  hosted:
+    recurring:
+      - {id: hosting, action: big, quantity: 12, period: day}
+      - {id: support, action: use, quantity: 30, period: cycle, on_short: skip}
+    pools:
+      - {id: base, kind: allowance, meter: credit, amount: 50, period: day}
+      - {id: wallet, kind: balance, unit: usd, rates: {credit: "0.01"}}
 """
 PLANS = ("mixed", "capped", "blocks")
 TABLES = (

@@ -95,12 +95,12 @@ async def copy_keys(source: AsyncRedis, target: AsyncRedis) -> None:
         await target.restore(key, max(ttl, 0), dumped, replace=True)
 
 
-async def keyspace(redis: AsyncRedis, *, skip: str = "\0") -> dict[bytes, Any]:
+async def keyspace(redis: AsyncRedis, *, skip: tuple[str, ...] = ()) -> dict[bytes, Any]:
     """Every account key's value (not its expiry); streams left out."""
     out: dict[bytes, Any] = {}
     async for key in redis.scan_iter(count=1000):
         kind = await redis.type(key)
-        if skip in key.decode() or kind == b"stream":
+        if any(s in key.decode() for s in skip) or kind == b"stream":
             continue
         if kind == b"hash":
             out[key] = await redis.hgetall(key)
@@ -167,15 +167,54 @@ async def accounts_with_terms(engine: Engine) -> list[Charge]:
     return charges
 
 
-def _catalog_without(plan: str) -> Catalog:
+async def accounts_with_fees(engine: Engine) -> list[Charge]:
+    """Recurring charges paid ("h"), and one the pools could not pay: "u" stopped until paid.
+
+    Hosting (60 credits a day) is more than the day's 50; support (30 a cycle) is not.
+    """
+    await engine.create_account("h", "hosted")  # hosting unpaid, support paid: 20 left
+    await engine.grant("h", "wallet", 2 * MICRO, "g-h")  # pays hosting: 20 + $0.40
+    charges = [("h", "c-old-h", "use", 5)]
+    assert (await engine.consume("h", "use", 5, {}, "c-old-h")).allowed
+    await engine.advance_clock("h", seconds=86_400)  # the next day's hosting, due
+    await engine.create_account("u", "hosted")
+    assert not (await engine.consume("u", "use", 1, {}, "c-stopped")).allowed
+    return charges
+
+
+async def fees(side: Side) -> list[Any]:
+    """Balances (the fees due are charged once), a stopped account, the grant that pays."""
+    money = admin_pb2.GrantRequest(account_id="u", pool_id="wallet", amount=MICRO, grant_id="g-u")
+
+    def use(rid: str) -> quota_pb2.CheckAndConsumeRequest:
+        return quota_pb2.CheckAndConsumeRequest(
+            account_id="u", action="use", quantity=1, request_id=rid
+        )
+
+    return [
+        await outcome(side.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id="h"))),
+        await outcome(side.quota.CheckAndConsume(use("c-new-1"))),
+        await outcome(side.admin.Grant(money)),
+        await outcome(side.quota.CheckAndConsume(use("c-new-2"))),
+        await outcome(side.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id="u"))),
+    ]
+
+
+# The demo accounts of the plans demo_accounts leaves out, created by the call on both sides.
+NEW_DEMO = ("demo-blocks", "demo-hosted")
+
+
+def _catalog_without(*plans: str) -> Catalog:
     config = yaml.safe_load(CATALOG)
-    del config["plans"][plan]
+    for plan in plans:
+        del config["plans"][plan]
     return compile_catalog(CatalogConfig.model_validate(config))
 
 
 async def demo_accounts(engine: Engine) -> list[Charge]:
-    """Demo accounts of two plans, provisioned and used; the third plan's exists nowhere."""
-    earlier = Engine(engine.redis, _catalog_without("blocks"), keys=engine.keys, test_clock=True)
+    """Demo accounts of two plans, provisioned and used; the other plans' exist nowhere."""
+    earlier = Engine(engine.redis, _catalog_without("blocks", "hosted"), keys=engine.keys,
+                     test_clock=True)  # fmt: skip
     assert await provision(earlier) == ["demo-mixed", "demo-capped"]
     charges = [(a, f"d-{a}-{i}", "big", 8) for a in ("demo-mixed", "demo-capped") for i in range(4)]
     for account, rid, action, quantity in charges:
@@ -272,6 +311,7 @@ CASES: dict[str, tuple[Build, Callable[[Side], Awaitable[list[Any]]]]] = {
     "demo": (demo_accounts, demo),
     "SetTerms": (accounts_with_terms, set_terms),
     "GetAccount with terms": (accounts_with_terms, get),
+    "recurring charges": (accounts_with_fees, fees),
 }
 
 
@@ -312,9 +352,7 @@ async def test_call_after_redis_wiped_acts_on_the_ledgers_state(
             await wiped.engine.balance(account)
             await expected.engine.balance(account)
         # An account created now (exists nowhere) differs only in its creation time.
-        assert await keyspace(engine.redis, skip="demo-blocks") == await keyspace(
-            twin, skip="demo-blocks"
-        )
+        assert await keyspace(engine.redis, skip=NEW_DEMO) == await keyspace(twin, skip=NEW_DEMO)
         await replays_without_charging(wiped, charges)
     await make_worker(engine.redis, ledger.store, keys).drain()
     report = await Reconciler(engine.redis, ledger.store, keys).check(progress=False)

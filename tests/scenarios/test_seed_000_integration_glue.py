@@ -306,3 +306,60 @@ async def test_lowering_max_spend_below_the_months_spend_stops_everything_until_
     # The lowered maximum ($20) still holds in the new month: exactly one block.
     assert (await run(sidecar, "glue-stop", 1000)).allowed
     assert (await run(sidecar, "glue-stop", 1)).reason == CAP
+
+
+# --- custom integration base hosting (a recurring charge) ------------------------------------
+
+
+async def custom_integration(sc: Sidecar, account_id: str) -> None:
+    flag = admin_pb2.Terms(flags=["custom_integration"])
+    await sc.admin.SetTerms(admin_pb2.SetTermsRequest(account_id=account_id, terms=flag))
+
+
+async def test_base_hosting_is_charged_at_each_renewal(sidecar: Sidecar) -> None:
+    """"Custom Integration Base Hosting - a standard recurring charge": 500 credits a renewal.
+
+    Only accounts with custom integrations pay it (the flag custom_integration): from the
+    next renewal, out of the renewed credits, before anything else; then every renewal.
+    """
+    await open_account(sidecar, "glue-host", "glue_starter")
+    await open_account(sidecar, "glue-plain", "glue_starter")
+    await custom_integration(sidecar, "glue-host")
+    assert (await pools(sidecar, "glue-host"))["base"].balance == 2000 * M  # this period: none
+    assert (await run(sidecar, "glue-host", 1800)).allowed
+
+    await clock_to(sidecar, "glue-host", FEB_15)
+    await clock_to(sidecar, "glue-plain", FEB_15)
+    assert (await pools(sidecar, "glue-host"))["base"].balance == 1500 * M
+    assert (await pools(sidecar, "glue-plain"))["base"].balance == 2000 * M
+    d = await run(sidecar, "glue-host", 1600)  # 1,500 left, then a 1,000-credit block at $20
+    assert (d.allowed, debits(d.debits)) == (True, [("base", 1500 * M), ("overage", 100 * M)])
+
+    await clock_to(sidecar, "glue-host", ms(2027, 3, 15))
+    assert (await pools(sidecar, "glue-host"))["base"].balance == 1500 * M
+
+
+async def test_unpaid_hosting_stops_every_app_until_paid(sidecar: Sidecar) -> None:
+    """The free tier's 100 credits cannot pay 500: all apps stop until it is paid.
+
+    At the renewal the charge finds 100 credits and no overage: every action is refused with
+    ACCOUNT_STOPPED and no retry time (no renewal would pay it). Upgrading to a paid tier pays
+    it at once from the renewed... current period's credits, and the apps run again.
+    """
+    await open_account(sidecar, "glue-free-host", "glue_free")
+    await custom_integration(sidecar, "glue-free-host")
+    assert (await run(sidecar, "glue-free-host", 1)).allowed
+
+    await clock_to(sidecar, "glue-free-host", FEB_15)
+    for action in ("glue.app_action", "glue.record_update"):
+        d = await run(sidecar, "glue-free-host", 1, action)
+        assert (d.allowed, d.reason, d.retry_at_unix_ms) == (False, STOPPED, 0)
+        assert "recurring charge" in d.message
+    assert (await pools(sidecar, "glue-free-host"))["base"].balance == 100 * M  # nothing taken
+
+    await sidecar.admin.UpdateAccount(
+        admin_pb2.UpdateAccountRequest(account_id="glue-free-host", plan_id="glue_starter")
+    )
+    # glue_starter's 2,000 this period (less the 0 used since the renewal) pay the 500.
+    assert (await pools(sidecar, "glue-free-host"))["base"].balance == 1500 * M
+    assert (await run(sidecar, "glue-free-host", 1)).allowed

@@ -116,10 +116,13 @@ class ActionPrice:
     unit_cost: int
     per: int
     variants: tuple[_Variant, ...] = ()
+    # Priced at 0 by a plan, a flag or an account's terms: free, its meter kept so that a flag
+    # or the account's terms can price it again (seed 000's hosting for custom integrations).
+    free: bool = False
 
     def price(self, attributes: dict[str, str]) -> Price | None:
         """None for a free action."""
-        if self.meter is None:
+        if self.meter is None or self.free:
             return None
         cost = self.unit_cost
         for variant in self.variants:
@@ -130,9 +133,7 @@ class ActionPrice:
 
     def at(self, cost: int) -> ActionPrice:
         """This action at another base ``cost`` (variants still apply); 0 makes it free."""
-        if cost == 0:
-            return ActionPrice(None, 0, self.per)
-        return replace(self, unit_cost=cost)
+        return replace(self, unit_cost=cost, free=cost == 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain.errors import UnavailableError
+from creditgate.engine.calls.common import no_plan
 from creditgate.engine.scripts import script_source
 from creditgate.ledger.store import LedgerError
 
@@ -76,7 +77,7 @@ class Hydrator:
 
     def _arguments(self, mirror: AccountMirror) -> tuple[list[str], list[str | int | bytes]]:
         account = mirror.account
-        args: list[str | int | bytes] = [account, "", "0", 0, len(mirror.fields)]
+        args: list[str | int | bytes] = [*no_plan(account), len(mirror.fields)]
         for name, value in sorted(mirror.fields.items()):
             args += [name, value]
         args.append(len(mirror.holds))

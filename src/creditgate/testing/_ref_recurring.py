@@ -38,8 +38,9 @@ def _pay(op: Op, item: Recurring, need: int, rid: str, key: Callable[[], str]) -
         rate = p.config.rate_for(item.action, price.meter, attributes) if p.config else None
         if rate is not None:
             eligible.append((p, rate))
-    takes, rem, _ = plan_charge(op, eligible, need)
+    takes, rem, capped = plan_charge(op, eligible, need)
     if rem > 0:
+        notices.denied(op, eligible, capped=capped, rid=rid, key=key)
         return rem
     notices.charge(op, takes, rid, key)
     return 0

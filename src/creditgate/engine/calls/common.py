@@ -33,6 +33,7 @@ __all__ = [
     "Context",
     "fingerprint",
     "movements",
+    "no_plan",
     "recorded",
     "remaining",
     "require_plan",
@@ -57,6 +58,11 @@ UNPAID_TEXT = (
     "the account is stopped until a recurring charge of its plan is paid (a purchase or grant "
     "that covers it pays it at once)"
 )
+
+
+def no_plan(account_id: str, clock: str = "0") -> Args:
+    """The common ARGV of a call made without a plan: no pools, no recurring charges."""
+    return [account_id, "", clock, 0, ""]
 
 
 class Context:
@@ -86,7 +92,7 @@ class Context:
 
     def header(self, account_id: str, plan: Plan | None, pool_args: Args) -> Args:
         if plan is None:
-            return [account_id, "", self.clock, 0, ""]
+            return no_plan(account_id, self.clock)
         return [account_id, plan.key, self.clock, len(plan.pools), *pool_args]
 
     def prefix(self, account_id: str, plan: Plan | None) -> Args:

@@ -38,22 +38,8 @@ if reason == nil then
   else
     reason = capped and R_CAP or R_INSUFFICIENT
     retry = retry_at(elig, D)
-    -- A denial writes only what it starts (never on a dry run): an auto top-up of a balance
-    -- pool in scope (charge.lua's crossed()), and the spend cap reached by the pools in scope
-    -- that have one, once per period (cap_reached()).
-    if ARGV[ARG0 + 8] ~= '1' then
-      local fields, pre = {}, {}
-      for i, p in ipairs(POOLS) do
-        if p.elig then
-          if p.kind == 'B' then
-            crossed(A, i * 10 - 5, p.b, p.b, NOW, rid, fields, pre, true)
-          elseif capped and p.en and p.r and (p.kind == 'O' or p.kind == 'P') then
-            cap_reached(A, i * 10 - 5, p.c, p.s, p.r, rid, fields, pre, true)
-          end
-        end
-      end
-      for f = 1, #fields, 2 do put(fields[f], fields[f + 1]) end
-      for _, e in ipairs(pre) do emit(e[1], e[3], e[4], e[2]) end
+    if ARGV[ARG0 + 8] ~= '1' then  -- never on a dry run
+      denied(rid, capped, nil)
       flush()
     end
   end

@@ -163,6 +163,25 @@ local function expire_holds()
   end
 end
 
+-- What a charge refused for lack of money or by a cap writes (only what it starts): an auto
+-- top-up of a balance pool in scope (charge.lua's crossed()), and the spend cap reached by the
+-- pools in scope that have one, once per period (cap_reached()). In scope: eligible for the
+-- call's action, or with `el` (pool id -> rate) the pools it names.
+local function denied(rid, capped, el)
+  local fields, pre = {}, {}
+  for i, p in ipairs(POOLS) do
+    if (el == nil and p.elig) or (el ~= nil and el[p.id] ~= nil) then
+      if p.kind == 'B' then
+        crossed(A, i * 10 - 5, p.b, p.b, NOW, rid, fields, pre, true)
+      elseif capped and p.en and p.r and (p.kind == 'O' or p.kind == 'P') then
+        cap_reached(A, i * 10 - 5, p.c, p.s, p.r, rid, fields, pre, true)
+      end
+    end
+  end
+  for f = 1, #fields, 2 do put(fields[f], fields[f + 1]) end
+  for _, e in ipairs(pre) do emit(e[1], e[3], e[4], e[2]) end
+end
+
 -- Recurring charges (seed 000's base hosting fee) ----------------------------------------------
 
 -- The plan's recurring charges are lib.lua's common ARGV[ARG0 - 1]: '' for none, else JSON
@@ -180,11 +199,14 @@ end
 local UNPAID = nil
 
 -- Charges recurring charge `it` due at `due`; returns whether the pools paid it, and if not the
--- meter micro-units left uncovered.
+-- meter micro-units left uncovered (after what a refused charge starts: denied()).
 local function pay_recurring(it, due, rid)
-  local T, rem, _, bal, lots = walk(A, NOW, it[3], NP, it[8])
+  local T, rem, capped, bal, lots = walk(A, NOW, it[3], NP, it[8])
   if T == nil then error('recurring: a pool is still due after maintenance') end
-  if rem > 0 then return false, rem end
+  if rem > 0 then
+    denied(rid, capped, it[8])
+    return false, rem
+  end
   local _, moves, fields, pre = take(A, T, bal, lots, false, {}, NOW, rid)
   put_charge(fields)
   for _, e in ipairs(pre or {}) do emit(e[1], e[3], e[4], e[2]) end
