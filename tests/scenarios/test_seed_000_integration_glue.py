@@ -317,7 +317,7 @@ async def custom_integration(sc: Sidecar, account_id: str) -> None:
 
 
 async def test_base_hosting_is_charged_at_each_renewal(sidecar: Sidecar) -> None:
-    """"Custom Integration Base Hosting - a standard recurring charge": 500 credits a renewal.
+    """Base hosting, "a standard recurring charge": 500 credits at each renewal.
 
     Only accounts with custom integrations pay it (the flag custom_integration): from the
     next renewal, out of the renewed credits, before anything else; then every renewal.
@@ -344,7 +344,7 @@ async def test_unpaid_hosting_stops_every_app_until_paid(sidecar: Sidecar) -> No
 
     At the renewal the charge finds 100 credits and no overage: every action is refused with
     ACCOUNT_STOPPED and no retry time (no renewal would pay it). Upgrading to a paid tier pays
-    it at once from the renewed... current period's credits, and the apps run again.
+    it at once from the new tier's credits of this period, and the apps run again.
     """
     await open_account(sidecar, "glue-free-host", "glue_free")
     await custom_integration(sidecar, "glue-free-host")
