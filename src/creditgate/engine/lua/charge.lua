@@ -10,12 +10,12 @@
 -- with `x + 0`, which parses them once; tonumber() parses twice (lua_isnumber, lua_tonumber).
 -- The pool at position i of the common ARGV starts at ARGV[i * 10 - 5].
 
--- The account's fields, as a table, whether a charge may be tried on it (it is on the caller's
--- plan, neither suspended nor stopped, and no recurring charge of its plan is due: rules.lua's
--- recurring(), 'rcd' the earliest due), and if so TIME, the instant in ms it gives (the
--- account's frozen clock under test clocks, as lib.lua's NOW) and whether no hold expires by
--- then.
-local function open_account()
+-- The account's fields (`np` plan pools in the common ARGV), as a table, whether a charge may
+-- be tried on it (it is on the caller's plan, neither suspended nor stopped, and no recurring
+-- charge of its plan is due: rules.lua's recurring(), 'rcd' the earliest due), and if so TIME,
+-- the instant in ms it gives (the account's frozen clock under test clocks, as lib.lua's NOW)
+-- and whether no hold expires by then.
+local function open_account(np)
   local raw = redis.call('HGETALL', KEYS[1])
   local A = {}
   for i = 1, #raw, 2 do A[raw[i]] = raw[i + 1] end
@@ -25,7 +25,7 @@ local function open_account()
   local t = redis.call('TIME')
   local now = t[1] * 1000 + math.floor(t[2] / 1000)
   if ARGV[3] == '1' and A.clk then now = A.clk + 0 end
-  if ARGV[ARGV[4] * 10 + 5] ~= '' and (A.rcd == nil or now >= A.rcd + 0) then return A, false end
+  if ARGV[np * 10 + 5] ~= '' and (A.rcd == nil or now >= A.rcd + 0) then return A, false end
   -- An account without holds has no expiry set. Arguments to redis.call as strings: a Lua
   -- number is printed with '%.14g' on the way.
   return A, true, t, now, redis.call('EXISTS', KEYS[4]) == 0

@@ -21,7 +21,7 @@ do
   local np = ARGV[4] + 0
   local a0 = 6 + np * 10
   local A, open, now
-  A, open, PRE_T, now, PRE_NO_DUE_HOLDS = open_account()
+  A, open, PRE_T, now, PRE_NO_DUE_HOLDS = open_account(np)
   PRE_A = A  -- handed to lib.lua as read: charge() changes A only when it answers
   if open then
     PRE_REC = redis.call('GET', KEYS[5])

@@ -16,7 +16,7 @@ local a0 = 6 + np * 10
 local n = #KEYS - 4
 local done = {}
 if ARGV[a0] == 'C' and ARGV[a0 + 8] == '0' then
-  local A, open, _, now, no_due_holds = open_account()
+  local A, open, _, now, no_due_holds = open_account(np)
   if open and no_due_holds then
     for i = 1, n do
       local rk = KEYS[4 + i]
