@@ -139,6 +139,13 @@ async def test_unpaid_stops_the_account_until_money_pays_it(engine: Engine, even
     failed = next(e for e in log if e.kind == "notice")
     assert (failed.fields["bal"], failed.fields["th"]) == (str(10 * M), str(50 * M))
     assert _fees(log) == []
+    (state,) = (await engine.balance("a1")).recurring
+    assert (state.recurring_id, state.cost, state.next_due, state.unpaid) == (
+        "hosting",
+        50 * M,
+        T0,
+        True,
+    )
     g = await engine.grant("a1", "wallet", 5 * M, "topup-1")  # $5 = 50 credits
     assert g.balance == 4 * M  # 40 credits of the allowance + $1 for the other 10
     log = await events(engine, "a1")
@@ -146,6 +153,8 @@ async def test_unpaid_stops_the_account_until_money_pays_it(engine: Engine, even
     assert [e.kind for e in log][-3:] == ["grant", "charge", "resume"]
     assert (await engine.consume("a1", "run", 1, {}, "r3")).allowed
     assert len(_notices(await events(engine, "a1"))) == 2  # no notice repeated
+    (state,) = (await engine.balance("a1")).recurring
+    assert (state.next_due, state.unpaid) == (APR1, False)
 
 
 async def test_skip_lets_the_period_go_unpaid(engine: Engine, events: Events) -> None:

@@ -356,6 +356,14 @@ async def test_unpaid_hosting_stops_every_app_until_paid(sidecar: Sidecar) -> No
         assert (d.allowed, d.reason, d.retry_at_unix_ms) == (False, STOPPED, 0)
         assert "recurring charge" in d.message
     assert (await pools(sidecar, "glue-free-host"))["base"].balance == 100 * M  # nothing taken
+    request = admin_pb2.GetAccountRequest(account_id="glue-free-host")
+    (hosting,) = (await sidecar.admin.GetAccount(request)).recurring
+    assert (hosting.recurring_id, hosting.cost, hosting.meter) == (
+        "base_hosting",
+        500 * M,
+        "glue_credit",
+    )
+    assert (hosting.next_due_unix_ms, hosting.unpaid) == (FEB_15, True)
 
     await sidecar.admin.UpdateAccount(
         admin_pb2.UpdateAccountRequest(account_id="glue-free-host", plan_id="glue_starter")
@@ -363,3 +371,5 @@ async def test_unpaid_hosting_stops_every_app_until_paid(sidecar: Sidecar) -> No
     # glue_starter's 2,000 this period (less the 0 used since the renewal) pay the 500.
     assert (await pools(sidecar, "glue-free-host"))["base"].balance == 1500 * M
     assert (await run(sidecar, "glue-free-host", 1)).allowed
+    bal = await sidecar.quota.GetBalance(quota_pb2.GetBalanceRequest(account_id="glue-free-host"))
+    assert [(r.next_due_unix_ms, r.unpaid) for r in bal.recurring] == [(ms(2027, 3, 15), False)]

@@ -138,6 +138,18 @@ class PoolState:
 
 
 @dataclass(frozen=True, slots=True)
+class RecurringState:
+    """One recurring charge of the account's plan (domain/recurring.py) and where it stands."""
+
+    recurring_id: str
+    action: str
+    cost: int  # each period, in micro-units of ``meter``, as the account's terms price it
+    meter: str
+    next_due: int  # unix ms; when unpaid, the start of the period it is still due for
+    unpaid: bool  # on_short stop and not paid: the account is stopped until it is
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
     account_id: str
     plan_id: str
@@ -149,6 +161,7 @@ class AccountState:
     now: int
     pools: tuple[PoolState, ...]
     terms: Terms = NO_TERMS  # the account's seats, overrides and flags (domain/terms.py)
+    recurring: tuple[RecurringState, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from creditgate.domain.terms import NO_TERMS, Terms
 from creditgate.domain.terms import apply as apply_terms
 from creditgate.domain.terms import check as check_terms
 from creditgate.testing import _ref_notices as notices
-from creditgate.testing._ref_recurring import recurring
+from creditgate.testing._ref_recurring import recurring, states
 from creditgate.testing._ref_state import Account, LotRec, Op, Record
 from creditgate.testing._ref_walk import maintain_all
 
@@ -139,6 +139,7 @@ class AdminModel:
             now=acct.clock,
             pools=pools,
             terms=acct.terms,
+            recurring=states(op),
         )
 
     def create_account(  # noqa: PLR0913, PLR0917 - mirrors Engine.create_account

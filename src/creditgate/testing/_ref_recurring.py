@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from creditgate.domain.calendar import next_reset
 from creditgate.domain.recurring import cost
+from creditgate.domain.results import RecurringState
 from creditgate.testing import _ref_notices as notices
 from creditgate.testing._ref_walk import plan_charge
 
@@ -87,3 +88,16 @@ def recurring(op: Op, key: Callable[[], str]) -> None:
         low = due if low is None else min(low, due)
     _drop_marks(fields, keep)
     fields["rcd"] = str(low)
+
+
+def states(op: Op) -> tuple[RecurringState, ...]:
+    """The plan's recurring charges as balance() shows them: next due, unpaid."""
+    fields, out = op.account.fields, []
+    for item in op.plan.recurring:
+        due, failed = fields.get(f"rc:{item.id}"), fields.get(f"rf:{item.id}")
+        meter = op.plan.actions[item.action].meter or ""
+        unpaid = failed is not None and failed == due
+        out.append(
+            RecurringState(item.id, item.action, cost(op.plan, item), meter, int(due or 0), unpaid)
+        )
+    return tuple(out)

@@ -140,7 +140,22 @@ def balance(a: AccountState) -> quota_pb2.GetBalanceResponse:
         stopped_until_unix_ms=a.stopped_until,
         pools=pools,
         now_unix_ms=a.now,
+        recurring=recurring(a),
     )
+
+
+def recurring(a: AccountState) -> list[quota_pb2.RecurringCharge]:
+    return [
+        quota_pb2.RecurringCharge(
+            recurring_id=r.recurring_id,
+            action=r.action,
+            cost=r.cost,
+            meter=r.meter,
+            next_due_unix_ms=r.next_due,
+            unpaid=r.unpaid,
+        )
+        for r in a.recurring
+    ]
 
 
 def account(a: AccountState) -> admin_pb2.Account:
@@ -160,6 +175,7 @@ def account(a: AccountState) -> admin_pb2.Account:
             if p.kind in ("overage", "payg")
         ],
         terms=terms(a.terms),
+        recurring=recurring(a),
     )
 
 

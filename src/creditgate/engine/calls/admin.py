@@ -29,7 +29,8 @@ from creditgate.domain.errors import (
     InvalidArgumentError,
     NotFoundError,
 )
-from creditgate.domain.results import AccountState, GrantResult, Lot, PoolState
+from creditgate.domain.recurring import cost as recurring_cost
+from creditgate.domain.results import AccountState, GrantResult, Lot, PoolState, RecurringState
 from creditgate.domain.wording import a_or_an, utc
 from creditgate.engine.calls.common import Args, Context, fingerprint, text, too_large
 
@@ -93,7 +94,23 @@ class BalanceCall:
             test_clock=reply[7],
             pools=tuple(pools),
             terms=(plan.terms if plan else None) or account_terms.NO_TERMS,
+            recurring=_recurring(plan, reply, i) if plan else (),
         )
+
+
+def _recurring(plan: Plan, reply: list[Any], at: int) -> tuple[RecurringState, ...]:
+    """The plan's recurring charges as balance.lua answers them from ``at``: due, unpaid."""
+    return tuple(
+        RecurringState(
+            item.id,
+            item.action,
+            recurring_cost(plan, item),
+            plan.actions[item.action].meter or "",
+            reply[at + 2 * k],
+            reply[at + 2 * k + 1] == 1,
+        )
+        for k, item in enumerate(plan.recurring)
+    )
 
 
 @dataclass(frozen=True, slots=True)
