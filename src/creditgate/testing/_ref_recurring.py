@@ -82,7 +82,7 @@ def recurring(op: Op, key: Callable[[], str]) -> None:
                 if stop:
                     op.unpaid = item.id
                     break
-            due = next_reset(item.period, due, acct.anchor)
+            due = next_reset(item.period, due if need > 0 else op.now, acct.anchor)
             n += 1
         fields[mark_f] = str(due)
         low = due if low is None else min(low, due)

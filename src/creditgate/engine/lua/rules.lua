@@ -265,7 +265,9 @@ local function recurring()
           break
         end
       end
-      due = next_reset(it[2], due, ANCHOR)
+      -- A free charge (0) pays every period up to now at once: none is caught up later at a
+      -- price set since.
+      due = next_reset(it[2], it[3] > 0 and due or NOW, ANCHOR)
       n = n + 1
     end
     if tonumber(A[f]) ~= due then put(f, due) end
