@@ -1,9 +1,10 @@
-"""What a worker process runs: the ledger, the notifier, the dispatcher, the top-up payer.
+"""What a worker process runs: the ledger, the notifier, the dispatcher, the payer, the ticker.
 
 The ledger consumer always; the notifier (its own consumer group) and the dispatcher unless
 ``CREDITGATE_NOTIFY=false``; the top-up payer (its own group too, payments/topups.py)
 whenever the ledger is SQL, since the top-ups are recorded there as purchases. It charges the
-configured payment provider.
+configured payment provider. With a SQL ledger too, unless ``CREDITGATE_RECURRING_TICK_S=0``,
+the ticker that charges the recurring charges due on accounts without calls (ledger/due.py).
 
 Every consumer group is created before any consumer runs: the ledger's housekeeping trims only
 what every group has acknowledged, so the notifier's group must exist before the first trim.
@@ -18,6 +19,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from creditgate.engine.keys import KeySpace
+from creditgate.ledger.due import RecurringTicker
 from creditgate.ledger.sql import SqlLedger
 from creditgate.notify import (
     Dispatcher,
@@ -50,6 +52,7 @@ class Consumers:
         self.workers: list[Lanes | Worker] = [ledger]
         self.dispatcher: Dispatcher | None = None
         self.provider: PaymentProvider | None = None
+        self.ticker: RecurringTicker | None = None
         if not isinstance(store, SqlLedger):
             return
         notify = NotifyStore(store) if settings.notify else None
@@ -76,6 +79,8 @@ class Consumers:
         )
         topups = TopUpConsumer(engine, self.provider, store, notices)
         self.workers.append(self._worker(settings, redis, topups))
+        if settings.recurring_tick_s > 0:
+            self.ticker = RecurringTicker(engine, store, interval_s=settings.recurring_tick_s)
 
     @staticmethod
     def _worker(
@@ -107,6 +112,8 @@ class Consumers:
             total += await w.drain()
         if self.dispatcher is not None:
             await self.dispatcher.run_pass()
+        if self.ticker is not None:
+            await self.ticker.run_pass()
         return total
 
     async def run(self) -> None:
@@ -118,6 +125,8 @@ class Consumers:
         tasks = [w.run(handle_signals=False) for w in self.workers]
         if self.dispatcher is not None:
             tasks.append(self.dispatcher.run())
+        if self.ticker is not None:
+            tasks.append(self.ticker.run())
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -129,3 +138,5 @@ class Consumers:
             w.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        if self.ticker is not None:
+            self.ticker.stop()

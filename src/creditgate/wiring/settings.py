@@ -214,6 +214,10 @@ class Settings(BaseSettings):
         "fifth), JSON list; after the last the delivery is given up",
     )
     notify_timeout_s: float = Field(15.0, gt=0, le=300, description="webhook request timeout")
+    recurring_tick_s: float = Field(
+        60.0, ge=0, le=86_400, description="how often the worker charges the recurring charges "
+        "due on accounts without calls (docs/TERMS.md); 0: only at each account's next call",
+    )  # fmt: skip
     hydrate: bool = Field(
         default=True, description="load accounts missing from Redis out of the ledger"
     )
