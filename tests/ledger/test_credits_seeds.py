@@ -104,3 +104,29 @@ async def test_seed_001_usage_by_type(
             ("integration", 19 * USD, 49_981 * USD),
             ("ai", 2 * USD, 498 * USD),
         ]
+
+
+async def test_seed_000_base_hosting_in_history_and_usage(
+    ledger: Ledger, redis: AsyncRedis, tmp_path: Path, demo_catalog: Catalog
+) -> None:
+    """The base hosting charge is a history row of its own type and a usage row of its action."""
+    async with credits_sidecar(redis, ledger.store, tmp_path, demo_catalog) as env:
+        from creditgate.domain.terms import Terms  # noqa: PLC0415 - this test's alone
+
+        await env.engine.create_account(
+            "glue", "glue_pro", terms=Terms(flags=("custom_integration",))
+        )
+        assert (await env.engine.consume("glue", "glue.app_action", 25, {}, "g1")).allowed
+        await env.sync()
+        page = await env.call("ListTransactions", pb.ListTransactionsRequest(account_id="glue"))
+        rows = [(m.type, m.amount, m.balance, m.action) for m in page.transactions]
+        assert rows[:2] == [
+            ("consumption", -25 * USD, 9475 * USD, "glue.app_action"),
+            ("recurring", -500 * USD, 9500 * USD, "glue.base_hosting"),
+        ]
+        assert page.transactions[1].request_id.startswith("rec:base_hosting:")
+        usage = await env.call("GetUsage", pb.GetUsageRequest(account_id="glue"))
+        assert [(u.action, u.pool_id, u.amount) for u in usage.actions] == [
+            ("glue.app_action", "base", 25 * USD),
+            ("glue.base_hosting", "base", 500 * USD),
+        ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from creditgate.domain.purchase import grant_id as purchase_grant_id
+from creditgate.domain.recurring import REQUEST_PREFIX as RECURRING
 from creditgate.domain.topup import grant_id as topup_grant_id
 from creditgate.events.schema import USAGE_KINDS
 
@@ -36,8 +37,9 @@ _OTHER_KINDS = {
 def movement_type(kind: str, request_id: str) -> str:
     """What a movement was, as seed 003's card names it.
 
-    purchase, auto_top_up, consumption, refund; or for the rest the event kind (grant, reset,
-    expire, overage_block, billing_credit), adjustment otherwise.
+    purchase, auto_top_up, consumption (recurring for a plan's recurring charge), refund; or for
+    the rest the event kind (grant, reset, expire, overage_block, billing_credit), adjustment
+    otherwise.
     """
     if kind == "grant":
         if request_id.startswith(_PURCHASE):
@@ -46,7 +48,7 @@ def movement_type(kind: str, request_id: str) -> str:
     if kind == "refund":
         return "refund"
     if kind in USAGE_KINDS:
-        return "consumption"
+        return "recurring" if request_id.startswith(RECURRING) else "consumption"
     return _OTHER_KINDS.get(kind, "adjustment")
 
 

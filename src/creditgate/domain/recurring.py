@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from creditgate.domain.plans_file import ActionConfig, RecurringConfig
 
 
+# The request id of a recurring charge's charge (rules.lua writes it): rec:<id>:<period start ms>.
+REQUEST_PREFIX = "rec:"
+
+
 @dataclass(frozen=True, slots=True)
 class Recurring:
     """One recurring charge of a plan: ``quantity`` of ``action`` each ``period``."""
