@@ -1,8 +1,9 @@
 """``creditgate webhook ...`` and ``creditgate notifications`` against ``serve --embedded``.
 
-A notice XADDed to the embedded Redis (as the Lua scripts will write it) goes through the
-worker process the sidecar started, into the outbox and out to a local receiver that verifies
-its signature; the CLI then shows what was sent.
+A notice XADDed to the embedded Redis (in the format the Lua scripts write), and then notices
+written by real charges made with ``creditgate check``, go through the worker process the
+sidecar started, into the outbox and out to a local receiver that verifies their signatures;
+the CLI then shows what was sent.
 """
 
 from __future__ import annotations
@@ -81,3 +82,30 @@ def test_webhook_commands_and_a_notice_delivered(served: Served, receiver: Recei
     assert off["enabled"] is False
     (deleted,) = run_cli(served.target, [("webhook", "delete", ep["endpoint_id"])])
     assert deleted.returncode == 0
+
+
+def test_a_real_charge_crossing_the_threshold_is_delivered_signed(
+    served: Served, receiver: Receiver
+) -> None:
+    """Seed 003 end to end: charges through the CLI cross $2 then $0; the receiver gets both.
+
+    demo-shingle-free has $20 of balance and the plan's $2 low-balance threshold; SMS have no
+    allowance and cost $0.05: 360 leave $2.00 (low), 40 more leave $0 (depleted).
+    """
+    cli(served.target, "webhook", "create", receiver.url, "--account", "demo-shingle-free",
+        "--secret", SECRET)  # fmt: skip
+    low, empty = run_cli(served.target, [
+        ("check", "demo-shingle-free", "shingle.sms", "-q", "360", "--request-id", "sms-1"),
+    ]) + run_cli(served.target, [
+        ("check", "demo-shingle-free", "shingle.sms", "-q", "40", "--request-id", "sms-2"),
+    ])  # fmt: skip
+    assert (low.returncode, empty.returncode) == (0, 0), (low.stderr, empty.stderr)
+    for _ in range(200):
+        if len(receiver.got) >= 2:
+            break
+        time.sleep(0.05)
+    got = [(r.body["type"], r.body["data"]["balance_units"], r.body["data"]["request_id"])
+           for r in receiver.got]  # fmt: skip
+    assert got == [("credit_balance_low", "2", "sms-1"), ("credit_balance_depleted", "0", "sms-2")]
+    assert all(r.verified_by == [SECRET] for r in receiver.got)
+    assert len({r.webhook_id for r in receiver.got}) == 2
