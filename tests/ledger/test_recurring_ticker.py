@@ -36,7 +36,7 @@ async def test_an_account_without_calls_pays_at_the_periods_start(
     ledger: Ledger, engine: Engine, keys: KeySpace
 ) -> None:
     assert isinstance(ledger.store, SqlLedger)
-    ticker = RecurringTicker(engine, ledger.store, interval_s=60)
+    ticker = RecurringTicker(engine, ledger.store)
     for account in ("quiet", "other"):
         await engine.create_account(account, "hosted")  # hosting 60 > 50 a day: unpaid
         await engine.grant(account, "wallet", 5 * MICRO, f"g-{account}")  # pays it
@@ -65,9 +65,13 @@ async def test_the_worker_runs_the_ticker(ledger: Ledger, engine: Engine) -> Non
     from creditgate.wiring.settings import Settings  # noqa: PLC0415
 
     on = Consumers(Settings(recurring_tick_s=30), engine.redis, ledger.store, engine)
-    off = Consumers(Settings(recurring_tick_s=0), engine.redis, ledger.store, engine)
-    assert on.ticker is not None
-    assert on.ticker.interval_s == 30
-    assert off.ticker is None
+    off = Consumers(
+        Settings(recurring_tick_s=0, payments_recovery_s=0), engine.redis, ledger.store, engine
+    )
+    assert [(p.name, p.interval_s) for p in on.periodic] == [
+        ("recurring charges", 30),
+        ("payments recovery", 60),
+    ]
+    assert off.periodic == []
     await engine.create_account("a", "hosted")
     assert await on.drain() > 0

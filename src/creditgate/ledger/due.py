@@ -3,7 +3,8 @@
 The scripts charge a recurring charge (rules.lua's ``recurring()``, docs/TERMS.md) at the
 account's first call of the period, as they reset allowances. An account with no traffic would
 pay its base fee only at its next call; the worker runs this ticker so that it pays at the
-period's start (within one interval). Every ``interval_s`` it asks the ledger's mirror for the
+period's start (within one interval). Every pass (the worker runs one every
+``CREDITGATE_RECURRING_TICK_S``, worker/periodic.py) asks the ledger's mirror for the
 accounts whose earliest due ('rcd') has passed by the wall clock and brings each up to date
 through the engine (``Engine.balance``, the GetBalance script), which charges what is due, once:
 the same call made by a request, a second worker or a second pass charges nothing more. Accounts
@@ -12,8 +13,6 @@ on a test clock run on their own frozen time and are charged when that time pass
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -35,14 +34,10 @@ TOUCHED = Counter(
 class RecurringTicker:
     """Touches the accounts whose recurring charges are due, ``batch`` per pass."""
 
-    def __init__(
-        self, engine: Engine, store: SqlLedger, *, interval_s: float = 60.0, batch: int = 500
-    ) -> None:
+    def __init__(self, engine: Engine, store: SqlLedger, *, batch: int = 500) -> None:
         self.engine = engine
         self.store = store
-        self.interval_s = interval_s
         self.batch = batch
-        self._stopped = asyncio.Event()
 
     async def run_pass(self, now_ms: int | None = None) -> int:
         """One pass; returns how many accounts it brought up to date."""
@@ -59,16 +54,3 @@ class RecurringTicker:
             touched += 1
         TOUCHED.inc(touched)
         return touched
-
-    async def run(self) -> None:
-        """A pass every ``interval_s`` until ``stop()``; a failed pass is logged, not fatal."""
-        while not self._stopped.is_set():
-            try:
-                await self.run_pass()
-            except Exception:
-                log.exception("recurring charges: pass failed; next pass retries")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), self.interval_s)
-
-    def stop(self) -> None:
-        self._stopped.set()

@@ -104,10 +104,10 @@ _AUDIT_INSERT = f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)"
 
 
 _PURCHASE_COLUMNS = "id, account, amount, unit, status, provider, provider_ref, failure, created"
-_PURCHASE_SELECT = f"SELECT {_PURCHASE_COLUMNS} FROM purchases"  # noqa: S608 - constant columns
+PURCHASE_SELECT = f"SELECT {_PURCHASE_COLUMNS} FROM purchases"  # noqa: S608 - constant columns
 
 
-def _purchase(r: Row) -> PurchaseRecord:
+def purchase_row(r: Row) -> PurchaseRecord:
     status = cast("PurchaseStatus", r[4])
     return PurchaseRecord(r[0], r[1], int(r[2]), r[3], status, r[5], r[6], r[7], int(r[8]))
 
@@ -197,8 +197,8 @@ class SqlLedger(LedgerStore):
                 " ON CONFLICT (id) DO NOTHING",
                 [astuple(r)],  # the fields in the columns' order
             )
-            rows = await conn.fetch(f"{_PURCHASE_SELECT} WHERE id = ?", (r.purchase_id,))
-        return _purchase(rows[0])
+            rows = await conn.fetch(f"{PURCHASE_SELECT} WHERE id = ?", (r.purchase_id,))
+        return purchase_row(rows[0])
 
     async def finish_purchase(self, record: PurchaseRecord) -> None:
         r = record
@@ -222,10 +222,10 @@ class SqlLedger(LedgerStore):
 
     async def purchases(self, account: str, limit: int = 100) -> list[PurchaseRecord]:
         rows = await self.fetch(
-            f"{_PURCHASE_SELECT} WHERE account = ? ORDER BY created DESC, id DESC LIMIT ?",
+            f"{PURCHASE_SELECT} WHERE account = ? ORDER BY created DESC, id DESC LIMIT ?",
             (account, limit),
         )
-        return [_purchase(r) for r in rows]
+        return [purchase_row(r) for r in rows]
 
     async def audit_entries(self, account: str, limit: int = 100) -> list[AuditEntry]:
         rows = await self.fetch(

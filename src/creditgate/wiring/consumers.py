@@ -3,8 +3,10 @@
 The ledger consumer always; the notifier (its own consumer group) and the dispatcher unless
 ``CREDITGATE_NOTIFY=false``; the top-up payer (its own group too, payments/topups.py)
 whenever the ledger is SQL, since the top-ups are recorded there as purchases. It charges the
-configured payment provider. With a SQL ledger too, unless ``CREDITGATE_RECURRING_TICK_S=0``,
-the ticker that charges the recurring charges due on accounts without calls (ledger/due.py).
+configured payment provider. With a SQL ledger too, two timed passes (worker/periodic.py): the
+ticker that charges the recurring charges due on accounts without calls (ledger/due.py,
+``CREDITGATE_RECURRING_TICK_S``) and the recovery of payments that Redis lost before they were
+credited (payments/recovery.py, ``CREDITGATE_PAYMENTS_RECOVERY_S``).
 
 Every consumer group is created before any consumer runs: the ledger's housekeeping trims only
 what every group has acknowledged, so the notifier's group must exist before the first trim.
@@ -28,8 +30,10 @@ from creditgate.notify import (
     NotifyConsumer,
     NotifyStore,
 )
+from creditgate.payments.recovery import PaymentRecovery
 from creditgate.payments.topups import TopUpConsumer
 from creditgate.wiring.engine import engine_for
+from creditgate.worker.periodic import Periodic
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -52,7 +56,9 @@ class Consumers:
         self.workers: list[Lanes | Worker] = [ledger]
         self.dispatcher: Dispatcher | None = None
         self.provider: PaymentProvider | None = None
-        self.ticker: RecurringTicker | None = None
+        # Timed passes: recurring charges due (ledger/due.py), payments lost with Redis
+        # (payments/recovery.py); each with its interval, 0: off.
+        self.periodic: list[Periodic] = []
         if not isinstance(store, SqlLedger):
             return
         notify = NotifyStore(store) if settings.notify else None
@@ -79,8 +85,13 @@ class Consumers:
         )
         topups = TopUpConsumer(engine, self.provider, store, notices)
         self.workers.append(self._worker(settings, redis, topups))
-        if settings.recurring_tick_s > 0:
-            self.ticker = RecurringTicker(engine, store, interval_s=settings.recurring_tick_s)
+        passes = [
+            ("recurring charges", RecurringTicker(engine, store).run_pass,
+             settings.recurring_tick_s),
+            ("payments recovery", PaymentRecovery(engine, store, topups).run_pass,
+             settings.payments_recovery_s),
+        ]  # fmt: skip
+        self.periodic = [Periodic(name, step, every) for name, step, every in passes if every > 0]
 
     @staticmethod
     def _worker(
@@ -112,8 +123,8 @@ class Consumers:
             total += await w.drain()
         if self.dispatcher is not None:
             await self.dispatcher.run_pass()
-        if self.ticker is not None:
-            await self.ticker.run_pass()
+        for p in self.periodic:
+            await p.step()
         return total
 
     async def run(self) -> None:
@@ -125,8 +136,7 @@ class Consumers:
         tasks = [w.run(handle_signals=False) for w in self.workers]
         if self.dispatcher is not None:
             tasks.append(self.dispatcher.run())
-        if self.ticker is not None:
-            tasks.append(self.ticker.run())
+        tasks += [p.run() for p in self.periodic]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -138,5 +148,5 @@ class Consumers:
             w.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
-        if self.ticker is not None:
-            self.ticker.stop()
+        for p in self.periodic:
+            p.stop()

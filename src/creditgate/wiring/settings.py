@@ -218,6 +218,10 @@ class Settings(BaseSettings):
         60.0, ge=0, le=86_400, description="how often the worker charges the recurring charges "
         "due on accounts without calls (docs/TERMS.md); 0: only at each account's next call",
     )  # fmt: skip
+    payments_recovery_s: float = Field(
+        60.0, ge=0, le=86_400, description="how often the worker credits purchases paid whose "
+        "credit Redis lost, and pays top-ups whose event it lost (docs/MONEY.md); 0: off",
+    )  # fmt: skip
     hydrate: bool = Field(
         default=True, description="load accounts missing from Redis out of the ledger"
     )
