@@ -141,6 +141,11 @@ def test_plans_lists_each_plans_actions_and_prices() -> None:
     assert "allowance 1,000 integration_credit/month" in zite_free
     assert "zite.email.send            5 integration_credit" in zite_free
     assert "glue.app_action" not in zite_free  # not payable on this plan
+    glue_pro = done.stdout.split("glue_pro", 1)[1].split("\nzite_free", 1)[0]
+    assert (
+        "recurring base_hosting: 1 glue.base_hosting each cycle, free; 500 glue_credit with "
+        "flag custom_integration; unpaid: stop"
+    ) in glue_pro
 
 
 def test_every_argument_has_help() -> None:

@@ -23,6 +23,7 @@ from creditgate.domain.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
 
+    from creditgate.domain.catalog import Plan
     from creditgate.wiring.settings import Settings
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -136,6 +137,7 @@ def _plans(args: argparse.Namespace) -> int:
         for pool in plan.pools:
             size = f" {amount(pool.amount, pool.balance_unit)}/{pool.period}" if pool.amount else ""
             lines.append(f"  {pool.id:<12} {pool.kind:<9}{size or ' ' + pool.balance_unit}")
+        lines += _recurring_lines(plan)
         meters = {m for pool in plan.pools for m in (pool.meter, *pool.rates) if m}
         priced = {
             name: a.price({})
@@ -151,6 +153,27 @@ def _plans(args: argparse.Namespace) -> int:
             ]
     emit(lines)
     return 0
+
+
+def _recurring_lines(plan: Plan) -> list[str]:
+    """A plan's recurring charges: what each costs a period, and with each flag that prices it."""
+    from creditgate.domain import terms  # noqa: PLC0415
+    from creditgate.domain.recurring import cost  # noqa: PLC0415
+    from creditgate.domain.wording import amount  # noqa: PLC0415
+
+    lines = []
+    for r in plan.recurring:
+        meter = plan.actions[r.action].meter or ""
+        each = cost(plan, r)
+        shown = [amount(each, meter) if each else "free"]
+        for flag in sorted(f for f, prices in plan.flag_prices.items() if r.action in prices):
+            flagged = cost(terms.apply(plan, terms.Terms(flags=(flag,))), r)
+            shown.append(f"{amount(flagged, meter) if flagged else 'free'} with flag {flag}")
+        lines.append(
+            f"  recurring {r.id}: {r.quantity:,} {r.action} each {r.period}, "
+            f"{'; '.join(shown)}; unpaid: {r.on_short}"
+        )
+    return lines
 
 
 def parser() -> argparse.ArgumentParser:
