@@ -46,6 +46,13 @@ plans:
     pools:
       - {id: base, kind: allowance, meter: credit, amount: 40, period: month}
       - {id: wallet, kind: balance, unit: usd, rates: {credit: "0.10"}}
+  blocks:
+    recurring:
+      - {id: hosting, action: hosting, quantity: 2, period: month}
+    pools:
+      - {id: base, kind: allowance, meter: credit, amount: 150, period: month}
+      - {id: over, kind: overage, meter: credit, block_size: 100, block_price: "20.00",
+         period: month}
   lenient:
     recurring:
       - {id: hosting, action: hosting, period: month, on_short: skip}
@@ -113,15 +120,37 @@ async def test_the_first_branch_charges_a_due_fee_first(engine: Engine, events: 
 
 
 async def test_every_missed_period_is_charged(engine: Engine, events: Events) -> None:
-    """Periods passed without a call are charged when the account is next touched, each once."""
+    """Periods passed without a call are charged at the next call, each once, as it was then.
+
+    Each from its own period's allowance (reset at its start), not from today's: the catch-up
+    never spends what the periods in between would not have.
+    """
     await _open(engine, "glue")
     await engine.grant("a1", "wallet", 100 * M, "g1")
     await engine.advance_clock("a1", to_ms=JUN1 + 5)
     state = await engine.balance("a1")
     fees = [f[0] for f in _fees(await events(engine, "a1"))]
     assert fees == [f"rec:hosting:{t}" for t in (T0, APR1, MAY1, JUN1)]
-    # June's allowance pays the three catch-up fees it can (100 = 2 x 50), the wallet the rest.
-    assert _pools(state) == {"base": 0, "wallet": 95 * M}
+    assert _pools(state) == {"base": 50 * M, "wallet": 100 * M}
+    log = await events(engine, "a1")
+    charged_at = [e.at for e in log if e.kind == "charge" and "rec" in e.fields]
+    assert charged_at == [T0, APR1, MAY1, JUN1]  # each at its due
+
+
+async def test_a_jump_over_periods_ends_as_steps_through_them(engine: Engine) -> None:
+    """Charged at once for three months or month by month: the same pools, no overage bought.
+
+    Each month's 100 comes out of that month's 150; today's 150 could not pay three (found
+    trying it as a user: the jump bought a $20 block).
+    """
+    await _open(engine, "blocks", "jump")
+    await _open(engine, "blocks", "steps")
+    await engine.advance_clock("jump", to_ms=JUN1 + 1)
+    for t in (APR1, MAY1, JUN1 + 1):
+        await engine.advance_clock("steps", to_ms=t)
+    jump, steps = await engine.balance("jump"), await engine.balance("steps")
+    assert _pools(jump) == _pools(steps) == {"base": 50 * M, "over": 0}
+    assert [p.spent for p in jump.pools] == [p.spent for p in steps.pools] == [0, 0]
 
 
 async def test_unpaid_stops_the_account_until_money_pays_it(engine: Engine, events: Events) -> None:
@@ -132,6 +161,7 @@ async def test_unpaid_stops_the_account_until_money_pays_it(engine: Engine, even
     assert d.reason == Reason.ACCOUNT_STOPPED
     assert d.retry_at == 0
     assert "recurring charge" in d.message
+    assert "short by" not in d.message  # the pools are not what stops it
     assert not (await engine.consume("a1", "run", 1, {}, "r2")).allowed
     rid = f"rec:hosting:{T0}"
     log = await events(engine, "a1")
@@ -150,7 +180,7 @@ async def test_unpaid_stops_the_account_until_money_pays_it(engine: Engine, even
     assert g.balance == 4 * M  # 40 credits of the allowance + $1 for the other 10
     log = await events(engine, "a1")
     assert _fees(log) == [(rid, {"base": -40 * M, "wallet": -1 * M})]
-    assert [e.kind for e in log][-3:] == ["grant", "charge", "resume"]
+    assert [e.kind for e in log if e.kind != "state"][-3:] == ["grant", "charge", "resume"]
     assert (await engine.consume("a1", "run", 1, {}, "r3")).allowed
     assert len(_notices(await events(engine, "a1"))) == 2  # no notice repeated
     (state,) = (await engine.balance("a1")).recurring

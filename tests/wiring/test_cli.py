@@ -149,6 +149,18 @@ def test_account_terms_sets_seats_overrides_and_flags(served: Served) -> None:
     assert "'gold'" in bad.stderr
 
 
+def test_account_create_with_a_flag_pays_the_first_period_at_once(served: Served) -> None:
+    """`account create --flag custom_integration`: seed 000's hosting from the first period."""
+    account = cli(served.target, "account", "create", "cli-host", "--plan", "glue_starter",
+                  "--flag", "custom_integration")  # fmt: skip
+    assert account["terms"]["flags"] == ["custom_integration"]
+    [hosting] = account["recurring"]
+    assert (hosting["recurring_id"], int(hosting["cost"])) == ("base_hosting", 500_000_000)
+    assert int(pool(cli(served.target, "balance", "cli-host"), "base")["balance"]) == 1_500_000_000
+    plain = cli(served.target, "account", "create", "cli-plain", "--plan", "glue_starter")
+    assert not plain["terms"].get("flags")  # no terms sent
+
+
 def test_errors_go_to_stderr_with_the_status(served: Served) -> None:
     """A refused call exits 1 and prints `creditgate: <STATUS>: <message>` on stderr."""
     ghost, again = run_cli(

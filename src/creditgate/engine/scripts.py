@@ -3,10 +3,11 @@
 Every script is core.lua (the integer arithmetic, a move, a debit, a record, a hold, an event)
 and charge.lua (the one charge: walk the pools, take from them, write a CheckAndConsume or
 Reserve), then the operation. consume starts with its first branch (consume.lua), which answers
-the common case with charge() before the prelude is built, then lib.lua + rules.lua (the account
-state, lazy maintenance, returns) and consume_general.lua, which runs the same charge() once
-everything due is up to date. consume_batch runs charge() for several charges of one account
-and needs no prelude; the other operations are core, charge, lib, rules and their own file.
+the common case with charge() before the prelude is built, then lib.lua + rules.lua +
+recurring.lua (the account state, lazy maintenance, returns, recurring charges) and
+consume_general.lua, which runs the same charge() once everything due is up to date.
+consume_batch runs charge() for several charges of one account and needs no prelude; the other
+operations are core, charge, lib, rules, recurring and their own file.
 
 redis-py's Script objects call EVALSHA and reload the script on NOSCRIPT, so a Redis restart or
 failover needs nothing from us.
@@ -53,9 +54,9 @@ def script_source(name: str, *, fast_path: bool = True, lua_dir: Path | None = N
     elif name in _FIRST_BRANCH:
         first, rest = _FIRST_BRANCH[name]
         parts += [first] if fast_path else []
-        parts += ["lib", "rules", rest]
+        parts += ["lib", "rules", "recurring", rest]
     else:
-        parts += ["lib", "rules", name]
+        parts += ["lib", "rules", "recurring", name]
     return "\n".join([HEAD] + [(lua / f"{part}.lua").read_text(encoding="utf-8") for part in parts])
 
 

@@ -81,9 +81,8 @@ class AdminModel:
         charges them after the allowances changed).
         """
         op = Op(acct, self._plan_of(acct))
-        maintain_all(op)
-        if fees:
-            recurring(op, self._key(acct.id))
+        key = self._key(acct.id)
+        maintain_all(op, (lambda: recurring(op, key)) if fees else None)
         return op
 
     @staticmethod

@@ -13,7 +13,7 @@ from creditgate.domain.calendar import next_reset
 from creditgate.domain.recurring import cost
 from creditgate.domain.results import RecurringState
 from creditgate.testing import _ref_notices as notices
-from creditgate.testing._ref_walk import plan_charge
+from creditgate.testing._ref_walk import bring_up, plan_charge
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,11 +47,35 @@ def _pay(op: Op, item: Recurring, need: int, rid: str, key: Callable[[], str]) -
     return 0
 
 
+def _charge_due(op: Op, item: Recurring, need: int, key: Callable[[], str]) -> bool:
+    """One charge due at ``op.now``: paid, or notified once; False when it stops the account."""
+    fields, due = op.account.fields, op.now
+    rid, failed_f, stop = f"rec:{item.id}:{due}", f"rf:{item.id}", item.on_short == "stop"
+    short = _pay(op, item, need, rid, key) if need > 0 else 0
+    if short == 0:
+        fields.pop(failed_f, None)
+        return True
+    if fields.get(failed_f) != str(due):
+        fields[failed_f] = str(due)
+        row = ("", str(short), str(need))
+        op.account.events.append(("notice", rid, "recurring_charge_failed", *row))
+        if stop:
+            op.account.events.append(("notice", rid, "account_stopped", *row))
+    if stop:
+        op.unpaid = item.id
+    return not stop
+
+
 def recurring(op: Op, key: Callable[[], str]) -> None:
-    """Charge every recurring charge due; ``op.unpaid`` names one left unpaid with ``stop``."""
+    """Charge every recurring charge due, in the order of their dues, each at its due.
+
+    The pools and holds are brought up to each due first (``bring_up``); ``op.unpaid`` names a
+    charge left unpaid with ``stop``.
+    """
     acct, fields = op.account, op.account.fields
     rcd = fields.get("rcd")
-    if not op.plan.recurring:
+    items = op.plan.recurring
+    if not items:
         if rcd is not None:
             _drop_marks(fields, set())
             del fields["rcd"]
@@ -59,35 +83,32 @@ def recurring(op: Op, key: Callable[[], str]) -> None:
     if rcd is not None and int(rcd) > op.now:
         return
     op.unpaid = None
-    keep: set[str] = set()
-    low: int | None = None
-    for item in op.plan.recurring:
-        mark_f, failed_f = f"rc:{item.id}", f"rf:{item.id}"
-        keep |= {mark_f, failed_f}
-        need, stop = cost(op.plan, item), item.on_short == "stop"
-        due = int(fields.get(mark_f, op.now))
-        n = 0
-        while due <= op.now and n < _MAX_PERIODS:
-            rid = f"rec:{item.id}:{due}"
-            short = _pay(op, item, need, rid, key) if need > 0 else 0
-            if short == 0:
-                fields.pop(failed_f, None)
+    keep = {f"{x}:{item.id}" for item in items for x in ("rc", "rf")}
+    dues = [int(fields.get(f"rc:{item.id}", op.now)) for item in items]
+    held = [False] * len(items)
+    real = op.now
+    for _ in range(_MAX_PERIODS):
+        ready = [j for j in range(len(items)) if not held[j] and dues[j] <= real]
+        if not ready:
+            break
+        k = min(ready, key=lambda j: (dues[j], j))
+        item, need = items[k], cost(op.plan, items[k])
+        if need == 0:
+            op.now = dues[k]
+            _charge_due(op, item, 0, key)
+            dues[k] = next_reset(item.period, real, acct.anchor)
+        else:
+            op.now = dues[k]
+            bring_up(op)
+            if _charge_due(op, item, need, key):
+                dues[k] = next_reset(item.period, op.now, acct.anchor)
             else:
-                if fields.get(failed_f) != str(due):
-                    fields[failed_f] = str(due)
-                    row = ("", str(short), str(need))
-                    acct.events.append(("notice", rid, "recurring_charge_failed", *row))
-                    if stop:
-                        acct.events.append(("notice", rid, "account_stopped", *row))
-                if stop:
-                    op.unpaid = item.id
-                    break
-            due = next_reset(item.period, due if need > 0 else op.now, acct.anchor)
-            n += 1
-        fields[mark_f] = str(due)
-        low = due if low is None else min(low, due)
+                held[k] = True
+        op.now = real
+    for item, due in zip(items, dues, strict=True):
+        fields[f"rc:{item.id}"] = str(due)
     _drop_marks(fields, keep)
-    fields["rcd"] = str(low)
+    fields["rcd"] = str(min(dues))
 
 
 def states(op: Op) -> tuple[RecurringState, ...]:

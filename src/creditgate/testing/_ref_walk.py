@@ -14,6 +14,8 @@ from creditgate.domain.results import Movement, Reason
 from creditgate.testing._ref_state import Debit, LotRec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from creditgate.testing._ref_state import Live, Op
 
 
@@ -52,20 +54,31 @@ def _maintain(op: Op, p: Live) -> None:
         p.fresh = True
 
 
-def maintain_all(op: Op) -> None:
-    """Bring the account up to date: end a stop, reset periods, drop lots, expire holds.
+def bring_up(op: Op) -> None:
+    """Reset periods, drop lots, expire holds, at ``op.now``.
 
     Every expired hold gives its credits back (after the resets) before anything is decided.
     """
     acct = op.account
-    if 0 < acct.stopped_until <= op.now:
-        acct.stopped_until = 0
     for p in op.pools:
         _maintain(op, p)
     due = sorted((h.expires_at, rid) for rid, h in acct.holds.items() if h.expires_at <= op.now)
     for _, rid in due:
         hold = acct.holds.pop(rid)
         give_back(op, hold.debits, hold.covered)
+
+
+def maintain_all(op: Op, fees: Callable[[], None] | None = None) -> None:
+    """Bring the account up to date at its clock: end a stop, then ``bring_up``.
+
+    First ``fees``: the recurring charges due, each at its due (_ref_recurring.py).
+    """
+    acct = op.account
+    if 0 < acct.stopped_until <= op.now:
+        acct.stopped_until = 0
+    if fees is not None:
+        fees()
+    bring_up(op)
 
 
 def account_block(op: Op) -> tuple[Reason, int] | None:

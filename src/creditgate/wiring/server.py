@@ -317,7 +317,7 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
         probes = await _health_only(health, settings) if not settings.process_index else None
         await server.start()
         log.info(
-            "creditgate listening on %s (port %d, process %d of %d), catalog %s, %d plans; "
+            "creditgate listening on %s (port %d, process %d of %d), catalog %s, %d plans%s; "
             "ready once Redis answers",
             settings.listen,
             port,
@@ -325,6 +325,9 @@ async def serve(settings: Settings, *, demo: bool = False) -> None:
             processes,
             settings.config,
             len(backends.engine.catalog.plans),
+            ", test clock on (AdvanceTestClock moves each account's time)"
+            if settings.test_clock
+            else "",
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

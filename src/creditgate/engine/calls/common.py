@@ -55,8 +55,9 @@ REASON_TEXT = {
 }
 # ACCOUNT_STOPPED with no time at which it ends (retry_at 0): rules.lua's recurring().
 UNPAID_TEXT = (
-    "the account is stopped until a recurring charge of its plan is paid (a purchase or grant "
-    "that covers it pays it at once)"
+    "the account is stopped until a recurring charge of its plan is paid (GetAccount shows it "
+    "unpaid): money or credits that cover it (a purchase, a grant, a paid auto top-up) pay it at "
+    "once, as does a change of plan or terms that makes it payable"
 )
 
 

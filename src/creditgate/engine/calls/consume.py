@@ -163,7 +163,9 @@ def _explain(d: Decision, action: str) -> str:
     if d.reason == Reason.ACCOUNT_STOPPED and not d.retry_at:
         why = UNPAID_TEXT
     text = f"{action}: {why}"
-    if d.shortfall:
+    # A stopped or suspended account refuses the whole request whatever the pools hold: its
+    # shortfall is the request's cost, which "short by" would misread.
+    if d.shortfall and d.reason not in (Reason.ACCOUNT_STOPPED, Reason.ACCOUNT_SUSPENDED):
         text += f" (short by {wording.quantity(d.shortfall, d.meter)})"
     if d.retry_at:
         text += f"; it clears by itself at {wording.utc(d.retry_at)}"

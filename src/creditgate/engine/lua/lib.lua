@@ -164,7 +164,9 @@ local function remaining(p) return left(p.kind, p.b, p.c, p.s) end
 -- Events ----------------------------------------------------------------------------------
 
 local EV = {}
-local CTX = {rid = '', act = '', q = '', at = ''}
+-- The call's request id and action (for events), and `unpaid`: the id of a recurring charge
+-- left unpaid whose on_short is 'stop' (recurring.lua), which stops the account.
+local CTX = {rid = '', act = '', q = '', at = '', unpaid = nil}
 -- What this call changed besides account fields, carried by its last event so that the ledger
 -- can rebuild Redis exactly: holds (id -> packed hold, false when gone) and idempotency records
 -- (key -> {packed record, TTL ms or -1 to keep the previous expiry}).

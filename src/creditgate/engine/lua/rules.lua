@@ -1,8 +1,9 @@
--- rules.lua: the general path's rules, right after lib.lua in every script that has it (the
--- two are one prelude, split in two files only for their length): lazy maintenance (period
--- resets, expired lots and holds, the end of a stop, recurring charges), giving credits back,
--- and when a denial ends. The charge itself is charge.lua's. Uses lib.lua's account state, pools
--- and events, and core.lua's pieces.
+-- rules.lua: the general path's rules, right after lib.lua in every script that has it (lib,
+-- rules and recurring.lua are one prelude, split only for their length): lazy maintenance of a
+-- pool (period resets, expired lots) and of holds, giving credits back, what a refused charge
+-- starts, and when a denial ends. recurring.lua's maintain_all() runs the maintenance. The
+-- charge itself is charge.lua's. Uses lib.lua's account state, pools and events, and core.lua's
+-- pieces.
 
 -- Lazy maintenance: period resets, expired lots, the end of a stop ----------------------
 
@@ -182,113 +183,6 @@ local function denied(rid, capped, el)
   for _, e in ipairs(pre) do emit(e[1], e[3], e[4], e[2]) end
 end
 
--- Recurring charges (seed 000's base hosting fee) ----------------------------------------------
-
--- The plan's recurring charges are lib.lua's common ARGV[ARG0 - 1]: '' for none, else JSON
--- [[id, period, demand (meter micro-units), on_short ('stop'|'skip'), action, quantity,
--- attributes JSON, {pool id: rate}], ...], priced by the caller with the account's terms
--- (domain/recurring.py). Each is due at the start of each of its periods: the account field
--- 'rc:<id>' is when it is next due (absent: now, the start of the account's first period with
--- it), and 'rcd' the earliest of them, which consume's first branch checks
--- (charge.lua's open_account()). A due charge is charge.lua's walk() and take() through the pools
--- it names, all or nothing, written as a 'charge' event with request id 'rec:<id>:<due ms>'.
--- One the pools cannot pay sends 'recurring_charge_failed' once ('rf:<id>' = the due mark it
--- was sent for); then 'skip' moves on to the next period, and 'stop' also sends
--- 'account_stopped' and stops the account (UNPAID, the charge stays due) until a later call (a
--- grant or purchase retries at once) finds the pools can pay it, which sends 'resume'.
-local UNPAID = nil
-
--- Charges recurring charge `it` due at `due`; returns whether the pools paid it, and if not the
--- meter micro-units left uncovered (after what a refused charge starts: denied()).
-local function pay_recurring(it, due, rid)
-  local T, rem, capped, bal, lots = walk(A, NOW, it[3], NP, it[8])
-  if T == nil then error('recurring: a pool is still due after maintenance') end
-  if rem > 0 then
-    denied(rid, capped, it[8])
-    return false, rem
-  end
-  local _, moves, fields, pre = take(A, T, bal, lots, false, {}, NOW, rid)
-  put_charge(fields)
-  for _, e in ipairs(pre or {}) do emit(e[1], e[3], e[4], e[2]) end
-  emit('charge', moves, {'act', it[5], 'q', fmt(it[6]), 'at', it[7], 'rec', it[1],
-    'due', fmt(due)}, rid)
-  return true, 0
-end
-
--- The marks ('rc:', 'rf:') of recurring charges not in `keep` (the plan no longer has them).
-local function drop_marks(keep)
-  for f in pairs(A) do
-    local x = string.sub(f, 1, 3)
-    if (x == 'rc:' or x == 'rf:') and not keep[f] then put(f, nil) end
-  end
-end
-
-local function recurring()
-  local spec, rcd = ARGV[ARG0 - 1], tonumber(A.rcd)
-  if spec == '' then
-    if rcd then
-      drop_marks({})
-      put('rcd', nil)
-    end
-    return
-  end
-  if rcd and rcd > NOW then return end
-  UNPAID = nil
-  flush()  -- walk() reads the account's fields
-  local low, keep = nil, {}
-  for _, it in ipairs(cjson.decode(spec)) do
-    local id, stop = it[1], it[4] == 'stop'
-    local f, nf = 'rc:' .. id, 'rf:' .. id
-    keep[f], keep[nf] = true, true
-    local due = tonumber(A[f]) or NOW
-    local n = 0
-    -- Bounded: a daily charge of an account untouched for years is caught up over several calls.
-    while due <= NOW and n < 400 do
-      local mark = fmt(due)
-      local rid = 'rec:' .. id .. ':' .. mark
-      local paid, short = true, 0
-      if it[3] > 0 then paid, short = pay_recurring(it, due, rid) end
-      if paid then
-        if A[nf] then
-          put(nf, nil)
-          if stop then emit('resume', {}, {'rec', id}, rid) end
-        end
-      else
-        if A[nf] ~= mark then
-          put(nf, mark)
-          local x = {'pool', '', 'bal', fmt(short), 'th', fmt(it[3])}
-          emit('notice', {}, {'n', 'recurring_charge_failed', unpack(x)}, rid)
-          if stop then emit('notice', {}, {'n', 'account_stopped', unpack(x)}, rid) end
-        end
-        if stop then
-          UNPAID = id
-          break
-        end
-      end
-      -- A free charge (0) pays every period up to now at once: none is caught up later at a
-      -- price set since.
-      due = next_reset(it[2], it[3] > 0 and due or NOW, ANCHOR)
-      n = n + 1
-    end
-    if tonumber(A[f]) ~= due then put(f, due) end
-    if low == nil or due < low then low = due end
-  end
-  drop_marks(keep)
-  if rcd ~= low then put('rcd', low) end
-end
-
--- `later`: the caller charges the recurring charges itself, after a change of plan or terms.
-local function maintain_all(later)
-  local stop = tonumber(A.stop) or 0
-  if stop > 0 and NOW >= stop then
-    put('stop', nil)
-    emit('resume', {}, nil, '')
-  end
-  for _, p in ipairs(POOLS) do maintain(p) end
-  expire_holds()
-  if not later then recurring() end
-end
-
 -- Denials: when they end by themselves ---------------------------------------------------------
 
 -- What an overage or pay-as-you-go pool may spend in a period: its cap, or without one MAX (as
@@ -375,7 +269,7 @@ local R_ALLOWED, R_INSUFFICIENT, R_CAP, R_SUSPENDED, R_STOPPED, R_NOT_ENTITLED =
 -- Account-level blocks, checked before any pool: returns reason, retry_at or nil.
 local function account_block()
   if A.st == 'suspended' then return R_SUSPENDED, 0 end
-  if UNPAID then return R_STOPPED, 0 end  -- until a recurring charge is paid
+  if CTX.unpaid then return R_STOPPED, 0 end  -- until a recurring charge is paid (recurring.lua)
   local stop = tonumber(A.stop) or 0
   if stop > NOW then return R_STOPPED, stop end
   return nil

@@ -46,9 +46,10 @@ def _accounts(sub: Sub[argparse.ArgumentParser]) -> None:
     p.add_argument("--plan", required=True, help="its plan (creditgate plans lists them)")
     p.add_argument("--anchor-day", type=int, default=0, help="renewal day 1-31 (default today)")
     p.add_argument("--status", choices=_STATUS, default="active", help="default active")
+    terms.options(p)  # its terms from the start (admins: docs/TERMS.md)
     p.set_defaults(func=client("admin", "CreateAccount", lambda a: pb.CreateAccountRequest(
         account_id=a.account_id, plan_id=a.plan, anchor_day=a.anchor_day,
-        status=_status(a.status))))  # fmt: skip
+        status=_status(a.status), terms=terms.message(a))))  # fmt: skip
     p = parser(acc, "get", "show an account, its status and its pools' caps")
     p.add_argument("account_id", help=_ACCOUNT)
     p.set_defaults(func=client("admin", "GetAccount", lambda a: pb.GetAccountRequest(
