@@ -130,3 +130,10 @@ async def test_seed_000_base_hosting_in_history_and_usage(
             ("glue.app_action", "base", 25 * USD),
             ("glue.base_hosting", "base", 500 * USD),
         ]
+        card = await env.call("GetCredits", pb.GetCreditsRequest(account_id="glue", pool_id="base"))
+        # An allowance's card is in its meter throughout (its auto top-up block was in usd).
+        assert (card.unit, card.auto_top_up.unit, card.balance) == (
+            "glue_credit",
+            "glue_credit",
+            9475 * USD,
+        )

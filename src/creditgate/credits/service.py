@@ -87,7 +87,7 @@ def _top_up(account: str, fields: dict[str, bytes], pool: Pool, balance: int) ->
     return AutoTopUpView(
         account,
         pool.id,
-        pool.unit,
+        pool.balance_unit,  # an allowance's is its meter (``unit`` is a money pool's)
         balance,
         parse_settings(fields.get(settings_field(pool.id))),
         parse_state(fields.get(state_field(pool.id))),
