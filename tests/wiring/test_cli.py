@@ -143,6 +143,7 @@ def test_account_terms_sets_seats_overrides_and_flags(served: Served) -> None:
     (shown,) = run_cli(served.target, [("account", "get", "cli-terms")])
     assert shown.returncode == 0, shown.stderr
     assert "existing_customer" in shown.stdout
+    assert "allowances.integration  60000.5" in shown.stdout  # units, not micro-units
     (bad,) = run_cli(served.target, [("account", "terms", "cli-terms", "--flag", "gold")])
     assert bad.returncode == 1
     assert "INVALID_ARGUMENT" in bad.stderr

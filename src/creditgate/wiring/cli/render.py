@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from creditgate.domain.money import format_micro
 from creditgate.domain.wording import amount, utc
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ _ALWAYS = frozenset(
 _UNITS = frozenset({"unit", "meter", "spend_unit"})  # shown with the amounts, not on their own
 # A notification's body (its summary is shown) and a movement's event id: --json has them.
 _JSON_ONLY = frozenset({"payload", "event_id"})
+# Maps of amounts whose unit the answer does not carry (Terms: an allowance in its pool's meter,
+# a price in its action's): shown as decimals of that unit.
+_AMOUNT_MAPS = frozenset({"allowances", "prices"})
 
 
 def _label(name: str) -> str:
@@ -139,8 +143,9 @@ def render(message: Message, indent: str = "") -> list[str]:
         if field.is_repeated:
             items = list(getattr(message, field.name))
             if field.message_type is not None and field.message_type.GetOptions().map_entry:
+                decimal = field.name in _AMOUNT_MAPS
                 scalars += [
-                    (f"{_label(field.name)}.{k}", v)
+                    (f"{_label(field.name)}.{k}", format_micro(v) if decimal else v)
                     for k, v in getattr(message, field.name).items()
                 ]
                 continue
