@@ -544,7 +544,7 @@ class Pair:
         return {"to_ms": mark - 1 if kind == "before" and mark - 1 > now else mark}
 
 
-# The account fields of thresholds and recurring charges (rules.lua's recurring()).
+# The account fields of thresholds and recurring charges (recurring.lua's recurring()).
 _THRESHOLDS = ("au:", "tu:", "cr:", "rc:", "rf:")
 
 

@@ -3,7 +3,7 @@
 Seed 000's "Custom Integration Base Hosting" is one, a standard recurring charge. A recurring charge
 is priced as an action of the price book, so an account's terms (a price, a flag) change it as they
 change any action; a price of 0 makes it free for that account. The scripts debit it
-(engine/lua/rules.lua: ``recurring``) at the account's first call of each period, through the pools
+(engine/lua/recurring.lua) at the account's first call of each period, through the pools
 that pay for its action, all or nothing. ``on_short`` says what happens when they cannot: ``stop``
 stops the account until it is paid (any later call retries it; money added retries it at once),
 ``skip`` lets the period go unpaid. Both send a ``recurring_charge_failed`` notice.

@@ -1,6 +1,6 @@
 """Recurring charges on time: the accounts whose charge is due are touched at its period's start.
 
-The scripts charge a recurring charge (rules.lua's ``recurring()``, docs/TERMS.md) at the
+The scripts charge a recurring charge (recurring.lua's ``recurring()``, docs/TERMS.md) at the
 account's first call of the period, as they reset allowances. An account with no traffic would
 pay its base fee only at its next call; the worker runs this ticker so that it pays at the
 period's start (within one interval). Every pass (the worker runs one every

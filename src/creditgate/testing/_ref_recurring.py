@@ -1,4 +1,4 @@
-"""Reference model, recurring charges (issue 20 §6, §8): engine/lua/rules.lua's ``recurring()``.
+"""Reference model, recurring charges (issue 20 §6, §8): engine/lua/recurring.lua.
 
 Each of the plan's recurring charges is due at the start of each of its periods; the account's
 ``fields`` keep the Lua's marks (``rc:<id>`` next due, ``rf:<id>`` the due a failure was

@@ -53,7 +53,7 @@ REASON_TEXT = {
     "this period's spend)",
     Reason.NOT_ENTITLED: "no pool of the plan accepts this action with these attributes",
 }
-# ACCOUNT_STOPPED with no time at which it ends (retry_at 0): rules.lua's recurring().
+# ACCOUNT_STOPPED with no time at which it ends (retry_at 0): recurring.lua's recurring().
 UNPAID_TEXT = (
     "the account is stopped until a recurring charge of its plan is paid (GetAccount shows it "
     "unpaid): money or credits that cover it (a purchase, a grant, a paid auto top-up) pay it at "

@@ -12,7 +12,7 @@
 
 -- The account's fields (`np` plan pools in the common ARGV), as a table, whether a charge may
 -- be tried on it (it is on the caller's plan, neither suspended nor stopped, and no recurring
--- charge of its plan is due: rules.lua's recurring(), 'rcd' the earliest due), and if so TIME,
+-- charge of its plan is due: recurring.lua's recurring(), 'rcd' the earliest due), and if so TIME,
 -- the instant in ms it gives (the account's frozen clock under test clocks, as lib.lua's NOW)
 -- and whether no hold expires by then.
 local function open_account(np)

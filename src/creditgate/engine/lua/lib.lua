@@ -17,7 +17,7 @@
 --              (money micro-units per meter unit for this call's meter, 0 if none), block size
 --              (a balance pool: its default low-balance threshold), block price, default cap
 --              (-1: none), eligible ('1'/'0'), enabled by default ('1'/'0'), then [5 + 10 N]
---              the plan's recurring charges ('' none; rules.lua's recurring()). Script
+--              the plan's recurring charges ('' none; recurring.lua's recurring()). Script
 --              arguments follow, from ARG0 = 6 + 10 N on.
 -- Replies are arrays whose first element is 'OK' or an error code the engine maps to a status.
 
