@@ -88,7 +88,7 @@ plans:
          period: month}
   p_grants:
     recurring:
-      - {id: fee, action: t.gen, quantity: 1000, period: day, on_short: skip}
+      - {id: fee, action: t.gen, quantity: 1000, period: cycle, on_short: skip}
     pools:
       - {id: bonus, kind: grant, meter: tok, scope: {attributes: {tier: [x, y]}}}
       - {id: promo, kind: grant, meter: tok}
