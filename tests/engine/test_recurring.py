@@ -176,10 +176,13 @@ async def test_unpaid_stops_the_account_until_money_pays_it(engine: Engine, even
         T0,
         True,
     )
+    await engine.advance_clock("a1", seconds=86_400)  # a day later, in the same period
     g = await engine.grant("a1", "wallet", 5 * M, "topup-1")  # $5 = 50 credits
     assert g.balance == 4 * M  # 40 credits of the allowance + $1 for the other 10
     log = await events(engine, "a1")
     assert _fees(log) == [(rid, {"base": -40 * M, "wallet": -1 * M})]
+    paid = next(e for e in log if e.kind == "charge" and "rec" in e.fields)
+    assert (paid.at, paid.fields["due"]) == (T0 + 86_400_000, str(T0))  # paid when the money came
     assert [e.kind for e in log if e.kind != "state"][-3:] == ["grant", "charge", "resume"]
     assert (await engine.consume("a1", "run", 1, {}, "r3")).allowed
     assert len(_notices(await events(engine, "a1"))) == 2  # no notice repeated

@@ -47,9 +47,12 @@ def _pay(op: Op, item: Recurring, need: int, rid: str, key: Callable[[], str]) -
     return 0
 
 
-def _charge_due(op: Op, item: Recurring, need: int, key: Callable[[], str]) -> bool:
-    """One charge due at ``op.now``: paid, or notified once; False when it stops the account."""
-    fields, due = op.account.fields, op.now
+def _charge_due(op: Op, item: Recurring, due: int, need: int, key: Callable[[], str]) -> bool:
+    """One charge due at ``due``, made at ``op.now``: paid, or notified once.
+
+    False when it stops the account (unpaid, on_short stop).
+    """
+    fields = op.account.fields
     rid, failed_f, stop = f"rec:{item.id}:{due}", f"rf:{item.id}", item.on_short == "stop"
     short = _pay(op, item, need, rid, key) if need > 0 else 0
     if short == 0:
@@ -93,15 +96,17 @@ def recurring(op: Op, key: Callable[[], str]) -> None:
             break
         k = min(ready, key=lambda j: (dues[j], j))
         item, need = items[k], cost(op.plan, items[k])
+        due = dues[k]
         if need == 0:
-            op.now = dues[k]
-            _charge_due(op, item, 0, key)
+            _charge_due(op, item, due, 0, key)
             dues[k] = next_reset(item.period, real, acct.anchor)
         else:
-            op.now = dues[k]
+            # First reached: at its start; left unpaid before: now, on the pools as they are.
+            if fields.get(f"rf:{item.id}") != str(due):
+                op.now = due
             bring_up(op)
-            if _charge_due(op, item, need, key):
-                dues[k] = next_reset(item.period, op.now, acct.anchor)
+            if _charge_due(op, item, due, need, key):
+                dues[k] = next_reset(item.period, due, acct.anchor)
             else:
                 held[k] = True
         op.now = real

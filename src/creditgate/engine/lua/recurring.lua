@@ -45,8 +45,8 @@ local function bring_up()
   expire_holds()
 end
 
--- One recurring charge `it` due at `due` (NOW is `due` meanwhile): paid, or notified once and,
--- with on_short 'stop', left due (CTX.unpaid). Returns whether it was paid.
+-- One recurring charge `it` due at `due`, at NOW: paid, or notified once and, with on_short
+-- 'stop', left due (CTX.unpaid). Returns whether the account may go on (paid, or 'skip').
 local function charge_due(it, due)
   local id, stop, nf = it[1], it[4] == 'stop', 'rf:' .. it[1]
   local mark = fmt(due)
@@ -105,11 +105,14 @@ local function recurring()
       charge_due(it, dues[k])
       dues[k] = next_reset(it[2], real, ANCHOR)
     else
-      NOW = dues[k]
+      -- A period reached for the first time is charged at its start; one left unpaid (its
+      -- failure notified) is tried again now, on the pools as they are.
+      local due = dues[k]
+      if A['rf:' .. it[1]] ~= fmt(due) then NOW = due end
       bring_up()
       flush()  -- walk() reads the account's fields
-      if charge_due(it, NOW) then dues[k] = next_reset(it[2], NOW, ANCHOR) else held[k] = true end
-      flush()  -- at the due's time
+      if charge_due(it, due) then dues[k] = next_reset(it[2], due, ANCHOR) else held[k] = true end
+      flush()  -- at that time
       NOW = real
     end
   end
