@@ -7,14 +7,20 @@ account keeps its own frozen test clock here; a pass is given the instant to com
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from conftest import Ledger, make_worker
+from creditgate.domain.errors import UnavailableError
 from creditgate.engine.calls import admin as calls
 from creditgate.ledger.due import RecurringTicker
 from creditgate.ledger.sql import SqlLedger
+from creditgate.worker.periodic import Periodic
 
 if TYPE_CHECKING:
+    import pytest
+
     from creditgate.engine import Engine
     from creditgate.engine.keys import KeySpace
 
@@ -75,3 +81,29 @@ async def test_the_worker_runs_the_ticker(ledger: Ledger, engine: Engine) -> Non
     assert off.periodic == []
     await engine.create_account("a", "hosted")
     assert await on.drain() > 0
+
+
+async def test_a_timed_pass_survives_a_backend_away(caplog: pytest.LogCaptureFixture) -> None:
+    """A pass that fails is logged (a backend away: one line) and the next one runs."""
+    runs: list[int] = []
+    periodic: Periodic
+
+    async def step() -> None:
+        runs.append(len(runs))
+        if len(runs) == 1:
+            msg = "Redis could not be reached"
+            raise UnavailableError(msg)
+        if len(runs) == 2:
+            msg = "a bug"
+            raise ValueError(msg)
+        periodic.stop()
+
+    periodic = Periodic("test pass", step, 0.01)
+    with caplog.at_level(logging.WARNING, logger="creditgate.worker"):
+        await asyncio.wait_for(periodic.run(), 5)
+    assert runs == [0, 1, 2]
+    away, bug = caplog.records
+    assert (away.levelname, away.exc_info) == ("WARNING", None)
+    assert "Redis could not be reached; the next pass tries again" in away.getMessage()
+    assert bug.levelname == "ERROR"
+    assert bug.exc_info is not None

@@ -20,9 +20,11 @@ import contextlib
 import signal
 from typing import TYPE_CHECKING
 
+from creditgate.domain.errors import UnavailableError
 from creditgate.engine.keys import KeySpace
 from creditgate.ledger.due import RecurringTicker
 from creditgate.ledger.sql import SqlLedger
+from creditgate.ledger.store import LedgerError
 from creditgate.notify import (
     Dispatcher,
     DispatchSettings,
@@ -91,7 +93,10 @@ class Consumers:
             ("payments recovery", PaymentRecovery(engine, store, topups).run_pass,
              settings.payments_recovery_s),
         ]  # fmt: skip
-        self.periodic = [Periodic(name, step, every) for name, step, every in passes if every > 0]
+        away = (UnavailableError, LedgerError)  # Redis or the database, for a while
+        self.periodic = [
+            Periodic(name, step, every, away) for name, step, every in passes if every > 0
+        ]
 
     @staticmethod
     def _worker(

@@ -12,6 +12,8 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from creditgate.domain.errors import UnavailableError
+
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -21,16 +23,25 @@ log = logging.getLogger("creditgate.worker")
 class Periodic:
     """Runs ``step`` every ``interval_s`` seconds until ``stop()``."""
 
-    def __init__(self, name: str, step: Callable[[], Awaitable[object]], interval_s: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], Awaitable[object]],
+        interval_s: float,
+        transient: tuple[type[BaseException], ...] = (UnavailableError,),
+    ) -> None:
         self.name = name
         self.step = step
         self.interval_s = interval_s
+        self.transient = transient  # a backend away for a while: one line, no traceback
         self._stopped = asyncio.Event()
 
     async def run(self) -> None:
         while not self._stopped.is_set():
             try:
                 await self.step()
+            except self.transient as exc:
+                log.warning("%s: %s; the next pass tries again", self.name, exc)
             except Exception:
                 log.exception("%s: the pass failed; the next one tries again", self.name)
             with contextlib.suppress(TimeoutError):
