@@ -137,3 +137,19 @@ async def test_seed_000_base_hosting_in_history_and_usage(
             "glue_credit",
             9475 * USD,
         )
+
+
+async def test_history_keeps_the_units_of_a_plan_left_behind(
+    ledger: Ledger, redis: AsyncRedis, tmp_path: Path, demo_catalog: Catalog
+) -> None:
+    """After a move from Zite to Integration Glue, Zite's rows still read in their credits."""
+    async with credits_sidecar(redis, ledger.store, tmp_path, demo_catalog) as env:
+        await env.engine.create_account("mover", "zite_free")
+        assert (await env.engine.consume("mover", "zite.email.send", 2, {}, "m1")).allowed
+        await env.engine.update_account("mover", plan_id="glue_free")
+        await env.sync()
+        page = await env.call("ListTransactions", pb.ListTransactionsRequest(account_id="mover"))
+        units = {(m.pool_id, m.unit) for m in page.transactions}
+        assert ("integration", "integration_credit") in units
+        assert ("base", "glue_credit") in units
+        assert all(unit for _, unit in units)

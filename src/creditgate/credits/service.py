@@ -139,12 +139,23 @@ class Credits:
     async def lag(self, account: str) -> Lag:
         return await measure(self.ledger, account, self.clock(), self.tip)
 
+    def _unit(self, plan: Plan, pool_id: str) -> str:
+        """The unit of ``pool_id``: the plan's, else the one every plan with that pool agrees on.
+
+        A pool of a plan the account had before keeps its unit in the history; '' when the
+        plans disagree (or none has it any more).
+        """
+        pool = plan.by_id.get(pool_id)
+        if pool is not None:
+            return pool.balance_unit
+        units = {p.units[pool_id] for p in self.catalog.plans.values() if pool_id in p.units}
+        return units.pop() if len(units) == 1 else ""
+
     def _movement(self, plan: Plan, tx: Transaction) -> Movement:
-        pool = plan.by_id.get(tx.pool)
         return Movement(
             type=movement_type(tx.kind, tx.request_id),
             pool=tx.pool,
-            unit=pool.balance_unit if pool else "",
+            unit=self._unit(plan, tx.pool),
             amount=tx.delta,
             balance=tx.balance_after,
             time_ms=tx.time_ms,
