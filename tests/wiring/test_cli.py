@@ -162,6 +162,19 @@ def test_account_create_with_a_flag_pays_the_first_period_at_once(served: Served
     assert not plain["terms"].get("flags")  # no terms sent
 
 
+def test_refusals_name_the_command_that_fixes_them(served: Served) -> None:
+    """Credits into an allowance, and a credits card of a plan without a balance pool."""
+    grant, card = run_cli(served.target, [
+        ("grant", "demo-glue-free", "base", "5"),
+        ("credits", "demo-glue-free"),
+    ])  # fmt: skip
+    assert grant.returncode == card.returncode == 1
+    assert "hint: grant into a grant or balance pool: creditgate balance demo-glue-free" in (
+        grant.stderr
+    )
+    assert "hint: name one: creditgate credits demo-glue-free --pool POOL" in card.stderr
+
+
 def test_errors_go_to_stderr_with_the_status(served: Served) -> None:
     """A refused call exits 1 and prints `creditgate: <STATUS>: <message>` on stderr."""
     ghost, again = run_cli(

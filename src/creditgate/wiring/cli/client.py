@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import datetime as dt
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -100,36 +101,42 @@ def pair(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _hint(command: str, code: grpc.StatusCode, details: str, args: argparse.Namespace) -> str:  # noqa: PLR0911 - one answer per case
+# What fixes a refused call: (command, '' any; status, '' any; a pattern of the details; the
+# hint, formatted with the account, the purchase id and the target). The first match answers.
+_HINTS = (
+    ("", "NOT_FOUND", r"^account ",
+     ("create it: creditgate account create {account} --plan PLAN (creditgate plans lists the "
+     "plans)")),
+    ("", "NOT_FOUND", "reservation",
+     "reservations are made by: creditgate reserve {account} ACTION -q QUANTITY"),
+    ("", "NOT_FOUND", "pool", "the account's pools: creditgate balance {account}"),
+    ("refund", "NOT_FOUND", "", "refund takes the request id that creditgate check printed"),
+    ("purchase", "UNAVAILABLE", "purchase_id",
+     "retry with the same id (it cannot charge twice): --id {id}"),
+    ("purchase", "", "declined",
+     "update the saved payment method at the provider, then purchase with a new --id"),
+    ("grant", "", "needs a grant or balance pool",
+     "grant into a grant or balance pool: creditgate balance {account} shows the kinds"),
+    ("credits", "", "give pool_id", "name one: creditgate credits {account} --pool POOL"),
+    ("", "UNAVAILABLE", "(?i)connect",
+     ("is a sidecar listening on {target}? start one with: creditgate serve --embedded (or make "
+     "run); --target / CREDITGATE_TARGET name another")),
+    ("", "UNAUTHENTICATED", "",
+     "pass --token or set CREDITGATE_TOKEN; an admin makes one with: creditgate token create"),
+    ("", "PERMISSION_DENIED", "",
+     "this needs a token with another role: creditgate token list shows the roles"),
+)  # fmt: skip
+
+
+def _hint(command: str, code: grpc.StatusCode, details: str, args: argparse.Namespace) -> str:
     """The command that fixes a refused call, or ''."""
-    name = code.name
-    account = getattr(args, "account_id", "ACCOUNT")
-    if name == "NOT_FOUND" and details.startswith("account "):
-        return (
-            f"create it: creditgate account create {account} --plan PLAN "
-            "(creditgate plans lists the plans)"
-        )
-    if name == "NOT_FOUND" and "reservation" in details:
-        return f"reservations are made by: creditgate reserve {account} ACTION -q QUANTITY"
-    if name == "NOT_FOUND" and "pool" in details:
-        return f"the account's pools: creditgate balance {account}"
-    if name == "NOT_FOUND" and command == "refund":
-        return "refund takes the request id that creditgate check printed"
-    if command == "purchase" and name == "UNAVAILABLE" and "purchase_id" in details:
-        return f"retry with the same id (it cannot charge twice): --id {args.id}"
-    if command == "purchase" and "declined" in details:
-        return "update the saved payment method at the provider, then purchase with a new --id"
-    if name == "UNAVAILABLE" and "connect" in details.lower():
-        return (
-            f"is a sidecar listening on {args.target}? start one with: creditgate serve "
-            "--embedded (or make run); --target / CREDITGATE_TARGET name another"
-        )
-    if name == "UNAUTHENTICATED":
-        return (
-            "pass --token or set CREDITGATE_TOKEN; an admin makes one with: creditgate token create"
-        )
-    if name == "PERMISSION_DENIED":
-        return "this needs a token with another role: creditgate token list shows the roles"
+    for cmd, status, pattern, hint in _HINTS:
+        if cmd in ("", command) and status in ("", code.name) and re.search(pattern, details):
+            return hint.format(
+                account=getattr(args, "account_id", "ACCOUNT"),
+                id=getattr(args, "id", ""),
+                target=getattr(args, "target", ""),
+            )
     return ""
 
 
