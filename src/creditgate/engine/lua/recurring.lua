@@ -8,12 +8,14 @@
 -- (domain/recurring.py). Each is due at the start of each of its periods: the account field
 -- 'rc:<id>' is when it is next due (absent: now, the start of the account's first period with
 -- it), and 'rcd' the earliest of them, which consume's first branch checks
--- (charge.lua's open_account()). A due charge is charge.lua's walk() and take() through the pools
--- it names, all or nothing, written as a 'charge' event with request id 'rec:<id>:<due ms>'.
--- One the pools cannot pay sends 'recurring_charge_failed' once ('rf:<id>' = the due mark it
--- was sent for); then 'skip' moves on to the next period, and 'stop' also sends
--- 'account_stopped' and stops the account (CTX.unpaid, the charge stays due) until a later call (a
--- grant or purchase retries at once) finds the pools can pay it, which sends 'resume'.
+-- (charge.lua's open_account()). A due charge is charge.lua's walk() and take() through the
+-- pools it names, all or nothing, written as a 'charge' event with request id
+-- 'rec:<id>:<due ms>'. One the pools cannot pay sends 'recurring_charge_failed' once ('rf:<id>'
+-- = the due mark it was sent for); then 'skip' moves on to the next period, and 'stop' also
+-- sends 'account_stopped' and stops the account (CTX.unpaid, the charge stays due) until a
+-- later call (a grant or purchase retries at once) finds the pools can pay it, which sends
+-- 'resume'.
+
 -- Charges recurring charge `it` due at `due`; returns whether the pools paid it, and if not the
 -- meter micro-units left uncovered (after what a refused charge starts: denied()).
 local function pay_recurring(it, due, rid)
