@@ -125,3 +125,19 @@ async def test_past_times_read_as_iso_8601_utc(engine: Engine) -> None:
         "to_unix_ms 2031-03-10T11:59:59.750Z is before the account's clock"
         " (2031-03-10T12:00:00Z); it only moves forward"
     )
+
+
+def test_the_two_stops_read_apart() -> None:
+    """The stop until renewal and the stop until a recurring charge is paid read apart.
+
+    The first has a retry time, the second none; a Settle's answer carries no retry time and
+    names both.
+    """
+    from creditgate.domain.results import Reason  # noqa: PLC0415
+    from creditgate.engine.calls.common import reason_text  # noqa: PLC0415
+
+    stopped = Reason.ACCOUNT_STOPPED
+    assert "until its renewal" in reason_text(stopped, T0)
+    assert "until a recurring charge of its plan is paid" in reason_text(stopped, 0)
+    either = reason_text(stopped)
+    assert "until its renewal or until a recurring charge" in either

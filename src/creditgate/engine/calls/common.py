@@ -26,14 +26,13 @@ if TYPE_CHECKING:
     from creditgate.engine.keys import KeySpace
 
 __all__ = [
-    "REASON_TEXT",
-    "UNPAID_TEXT",
     "Args",
     "Call",
     "Context",
     "fingerprint",
     "movements",
     "no_plan",
+    "reason_text",
     "recorded",
     "remaining",
     "require_plan",
@@ -45,20 +44,32 @@ Args = list[str | int]
 R_co = TypeVar("R_co", covariant=True)
 _ARGS_CACHE_SIZE = 20_000
 
-REASON_TEXT = {
+_REASON_TEXT = {
     Reason.INSUFFICIENT_CREDITS: "not enough credits in the pools that accept this action",
     Reason.SPEND_CAP_REACHED: "the spend cap of the current period would be exceeded",
     Reason.ACCOUNT_SUSPENDED: "the account is suspended",
-    Reason.ACCOUNT_STOPPED: "the account is stopped until its renewal (a cap was lowered below "
-    "this period's spend)",
     Reason.NOT_ENTITLED: "no pool of the plan accepts this action with these attributes",
 }
-# ACCOUNT_STOPPED with no time at which it ends (retry_at 0): recurring.lua's recurring().
-UNPAID_TEXT = (
+# The two stops: until a renewal (a cap lowered below this period's spend; retry_at is the
+# renewal), and until a recurring charge is paid (recurring.lua; no time ends it, retry_at 0).
+_RENEWAL = "the account is stopped until its renewal (a cap was lowered below this period's spend)"
+_UNPAID = (
     "the account is stopped until a recurring charge of its plan is paid (GetAccount shows it "
     "unpaid): money or credits that cover it (a purchase, a grant, a paid auto top-up) pay it at "
     "once, as does a change of plan or terms that makes it payable"
 )
+
+
+def reason_text(reason: Reason, retry_at: int | None = None) -> str:
+    """Why a request was refused, for a person; ``retry_at`` tells the two stops apart."""
+    if reason == Reason.ACCOUNT_STOPPED:
+        if retry_at is None:
+            return (
+                "the account is stopped, until its renewal or until a recurring charge of its "
+                "plan is paid (GetAccount shows which)"
+            )
+        return _UNPAID if retry_at == 0 else _RENEWAL
+    return _REASON_TEXT.get(reason, reason.name.lower())
 
 
 def no_plan(account_id: str, clock: str = "0") -> Args:

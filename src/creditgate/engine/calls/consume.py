@@ -29,12 +29,11 @@ from creditgate.domain.errors import FailedPreconditionError
 from creditgate.domain.results import Decision, Reason
 from creditgate.driver.wire import command, encode
 from creditgate.engine.calls.common import (
-    REASON_TEXT,
-    UNPAID_TEXT,
     Args,
     Context,
     fingerprint,
     movements,
+    reason_text,
     recorded,
     remaining,
     too_large,
@@ -159,10 +158,7 @@ def decision(
 
 
 def _explain(d: Decision, action: str) -> str:
-    why = REASON_TEXT.get(d.reason, d.reason.name.lower())
-    if d.reason == Reason.ACCOUNT_STOPPED and not d.retry_at:
-        why = UNPAID_TEXT
-    text = f"{action}: {why}"
+    text = f"{action}: {reason_text(d.reason, d.retry_at)}"
     # A stopped or suspended account refuses the whole request whatever the pools hold: its
     # shortfall is the request's cost, which "short by" would misread.
     if d.shortfall and d.reason not in (Reason.ACCOUNT_STOPPED, Reason.ACCOUNT_SUSPENDED):

@@ -23,11 +23,11 @@ from creditgate.domain.errors import FailedPreconditionError, NotFoundError
 from creditgate.domain.money import format_micro
 from creditgate.domain.results import Reason, Refund, Release, Settlement, net_by_pool
 from creditgate.engine.calls.common import (
-    REASON_TEXT,
     Args,
     Context,
     fingerprint,
     movements,
+    reason_text,
     recorded,
     remaining,
     require_plan,
@@ -78,7 +78,7 @@ class SettleCall:
             if full
             else (
                 f"the actual cost exceeded the hold and the extra could not be charged: "
-                f"{REASON_TEXT.get(reason, reason.name.lower())}"
+                f"{reason_text(reason)}"
             ),
         )
 

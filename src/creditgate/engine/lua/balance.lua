@@ -3,8 +3,8 @@
 -- ARGV: common (lib.lua), nothing more.
 -- Reply: {'OK', plan, status, anchor day, stopped until ms, now ms, created ms, test clock ms,
 --   then per plan pool: balance/remaining, next reset ms, spent, cap, enabled 0/1, n lots,
---   n x (lot id, balance, expires ms), then per recurring charge of the plan (rules.lua's
---   recurring(), in the plan's order): next due ms, unpaid 0/1}, or {'NO_ACCOUNT'},
+--   n x (lot id, balance, expires ms), then per recurring charge of the plan (recurring.lua,
+--   in the plan's order): next due ms, unpaid 0/1}, or {'NO_ACCOUNT'},
 --   {'PLAN', plan, terms, key}.
 local err = check_plan()
 if err then return err end
@@ -25,9 +25,9 @@ for _, p in ipairs(POOLS) do
 end
 if ARGV[ARG0 - 1] ~= '' then
   for _, it in ipairs(cjson.decode(ARGV[ARG0 - 1])) do
-    local due, failed = tonumber(A['rc:' .. it[1]]) or 0, tonumber(A['rf:' .. it[1]])
+    local due = tonumber(A['rc:' .. it[1]]) or 0
     out[#out + 1] = due
-    out[#out + 1] = failed == due and 1 or 0
+    out[#out + 1] = notified(it[1], due) and 1 or 0
   end
 end
 flush()

@@ -41,6 +41,12 @@ local function drop_marks(keep)
   end
 end
 
+-- Whether the failure of recurring charge `id` due at `due` was notified (a 'stop' one stays
+-- due at that mark: unpaid).
+local function notified(id, due)
+  return tonumber(A['rf:' .. id]) == due
+end
+
 -- The pools (resets, expired lots) and the holds brought up to date at NOW.
 local function bring_up()
   for _, p in ipairs(POOLS) do maintain(p) end
@@ -62,7 +68,7 @@ local function charge_due(it, due)
     end
     return true
   end
-  if A[nf] ~= mark then
+  if not notified(id, due) then
     put(nf, mark)
     local x = {'pool', '', 'bal', fmt(short), 'th', fmt(it[3])}
     emit('notice', {}, {'n', 'recurring_charge_failed', unpack(x)}, rid)
@@ -110,7 +116,7 @@ local function recurring()
       -- A period reached for the first time is charged at its start; one left unpaid (its
       -- failure notified) is tried again now, on the pools as they are.
       local due = dues[k]
-      if A['rf:' .. it[1]] ~= fmt(due) then NOW = due end
+      if not notified(it[1], due) then NOW = due end
       bring_up()
       flush()  -- walk() reads the account's fields
       if charge_due(it, due) then dues[k] = next_reset(it[2], due, ANCHOR) else held[k] = true end
