@@ -305,18 +305,6 @@ class SqlLedger(LedgerStore):
         )
         return {f: bytes(v) for f, v in rows}
 
-    async def recurring_due(self, now_ms: int, limit: int) -> list[str]:
-        """Accounts whose earliest recurring charge ('rcd') is due by ``now_ms``, soonest first.
-
-        As far as the mirror knows: an account charged since shows as due until the worker
-        applies that (a call that finds nothing due changes nothing).
-        """
-        rows = await self.fetch(
-            "SELECT account, value FROM account_fields WHERE field = 'rcd' AND value IS NOT NULL"
-        )
-        due = sorted((int(bytes(v)), a) for a, v in rows if int(bytes(v)) <= now_ms)
-        return [a for _, a in due[:limit]]
-
     async def has_event(self, event_id: str) -> bool:
         return bool(await self.fetch("SELECT 1 FROM events WHERE event_id = ?", (event_id,)))
 

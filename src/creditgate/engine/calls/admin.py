@@ -5,7 +5,7 @@ ARGV: lib.lua's prefix (``common``), then:
   balance  nothing
            reply {'OK', plan, status, anchor day, stopped until, now, created, test clock,
            per pool: balance, next reset, spent, cap, enabled 0/1, n lots, n x (lot, balance,
-           expires at)}
+           expires at), then per recurring charge of the plan: next due, unpaid 0/1}
   account  'create', status, anchor day, create-if-absent '1'/'0', plan, terms, terms key
            -> {'OK'} or {'EXISTS'}
            'update', plan, status, anchor day, n, n x (allowance pool, amount delta) -> {'OK'}
