@@ -78,16 +78,19 @@ class ClusterFastRedis:
 
     Args:
         url: ``redis://host:port`` (or ``rediss://``) of any node; the others are learnt from it.
-        timeout: per command, as ``FastRedis``.
+        timeout, wait_replicas, wait_timeout_ms: per command and per master, as ``FastRedis``.
     """
 
-    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, wait_replicas: int = 0, wait_timeout_ms: int = 100
+    ) -> None:
         parsed = urlparse(url)
         self._scheme = parsed.scheme or "redis"
         self._auth = f"{parsed.netloc.rsplit('@', 1)[0]}@" if "@" in parsed.netloc else ""
         self._query = f"?{parsed.query}" if parsed.query else ""
         self._seeds = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
         self._timeout = timeout
+        self._wait = {"wait_replicas": wait_replicas, "wait_timeout_ms": wait_timeout_ms}
         self._nodes: dict[str, FastRedis] = {}
         self._slots: list[str] | None = None
         self._refreshing: asyncio.Lock | None = None
@@ -99,7 +102,9 @@ class ClusterFastRedis:
         node = self._nodes.get(address)
         if node is None:
             node = FastRedis(
-                f"{self._scheme}://{self._auth}{address}{self._query}", timeout=self._timeout
+                f"{self._scheme}://{self._auth}{address}{self._query}",
+                timeout=self._timeout,
+                **self._wait,
             )
             if self._combiner is not None:
                 node.combine_with(self._combiner)

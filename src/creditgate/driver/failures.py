@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain.errors import OutcomeUnknownError, UnavailableError
-from creditgate.driver.wire import UnansweredError
+from creditgate.driver.wire import NotReplicatedError, UnansweredError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -72,6 +72,11 @@ def track_cluster_writes(client: Any) -> None:  # noqa: ANN401 - redis-py's Redi
 
 def failure(exc: BaseException, *, sent: bool) -> UnavailableError:
     """The domain error for a Redis call that failed with ``exc``."""
+    if isinstance(exc, NotReplicatedError):
+        return OutcomeUnknownError(
+            f"the Redis master applied the call, but {exc}: the answer is withheld, as a "
+            "failover could lose it; retry with the same request_id, which never charges twice"
+        )
     if sent or isinstance(exc, UnansweredError):
         return OutcomeUnknownError(
             f"Redis did not answer ({exc}) after the command was sent: it may have been "

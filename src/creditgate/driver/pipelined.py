@@ -65,8 +65,16 @@ class HotPath(Protocol):
 class FastRedis:
     """One pipelined connection; ``call`` sends a pre-encoded command and awaits its reply."""
 
-    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 2.0, wait_replicas: int = 0, wait_timeout_ms: int = 100
+    ) -> None:
+        """A connection to ``url``, opened on the first call.
+
+        ``wait_replicas`` > 0: a reply is given only once that many replicas have its write
+        (WAIT after each write that calls a script, ``wait_timeout_ms`` at most; driver/wire.py).
+        """
         self._url = url
+        self._wait = (wait_replicas, wait_timeout_ms)
         self._tls = tls_context(url)  # rediss://: redis-py's own context for the same URL
         self._timeout = timeout
         self._proto: WireProtocol | None = None
@@ -104,6 +112,7 @@ class FastRedis:
                 if isinstance(reply, hiredis.ReplyError):
                     msg = f"Redis refused {parts[0]}: {reply}"
                     raise ConnectionError(msg)
+            proto.wait_for(*self._wait)  # after AUTH and SELECT, which need no replica
             if self._watchdog is None or self._watchdog.done():
                 self._watchdog = asyncio.create_task(self._watch())
             return proto

@@ -15,6 +15,13 @@
   after it, and the account's later commands wait for its reply, so an account's commands still
   run in the order they were sent.
 
+- With ``wait_for(replicas, timeout_ms)`` (``CREDITGATE_REDIS_WAIT_REPLICAS``), a write that
+  calls a script ends with ``WAIT replicas timeout``, and its replies are held until WAIT
+  answers: with at least that many replicas, they are given out; with fewer, every call of the
+  write fails with ``NotReplicatedError`` (it ran on the master; a retry with the same request
+  id replays it). One WAIT covers every command before it on the connection, so it costs one
+  replica round trip per write, not per call.
+
 Errors come back as ``hiredis.ReplyError`` objects in their slot. A lost connection fails every
 written, unanswered call with ``UnansweredError`` (it may have run) and every queued one with
 the reason it was lost (it was never sent).
@@ -34,6 +41,25 @@ if TYPE_CHECKING:
 
 class UnansweredError(ConnectionError):
     """The command was written to Redis and its reply never came: it may have run."""
+
+
+class NotReplicatedError(UnansweredError):
+    """The command ran on the master, but fewer replicas than required confirmed it in time."""
+
+    def __init__(self, confirmed: int, wanted: int, timeout_ms: int) -> None:
+        super().__init__(
+            f"only {confirmed} of {wanted} replica(s) confirmed the write within {timeout_ms} ms "
+            "(CREDITGATE_REDIS_WAIT_REPLICAS)"
+        )
+
+
+class _Wait:
+    """The slot of a WAIT in ``waiting``: what it answers is held until it comes."""
+
+    __slots__ = ()
+
+
+_WAIT = _Wait()
 
 
 def encode(parts: Sequence[bytes | str | int]) -> bytes:
@@ -108,7 +134,7 @@ class WireProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
         # What each written command answers: one item, or the items a combined command ran.
-        self.waiting: collections.deque[Item | list[Item]] = collections.deque()
+        self.waiting: collections.deque[Item | list[Item] | _Wait] = collections.deque()
         self.deadlines: collections.deque[float] = collections.deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
@@ -116,6 +142,18 @@ class WireProtocol(asyncio.Protocol):
         self.queued: list[Item] = []  # commands waiting for the outstanding replies
         self.combiner: Combiner | None = None
         self.combined = 0  # commands sent inside combined ones (a counter for tests and bench)
+        self.wait: bytes | None = None  # WAIT replicas timeout, after each write calling a script
+        self.wait_replicas = 0
+        self.wait_timeout_ms = 0
+        # The write in flight ends with WAIT (one write is in flight at a time): its replies
+        # are held until WAIT answers.
+        self.holding = False
+        self.held: list[tuple[asyncio.Future[Any], Any]] = []
+
+    def wait_for(self, replicas: int, timeout_ms: int) -> None:
+        """End each write that calls a script with WAIT (0 replicas: never)."""
+        self.wait_replicas, self.wait_timeout_ms = replicas, timeout_ms
+        self.wait = command(3, encode(["WAIT", replicas, timeout_ms])) if replicas > 0 else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -138,6 +176,12 @@ class WireProtocol(asyncio.Protocol):
             out = [item.payload for item in items]
         else:
             out = self._combine(items)
+        wait = self.wait
+        self.holding = wait is not None and any(b"\r\nEVAL" in p[:16] for p in out)
+        if wait is not None and self.holding:
+            out.append(wait)
+            self.waiting.append(_WAIT)
+            self.deadlines.append(self.deadlines[-1] + self.wait_timeout_ms / 1000)
         self.outstanding = len(out)
         if self.transport is not None and self.lost is None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -193,8 +237,12 @@ class WireProtocol(asyncio.Protocol):
             self.deadlines.popleft()
             self.outstanding -= 1
             if isinstance(entry, Item):
-                if not entry.future.done():
+                if self.holding:
+                    self.held.append((entry.future, reply))
+                elif not entry.future.done():
                     entry.future.set_result(reply)
+            elif isinstance(entry, _Wait):
+                self._release(reply)
             else:
                 again += self._answer_combined(entry, reply)
         if again:
@@ -205,12 +253,33 @@ class WireProtocol(asyncio.Protocol):
             batch, self.queued = self.queued, []
             self._write(batch)
 
+    def _answer(self, future: asyncio.Future[Any], reply: Any) -> None:  # noqa: ANN401
+        """Give ``reply`` to its caller, or hold it for the write's WAIT."""
+        if self.holding:
+            self.held.append((future, reply))
+        elif not future.done():
+            future.set_result(reply)
+
+    def _release(self, reply: Any) -> None:  # noqa: ANN401 - WAIT's reply
+        """WAIT answered: give out the replies it held, or fail their calls."""
+        held, self.held = self.held, []
+        self.holding = False
+        if isinstance(reply, int) and reply >= self.wait_replicas:
+            for future, answer in held:
+                if not future.done():
+                    future.set_result(answer)
+            return
+        confirmed = reply if isinstance(reply, int) else 0
+        error = NotReplicatedError(confirmed, self.wait_replicas, self.wait_timeout_ms)
+        for future, _ in held:
+            if not future.done():
+                future.set_exception(error)
+
     def _answer_combined(self, run: list[Item], reply: Any) -> list[Item]:  # noqa: ANN401
         """Answer the commands a combined command ran; the others, to send as they are."""
         if isinstance(reply, list):
             for item, answer in zip(run, reply, strict=False):
-                if not item.future.done():
-                    item.future.set_result(answer)
+                self._answer(item.future, answer)
             rest = run[len(reply) :]
         else:  # an error reply: the combined script is missing (NOSCRIPT), or it failed
             rest = run
@@ -232,7 +301,14 @@ class WireProtocol(asyncio.Protocol):
         # Written commands may have run; queued ones were never sent (their callers may retry
         # freely), so they fail differently.
         unanswered = UnansweredError(str(self.lost))
+        for future, _ in self.held:  # ran, but their WAIT never answered
+            if not future.done():
+                future.set_exception(unanswered)
+        self.held.clear()
+        self.holding = False
         for entry in self.waiting:
+            if isinstance(entry, _Wait):
+                continue
             for item in [entry] if isinstance(entry, Item) else entry:
                 if not item.future.done():
                     item.future.set_exception(unanswered)

@@ -52,6 +52,7 @@ class Engine:
         lua_fast_path: bool = True,
         combine: bool = True,
         require_request_id: bool = False,
+        replicated: bool = False,
     ) -> None:
         self.redis = redis
         self.catalog = catalog
@@ -64,7 +65,9 @@ class Engine:
             idempotency_ttl_ms=idempotency_ttl_ms,
             hold_ttl_ms=hold_ttl_ms,
         )
-        self.runner = Runner(redis, catalog, self.keys, lua_fast_path=lua_fast_path)
+        # Replicated (WAIT on ``fast``): every script call goes over ``fast``, not redis-py.
+        via = fast if replicated else None
+        self.runner = Runner(redis, catalog, self.keys, lua_fast_path=lua_fast_path, via=via)
         scripts = self.runner.scripts
         self.consume_calls = ConsumeCalls(
             self.ctx,

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import hiredis
+from redis._parsers.base import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.domain import terms as account_terms
 from creditgate.domain.errors import FailedPreconditionError, NotFoundError, UnavailableError
-from creditgate.driver.failures import failure, guarded, track_writes
+from creditgate.driver.failures import FAILURES, failure, guarded, track_writes
+from creditgate.driver.wire import command, encode
 from creditgate.engine.scripts import Scripts
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
     from creditgate.domain.catalog import Catalog, Plan
+    from creditgate.driver.pipelined import HotPath
     from creditgate.engine.calls.common import Args, Call
     from creditgate.engine.keys import KeySpace
 
@@ -42,9 +46,21 @@ class Runner:
     """The Redis client, the registered scripts and the plan of each account seen."""
 
     def __init__(
-        self, redis: Redis, catalog: Catalog, keys: KeySpace, *, lua_fast_path: bool = True
+        self,
+        redis: Redis,
+        catalog: Catalog,
+        keys: KeySpace,
+        *,
+        lua_fast_path: bool = True,
+        via: HotPath | None = None,
     ) -> None:
+        """Script calls go through redis-py's ``redis``.
+
+        With ``via`` they go over that pipelined connection instead (with
+        ``CREDITGATE_REDIS_WAIT_REPLICAS``, the connection that WAITs for the replicas).
+        """
         self.redis = redis
+        self.via = via
         # Each call learns whether its command was written before a failure (failures.py).
         # (Redis Cluster's client has a pool per node: driver/connect.py marks those.)
         pool = getattr(redis, "connection_pool", None)
@@ -138,8 +154,29 @@ class Runner:
 
     async def _call(self, script: Any, keys: Sequence[str], args: Args) -> list[Any]:  # noqa: ANN401 - redis-py's AsyncScript
         """One script call; use run(), which loads an account missing from Redis first."""
+        if self.via is not None:
+            return await self._call_via(self.via, script, keys, args)
         reply: list[Any] = await guarded(script(keys=keys, args=args))
         return reply
+
+    @staticmethod
+    async def _call_via(via: HotPath, script: Any, keys: Sequence[str], args: Args) -> list[Any]:  # noqa: ANN401 - redis-py's AsyncScript
+        """EVALSHA over ``via``; EVAL (which loads it) when Redis does not have the script."""
+        parts: list[str | int] = [len(keys), *keys, *args]
+        count = len(parts) + 2
+        try:
+            reply = await via.call(command(count, encode(["EVALSHA", script.sha, *parts])))
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+                reply = await via.call(command(count, encode(["EVAL", script.script, *parts])))
+        except FAILURES as exc:
+            raise failure(exc, sent=False) from exc
+        if isinstance(reply, hiredis.ReplyError):
+            error = BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]  # redis-py untyped
+            if isinstance(error, RedisConnectionError):  # LOADING: nothing ran
+                raise failure(error, sent=False) from error
+            raise error
+        result: list[Any] = reply
+        return result
 
     async def execute(self, pipe: Pipeline) -> list[Any]:
         """Run a pipeline; per-command errors come back in their slots.

@@ -40,6 +40,7 @@ from creditgate.worker.periodic import Periodic
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from creditgate.driver.pipelined import HotPath
     from creditgate.engine import Engine
     from creditgate.ledger.store import LedgerStore
     from creditgate.payments.provider import PaymentProvider
@@ -58,6 +59,7 @@ class Consumers:
         self.workers: list[Lanes | Worker] = [ledger]
         self.dispatcher: Dispatcher | None = None
         self.provider: PaymentProvider | None = None
+        self._own_fast: HotPath | None = None  # the engine's connection, when built here
         # Timed passes: recurring charges due (ledger/due.py), payments lost with Redis
         # (payments/recovery.py); each with its interval, 0: off.
         self.periodic: list[Periodic] = []
@@ -78,6 +80,7 @@ class Consumers:
             from creditgate.ledger.hydrate import install_hydration  # noqa: PLC0415
 
             engine = engine_for(settings, redis)
+            self._own_fast = engine.fast
             install_hydration(engine, store)
         self.provider = settings.payment_provider()
         notices = (
@@ -147,6 +150,8 @@ class Consumers:
         finally:
             if self.provider is not None:
                 await self.provider.close()
+            if self._own_fast is not None:
+                await self._own_fast.aclose()
 
     def stop(self) -> None:
         for w in self.workers:

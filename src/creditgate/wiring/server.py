@@ -27,9 +27,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from creditgate.credits import Credits
 from creditgate.domain.errors import ConfigError, UnavailableError
-from creditgate.driver.cluster import ClusterFastRedis, cluster_client
+from creditgate.driver.cluster import cluster_client
 from creditgate.driver.connect import redis_client
-from creditgate.driver.pipelined import FastRedis, HotPath
 from creditgate.notify import Notifications
 from creditgate.payments.purchases import Purchases
 from creditgate.transport import limits
@@ -51,7 +50,7 @@ from creditgate.wiring import exposure
 from creditgate.wiring.consumers import Consumers
 from creditgate.wiring.embedded.redis import EmbeddedRedis, find_redis_server
 from creditgate.wiring.embedded.supervisor import Supervisor
-from creditgate.wiring.engine import engine_for
+from creditgate.wiring.engine import engine_for, hot_path_for
 from creditgate.wiring.processes import ServerProcesses
 from creditgate.wiring.startup import add_port
 
@@ -122,10 +121,7 @@ async def open_backends(
     redis = (cluster_client if cluster else redis_client)(
         url, timeout=settings.redis_timeout_seconds, max_connections=settings.redis_max_connections
     )
-    fast: HotPath | None = None
-    if settings.fast_path:
-        fast_class = ClusterFastRedis if cluster else FastRedis
-        fast = fast_class(url, timeout=settings.redis_timeout_seconds)
+    fast = hot_path_for(settings, url, cluster=cluster) if settings.fast_path else None
     engine = engine_for(settings, redis, catalog, fast)
     backends = Backends(redis, engine, embedded)
     supervisor = None

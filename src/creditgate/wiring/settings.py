@@ -112,6 +112,27 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return value
 
+    @field_validator("redis_wait_replicas")
+    @classmethod
+    def _wait_needs_replicas(cls, value: int, info: ValidationInfo) -> int:
+        """WAIT goes over the pipelined connection, and the embedded server has no replica."""
+        if value and info.data.get("redis_url") == "embedded":
+            msg = "the embedded server has no replicas: set it to 0 or use an external Redis"
+            raise ValueError(msg)
+        if value and info.data.get("fast_path") is False:
+            msg = "needs CREDITGATE_FAST_PATH=true (WAIT is sent on the pipelined connection)"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("redis_wait_timeout_ms")
+    @classmethod
+    def _wait_within_timeout(cls, value: int, info: ValidationInfo) -> int:
+        limit = info.data.get("redis_timeout_seconds")
+        if isinstance(limit, float) and value >= limit * 1000:
+            msg = f"must be under CREDITGATE_REDIS_TIMEOUT_SECONDS ({limit} s)"
+            raise ValueError(msg)
+        return value
+
     @field_validator("tls_cert", "tls_key", "tls_client_ca", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -140,6 +161,17 @@ class Settings(BaseSettings):
         default=True,
         description="CheckAndConsume over one pipelined connection that sends calls made "
         "while replies are outstanding together in one write",
+    )
+    redis_wait_replicas: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="answer a call that ran a script only once this many replicas have its "
+        "write (Redis WAIT); fewer within CREDITGATE_REDIS_WAIT_TIMEOUT_MS: UNAVAILABLE, retry "
+        "with the same request id; 0: answer as soon as the master has it",
+    )
+    redis_wait_timeout_ms: int = Field(
+        100, ge=1, le=60_000, description="how long WAIT waits for the replicas"
     )
     combine_charges: bool = Field(
         default=True,
