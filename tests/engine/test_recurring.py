@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from creditgate.domain.errors import ConfigError
+from creditgate.domain.errors import ConfigError, InvalidArgumentError
 from creditgate.domain.results import Reason
 from creditgate.domain.terms import Terms
 from engine.conftest import catalog_from
@@ -106,6 +106,17 @@ async def test_charged_at_the_start_and_once_each_period(engine: Engine, events:
         (f"rec:hosting:{T0}", {"base": -50 * M}),
         (f"rec:hosting:{APR1}", {"base": -50 * M}),
     ]
+
+
+async def test_a_client_cannot_take_a_recurring_charge_id(engine: Engine, events: Events) -> None:
+    """Request ids starting with rec: are refused: they would replay or relabel the charge."""
+    await _open(engine, "glue")
+    for rid in (f"rec:hosting:{APR1}", "rec:x"):
+        with pytest.raises(InvalidArgumentError, match="ids of recurring charges; choose another"):
+            await engine.consume("a1", "run", 1, {}, rid)
+        with pytest.raises(InvalidArgumentError, match="reservation_id"):
+            await engine.reserve("a1", "run", 1, {}, rid)
+    assert _fees(await events(engine, "a1")) == [(f"rec:hosting:{T0}", {"base": -50 * M})]
 
 
 async def test_the_first_branch_charges_a_due_fee_first(engine: Engine, events: Events) -> None:

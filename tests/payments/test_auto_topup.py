@@ -275,13 +275,15 @@ async def test_the_monthly_maximum_pauses_until_next_month(
 async def test_reserved_ids_are_refused(shop: Secured) -> None:
     """Admin grants cannot pose as paid top-ups; purchases cannot take a top-up's record."""
     await _open(shop, wallet=1)
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await shop.admin.Grant(
-            admin_pb2.GrantRequest(account_id="shingle", pool_id="credits", amount=USD,
-                                   grant_id="topup:x"),
-            metadata=shop.auth("admin"),
-        )  # fmt: skip
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for reserved in ("topup:x", "rec:base_hosting:1799193600000"):  # the second: a recurring charge
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await shop.admin.Grant(
+                admin_pb2.GrantRequest(account_id="shingle", pool_id="credits", amount=USD,
+                                       grant_id=reserved),
+                metadata=shop.auth("admin"),
+            )  # fmt: skip
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "choose another grant_id" in (info.value.details() or "")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await shop.admin.Purchase(
             admin_pb2.PurchaseRequest(account_id="shingle", purchase_id="auto:x"),

@@ -26,17 +26,25 @@ def _next_month(day: dt.date) -> dt.date:
     return dt.date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
-def _date(text: str, pattern: re.Pattern[str]) -> dt.date | None:
+_LAST_YEAR = 9998  # a period's end (the day or month after) must still be a date
+
+
+def _date(text: str, pattern: re.Pattern[str], shown: str) -> dt.date | None:
+    """The date ``text`` names, None if it names none; a year past 9998 is refused."""
     if pattern.fullmatch(text) is None:
         return None
     try:
-        return dt.date.fromisoformat(text)
+        day = dt.date.fromisoformat(text)
     except ValueError:
         return None
+    if day.year > _LAST_YEAR:
+        msg = f"{shown}: a period must end by the end of year {_LAST_YEAR}"
+        raise InvalidArgumentError(msg)
+    return day
 
 
 def _day(text: str, name: str) -> dt.date:
-    day = _date(text, _DAY)
+    day = _date(text, _DAY, f"{name} {text!r}")
     if day is None:
         msg = f"{name} {text!r}: give a day as YYYY-MM-DD (UTC), e.g. 2026-03-01"
         raise InvalidArgumentError(msg)
@@ -65,7 +73,8 @@ def usage_period(month: str, from_day: str, to_day: str, now_ms: int) -> tuple[i
             raise InvalidArgumentError(msg)
         return _ms(first), _ms(last + dt.timedelta(days=1))
     if month:
-        month_start = _date(f"{month}-01", _DAY) if _MONTH.fullmatch(month) else None
+        shown = f"month {month!r}"
+        month_start = _date(f"{month}-01", _DAY, shown) if _MONTH.fullmatch(month) else None
         if month_start is None:
             msg = f"month {month!r}: give YYYY-MM (UTC), e.g. 2026-03"
             raise InvalidArgumentError(msg)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from creditgate.domain import requests as check
 from creditgate.domain.errors import CreditgateError, InvalidArgumentError, UnavailableError
+from creditgate.domain.recurring import REQUEST_PREFIX as RECURRING
 from creditgate.domain.results import Decision, Reason
 from creditgate.driver.failures import FAILURES, failure
 
@@ -56,6 +57,12 @@ class QuotaOps:
             msg = (
                 f"{field} is required: this server runs with CREDITGATE_REQUIRE_REQUEST_ID=true; "
                 "send a unique id for each charge and the same id when retrying it"
+            )
+            raise InvalidArgumentError(msg)
+        if value.startswith(RECURRING):
+            msg = (
+                f"{field} {value[:40]!r}: ids starting with {RECURRING!r} are the ids of recurring "
+                "charges; choose another"
             )
             raise InvalidArgumentError(msg)
         return check.check_id(value, field, generate=True)

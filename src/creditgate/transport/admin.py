@@ -9,6 +9,7 @@ import grpc
 from creditgate.auth import roles
 from creditgate.domain.errors import InvalidArgumentError
 from creditgate.domain.purchase import grant_id as purchase_grant_id
+from creditgate.domain.recurring import REQUEST_PREFIX as RECURRING
 from creditgate.domain.topup import grant_id as topup_grant_id
 from creditgate.domain.topup import merge_settings
 from creditgate.payments.provider import TestProvider
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
     from creditgate.notify import Notifications
 
 Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-_PAID_GRANTS = (purchase_grant_id(""), topup_grant_id(""))
+# Grant ids that name other movements: the credits of purchases and auto top-ups, and the
+# request ids of recurring charges (which share the ledger's id space with grants).
+_PAID_GRANTS = (purchase_grant_id(""), topup_grant_id(""), RECURRING)
 
 
 def _status(value: int, *, default: str) -> str:
@@ -115,7 +118,8 @@ class AdminService(WebhookAdmin):
         if request.grant_id.startswith(_PAID_GRANTS):
             msg = (
                 f"grant ids starting with {' or '.join(_PAID_GRANTS)} are the credits of "
-                "purchases and auto top-ups; choose another grant_id"
+                "purchases and auto top-ups and the ids of recurring charges; choose another "
+                "grant_id"
             )
             raise InvalidArgumentError(msg)
         before = await self.engine.balance(request.account_id)
