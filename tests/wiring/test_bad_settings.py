@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from creditgate.wiring.settings import check_listen
+from creditgate.wiring.settings import Settings, check_listen
 
 _LISTEN_FORMS = "host:port, e.g. 127.0.0.1:50051, 0.0.0.0:50051 or [::]:50051"
 
@@ -127,3 +127,16 @@ def test_listen_forms_that_are_accepted(address: str) -> None:
 def test_listen_forms_that_are_refused(address: str) -> None:
     with pytest.raises(ValueError, match=r"port|host|IPv6"):
         check_listen(address)
+
+
+@pytest.mark.parametrize(
+    ("timeout_s", "block_ms", "used_ms"),
+    [("2.0", "1000", 1000), ("0.5", "1000", 250), ("0.5", "100", 100)],
+)
+def test_the_worker_block_stays_under_the_redis_timeout(
+    monkeypatch: pytest.MonkeyPatch, timeout_s: str, block_ms: str, used_ms: int
+) -> None:
+    """A blocking read longer than the socket timeout times out: each idle read warned."""
+    monkeypatch.setenv("CREDITGATE_REDIS_TIMEOUT_SECONDS", timeout_s)
+    monkeypatch.setenv("CREDITGATE_WORKER_BLOCK_MS", block_ms)
+    assert Settings().worker_block == used_ms

@@ -112,7 +112,7 @@ class Consumers:
             consumer,
             KeySpace(settings.key_prefix, settings.shards),
             batch=settings.worker_batch,
-            block_ms=settings.worker_block_ms,
+            block_ms=settings.worker_block,
             claim_idle_ms=settings.worker_claim_idle_ms,
             name=settings.worker_name,
             metered=False,

@@ -229,7 +229,12 @@ class Settings(BaseSettings):
         description="after a short batch the worker waits this long to gather the next one "
         "(fewer, larger ledger transactions; adds at most this to the lag)",
     )
-    worker_block_ms: int = Field(1000, ge=0, description="how long a worker waits for events")
+    worker_block_ms: int = Field(
+        1000,
+        ge=0,
+        description="how long a worker waits for events; at most half of "
+        "CREDITGATE_REDIS_TIMEOUT_SECONDS (a longer blocking read would time out)",
+    )
     worker_claim_idle_ms: int = Field(
         30_000, ge=1000, description="claim events a dead worker left pending"
     )
@@ -302,6 +307,11 @@ class Settings(BaseSettings):
             raise ConfigError(msg)
         return StripeProvider(self.payments_url, key, timeout_s=self.payments_timeout_seconds)
 
+    @property
+    def worker_block(self) -> int:
+        """``worker_block_ms``, kept to half the Redis timeout: a blocking read must not time out."""
+        return min(self.worker_block_ms, int(self.redis_timeout_seconds * 500))
+
     def ledger_worker(self, redis: Redis, store: LedgerStore) -> Lanes:
         """The ledger worker that ``creditgate worker`` and ``serve`` run, with these knobs."""
         from creditgate.engine.keys import KeySpace  # noqa: PLC0415 - keep settings light
@@ -314,7 +324,7 @@ class Settings(BaseSettings):
             KeySpace(self.key_prefix, self.shards),
             self.worker_lanes,
             batch=self.worker_batch,
-            block_ms=self.worker_block_ms,
+            block_ms=self.worker_block,
             linger_ms=self.worker_linger_ms,
             claim_idle_ms=self.worker_claim_idle_ms,
             name=self.worker_name,
