@@ -6,7 +6,10 @@ The demo catalog with ``agent.message`` set to ``allow`` (``shingle.llm`` keeps 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,15 +22,17 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from prometheus_client import REGISTRY
 
 from creditgate.client import AsyncClient
+from creditgate.domain.catalog import load_catalog
 from creditgate.domain.errors import ON_UNAVAILABLE_KEY
+from creditgate.transport import fail_policy
 from creditgate.v1 import quota_pb2, quota_pb2_grpc
 from envoy_kit import demo_allowing, without_redis
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-    from pathlib import Path
 
 ACCOUNT = "fp-acct"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest_asyncio.fixture
@@ -143,3 +148,21 @@ async def test_the_sdk_applies_the_policy_once_its_retries_are_spent(target: str
             settled = await hold.settle(3)
         assert settled.cost.micro == 0
         assert settled.message == "unbilled"
+
+
+async def test_a_short_outage_is_logged_whole(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The decisions held back after a line are logged LOG_EVERY later, with none after them."""
+    monkeypatch.setattr(fail_policy, "LOG_EVERY", 0.2)
+    monkeypatch.setattr(fail_policy, "_last", {})
+    catalog = load_catalog(EXAMPLES / "demo.yaml")
+    with caplog.at_level(logging.WARNING, logger="creditgate.transport"):
+        for _ in range(5):
+            fail_policy.decided_without_redis(catalog, "ShouldRateLimit", "shingle.llm")
+        await asyncio.sleep(0.4)
+    lines = [r.getMessage() for r in caplog.records if "on_unavailable" in r.getMessage()]
+    assert len(lines) == 2, lines
+    assert "(1 since the last such line)" in lines[0]
+    assert "shingle.llm refused" in lines[1]
+    assert "(4 since the last such line)" in lines[1]

@@ -8,11 +8,15 @@ policy in the trailing metadata ``x-creditgate-on-unavailable``, which the SDK
 (``creditgate.client``) applies once its retries are spent.
 
 Each such decision is counted (``creditgate_decisions_without_redis_total``) and logged, at
-most one line per RPC and action every ``LOG_EVERY`` seconds, with the count since the last.
+most one line per RPC and action every ``LOG_EVERY`` seconds, with the count since the last;
+decisions held back by that are logged ``LOG_EVERY`` seconds after the line before them, even
+if no other decision follows (an outage shorter than ``LOG_EVERY`` is logged whole).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -31,6 +35,7 @@ log = logging.getLogger("creditgate.transport")
 
 LOG_EVERY = 10.0
 _last: dict[tuple[str, str], tuple[float, int]] = {}
+_flushing: set[tuple[str, str]] = set()  # a line of the held-back count is scheduled
 
 
 def policy(catalog: Catalog, action: str) -> str:
@@ -46,18 +51,36 @@ def decided_without_redis(catalog: Catalog, rpc: str, action: str) -> bool:
     now = time.monotonic()
     since, count = _last.get((rpc, known), (0.0, 0))
     if now - since >= LOG_EVERY:
-        log.warning(
-            "Redis unreachable: %s of action %s %s by its on_unavailable policy (%d since the "
-            "last such line)",
-            rpc,
-            known,
-            "let through unbilled" if chosen == "allow" else "refused",
-            count + 1,
-        )
+        _line(rpc, known, chosen, count + 1)
         _last[rpc, known] = (now, 0)
     else:
         _last[rpc, known] = (since, count + 1)
+        if (rpc, known) not in _flushing:
+            with contextlib.suppress(RuntimeError):  # no running loop: the next call logs it
+                loop = asyncio.get_running_loop()
+                loop.call_later(since + LOG_EVERY - now, _flush, rpc, known, chosen)
+                _flushing.add((rpc, known))
     return chosen == "allow"
+
+
+def _line(rpc: str, action: str, chosen: str, count: int) -> None:
+    log.warning(
+        "Redis unreachable: %s of action %s %s by its on_unavailable policy (%d since the "
+        "last such line)",
+        rpc,
+        action,
+        "let through unbilled" if chosen == "allow" else "refused",
+        count,
+    )
+
+
+def _flush(rpc: str, action: str, chosen: str) -> None:
+    """Log the decisions held back since the last line, if no later one has logged them."""
+    _flushing.discard((rpc, action))
+    _, count = _last.get((rpc, action), (0.0, 0))
+    if count:
+        _line(rpc, action, chosen, count)
+        _last[rpc, action] = (time.monotonic(), 0)
 
 
 def tell_policy(context: Ctx, catalog: Catalog, rpc: str, action: str) -> None:

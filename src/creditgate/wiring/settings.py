@@ -309,7 +309,7 @@ class Settings(BaseSettings):
 
     @property
     def worker_block(self) -> int:
-        """``worker_block_ms``, kept to half the Redis timeout: a blocking read must not time out."""
+        """``worker_block_ms``, at most half the Redis timeout: a longer read would time out."""
         return min(self.worker_block_ms, int(self.redis_timeout_seconds * 500))
 
     def ledger_worker(self, redis: Redis, store: LedgerStore) -> Lanes:
