@@ -11,8 +11,12 @@ import subprocess
 import sys
 from typing import TYPE_CHECKING
 
+import pytest
+
 from creditgate.domain.wording import amount
-from creditgate.wiring.cli import parser
+from creditgate.v1 import admin_pb2
+from creditgate.wiring.cli import client, parser
+from creditgate.wiring.cli.render import render
 from served_kit import CREDITGATE, ROOT, Served, free_port, run_cli, sidecar_env
 
 if TYPE_CHECKING:
@@ -34,6 +38,32 @@ def test_amounts_render_in_their_units() -> None:
     assert amount(4_990_000, "USD") == "$4.99"
     assert amount(1_500, "usd") == "$0.0015"
     assert amount(-5_000_000, "usd") == "-$5.00"
+
+
+def test_terms_render_caps_and_rates_in_units() -> None:
+    """A rate override shows its meter and a decimal rate; a cap range its decimals."""
+    terms = admin_pb2.Terms(
+        seats=1,
+        rates=[admin_pb2.RateOverride(pool_id="credits", meter="glue_credit", rate=20_000)],
+        caps=[admin_pb2.CapRange(pool_id="overage", cap_min=10_500_000, cap_max=-1)],
+    )
+    shown = "\n".join(render(terms))
+    assert "glue_credit  0.02" in shown
+    assert "10.5" in shown
+    assert "unlimited" in shown
+    assert "20000" not in shown
+    assert "10500000" not in shown
+
+
+def test_numbers_are_ascii_digits() -> None:
+    """`1_000` and other scripts' digits are usage errors, as NaN is, never an amount."""
+    for text in ("1_000", "\u0665\u0660\u0660", "\u00b2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a"):
+            client.amount(text)
+        with pytest.raises(argparse.ArgumentTypeError, match="not a whole number"):
+            client.whole(text)
+    assert client.whole("-3") == -3
+    assert client.amount("12.5") == 12_500_000
 
 
 def test_check_prints_credits_not_micro_units(served: Served) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 MICRO = 1_000_000
@@ -9,6 +10,9 @@ MAX_QUANTITY = 10**12  # the most units one request may ask for
 # Lua numbers are doubles; every amount and every product the scripts form stays below 2**52 so
 # that integer arithmetic there is exact (see engine/lua/lib.lua).
 MAX_AMOUNT = 2**52 - 1
+# A decimal as people type it, ASCII digits only: Decimal alone also takes "1_000" and digits of
+# other scripts (Arabic-Indic 500), which nobody means as an amount.
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 
 def to_micro(value: str | float | Decimal, *, what: str = "amount") -> int:
@@ -20,6 +24,9 @@ def to_micro(value: str | float | Decimal, *, what: str = "amount") -> int:
     if isinstance(value, bool):
         msg = f"{what}: expected a number, got {value!r}"
         raise TypeError(msg)
+    if isinstance(value, str) and _DECIMAL.fullmatch(value) is None and _finite(value):
+        msg = f"{what}: {value!r} is not a decimal number"
+        raise ValueError(msg)
     try:
         dec = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
     except InvalidOperation:
@@ -37,6 +44,14 @@ def to_micro(value: str | float | Decimal, *, what: str = "amount") -> int:
         msg = f"{what}: {value!r} exceeds the largest supported amount"
         raise ValueError(msg)
     return result
+
+
+def _finite(text: str) -> bool:
+    """False for what Decimal reads as NaN or infinity (refused as not finite, below)."""
+    try:
+        return Decimal(text).is_finite()
+    except InvalidOperation:
+        return True
 
 
 def format_micro(micro: int) -> str:

@@ -79,9 +79,17 @@ def cap(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def whole(text: str) -> int:
+    """A whole number in ASCII digits (``int`` alone also takes ``1_000`` and other scripts')."""
+    if re.fullmatch(r"-?[0-9]+", text) is None:
+        msg = f"{text!r} is not a whole number (digits 0-9)"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
+
+
 def when(text: str) -> int:
     """Unix ms, or an ISO 8601 time (UTC if no offset)."""
-    if text.isdigit():
+    if re.fullmatch(r"[0-9]+", text) is not None:
         return int(text)
     try:
         moment = dt.datetime.fromisoformat(text)

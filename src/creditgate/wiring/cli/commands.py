@@ -9,7 +9,16 @@ import os
 from typing import TYPE_CHECKING
 
 from creditgate.wiring.cli import terms
-from creditgate.wiring.cli.client import amount, at_least_zero, cap, client, pair, parser, when
+from creditgate.wiring.cli.client import (
+    amount,
+    at_least_zero,
+    cap,
+    client,
+    pair,
+    parser,
+    when,
+    whole,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -44,7 +53,7 @@ def _accounts(sub: Sub[argparse.ArgumentParser]) -> None:
     p = parser(acc, "create", "create an account on a plan")
     p.add_argument("account_id", help="the new account's id: 1-128 of letters, digits, ._:@/+=-")
     p.add_argument("--plan", required=True, help="its plan (creditgate plans lists them)")
-    p.add_argument("--anchor-day", type=int, default=0, help="renewal day 1-31 (default today)")
+    p.add_argument("--anchor-day", type=whole, default=0, help="renewal day 1-31 (default today)")
     p.add_argument("--status", choices=_STATUS, default="active", help="default active")
     terms.options(p)  # its terms from the start (admins: docs/TERMS.md)
     p.set_defaults(func=client("admin", "CreateAccount", lambda a: pb.CreateAccountRequest(
@@ -57,7 +66,7 @@ def _accounts(sub: Sub[argparse.ArgumentParser]) -> None:
     p = parser(acc, "update", "change an account's plan, status or renewal day")
     p.add_argument("account_id", help=_ACCOUNT)
     p.add_argument("--plan", default="", help="move it to this plan")
-    p.add_argument("--anchor-day", type=int, default=0, help="new renewal day 1-31")
+    p.add_argument("--anchor-day", type=whole, default=0, help="new renewal day 1-31")
     p.add_argument("--status", choices=_STATUS, help="new status")
     p.set_defaults(func=client("admin", "UpdateAccount", lambda a: pb.UpdateAccountRequest(
         account_id=a.account_id, plan_id=a.plan, anchor_day=a.anchor_day,
@@ -73,7 +82,7 @@ def _accounts(sub: Sub[argparse.ArgumentParser]) -> None:
     p = parser(acc, "clock", "advance an account's test clock (servers run with --test-clock)")
     p.add_argument("account_id", help=_ACCOUNT)
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--seconds", type=int, default=0, help="move it forward by this many seconds")
+    g.add_argument("--seconds", type=whole, default=0, help="move it forward by this many seconds")
     g.add_argument("--to", type=when, default=0, help="move it to this unix ms or ISO 8601 time")
     p.set_defaults(func=client("admin", "AdvanceTestClock", lambda a: pb.AdvanceTestClockRequest(
         account_id=a.account_id, seconds=a.seconds, to_unix_ms=a.to)))  # fmt: skip
@@ -132,7 +141,7 @@ def _money(sub: Sub[argparse.ArgumentParser]) -> None:
     p = parser(sub, "refund", "give back a charge, fully or in part")
     p.add_argument("account_id", help=_ACCOUNT)
     p.add_argument("request_id", help="the charge's request id, as check printed it")
-    p.add_argument("-q", "--quantity", type=int, default=0, help="units to refund (default all)")
+    p.add_argument("-q", "--quantity", type=whole, default=0, help="units to refund (default all)")
     p.add_argument("--refund-id", default="", help="idempotency key (default: a new one)")
     p.set_defaults(func=client("quota", "Refund", lambda a: quota_pb2.RefundRequest(
         account_id=a.account_id, request_id=a.request_id, quantity=a.quantity,
@@ -145,7 +154,7 @@ def _quota(sub: Sub[argparse.ArgumentParser]) -> None:
     p = parser(sub, "check", "may this action run now? If so, charge it (exit 2 when denied)")
     p.add_argument("account_id", help=_ACCOUNT)
     p.add_argument("action", help=_ACTION)
-    p.add_argument("-q", "--quantity", type=int, default=1, help=_QUANTITY)
+    p.add_argument("-q", "--quantity", type=whole, default=1, help=_QUANTITY)
     p.add_argument("-a", "--attr", type=pair, action="append", default=[], help=_ATTR)
     p.add_argument("--request-id", default="", help="idempotency key (default: a new one)")
     p.add_argument("--dry-run", action="store_true", help="answer as if charging, change nothing")
@@ -155,17 +164,19 @@ def _quota(sub: Sub[argparse.ArgumentParser]) -> None:
     p = parser(sub, "reserve", "hold an estimate until settle or release (exit 2 when denied)")
     p.add_argument("account_id", help=_ACCOUNT)
     p.add_argument("action", help=_ACTION)
-    p.add_argument("-q", "--quantity", type=int, default=1, help="units to hold (default 1)")
+    p.add_argument("-q", "--quantity", type=whole, default=1, help="units to hold (default 1)")
     p.add_argument("-a", "--attr", type=pair, action="append", default=[], help=_ATTR)
     p.add_argument("--reservation-id", default="", help="idempotency key (default: a new one)")
-    p.add_argument("--ttl", type=int, default=0, help="seconds the hold lasts (default: server's)")
+    p.add_argument(
+        "--ttl", type=whole, default=0, help="seconds the hold lasts (default: server's)"
+    )
     p.set_defaults(func=client("quota", "Reserve", lambda a: pb.ReserveRequest(
         account_id=a.account_id, action=a.action, quantity=a.quantity, attributes=dict(a.attr),
         reservation_id=a.reservation_id or _new_id(), ttl_seconds=a.ttl)))  # fmt: skip
     p = parser(sub, "settle", "charge the actual quantity against a hold; the rest returns")
     p.add_argument("account_id", help=_ACCOUNT)
     p.add_argument("reservation_id", help="the id reserve printed")
-    p.add_argument("-q", "--quantity", type=int, required=True, help="the units actually used")
+    p.add_argument("-q", "--quantity", type=whole, required=True, help="the units actually used")
     p.set_defaults(func=client("quota", "Settle", lambda a: pb.SettleRequest(
         account_id=a.account_id, reservation_id=a.reservation_id,
         quantity=a.quantity)))  # fmt: skip
@@ -212,7 +223,7 @@ def _webhooks(sub: Sub[argparse.ArgumentParser]) -> None:
         drop_previous=a.drop_previous)))  # fmt: skip
     p = parser(sub, "notifications", "what was sent to an account's webhooks, newest first")
     p.add_argument("account_id", help=_ACCOUNT)
-    p.add_argument("--limit", type=int, default=20, help="1-100 per page (default 20)")
+    p.add_argument("--limit", type=whole, default=20, help="1-100 per page (default 20)")
     p.add_argument("--cursor", default="", help="the next cursor the previous page printed")
     p.set_defaults(func=client("admin", "ListNotifications", lambda a:
         pb.ListNotificationsRequest(account_id=a.account_id, limit=a.limit,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from creditgate.wiring.cli.client import client, parser
+from creditgate.wiring.cli.client import client, parser, whole
 
 if TYPE_CHECKING:
     import argparse
@@ -32,7 +32,7 @@ def register(sub: Sub[argparse.ArgumentParser]) -> None:
     p = parser(sub, "transactions", "credit movements, newest first, with the running balance")
     p.add_argument("account_id", help=_ACCOUNT)
     p.add_argument("--pool", default="", help="only this pool's (default: every pool)")
-    p.add_argument("--limit", type=int, default=20, help="1-100 per page (default 20)")
+    p.add_argument("--limit", type=whole, default=20, help="1-100 per page (default 20)")
     p.add_argument("--cursor", default="", help="the next cursor the previous page printed")
     p.set_defaults(func=client("credits", "ListTransactions", lambda a:
         pb.ListTransactionsRequest(account_id=a.account_id, pool_id=a.pool, limit=a.limit,

@@ -59,6 +59,9 @@ _JSON_ONLY = frozenset({"payload", "event_id"})
 # Maps of amounts whose unit the answer does not carry (Terms: an allowance in its pool's meter,
 # a price in its action's): shown as decimals of that unit.
 _AMOUNT_MAPS = frozenset({"allowances", "prices"})
+# Amounts whose unit the message does not carry either (Terms' rate overrides, money per meter
+# unit; cap ranges, in the pool's money): decimals, -1 ``unlimited``.
+_DECIMALS = frozenset({"rate", "cap_min", "cap_max"})
 
 
 def _label(name: str) -> str:
@@ -92,16 +95,18 @@ def _value(message: Message, field: FieldDescriptor, meter: str, outer: str = ""
         return "yes" if value else "no"
     if field.name.endswith("_unix_ms"):
         return utc(value) if value else "-"
-    unit = _unit(message, field.name, meter, outer)
-    if (
-        unit is None
-        and field.name in _SPEND_FIELDS
-        and "spend_unit" in message.DESCRIPTOR.fields_by_name
-    ):
+    return _number(message, field.name, value, _unit(message, field.name, meter, outer))
+
+
+def _number(message: Message, name: str, value: int, unit: str | None) -> str:
+    """A number field: an amount in ``unit``, a decimal of an unnamed unit, or a plain count."""
+    if unit is None and name in _SPEND_FIELDS and "spend_unit" in message.DESCRIPTOR.fields_by_name:
         return "-"
-    if unit is not None:
-        return "unlimited" if value == _UNLIMITED else amount(value, unit)
-    return str(value)
+    if unit is None and name not in _DECIMALS:
+        return str(value)
+    if value == _UNLIMITED:
+        return "unlimited"
+    return amount(value, unit) if unit is not None else format_micro(value)
 
 
 def _shown(message: Message, field: FieldDescriptor) -> bool:
@@ -115,10 +120,16 @@ def _table(rows: list[Message], meter: str, indent: str, outer: str = "") -> lis
     if not rows:
         return []
     descriptor = rows[0].DESCRIPTOR
+    # Unit fields are shown with the amounts they are the unit of; in a row without such an
+    # amount (a rate override's meter, what its rate is per) they are columns of their own.
+    units_used = any(
+        _UNIT_OF.get(f.name) in _UNITS or f.name in _SPEND_FIELDS for f in descriptor.fields
+    )
+    hidden = (_UNITS if units_used else frozenset()) | _JSON_ONLY
     columns = [
         f
         for f in descriptor.fields
-        if not f.is_repeated and f.name not in _UNITS | _JSON_ONLY and f.message_type is None
+        if not f.is_repeated and f.name not in hidden and f.message_type is None
     ]
     cells = [[_label(f.name) for f in columns]]
     cells += [[_value(row, f, meter, outer) for f in columns] for row in rows]

@@ -12,7 +12,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from creditgate.domain.money import to_micro
-from creditgate.wiring.cli.client import client, pair, parser
+from creditgate.wiring.cli.client import client, pair, parser, whole
 
 if TYPE_CHECKING:
     from creditgate.v1 import admin_pb2
@@ -88,7 +88,7 @@ def register(acc: Sub[argparse.ArgumentParser]) -> None:
 
 def options(p: argparse.ArgumentParser) -> None:
     """The terms' options, for ``account terms`` and ``account create``."""
-    p.add_argument("--seats", type=int, default=1, help="per_seat allowances x seats (default 1)")
+    p.add_argument("--seats", type=whole, default=1, help="per_seat allowances x seats (default 1)")
     p.add_argument("--allowance", type=_amount, action="append", default=[],
                    help="pool=amount: an allowance's amount (per seat if per_seat)")  # fmt: skip
     p.add_argument("--price", type=_amount, action="append", default=[],
