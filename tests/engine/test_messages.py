@@ -127,6 +127,22 @@ async def test_past_times_read_as_iso_8601_utc(engine: Engine) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("expires_at", "note", "message"),
+    [
+        (-1, "", "expires_at -1: give 0 (never expires) or a unix time in ms"),
+        (0, "n" * 257, "note is 257 characters; at most 256"),
+        (0, "a\x00b", "note contains a NUL character; remove it"),
+    ],
+)
+async def test_a_bad_grant_names_the_field_that_is_wrong(
+    engine: Engine, expires_at: int, note: str, message: str
+) -> None:
+    with pytest.raises(InvalidArgumentError) as caught:
+        await engine.grant("free", "bonus", M, "g-3", expires_at=expires_at, note=note)
+    assert str(caught.value) == message
+
+
 def test_the_two_stops_read_apart() -> None:
     """The stop until renewal and the stop until a recurring charge is paid read apart.
 

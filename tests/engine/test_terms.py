@@ -143,6 +143,7 @@ async def test_enterprise_custom_overrides_an_allowance_a_rate_and_the_cap_range
         (Terms(rates={"payg": {"other": 1}}), "no rate for meter 'other'"),
         (Terms(rates={"payg": {"credit": 0}}), "rate must be 1-"),
         (Terms(caps={"payg": (5, 4)}), "cap_min <= cap_max"),
+        (Terms(caps={"payg": (0, 2**63 - 1)}), "cap_max 9223372036854775807 micro-units is above"),
         (Terms(caps={"seats": (0, -1)}), "no overage or payg pool 'seats'"),
         (Terms(flags=("vip",)), "no plan's flag_prices names 'vip'"),
         (Terms(seats=10**6, allowances={"seats": 2**40}), "x 1000000 seats is outside"),

@@ -33,17 +33,17 @@ def is_valid_id(value: str) -> bool:
     return ACCOUNT_ID.fullmatch(value) is not None
 
 
-def check_id(value: str, field: str, *, generate: bool = False) -> str:
-    """An account, request, reservation, refund or grant id."""
+def check_id(value: str, field: str, *, generate: bool = False, longest: int = 128) -> str:
+    """An account, request, reservation, refund or grant id (of at most ``longest`` characters)."""
     if not value:
         if generate:
             return new_id()
         msg = f"{field} is required"
         raise InvalidArgumentError(msg)
-    if not is_valid_id(value):
+    if not is_valid_id(value) or len(value) > longest:
         shown = value if len(value) <= 40 else value[:40] + "..."  # noqa: PLR2004
         msg = (
-            f"{field} {shown!r} is invalid: use 1-128 characters from letters, digits and "
+            f"{field} {shown!r} is invalid: use 1-{longest} characters from letters, digits and "
             "._:@/+=- starting with a letter or digit"
         )
         raise InvalidArgumentError(msg)
@@ -159,8 +159,14 @@ def check_grant(account_id: str, grant_id: str, amount: int, expires_at: int, no
     check_id(account_id, "account_id")
     check_id(grant_id, "grant_id")
     check_amount(amount)
-    if expires_at < 0 or len(note) > MAX_NOTE or "\x00" in note:
-        msg = "expires_at must be 0 (never) or a unix time in ms; note at most 256 characters"
+    if expires_at < 0:
+        msg = f"expires_at {expires_at}: give 0 (never expires) or a unix time in ms"
+        raise InvalidArgumentError(msg)
+    if len(note) > MAX_NOTE:
+        msg = f"note is {len(note)} characters; at most {MAX_NOTE}"
+        raise InvalidArgumentError(msg)
+    if "\x00" in note:
+        msg = "note contains a NUL character; remove it"
         raise InvalidArgumentError(msg)
 
 

@@ -124,7 +124,13 @@ def check(terms: Terms, catalog: Catalog, plan: Plan) -> Terms:
                 _refuse(f"terms rates {pool_id} {meter}: rate must be 1-{MAX_RATE}, got {rate}")
     for pool_id, (low, high) in terms.caps.items():
         unit = _pool_of(plan, pool_id, ("overage", "payg"), "caps").unit
-        if not 0 <= low <= MAX_AMOUNT or not (high == -1 or low <= high <= MAX_AMOUNT):
+        for name, value in (("cap_min", low), ("cap_max", high)):
+            if value > MAX_AMOUNT:
+                _refuse(
+                    f"terms caps {pool_id}: {name} {value} micro-units is above the largest "
+                    f"supported amount, {worded(MAX_AMOUNT, unit)}"
+                )
+        if low < 0 or not (high == -1 or low <= high):
             _refuse(
                 f"terms caps {pool_id}: need 0 <= cap_min <= cap_max (-1: no maximum), "
                 f"got {worded(low, unit)}..{worded(high, unit)} (micro-units: $1 = 1,000,000)"

@@ -184,12 +184,9 @@ class Purchases:
 
 
 def _check_purchase_id(value: str) -> None:
-    check.check_id(value, "purchase_id")
+    check.check_id(value, "purchase_id", longest=terms.MAX_PURCHASE_ID)
     if value.startswith(RECORD_PREFIX):
         msg = f"purchase_id may not start with {RECORD_PREFIX!r}: auto top-ups are recorded so"
-        raise InvalidArgumentError(msg)
-    if len(value) > terms.MAX_PURCHASE_ID:
-        msg = f"purchase_id is {len(value)} characters; at most {terms.MAX_PURCHASE_ID}"
         raise InvalidArgumentError(msg)
 
 
