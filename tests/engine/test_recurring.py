@@ -171,7 +171,11 @@ async def test_unpaid_stops_the_account_until_money_pays_it(engine: Engine, even
     assert not d.allowed
     assert d.reason == Reason.ACCOUNT_STOPPED
     assert d.retry_at == 0
-    assert "recurring charge" in d.message
+    assert d.message.startswith(
+        "run: the account is stopped until its recurring charge hosting (50 credit a month) is "
+        "paid: money or credits that cover it (a purchase, a grant or a paid auto top-up, into a "
+        "pool that pays for it) pay it at once"
+    ), d.message
     assert "short by" not in d.message  # the pools are not what stops it
     assert not (await engine.consume("a1", "run", 1, {}, "r2")).allowed
     rid = f"rec:hosting:{T0}"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from creditgate.domain import recurring
+from creditgate.domain import recurring, wording
 from creditgate.domain.errors import FailedPreconditionError, InvalidArgumentError
 from creditgate.domain.results import Movement, Reason, Remaining
 from creditgate.driver.wire import encode
@@ -53,23 +53,49 @@ _REASON_TEXT = {
 # The two stops: until a renewal (a cap lowered below this period's spend; retry_at is the
 # renewal), and until a recurring charge is paid (recurring.lua; no time ends it, retry_at 0).
 _RENEWAL = "the account is stopped until its renewal (a cap was lowered below this period's spend)"
-_UNPAID = (
-    "the account is stopped until a recurring charge of its plan is paid (GetAccount shows it "
-    "unpaid): money or credits that cover it (a purchase, a grant, a paid auto top-up) pay it at "
-    "once, as does a change of plan or terms that makes it payable"
+_UNPAID = "the account is stopped until a recurring charge of its plan is paid"
+_UNPAID_FIX = (
+    "money or credits that cover it (a purchase, a grant or a paid auto top-up, into a pool that "
+    "pays for it) pay it at once, as does a change of plan or terms that makes it payable"
 )
+_EVERY = {"day": "a day", "month": "a month", "cycle": "each billing cycle"}
 
 
-def reason_text(reason: Reason, retry_at: int | None = None) -> str:
-    """Why a request was refused, for a person; ``retry_at`` tells the two stops apart."""
+def reason_text(reason: Reason, retry_at: int | None = None, plan: Plan | None = None) -> str:
+    """Why a request was refused, for a person; ``retry_at`` tells the two stops apart.
+
+    With the account's ``plan`` (its terms applied), the stop until a recurring charge is paid
+    names the plan's charges that stop an account, and what each costs.
+    """
     if reason == Reason.ACCOUNT_STOPPED:
         if retry_at is None:
             return (
                 "the account is stopped, until its renewal or until a recurring charge of its "
                 "plan is paid (GetAccount shows which)"
             )
-        return _UNPAID if retry_at == 0 else _RENEWAL
+        if retry_at:
+            return _RENEWAL
+        return f"{_unpaid(plan)}: {_UNPAID_FIX}"
     return _REASON_TEXT.get(reason, reason.name.lower())
+
+
+def _unpaid(plan: Plan | None) -> str:
+    """The stop until a recurring charge is paid, with the charges that can stop the account."""
+    named = [] if plan is None else _stopping(plan)
+    if not named:
+        return f"{_UNPAID} (GetAccount shows it unpaid)"
+    which = "its recurring charge" if len(named) == 1 else "one of its recurring charges"
+    return f"the account is stopped until {which} {', '.join(named)} is paid"
+
+
+def _stopping(plan: Plan) -> list[str]:
+    """``id (cost a period)`` of each of the plan's paid recurring charges that stop it unpaid."""
+    out = []
+    for item in plan.recurring:
+        due, meter = recurring.cost(plan, item), plan.actions[item.action].meter
+        if item.on_short == "stop" and due and meter:
+            out.append(f"{item.id} ({wording.quantity(due, meter)} {_EVERY[item.period]})")
+    return out
 
 
 def no_plan(account_id: str, clock: str = "0") -> Args:

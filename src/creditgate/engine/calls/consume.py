@@ -132,7 +132,9 @@ class ConsumeCall:
         else:
             meter = self.calls.parts(plan, shape)[3]
         d = decision(plan, reply, self.rid, meter, dry_run=shape.dry_run)
-        return dataclasses.replace(d, message=_explain(d, shape.action)) if not d.allowed else d
+        if d.allowed:
+            return d
+        return dataclasses.replace(d, message=_explain(d, shape.action, plan))
 
 
 def decision(
@@ -157,8 +159,8 @@ def decision(
     )
 
 
-def _explain(d: Decision, action: str) -> str:
-    text = f"{action}: {reason_text(d.reason, d.retry_at)}"
+def _explain(d: Decision, action: str, plan: Plan) -> str:
+    text = f"{action}: {reason_text(d.reason, d.retry_at, plan)}"
     # A stopped or suspended account refuses the whole request whatever the pools hold: its
     # shortfall is the request's cost, which "short by" would misread.
     if d.shortfall and d.reason not in (Reason.ACCOUNT_STOPPED, Reason.ACCOUNT_SUSPENDED):
