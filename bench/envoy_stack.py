@@ -227,11 +227,14 @@ def _cmdline(pid: int) -> str:
     return ""
 
 
+_EMBEDDED = ("redis-server", "valkey-server")  # what `serve --embedded` may run
+
+
 def _family(pid: int, processes: int) -> tuple[list[int], list[int], int | None]:
     """The sidecar ``pid``'s server processes (once all are up), ledger worker and Redis."""
     for _ in range(300):
         found = tools.family(pid)
-        redis = [p for p in found if "redis-server" in _cmdline(p)]
+        redis = [p for p in found if any(n in _cmdline(p) for n in _EMBEDDED)]
         workers = [p for p in found if "creditgate worker" in _cmdline(p)]
         servers = [p for p in found if p not in redis and p not in workers]
         if len(servers) == processes:
