@@ -22,10 +22,8 @@ import time
 from typing import TYPE_CHECKING
 
 import pytest
-import yaml
 
 from cluster_kit import LocalCluster
-from creditgate.domain.catalog import CatalogConfig, compile_catalog
 from creditgate.domain.errors import OutcomeUnknownError, UnavailableError
 from creditgate.driver.cluster import ClusterFastRedis, cluster_client
 from creditgate.engine import Engine, KeySpace
@@ -34,28 +32,13 @@ from creditgate.ledger.consumer import LedgerConsumer
 from creditgate.ledger.hydrate import install_hydration
 from creditgate.ledger.reconcile import Reconciler
 from creditgate.worker import Worker
+from drills.conftest import WALLET
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from creditgate.ledger import LedgerStore
 
-CATALOG = compile_catalog(
-    CatalogConfig.model_validate(
-        yaml.safe_load(
-            """
-meters: {tok: tokens}
-actions:
-  use: {meter: tok, cost: 1}
-plans:
-  p:
-    order: [wallet]
-    pools:
-      - {id: wallet, kind: grant, meter: tok}
-"""
-        )
-    )
-)
 MICRO = 1_000_000
 ACCOUNTS = [f"f{i}" for i in range(12)]
 CLIENTS = 8
@@ -109,7 +92,7 @@ async def test_a_killed_master_fails_over_and_reconcile_repairs_from_the_ledger(
         fast = ClusterFastRedis(cluster.url, timeout=1.0)
         store = await open_ledger(f"sqlite:///{tmp_path}/ledger.db", migrate=True)
         keys = KeySpace()
-        engine = Engine(redis, CATALOG, keys=keys, test_clock=True, fast=fast)
+        engine = Engine(redis, WALLET, keys=keys, test_clock=True, fast=fast)
         install_hydration(engine, store)
         worker = Worker(redis, LedgerConsumer(store), keys, batch=200, block_ms=20, per_stream=True)
         worker_task = asyncio.create_task(worker.run())
