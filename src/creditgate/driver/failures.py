@@ -74,8 +74,9 @@ def failure(exc: BaseException, *, sent: bool) -> UnavailableError:
     """The domain error for a Redis call that failed with ``exc``."""
     if isinstance(exc, NotReplicatedError):
         return OutcomeUnknownError(
-            f"the Redis master applied the call, but {exc}: the answer is withheld, as a "
-            "failover could lose it; retry with the same request_id, which never charges twice"
+            f"the Redis master ran the call, but {exc}: its answer is withheld, as a failover "
+            "could lose what it changed; retry with the same request_id, which never charges "
+            "twice"
         )
     if sent or isinstance(exc, UnansweredError):
         return OutcomeUnknownError(

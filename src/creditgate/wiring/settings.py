@@ -128,8 +128,9 @@ class Settings(BaseSettings):
     @classmethod
     def _wait_within_timeout(cls, value: int, info: ValidationInfo) -> int:
         limit = info.data.get("redis_timeout_seconds")
-        if isinstance(limit, float) and value >= limit * 1000:
-            msg = f"must be under CREDITGATE_REDIS_TIMEOUT_SECONDS ({limit} s)"
+        if isinstance(limit, float) and value > limit * 500:
+            # Calls queued behind a WAIT on the one connection wait for it too: leave them room.
+            msg = f"must be at most half of CREDITGATE_REDIS_TIMEOUT_SECONDS ({limit} s)"
             raise ValueError(msg)
         return value
 
@@ -167,8 +168,8 @@ class Settings(BaseSettings):
         ge=0,
         le=16,
         description="answer a call that ran a script only once this many replicas have its "
-        "write (Redis WAIT); fewer within CREDITGATE_REDIS_WAIT_TIMEOUT_MS: UNAVAILABLE, retry "
-        "with the same request id; 0: answer as soon as the master has it",
+        "write (Redis WAIT); fewer within CREDITGATE_REDIS_WAIT_TIMEOUT_MS: DEADLINE_EXCEEDED, "
+        "retry with the same request id; 0: answer as soon as the master has it",
     )
     redis_wait_timeout_ms: int = Field(
         100, ge=1, le=60_000, description="how long WAIT waits for the replicas"
