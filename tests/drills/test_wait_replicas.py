@@ -142,10 +142,11 @@ async def test_every_answer_waits_for_the_replica_and_a_stalled_one_fails_the_ca
         assert await _wallet(engine, "a") == 57
 
         os.kill(replica.pid, signal.SIGSTOP)
-        started = time.monotonic()
-        with pytest.raises(OutcomeUnknownError, match=r"0 of 1 replica.*same request_id"):
+        # WAIT's own answer (within its timeout), not the call timeout's "did not answer".
+        with pytest.raises(
+            OutcomeUnknownError, match=r"0 of 1 replica.*within 500 ms.*same request_id"
+        ):
             await engine.consume("a", "use", 5, {}, "r2")
-        assert time.monotonic() - started < 1.5  # the WAIT timeout, not the call timeout (2 s)
         with pytest.raises(OutcomeUnknownError, match="replica"):
             await engine.grant("a", "wallet", 10 * MICRO, "g2")
         os.kill(replica.pid, signal.SIGCONT)
